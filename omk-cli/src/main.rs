@@ -1,0 +1,51 @@
+//! The `omk` command: a thin consumer of `omk_core::Omk`. Each subcommand
+//! parses its arguments, calls one operation, and renders the result as text
+//! or (with `--json`) as the operation's JSON document.
+
+mod cli;
+mod doctor;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let json = cli.command.wants_json();
+    let outcome = run(cli);
+    output::finish(outcome, json)
+}
+
+/// What a command produced: success, or a run that finished but failed
+/// (exit 1, its document already printed).
+pub enum Outcome {
+    Success,
+    Failed,
+}
+
+fn run(cli: Cli) -> omk_core::Result<Outcome> {
+    let omk = omk_core::Omk::open(cli.global.open_options())?;
+    match cli.command {
+        Command::Doctor(args) => doctor::run(&omk, &args),
+    }
+}
+
+/// Logs go to stderr, quiet by default: warnings only unless `-v` or `RUST_LOG`.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}

@@ -1,0 +1,216 @@
+//! Configuration: TOML files merged in order (user, project, `$OMK_CONFIG`),
+//! then environment overrides. Unknown keys are refused so a typo never goes
+//! unnoticed; every error names the file and line.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::paths::non_empty_env;
+
+/// Which protocol to speak to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentProtocol {
+    /// Kimi Wire 1.10 (`kimi --wire`).
+    #[default]
+    Wire,
+    /// Agent Client Protocol (`kimi acp` and other ACP agents).
+    Acp,
+}
+
+impl AgentProtocol {
+    fn parse(s: &str) -> Option<AgentProtocol> {
+        match s {
+            "wire" => Some(AgentProtocol::Wire),
+            "acp" => Some(AgentProtocol::Acp),
+            _ => None,
+        }
+    }
+}
+
+/// `[agent]`: which agent to run and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Executable name or path (`$OMK_KIMI_BIN` overrides). Default `kimi`.
+    pub bin: String,
+    /// Extra arguments appended after omk's own (`$OMK_KIMI_ARGS` adds more).
+    pub args: Vec<String>,
+    /// `wire` or `acp` (`$OMK_AGENT_PROTOCOL` overrides).
+    pub protocol: AgentProtocol,
+    /// Seconds to wait for `<agent> --version` before calling it unhealthy.
+    pub version_timeout_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            bin: "kimi".into(),
+            args: Vec::new(),
+            protocol: AgentProtocol::Wire,
+            version_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[health]`: thresholds for `doctor` and `/api/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Free space under the state root below which the disk check fails.
+    pub min_free_disk_mb: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            min_free_disk_mb: 512,
+        }
+    }
+}
+
+/// The merged configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub health: HealthConfig,
+    /// The files that were found and merged, earliest first.
+    #[serde(skip)]
+    pub sources: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Load and merge `files` (missing ones are skipped), then apply the
+    /// environment overrides.
+    pub fn load(files: &[PathBuf]) -> Result<Config> {
+        let mut merged = toml::Table::new();
+        let mut sources = Vec::new();
+        for file in files {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("read config {}", file.display()), e)),
+            };
+            let table = parse_file(file, &text)?;
+            merge(&mut merged, table);
+            sources.push(file.clone());
+        }
+        let mut config: Config = Config::deserialize(merged)
+            .map_err(|e| Error::invalid(format!("invalid configuration: {}", e.message())))?;
+        config.sources = sources;
+        config.apply_env()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self) -> Result<()> {
+        if let Some(bin) = non_empty_env("OMK_KIMI_BIN") {
+            self.agent.bin = bin;
+        }
+        if let Some(args) = non_empty_env("OMK_KIMI_ARGS") {
+            let words = shell_words::split(&args)
+                .map_err(|e| Error::invalid(format!("OMK_KIMI_ARGS cannot be split: {e}")))?;
+            self.agent.args.extend(words);
+        }
+        if let Some(p) = non_empty_env("OMK_AGENT_PROTOCOL") {
+            self.agent.protocol = AgentProtocol::parse(&p).ok_or_else(|| {
+                Error::invalid(format!(
+                    "OMK_AGENT_PROTOCOL={p:?}: expected \"wire\" or \"acp\""
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse one file and check it on its own, so errors name the right file.
+fn parse_file(file: &Path, text: &str) -> Result<toml::Table> {
+    let located = |e: &toml::de::Error| -> Error {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+        Error::invalid(format!(
+            "invalid config file {}{at}: {}",
+            file.display(),
+            e.message().trim()
+        ))
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| located(&e))?;
+    toml::from_str::<Config>(text).map_err(|e| located(&e))?;
+    Ok(table)
+}
+
+/// Deep-merge `over` into `base`: tables merge key by key, anything else is
+/// replaced by the later file.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn later_files_win_and_tables_merge() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(
+            d.path(),
+            "a.toml",
+            "[agent]\nbin = \"a\"\nversion_timeout_secs = 3\n",
+        );
+        let b = write(
+            d.path(),
+            "b.toml",
+            "[agent]\nbin = \"b\"\n[health]\nmin_free_disk_mb = 1\n",
+        );
+        let missing = d.path().join("none.toml");
+        let c = Config::load(&[a.clone(), missing, b.clone()]).unwrap();
+        assert_eq!(c.agent.version_timeout_secs, 3);
+        assert_eq!(c.health.min_free_disk_mb, 1);
+        assert_eq!(c.sources, vec![a, b]);
+        if std::env::var_os("OMK_KIMI_BIN").is_none() {
+            assert_eq!(c.agent.bin, "b");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(d.path(), "bad.toml", "[agent]\nbin = \"x\"\nargs = [\n");
+        let e = Config::load(std::slice::from_ref(&f)).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&f.display().to_string()) && msg.contains("line "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(
+            d.path(),
+            "typo.toml",
+            "[agent]\nbin = \"x\"\nbinn = \"y\"\n",
+        );
+        let msg = Config::load(&[f]).unwrap_err().to_string();
+        assert!(msg.contains("binn") && msg.contains("line 3"), "{msg}");
+    }
+}

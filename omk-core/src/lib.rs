@@ -1,0 +1,183 @@
+//! omk-core: the library behind every omk surface.
+//!
+//! [`Omk`] is the one entry point: a cheap-to-clone, `Send + Sync` handle
+//! with a blocking API. The CLI, the C ABI, the Python module, the MCP server
+//! and the dashboard all call it, and nothing else.
+//!
+//! ```no_run
+//! let omk = omk_core::Omk::open(omk_core::OpenOptions::default())?;
+//! let report = omk.doctor()?;
+//! println!("{}", report["status"]);
+//! # Ok::<(), omk_core::Error>(())
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod ids;
+pub mod metrics;
+pub mod ops;
+pub mod paths;
+pub mod redact;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use config::Config;
+pub use error::{Error, ErrorCode, Result};
+pub use paths::StatePaths;
+
+/// The version of this crate, reported by `omk --version` and `/api/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How to open an [`Omk`] handle. Every field is optional; `None` means the
+/// documented default (environment, then XDG locations).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenOptions {
+    /// State root; default `$OMK_STATE_DIR`, `$XDG_STATE_HOME/omk`, `~/.local/state/omk`.
+    pub state_dir: Option<PathBuf>,
+    /// The project the agents work in; default the current directory.
+    pub project_dir: Option<PathBuf>,
+    /// An extra config file read last; default `$OMK_CONFIG`.
+    pub config: Option<PathBuf>,
+}
+
+/// A handle on one state root and project. Clone it freely.
+#[derive(Clone)]
+pub struct Omk {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    paths: StatePaths,
+    project_dir: PathBuf,
+    /// Kept as a result so `doctor` can report a broken config file while
+    /// every operation that needs the config fails with the same error.
+    config: std::result::Result<Config, Error>,
+}
+
+impl std::fmt::Debug for Omk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Omk")
+            .field("state_dir", &self.inner.paths.root())
+            .field("project_dir", &self.inner.project_dir)
+            .finish()
+    }
+}
+
+impl Omk {
+    /// Resolve the state root and project, and load the configuration. The
+    /// state root is created (0700) when first written, not here.
+    pub fn open(options: OpenOptions) -> Result<Omk> {
+        let paths = StatePaths::resolve(options.state_dir.as_deref())?;
+        let project_dir = match options.project_dir {
+            Some(p) => std::path::absolute(&p)
+                .map_err(|e| Error::io(format!("resolve {}", p.display()), e))?,
+            None => {
+                std::env::current_dir().map_err(|e| Error::io("find the current directory", e))?
+            }
+        };
+        let files = paths::config_files(Some(&project_dir), options.config.as_deref());
+        let config = Config::load(&files);
+        Ok(Omk {
+            inner: Arc::new(Inner {
+                paths,
+                project_dir,
+                config,
+            }),
+        })
+    }
+
+    /// The state root and its layout.
+    pub fn paths(&self) -> &StatePaths {
+        &self.inner.paths
+    }
+
+    /// The state root directory.
+    pub fn state_dir(&self) -> &Path {
+        self.inner.paths.root()
+    }
+
+    /// The project directory agents and gates work in.
+    pub fn project_dir(&self) -> &Path {
+        &self.inner.project_dir
+    }
+
+    /// The merged configuration, or the error that loading it produced.
+    pub fn config(&self) -> Result<&Config> {
+        self.inner.config.as_ref().map_err(clone_error)
+    }
+
+    /// Runtime counters in the API.md `/api/metrics` shape (the inner object).
+    pub fn metrics(&self) -> Result<Value> {
+        Ok(metrics::read(&self.inner.paths.metrics())?.to_api_json())
+    }
+
+    /// Health in the API.md `/api/health` shape.
+    pub fn health(&self) -> Result<Value> {
+        Ok(health::health_report(&self.checks()))
+    }
+
+    /// Doctor report: `{"status": "healthy"|"issues_found", "healthy", "checks"}`.
+    /// Finding issues is a result, not an error.
+    pub fn doctor(&self) -> Result<Value> {
+        Ok(health::doctor_report(&self.checks()))
+    }
+
+    fn checks(&self) -> Vec<health::Check> {
+        health::run_checks(&self.inner.paths, self.inner.config.as_ref())
+    }
+
+    /// Run an operation by name with JSON params: the table shared by the C
+    /// ABI, MCP and REST. See [`ops`].
+    pub fn call(&self, op: &str, params: &Value) -> Result<Value> {
+        ops::call(self, op, params)
+    }
+}
+
+/// Config errors are stored once and handed out to every caller.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::InvalidInput(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_send_sync_clone() {
+        fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+        assert_traits::<Omk>();
+    }
+
+    #[test]
+    fn broken_config_fails_ops_but_doctor_reports_it() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("bad.toml");
+        std::fs::write(&cfg, "[agent\n").unwrap();
+        let omk = Omk::open(OpenOptions {
+            state_dir: Some(d.path().join("state")),
+            project_dir: Some(d.path().to_path_buf()),
+            config: Some(cfg),
+        })
+        .unwrap();
+        assert_eq!(omk.config().unwrap_err().code(), ErrorCode::InvalidInput);
+        let doc = omk.doctor().unwrap();
+        assert_eq!(doc["healthy"], false);
+        assert_eq!(doc["checks"][0]["name"], "config");
+        assert_eq!(doc["checks"][0]["status"], "error");
+    }
+}

@@ -1,0 +1,123 @@
+//! The operation table: op name -> JSON params -> JSON result. One table
+//! serves the C ABI (`omk_call`), MCP and REST, so every surface returns the
+//! same documents. Later features add rows here.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::Omk;
+
+/// One operation.
+pub struct Op {
+    /// Stable name, e.g. `"metrics"` or `"team.run"`.
+    pub name: &'static str,
+    /// One line for listings.
+    pub summary: &'static str,
+    run: fn(&Omk, &Value) -> Result<Value>,
+}
+
+/// Every operation, sorted by name.
+pub const OPS: &[Op] = &[
+    Op {
+        name: "doctor",
+        summary: "Run environment diagnostics",
+        run: |omk, p| {
+            no_params("doctor", p)?;
+            omk.doctor()
+        },
+    },
+    Op {
+        name: "health",
+        summary: "Health summary (API.md /api/health)",
+        run: |omk, p| {
+            no_params("health", p)?;
+            omk.health()
+        },
+    },
+    Op {
+        name: "metrics",
+        summary: "Runtime counters (API.md /api/metrics)",
+        run: |omk, p| {
+            no_params("metrics", p)?;
+            omk.metrics()
+        },
+    },
+    Op {
+        name: "version",
+        summary: "The omk version",
+        run: |_, p| {
+            no_params("version", p)?;
+            Ok(serde_json::json!({ "version": crate::VERSION }))
+        },
+    },
+];
+
+/// Find an op by name.
+pub fn find(name: &str) -> Option<&'static Op> {
+    OPS.iter().find(|op| op.name == name)
+}
+
+/// Run `op` with `params` (`null` or an object).
+pub fn call(omk: &Omk, op: &str, params: &Value) -> Result<Value> {
+    let found = find(op).ok_or_else(|| {
+        let names: Vec<&str> = OPS.iter().map(|o| o.name).collect();
+        Error::NotFound(format!(
+            "unknown operation {op:?}; known: {}",
+            names.join(", ")
+        ))
+    })?;
+    (found.run)(omk, params)
+}
+
+fn no_params(op: &str, params: &Value) -> Result<()> {
+    match params {
+        Value::Null => Ok(()),
+        Value::Object(m) if m.is_empty() => Ok(()),
+        Value::Object(m) => Err(Error::invalid(format!(
+            "{op} takes no parameters; got {}",
+            m.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+        other => Err(Error::invalid(format!(
+            "{op} params must be a JSON object or null, not {other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        let names: Vec<&str> = OPS.iter().map(|o| o.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn dispatch_and_param_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let omk = Omk::open(crate::OpenOptions {
+            state_dir: Some(d.path().join("s")),
+            project_dir: Some(d.path().to_path_buf()),
+            config: None,
+        })
+        .unwrap();
+        assert_eq!(
+            call(&omk, "version", &Value::Null).unwrap()["version"],
+            crate::VERSION
+        );
+        assert_eq!(
+            call(&omk, "metrics", &serde_json::json!({})).unwrap()["total_spawns"],
+            0
+        );
+        let e = call(&omk, "nope", &Value::Null).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::NotFound);
+        let e = call(&omk, "metrics", &serde_json::json!({"x": 1})).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
+        let e = call(&omk, "metrics", &serde_json::json!([1])).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
+    }
+}
