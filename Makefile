@@ -1,0 +1,89 @@
+# omk — build, demo and test entry points.
+#   make demo   run the main job on the bundled scripted agent
+#   make test   run every test suite (what .ci/run calls)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+CARGO   ?= cargo
+PYTHON  ?= python3
+VENV    := $(CURDIR)/.venv
+VPY     := $(VENV)/bin/python
+TARGET  := $(CURDIR)/target
+OMK     := $(TARGET)/debug/omk
+DEMO_DIR ?= $(TARGET)/demo
+
+# cargo (pyo3's build script) and maturin must use the same interpreter.
+export PYO3_PYTHON := $(VPY)
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test build fmt-check clippy cargo-test c-test py-test header bench deps venv clean
+
+## deps: system packages the tests need (Debian), installed only when missing.
+deps:
+	@missing=""; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+## venv: the Python environment for the wheel, pytest and later peers.
+$(VPY): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $(VPY)
+venv: $(VPY)
+
+build: $(VPY)
+	$(CARGO) build --workspace
+
+demo: build
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/state
+	@echo "== omk doctor (state in $(DEMO_DIR)/state)"
+	OMK_STATE_DIR=$(DEMO_DIR)/state $(OMK) doctor || [ $$? -eq 1 ]
+
+test: deps $(VPY) fmt-check clippy cargo-test c-test py-test
+	@echo "make test: all suites passed"
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy: $(VPY)
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+cargo-test: $(VPY)
+	$(CARGO) test --workspace
+
+## c-test: the C ABI from C, strict warnings, under valgrind.
+c-test: build
+	@mkdir -p $(TARGET)/c-tests
+	gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude \
+	  -DOMK_EXPECTED_VERSION="\"$$($(OMK) --version | cut -d' ' -f2)\"" \
+	  tests/c/test_version.c -L$(TARGET)/debug -lomk -Wl,-rpath,$(TARGET)/debug \
+	  -o $(TARGET)/c-tests/test_version
+	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	  $(TARGET)/c-tests/test_version
+
+## py-test: build the wheel with maturin, install it, run pytest against it.
+py-test: build
+	rm -rf $(TARGET)/wheels
+	$(VENV)/bin/maturin build -q --out $(TARGET)/wheels
+	$(VPY) -m pip install -q --force-reinstall --no-deps $(TARGET)/wheels/omk-*.whl
+	cd tests/python && OMK_BIN=$(OMK) $(VPY) -m pytest -q
+
+## header: regenerate include/omk.h after changing the C ABI.
+header:
+	OMK_WRITE_HEADER=1 $(CARGO) test -q -p omk-ffi --test header
+
+## bench: criterion benchmarks, then the medians and ratios.
+bench: $(VPY)
+	$(CARGO) bench -p omk-core --bench store
+	$(VPY) scripts/bench_report.py $(TARGET)/criterion
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

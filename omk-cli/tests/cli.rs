@@ -1,0 +1,155 @@
+//! The `omk` binary: exit codes, JSON shapes and error rendering.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn omk(state: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_omk"));
+    cmd.args(args)
+        .env("OMK_STATE_DIR", state)
+        .env_remove("OMK_CONFIG")
+        .env_remove("OMK_KIMI_BIN")
+        .env_remove("OMK_KIMI_ARGS")
+        .env_remove("OMK_AGENT_PROTOCOL")
+        .env("XDG_CONFIG_HOME", state.join("no-config"))
+        .current_dir(state.parent().unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn fake_agent(dir: &Path) -> PathBuf {
+    let p = dir.join("kimi");
+    std::fs::write(&p, "#!/bin/sh\necho 'kimi, version 1.51.0'\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let d = tempfile::tempdir().unwrap();
+    let out = omk(&d.path().join("s"), &["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("omk {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn doctor_healthy_exits_0_with_api_shape() {
+    let d = tempfile::tempdir().unwrap();
+    let agent = fake_agent(d.path());
+    let out = omk(
+        &d.path().join("s"),
+        &["doctor", "--json"],
+        &[("OMK_KIMI_BIN", agent.to_str().unwrap())],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["healthy"], true);
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["config", "kimi", "state_dir", "disk"]);
+    assert_eq!(v["checks"][1]["version"], "kimi, version 1.51.0");
+}
+
+#[test]
+fn doctor_with_missing_agent_exits_1() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("no-such-kimi");
+    let out = omk(
+        &d.path().join("s"),
+        &["doctor", "--json"],
+        &[("OMK_KIMI_BIN", missing.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(
+        (v["status"].as_str(), v["healthy"].as_bool()),
+        (Some("issues_found"), Some(false))
+    );
+    // Text mode says the same thing to a person.
+    let out = omk(
+        &d.path().join("s"),
+        &["doctor"],
+        &[("OMK_KIMI_BIN", missing.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OMK_KIMI_BIN") && text.contains("issues found: 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn doctor_reports_a_broken_config_file_by_name_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("omk.toml");
+    std::fs::write(&cfg, "[agent]\nbin = \n").unwrap();
+    let agent = fake_agent(d.path());
+    let out = omk(
+        &d.path().join("s"),
+        &["doctor", "--json"],
+        &[
+            ("OMK_CONFIG", cfg.to_str().unwrap()),
+            ("OMK_KIMI_BIN", agent.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let detail = v["checks"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("omk.toml") && detail.contains("line 2"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    for args in [&["frobnicate"][..], &["doctor", "--nope"][..], &[][..]] {
+        let out = omk(&d.path().join("s"), args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn bad_agent_protocol_env_is_reported_as_a_config_issue() {
+    let d = tempfile::tempdir().unwrap();
+    let out = omk(
+        &d.path().join("s"),
+        &["doctor", "--json"],
+        &[("OMK_AGENT_PROTOCOL", "carrier-pigeon")],
+    );
+    // A bad protocol is a config error: doctor reports it as an issue.
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert!(v["checks"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("OMK_AGENT_PROTOCOL"));
+}
