@@ -11,6 +11,7 @@
 //! # Ok::<(), omk_core::Error>(())
 //! ```
 
+pub mod agent;
 pub mod config;
 pub mod error;
 pub mod events;

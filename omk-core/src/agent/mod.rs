@@ -1,0 +1,108 @@
+//! Agents: the [`AgentBackend`] trait and its Kimi Wire 1.10 implementation.
+//!
+//! An agent is a child process in its own process group, speaking JSON-RPC
+//! on stdio. The backend starts it, sends prompts, reports every event and
+//! approval decision to its owner as an [`AgentNotice`], answers every
+//! request the agent makes, and cancels, stops or kills it.
+
+pub mod approval;
+pub mod protocol;
+pub mod wire;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+pub use approval::{ApprovalPolicy, Decision, PolicyKind};
+pub use protocol::{ApprovalRequest, TokenUsage, TurnRecord, TurnStatus, WireEvent};
+
+use crate::config::AgentProtocol;
+use crate::error::{Error, Result};
+
+/// A boxed, sendable future (keeps [`AgentBackend`] object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The executable (already resolved).
+    pub program: PathBuf,
+    /// Extra arguments, after omk's own (`--wire --work-dir DIR`).
+    pub extra_args: Vec<String>,
+    /// Where the agent works.
+    pub work_dir: PathBuf,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    pub protocol: AgentProtocol,
+    pub policy: ApprovalPolicy,
+    /// Deadline for the process to start and answer `initialize`.
+    pub start_timeout: Duration,
+}
+
+/// What an agent reports to its owner while it runs.
+#[derive(Debug, Clone)]
+pub enum AgentNotice {
+    /// Any event notification.
+    Event(WireEvent),
+    /// An approval request and omk's answer.
+    Approval {
+        request: ApprovalRequest,
+        decision: Decision,
+    },
+    /// Another request omk answered (external tool, question, hook).
+    RequestAnswered { kind: String, answer: String },
+    /// A line that was not a valid Wire message.
+    ProtocolViolation { line: String, reason: String },
+}
+
+/// The result of one prompt turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnOutcome {
+    /// From the `prompt` response, the authoritative end of the turn.
+    pub status: TurnStatus,
+    /// What the events of the turn added up to.
+    pub record: TurnRecord,
+    /// Invalid lines seen during the turn.
+    pub protocol_violations: u64,
+}
+
+/// A running agent. Methods take `&self` so one task can `cancel` while
+/// another awaits `prompt`.
+pub trait AgentBackend: Send + Sync {
+    /// OS process id (also its process group id).
+    fn pid(&self) -> u32;
+    /// Run one turn. One turn at a time per agent.
+    fn prompt<'a>(&'a self, input: &'a str) -> BoxFuture<'a, Result<TurnOutcome>>;
+    /// Ask the running turn to stop; the pending `prompt` then returns
+    /// `Cancelled`. A no-op when no turn runs.
+    fn cancel(&self) -> BoxFuture<'_, Result<()>>;
+    /// Close stdin, wait up to `grace`, then kill the process group.
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, Option<ExitStatus>>;
+    /// Kill the process group now.
+    fn kill(&self);
+    /// When the agent last sent anything.
+    fn last_activity(&self) -> Instant;
+    /// The exit status, once it has exited.
+    fn exit_status(&self) -> Option<ExitStatus>;
+    /// The last few KiB of stderr (redacted), for error reports.
+    fn stderr_tail(&self) -> String;
+}
+
+/// Start an agent with the backend its protocol names.
+pub async fn start(
+    spec: &AgentSpec,
+    notices: UnboundedSender<AgentNotice>,
+) -> Result<Arc<dyn AgentBackend>> {
+    match spec.protocol {
+        AgentProtocol::Wire => Ok(wire::WireAgent::start(spec, notices).await?),
+        AgentProtocol::Acp => Err(Error::InvalidInput(
+            "the ACP backend is not available yet; use OMK_AGENT_PROTOCOL=wire".into(),
+        )),
+    }
+}

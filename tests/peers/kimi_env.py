@@ -1,0 +1,119 @@
+"""Isolated environment and arguments for running the real kimi-cli offline.
+
+Standard library only. Follows docs/WIRE.md ("Running the real kimi-cli offline",
+4.2 and 4.3): private HOME and KIMI_SHARE_DIR, telemetry off in the environment
+and in the config, no proxies for loopback, and a config file whose only
+provider is the fake LLM on 127.0.0.1.
+
+    env, cfg = kimi_env(tmpdir, llm_port)
+    argv = [kimi_bin(), *kimi_args(cfg, workdir)]           # talk Wire yourself
+    env = omk_env(tmpdir, llm_port)                         # or let omk start kimi
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+KIMI_VERSION = "1.51.0"
+
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "FTP_PROXY", "WS_PROXY", "WSS_PROXY")
+# Variables that would point kimi at another provider or model than the config's.
+_OVERRIDE_VARS = (
+    "KIMI_BASE_URL",
+    "KIMI_API_KEY",
+    "KIMI_MODEL_NAME",
+    "KIMI_MODEL_MAX_CONTEXT_SIZE",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "KIMI_SCRIPTED_ECHO_SCRIPTS",
+)
+
+
+def kimi_venv() -> Path:
+    """The venv tests/peers/setup-kimi.sh installs into (``$KIMI_VENV`` or <repo>/.kimi-venv)."""
+    return Path(os.environ.get("KIMI_VENV") or REPO / ".kimi-venv")
+
+
+def kimi_bin() -> Path:
+    return kimi_venv() / "bin" / "kimi"
+
+
+def unavailable_reason() -> str | None:
+    """Why the real kimi cannot run here (setup-kimi.sh's marker), or None if it can."""
+    marker = kimi_venv() / ".unavailable"
+    if marker.exists():
+        return marker.read_text().strip() or "kimi-cli is unavailable"
+    if not os.access(kimi_bin(), os.X_OK):
+        return f"{kimi_bin()} not found: run tests/peers/setup-kimi.sh"
+    return None
+
+
+def config_toml(llm_port: int, max_retries_per_step: int = 2) -> str:
+    return f"""\
+default_model = "fake"
+telemetry = false
+
+[models.fake]
+provider = "fake"
+model = "fake-model"
+max_context_size = 131072
+
+[providers.fake]
+type = "kimi"
+base_url = "http://127.0.0.1:{int(llm_port)}/v1"
+api_key = "sk-fake"
+
+[loop_control]
+max_retries_per_step = {int(max_retries_per_step)}
+"""
+
+
+def kimi_env(tmpdir, llm_port: int, base_env: dict | None = None) -> tuple[dict, Path]:
+    """Build the isolated env for kimi and write its config file under ``tmpdir``.
+
+    Returns ``(env, config_file)``. ``base_env`` defaults to ``os.environ``.
+    """
+    tmp = Path(tmpdir)
+    home = tmp / "home"
+    share = home / ".kimi"
+    share.mkdir(parents=True, exist_ok=True)
+    config_file = tmp / "kimi-config.toml"
+    config_file.write_text(config_toml(llm_port))
+
+    env = dict(os.environ if base_env is None else base_env)
+    for name in _PROXY_VARS:
+        env.pop(name, None)
+        env.pop(name.lower(), None)
+    for name in _OVERRIDE_VARS:
+        env.pop(name, None)
+    env.update(
+        {
+            "HOME": str(home),
+            "KIMI_SHARE_DIR": str(share),
+            "KIMI_DISABLE_TELEMETRY": "1",
+            "KIMI_CLI_NO_AUTO_UPDATE": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
+    return env, config_file
+
+
+def kimi_args(config_file, workdir) -> list[str]:
+    """Arguments for a Wire session: ``--wire --work-dir DIR --config-file F``."""
+    return ["--wire", "--work-dir", str(workdir), "--config-file", str(config_file)]
+
+
+def omk_env(tmpdir, llm_port: int, base_env: dict | None = None) -> dict:
+    """Env for running omk against the real kimi: kimi_env plus OMK_KIMI_BIN/OMK_KIMI_ARGS.
+
+    omk adds ``--wire --work-dir DIR`` itself. The config path is written under
+    ``tmpdir`` (a path without spaces keeps OMK_KIMI_ARGS trivially splittable).
+    """
+    env, config_file = kimi_env(tmpdir, llm_port, base_env)
+    env["OMK_KIMI_BIN"] = str(kimi_bin())
+    env["OMK_KIMI_ARGS"] = f"--config-file {config_file}"
+    return env
