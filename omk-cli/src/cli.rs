@@ -49,6 +49,12 @@ impl GlobalArgs {
 pub enum Command {
     /// Check the agent executable, the state directory, free disk and config.
     Doctor(DoctorArgs),
+    /// Run and control teams of agents.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// Agent pool admission control.
+    #[command(subcommand)]
+    Pools(PoolsCommand),
 }
 
 impl Command {
@@ -56,8 +62,99 @@ impl Command {
     pub fn wants_json(&self) -> bool {
         match self {
             Command::Doctor(a) => a.json,
+            Command::Team(TeamCommand::Run(a)) => a.json,
+            Command::Team(TeamCommand::Status(a)) => a.json,
+            Command::Team(TeamCommand::List(a)) => a.json,
+            Command::Team(TeamCommand::Shutdown(a)) => a.json,
+            Command::Team(TeamCommand::Supervise(_)) => false,
+            Command::Pools(PoolsCommand::Status(a) | PoolsCommand::Cleanup(a)) => a.json,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamCommand {
+    /// Run N agents of one role on a task: `omk team run 3:executor "task"`.
+    Run(TeamRunArgs),
+    /// Show one team.
+    Status(TeamNameArgs),
+    /// List every team.
+    List(JsonArgs),
+    /// Stop a team (cancel running turns, stop agents); idempotent.
+    Shutdown(TeamShutdownArgs),
+    /// Internal: drive a prepared team (used by `run --detach`).
+    #[command(name = "_supervise", hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TeamRunArgs {
+    /// Worker spec N:role, 1 <= N <= 64 (e.g. 3:executor).
+    pub spec: String,
+    /// What the team should achieve.
+    pub task: String,
+    /// Team name (default <role>-<8 hex>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A subtask; repeat for several. Without any, a planner turn proposes them.
+    #[arg(long = "subtask", value_name = "TEXT")]
+    pub subtasks: Vec<String>,
+    /// Directory the agents work in (default: the project directory).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Approval policy: reject-all, workdir-edits (default) or approve-all.
+    #[arg(long, value_name = "POLICY")]
+    pub approval: Option<String>,
+    /// Pool to admit workers through (default from config: default).
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Return at once; the team keeps running in the background.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the team document as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TeamNameArgs {
+    /// Team name.
+    pub name: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TeamShutdownArgs {
+    /// Team name.
+    pub name: String,
+    /// Kill the agents' process groups at once instead of cancelling.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolsCommand {
+    /// Active slots, queued workers, limits and counters per pool.
+    Status(JsonArgs),
+    /// Remove queue entries and slots whose owner died or whose run ended.
+    Cleanup(JsonArgs),
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,8 @@
 mod cli;
 mod doctor;
 mod output;
+mod pools;
+mod team;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,8 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
     let omk = omk_core::Omk::open(cli.global.open_options())?;
     match cli.command {
         Command::Doctor(args) => doctor::run(&omk, &args),
+        Command::Team(cmd) => team::run(&omk, &cli.global, cmd),
+        Command::Pools(cmd) => pools::run(&omk, cmd),
     }
 }
 

@@ -42,6 +42,12 @@ pub struct AgentConfig {
     pub protocol: AgentProtocol,
     /// Seconds to wait for `<agent> --version` before calling it unhealthy.
     pub version_timeout_secs: u64,
+    /// Seconds an agent may take to start and answer `initialize`.
+    pub start_timeout_secs: u64,
+    /// `reject-all`, `workdir-edits` (default) or `approve-all`.
+    pub approval_policy: String,
+    /// Command patterns `workdir-edits` approves (`*` is a wildcard).
+    pub allow_commands: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -51,6 +57,9 @@ impl Default for AgentConfig {
             args: Vec::new(),
             protocol: AgentProtocol::Wire,
             version_timeout_secs: 10,
+            start_timeout_secs: 60,
+            approval_policy: "workdir-edits".into(),
+            allow_commands: Vec::new(),
         }
     }
 }
@@ -71,12 +80,73 @@ impl Default for HealthConfig {
     }
 }
 
+/// `[team]`: scheduler settings (DESIGN.md §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TeamConfig {
+    /// Attempts per task before it fails (first try included).
+    pub max_attempts: u32,
+    /// A lease expires when the agent sends nothing for this long; the task
+    /// then goes back to the queue and the silent agent is killed.
+    pub lease_secs: u64,
+    /// Backoff before a retried task may be claimed again (doubles per attempt).
+    pub retry_backoff_ms: u64,
+    /// How often workers write their heartbeat file.
+    pub heartbeat_secs: u64,
+    /// How long `shutdown` waits for agents to exit before killing them.
+    pub stop_grace_secs: u64,
+    /// Most subtasks a planner turn may propose.
+    pub max_subtasks: usize,
+    /// The pool team workers are admitted through.
+    pub pool: String,
+}
+
+impl Default for TeamConfig {
+    fn default() -> Self {
+        TeamConfig {
+            max_attempts: 3,
+            lease_secs: 300,
+            retry_backoff_ms: 500,
+            heartbeat_secs: 2,
+            stop_grace_secs: 5,
+            max_subtasks: 64,
+            pool: "default".into(),
+        }
+    }
+}
+
+/// `[pools.NAME]`: admission limits (DESIGN.md §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Agents admitted at once.
+    pub max_workers: u32,
+    /// Admission is refused while omk's team state uses more than this.
+    pub max_disk_gb: Option<f64>,
+    /// Most workers waiting for a slot; beyond it admission is rejected.
+    /// None: unbounded.
+    pub queue_capacity: Option<u32>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_workers: 8,
+            max_disk_gb: None,
+            queue_capacity: None,
+        }
+    }
+}
+
 /// The merged configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub agent: AgentConfig,
     pub health: HealthConfig,
+    pub team: TeamConfig,
+    /// Pools by name; `default` always exists.
+    pub pools: std::collections::BTreeMap<String, PoolConfig>,
     /// The files that were found and merged, earliest first.
     #[serde(skip)]
     pub sources: Vec<PathBuf>,
@@ -102,7 +172,45 @@ impl Config {
             .map_err(|e| Error::invalid(format!("invalid configuration: {}", e.message())))?;
         config.sources = sources;
         config.apply_env()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// The settings of pool `name` (`default` exists even when unconfigured).
+    pub fn pool(&self, name: &str) -> Option<PoolConfig> {
+        match self.pools.get(name) {
+            Some(p) => Some(p.clone()),
+            None if name == "default" => Some(PoolConfig::default()),
+            None => None,
+        }
+    }
+
+    /// Names of every pool, `default` included, sorted.
+    pub fn pool_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.pools.keys().cloned().collect();
+        if !self.pools.contains_key("default") {
+            names.push("default".into());
+        }
+        names.sort();
+        names
+    }
+
+    fn validate(&self) -> Result<()> {
+        crate::agent::PolicyKind::parse(&self.agent.approval_policy)
+            .map_err(|e| Error::invalid(format!("[agent] approval_policy: {e}")))?;
+        for (name, pool) in &self.pools {
+            crate::paths::validate_name("pool name", name)?;
+            if pool.max_workers == 0 {
+                return Err(Error::invalid(format!(
+                    "[pools.{name}] max_workers must be at least 1"
+                )));
+            }
+        }
+        if self.team.max_attempts == 0 {
+            return Err(Error::invalid("[team] max_attempts must be at least 1"));
+        }
+        crate::paths::validate_name("pool name", &self.team.pool)?;
+        Ok(())
     }
 
     fn apply_env(&mut self) -> Result<()> {

@@ -120,6 +120,7 @@ event_kinds! {
     GateSkipped => "gate_skipped",
     PoolAdmitted => "pool_admitted",
     PoolQueued => "pool_queued",
+    PoolRejected => "pool_rejected",
     PoolReleased => "pool_released",
     ShutdownRequested => "shutdown_requested",
     ProofWritten => "proof_written",

@@ -20,8 +20,11 @@ pub mod ids;
 pub mod metrics;
 pub mod ops;
 pub mod paths;
+pub mod pool;
+pub mod process;
 pub mod redact;
 pub mod store;
+pub mod team;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +59,9 @@ pub struct Omk {
 }
 
 struct Inner {
+    /// omk's own runtime for child processes, timers and I/O; created on
+    /// first use, never a caller's.
+    runtime: std::sync::OnceLock<std::result::Result<tokio::runtime::Runtime, String>>,
     paths: StatePaths,
     project_dir: PathBuf,
     /// Kept as a result so `doctor` can report a broken config file while
@@ -88,6 +94,7 @@ impl Omk {
         let config = Config::load(&files);
         Ok(Omk {
             inner: Arc::new(Inner {
+                runtime: std::sync::OnceLock::new(),
                 paths,
                 project_dir,
                 config,
@@ -133,6 +140,141 @@ impl Omk {
 
     fn checks(&self) -> Vec<health::Check> {
         health::run_checks(&self.inner.paths, self.inner.config.as_ref())
+    }
+
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+        let rt = self.inner.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("omk-runtime")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        rt.as_ref()
+            .map_err(|e| Error::io("start the omk runtime", std::io::Error::other(e.clone())))
+    }
+
+    /// Run a team: prepare it, then supervise it to the end in this process
+    /// and return the final document. With `request.detach`, return the
+    /// prepared document at once while a background thread of this process
+    /// runs the team (the CLI detaches into its own process instead, with
+    /// [`Omk::team_prepare`] and [`Omk::team_supervise`]).
+    ///
+    /// A run whose tasks fail is not an error: check `phase`.
+    pub fn team_run(&self, request: &team::TeamRunRequest) -> Result<team::TeamDoc> {
+        self.team_run_observed(request, None)
+    }
+
+    /// [`Omk::team_run`] with an observer called after every change of the
+    /// team document (progress displays).
+    pub fn team_run_observed(
+        &self,
+        request: &team::TeamRunRequest,
+        observer: Option<team::supervisor::Observer>,
+    ) -> Result<team::TeamDoc> {
+        let doc = self.team_prepare(request)?;
+        if request.detach {
+            let omk = self.clone();
+            let name = doc.name.clone();
+            std::thread::Builder::new()
+                .name(format!("omk-team-{name}"))
+                .spawn(move || {
+                    if let Err(e) = omk.team_supervise(&name, observer, false) {
+                        tracing::error!("team {name}: {e}");
+                    }
+                })
+                .map_err(|e| Error::io("start the team thread", e))?;
+            return Ok(doc);
+        }
+        self.team_supervise(&doc.name, observer, false)
+    }
+
+    /// Validate a run request and create the team in phase `Planning`.
+    pub fn team_prepare(&self, request: &team::TeamRunRequest) -> Result<team::TeamDoc> {
+        team::prepare(
+            &self.inner.paths,
+            self.config()?,
+            &self.inner.project_dir,
+            request,
+        )
+    }
+
+    /// Drive a prepared team to its end (blocking). `ctrl_c`: treat SIGINT
+    /// as a graceful shutdown request, a second one as `--force`.
+    pub fn team_supervise(
+        &self,
+        name: &str,
+        observer: Option<team::supervisor::Observer>,
+        ctrl_c: bool,
+    ) -> Result<team::TeamDoc> {
+        let config = self.config()?.clone();
+        let (_lock, doc, stored) = team::claim_supervision(&self.inner.paths, name)?;
+        let paths = self.inner.paths.clone();
+        self.runtime()?.block_on(async move {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            let watcher = tokio::spawn(team::supervisor::watch_shutdown(
+                doc.state_dir.clone(),
+                tx.clone(),
+            ));
+            let interrupt = ctrl_c.then(|| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while tokio::signal::ctrl_c().await.is_ok() {
+                        let force = tx.borrow().is_some();
+                        let _ = tx.send(Some(force));
+                    }
+                })
+            });
+            let ctx = team::supervisor::RunContext::new(
+                paths,
+                config,
+                doc,
+                stored.subtasks,
+                stored.program,
+                observer,
+                rx,
+            )?;
+            let result = team::supervisor::supervise(Arc::new(ctx)).await;
+            watcher.abort();
+            if let Some(i) = interrupt {
+                i.abort();
+            }
+            result
+        })
+    }
+
+    /// A team's document (a dead supervisor is detected and recorded as
+    /// `Interrupted`).
+    pub fn team_status(&self, name: &str) -> Result<team::TeamDoc> {
+        team::status(&self.inner.paths, name)
+    }
+
+    /// Every team, oldest first, plus the teams whose state could not be read.
+    pub fn team_list(&self) -> Result<team::TeamList> {
+        team::list(&self.inner.paths)
+    }
+
+    /// Stop a team (from any process) and wait until it has stopped.
+    pub fn team_shutdown(&self, name: &str, force: bool) -> Result<team::TeamDoc> {
+        team::shutdown(&self.inner.paths, self.config()?, name, force)
+    }
+
+    fn pools(&self) -> Result<pool::Pools> {
+        Ok(pool::Pools::new(
+            self.inner.paths.clone(),
+            self.config()?.clone(),
+        ))
+    }
+
+    /// `{"pools": [...]}` with live numbers (API.md Pools section).
+    pub fn pools_status(&self) -> Result<Value> {
+        self.pools()?.status()
+    }
+
+    /// Remove queue entries and slots whose owner died or whose run ended.
+    pub fn pools_cleanup(&self) -> Result<Value> {
+        self.pools()?.cleanup()
     }
 
     /// Run an operation by name with JSON params: the table shared by the C

@@ -43,6 +43,54 @@ pub const OPS: &[Op] = &[
         },
     },
     Op {
+        name: "pools.cleanup",
+        summary: "Remove stale pool queue entries and orphaned slots",
+        run: |omk, p| {
+            no_params("pools.cleanup", p)?;
+            omk.pools_cleanup()
+        },
+    },
+    Op {
+        name: "pools.status",
+        summary: "Pool utilisation and counters",
+        run: |omk, p| {
+            no_params("pools.status", p)?;
+            omk.pools_status()
+        },
+    },
+    Op {
+        name: "team.list",
+        summary: "Every team document",
+        run: |omk, p| {
+            no_params("team.list", p)?;
+            team_list_json(omk)
+        },
+    },
+    Op {
+        name: "team.run",
+        summary: "Run a team (spec, task, name, subtasks, workdir, approval, pool, detach)",
+        run: |omk, p| {
+            let req: crate::team::TeamRunRequest = params("team.run", p)?;
+            to_json(&omk.team_run(&req)?)
+        },
+    },
+    Op {
+        name: "team.shutdown",
+        summary: "Stop a team (name, force)",
+        run: |omk, p| {
+            let req: ShutdownParams = params("team.shutdown", p)?;
+            to_json(&omk.team_shutdown(&req.name, req.force)?)
+        },
+    },
+    Op {
+        name: "team.status",
+        summary: "One team document (name)",
+        run: |omk, p| {
+            let req: NameParams = params("team.status", p)?;
+            to_json(&omk.team_status(&req.name)?)
+        },
+    },
+    Op {
         name: "version",
         summary: "The omk version",
         run: |_, p| {
@@ -51,6 +99,43 @@ pub const OPS: &[Op] = &[
         },
     },
 ];
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameParams {
+    name: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShutdownParams {
+    name: String,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Decode params strictly: unknown or mistyped fields are invalid input.
+fn params<T: serde::de::DeserializeOwned>(op: &str, p: &Value) -> Result<T> {
+    let p = if p.is_null() {
+        Value::Object(Default::default())
+    } else {
+        p.clone()
+    };
+    serde_json::from_value(p).map_err(|e| Error::invalid(format!("{op}: invalid params: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::invalid(format!("cannot encode result: {e}")))
+}
+
+/// `{"teams": [...], "errors": [{"name", "error"}]}`.
+pub fn team_list_json(omk: &Omk) -> Result<Value> {
+    let list = omk.team_list()?;
+    Ok(serde_json::json!({
+        "teams": list.teams,
+        "errors": list.errors.iter().map(|(n, e)| serde_json::json!({"name": n, "error": e.to_json()})).collect::<Vec<_>>(),
+    }))
+}
 
 /// Find an op by name.
 pub fn find(name: &str) -> Option<&'static Op> {

@@ -207,7 +207,10 @@ mod tests {
 
     #[test]
     fn plain_text_has_no_directives() {
-        assert_eq!(parse("fix the bug in [the parser](src/p.rs)"), Script::default());
+        assert_eq!(
+            parse("fix the bug in [the parser](src/p.rs)"),
+            Script::default()
+        );
     }
 
     #[test]

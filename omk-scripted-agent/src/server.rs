@@ -96,7 +96,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     pub cv: Condvar,
     out: Mutex<io::Stdout>,
-    counter: AtomicU64,
+    call_counter: AtomicU64,
+    message_counter: AtomicU64,
     rng: AtomicU64,
 }
 
@@ -115,7 +116,8 @@ impl Shared {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             out: Mutex::new(io::stdout()),
-            counter: AtomicU64::new(0),
+            call_counter: AtomicU64::new(0),
+            message_counter: AtomicU64::new(0),
             rng: AtomicU64::new(nanos ^ (u64::from(std::process::id()) << 32)),
         }
     }
@@ -164,9 +166,18 @@ impl Shared {
         std::process::exit(code)
     }
 
-    /// A process-wide counter (1, 2, ...).
-    pub fn next_counter(&self) -> u64 {
-        self.counter.fetch_add(1, Ordering::Relaxed) + 1
+    /// The next tool-call id: `call_1`, `call_2`, ... (per process).
+    pub fn next_call_id(&self) -> String {
+        format!(
+            "call_{}",
+            self.call_counter.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    }
+
+    /// The next LLM message id: `chatcmpl-scripted-1`, ... (per process).
+    pub fn next_message_id(&self) -> String {
+        let n = self.message_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("chatcmpl-scripted-{n}")
     }
 
     /// A pseudo-random 64-bit number (splitmix64).
@@ -375,12 +386,7 @@ fn dispatch(shared: &Arc<Shared>, method: &str, id: &str, params: Value) {
             // Stale steers are dropped when a new turn starts.
             st.steers.clear();
             drop(st);
-            crate::turn::spawn(
-                Arc::clone(shared),
-                id.to_string(),
-                user_input.clone(),
-                text,
-            );
+            crate::turn::spawn(Arc::clone(shared), id.to_string(), user_input.clone(), text);
         }
         "steer" => {
             let Some(user_input) = params.get("user_input") else {
@@ -548,8 +554,14 @@ mod tests {
     #[test]
     fn resolve_stays_inside() {
         let wd = Path::new("/w/d");
-        assert_eq!(resolve_in(wd, "a/b.txt"), Some(PathBuf::from("/w/d/a/b.txt")));
-        assert_eq!(resolve_in(wd, "a/../b.txt"), Some(PathBuf::from("/w/d/b.txt")));
+        assert_eq!(
+            resolve_in(wd, "a/b.txt"),
+            Some(PathBuf::from("/w/d/a/b.txt"))
+        );
+        assert_eq!(
+            resolve_in(wd, "a/../b.txt"),
+            Some(PathBuf::from("/w/d/b.txt"))
+        );
         assert_eq!(resolve_in(wd, "/w/d/x"), Some(PathBuf::from("/w/d/x")));
         assert_eq!(resolve_in(wd, "../x"), None);
         assert_eq!(resolve_in(wd, "a/../../x"), None);

@@ -13,6 +13,7 @@ provider is the fake LLM on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -111,9 +112,10 @@ def omk_env(tmpdir, llm_port: int, base_env: dict | None = None) -> dict:
     """Env for running omk against the real kimi: kimi_env plus OMK_KIMI_BIN/OMK_KIMI_ARGS.
 
     omk adds ``--wire --work-dir DIR`` itself. The config path is written under
-    ``tmpdir`` (a path without spaces keeps OMK_KIMI_ARGS trivially splittable).
+    ``tmpdir``; it is shell-quoted only if needed, so keep ``tmpdir`` free of
+    spaces and OMK_KIMI_ARGS splits on whitespace.
     """
     env, config_file = kimi_env(tmpdir, llm_port, base_env)
     env["OMK_KIMI_BIN"] = str(kimi_bin())
-    env["OMK_KIMI_ARGS"] = f"--config-file {config_file}"
+    env["OMK_KIMI_ARGS"] = f"--config-file {shlex.quote(str(config_file))}"
     return env

@@ -3,6 +3,7 @@
 #
 #   tests/peers/setup-kimi.sh            -> venv at <repo>/.kimi-venv
 #   KIMI_VENV=/some/dir setup-kimi.sh    -> venv there
+#   KIMI_PYTHON=/path/to/python3.13 ...  -> use exactly this interpreter
 #
 # Idempotent: a venv whose `kimi --version` already reports 1.51.0 is reused.
 # On success the LAST line of stdout is the absolute path of the kimi binary.
@@ -22,14 +23,20 @@ REQS="$HERE/kimi-requirements.txt"
 VENV="${KIMI_VENV:-$REPO/.kimi-venv}"
 KIMI="$VENV/bin/kimi"
 MARKER="$VENV/.unavailable"
+STAMP="$VENV/.requirements.sha256"   # which kimi-requirements.txt the venv was built from
 
 log() { printf 'setup-kimi: %s\n' "$*" >&2; }
 
-# Run `kimi --version` in a throw-away HOME so that nothing touches ~/.kimi,
-# and report whether it is exactly the pinned version.
+# Check the metadata, then run `kimi --version` in a throw-away HOME (so that
+# nothing touches ~/.kimi), and report whether it is exactly the pinned version.
 kimi_is_pinned() {
-    [ -x "$KIMI" ] || return 1
-    local tmp out
+    [ -x "$KIMI" ] && [ -x "$VENV/bin/python" ] || return 1
+    local tmp out meta
+    # Read the installed version from package metadata first: never execute the
+    # `kimi` of another version (1.52.0's entry point runs an installer).
+    meta="$("$VENV/bin/python" -c \
+        'import importlib.metadata as m; print(m.version("kimi-cli"))' 2>/dev/null || true)"
+    [ "$meta" = "$KIMI_VERSION" ] || return 1
     tmp="$(mktemp -d)"
     out="$(HOME="$tmp" KIMI_SHARE_DIR="$tmp/.kimi" KIMI_DISABLE_TELEMETRY=1 \
         KIMI_CLI_NO_AUTO_UPDATE=1 "$KIMI" --version 2>/dev/null || true)"
@@ -43,22 +50,26 @@ kimi_is_pinned() {
 # Print the path of a Python >= 3.13 that actually runs (pyenv shims exist on
 # PATH even when the version they point to is not selected, so test each one).
 find_python() {
-    local cand candidates=()
-    if command -v python3.13 >/dev/null 2>&1; then
-        candidates+=("$(command -v python3.13)")
-    fi
-    if command -v pyenv >/dev/null 2>&1; then
-        local root
-        root="$(pyenv root 2>/dev/null || true)"
-        if [ -n "$root" ]; then
-            for cand in "$root"/versions/3.13*/bin/python3.13; do
-                [ -e "$cand" ] && candidates+=("$cand")
-            done
+    local cand root candidates=()
+    if [ -n "${KIMI_PYTHON:-}" ]; then
+        # explicit choice (also how the SKIPPED path is tested): no fallback
+        candidates+=("$KIMI_PYTHON")
+    else
+        if command -v python3.13 >/dev/null 2>&1; then
+            candidates+=("$(command -v python3.13)")
         fi
+        if command -v pyenv >/dev/null 2>&1; then
+            root="$(pyenv root 2>/dev/null || true)"
+            if [ -n "$root" ]; then
+                for cand in "$root"/versions/3.13*/bin/python3.13; do
+                    [ -e "$cand" ] && candidates+=("$cand")
+                done
+            fi
+        fi
+        for cand in /root/.pyenv/versions/3.13*/bin/python3; do
+            [ -e "$cand" ] && candidates+=("$cand")
+        done
     fi
-    for cand in /root/.pyenv/versions/3.13*/bin/python3; do
-        [ -e "$cand" ] && candidates+=("$cand")
-    done
     for cand in "${candidates[@]+"${candidates[@]}"}"; do
         if [ -x "$cand" ] && "$cand" -c \
             'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 13) else 1)' \
@@ -87,15 +98,23 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
 fi
 
+REQS_SUM="$(sha256sum "$REQS" | cut -d' ' -f1)"
 if kimi_is_pinned; then
     rm -f "$MARKER"
+    if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$REQS_SUM" ]; then
+        log "kimi-requirements.txt changed: syncing the pins into $VENV"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+            "$VENV/bin/python" -m pip install -q -r "$REQS" >&2
+        kimi_is_pinned || { log "$KIMI no longer reports version $KIMI_VERSION"; exit 1; }
+        printf '%s\n' "$REQS_SUM" > "$STAMP"
+    fi
     log "kimi-cli $KIMI_VERSION already installed in $VENV"
     echo "$KIMI"
     exit 0
 fi
 
 if ! PY="$(find_python)"; then
-    skip "no Python >= 3.13 found (tried python3.13 on PATH, \$(pyenv root)/versions/3.13*, /root/.pyenv/versions/3.13*); kimi-cli $KIMI_VERSION needs it"
+    skip "no Python >= 3.13 found (tried ${KIMI_PYTHON:+KIMI_PYTHON=$KIMI_PYTHON, }python3.13 on PATH, \$(pyenv root)/versions/3.13*, /root/.pyenv/versions/3.13*); kimi-cli $KIMI_VERSION needs it"
 fi
 log "using $PY ($("$PY" -c 'import platform; print(platform.python_version())'))"
 
@@ -118,5 +137,6 @@ if ! kimi_is_pinned; then
     exit 1
 fi
 rm -f "$MARKER"
+printf '%s\n' "$REQS_SUM" > "$STAMP"
 log "kimi-cli $KIMI_VERSION ready in $((SECONDS - start)) s"
 echo "$KIMI"

@@ -88,6 +88,9 @@ pub trait AgentBackend: Send + Sync {
     fn kill(&self);
     /// When the agent last sent anything.
     fn last_activity(&self) -> Instant;
+    /// What the current (or last) turn has produced so far: usage and text
+    /// of a turn that ended without a response (crash, kill).
+    fn partial_turn(&self) -> TurnRecord;
     /// The exit status, once it has exited.
     fn exit_status(&self) -> Option<ExitStatus>;
     /// The last few KiB of stderr (redacted), for error reports.

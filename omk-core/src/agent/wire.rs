@@ -459,6 +459,10 @@ impl AgentBackend for WireAgent {
         self.shared.state().last_activity
     }
 
+    fn partial_turn(&self) -> TurnRecord {
+        self.shared.state().turn.clone()
+    }
+
     fn exit_status(&self) -> Option<ExitStatus> {
         *self.shared.exit.borrow()
     }

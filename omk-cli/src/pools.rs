@@ -1,0 +1,69 @@
+//! `omk pools status|cleanup`.
+
+use omk_core::Omk;
+
+use crate::cli::PoolsCommand;
+use crate::output::print_json;
+use crate::Outcome;
+
+pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
+    match cmd {
+        PoolsCommand::Status(a) => {
+            let v = omk.pools_status()?;
+            if a.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<16} {:>7} {:>7} {:>7} {:>9} {:>9}",
+                    "POOL", "ACTIVE", "QUEUED", "MAX", "ADMITTED", "REJECTED"
+                );
+                for p in v["pools"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:>7} {:>7} {:>7} {:>9} {:>9}",
+                        p["name"].as_str().unwrap_or(""),
+                        p["active_tasks"],
+                        p["queued_tasks"],
+                        p["max_workers"],
+                        p["total_admitted"],
+                        p["total_rejected"]
+                    );
+                }
+            }
+        }
+        PoolsCommand::Cleanup(a) => {
+            let v = omk.pools_cleanup()?;
+            if a.json {
+                print_json(&v);
+            } else {
+                for p in v["pools"].as_array().into_iter().flatten() {
+                    for s in p["removed_slots"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}: removed slot {} (team {}, worker {}, pid {})",
+                            p["pool"].as_str().unwrap_or(""),
+                            s["id"].as_str().unwrap_or(""),
+                            s["run"].as_str().unwrap_or(""),
+                            s["worker"].as_str().unwrap_or(""),
+                            s["pid"]
+                        );
+                    }
+                    for q in p["removed_queue_entries"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}: removed queue entry #{} (team {}, worker {}, pid {})",
+                            p["pool"].as_str().unwrap_or(""),
+                            q["ticket"],
+                            q["run"].as_str().unwrap_or(""),
+                            q["worker"].as_str().unwrap_or(""),
+                            q["pid"]
+                        );
+                    }
+                }
+                println!(
+                    "removed {} stale entr{}",
+                    v["removed"],
+                    if v["removed"] == 1 { "y" } else { "ies" }
+                );
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,213 @@
+//! `omk team run|status|list|shutdown`.
+
+use std::io::IsTerminal;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use omk_core::team::{Phase, TaskStatus, TeamDoc, TeamRunRequest};
+use omk_core::Omk;
+
+use crate::cli::{GlobalArgs, TeamCommand, TeamRunArgs};
+use crate::output::print_json;
+use crate::Outcome;
+
+pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result<Outcome> {
+    match cmd {
+        TeamCommand::Run(args) => team_run(omk, global, args),
+        TeamCommand::Status(a) => {
+            let doc = omk.team_status(&a.name)?;
+            show(&doc, a.json);
+            Ok(Outcome::Success)
+        }
+        TeamCommand::List(a) => {
+            if a.json {
+                print_json(&omk_core::ops::team_list_json(omk)?);
+            } else {
+                let omk_core::team::TeamList { teams, errors } = omk.team_list()?;
+                println!(
+                    "{:<28} {:<12} {:>7} {:>9} {:>9}  TASK",
+                    "NAME", "PHASE", "WORKERS", "TASKS", "TOKENS"
+                );
+                for t in &teams {
+                    println!(
+                        "{:<28} {:<12} {:>7} {:>9} {:>9}  {}",
+                        t.name,
+                        format!("{:?}", t.phase),
+                        t.worker_count,
+                        format!("{}/{}", t.count(TaskStatus::Completed), t.tasks.len()),
+                        t.tokens,
+                        one_line(&t.task, 60)
+                    );
+                }
+                for (name, e) in &errors {
+                    eprintln!("omk: team {name}: {e}");
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        TeamCommand::Shutdown(a) => {
+            let doc = omk.team_shutdown(&a.name, a.force)?;
+            show(&doc, a.json);
+            Ok(Outcome::Success)
+        }
+        TeamCommand::Supervise(a) => {
+            let doc = omk.team_supervise(&a.name, None, true)?;
+            Ok(outcome_of(&doc))
+        }
+    }
+}
+
+fn request(args: &TeamRunArgs) -> TeamRunRequest {
+    TeamRunRequest {
+        spec: args.spec.clone(),
+        task: args.task.clone(),
+        name: args.name.clone(),
+        subtasks: args.subtasks.clone(),
+        workdir: args.workdir.clone(),
+        approval: args.approval.clone(),
+        pool: args.pool.clone(),
+        detach: false,
+    }
+}
+
+fn team_run(omk: &Omk, global: &GlobalArgs, args: TeamRunArgs) -> omk_core::Result<Outcome> {
+    let req = request(&args);
+    if args.detach {
+        let doc = omk.team_prepare(&req)?;
+        spawn_supervisor(omk, global, &doc)?;
+        if args.json {
+            print_json(&serde_json::to_value(&doc).unwrap_or_default());
+        } else {
+            println!("{}", doc.name);
+        }
+        return Ok(Outcome::Success);
+    }
+    let progress = (!args.json && std::io::stderr().is_terminal()).then(progress_bar);
+    let observer = progress.clone().map(|bar| {
+        Arc::new(move |doc: &TeamDoc| update_progress(&bar, doc))
+            as omk_core::team::supervisor::Observer
+    });
+    let doc = omk.team_prepare(&req)?;
+    let result = omk.team_supervise(&doc.name, observer, true);
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let doc = result?;
+    show(&doc, args.json);
+    Ok(outcome_of(&doc))
+}
+
+fn outcome_of(doc: &TeamDoc) -> Outcome {
+    if doc.phase == Phase::Completed {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// Start `omk team _supervise NAME` in its own session, detached from this
+/// terminal, logging to the team's `supervisor.log`.
+fn spawn_supervisor(omk: &Omk, global: &GlobalArgs, doc: &TeamDoc) -> omk_core::Result<()> {
+    let exe = std::env::current_exe().map_err(|e| omk_core::Error::Io {
+        context: "find the omk executable".into(),
+        source: e,
+    })?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(doc.state_dir.join("supervisor.log"))
+        .map_err(|e| omk_core::Error::Io {
+            context: "open supervisor.log".into(),
+            source: e,
+        })?;
+    let log2 = log.try_clone().map_err(|e| omk_core::Error::Io {
+        context: "open supervisor.log".into(),
+        source: e,
+    })?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--state-dir")
+        .arg(omk.state_dir())
+        .arg("-C")
+        .arg(omk.project_dir());
+    if let Some(c) = &global.config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(["team", "_supervise", &doc.name])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0);
+    use std::os::unix::process::CommandExt;
+    cmd.spawn().map_err(|e| omk_core::Error::Io {
+        context: "start the team supervisor".into(),
+        source: e,
+    })?;
+    Ok(())
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:24}] {pos}/{len} tasks  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn update_progress(bar: &ProgressBar, doc: &TeamDoc) {
+    bar.set_prefix(format!("{} {:?}", doc.name, doc.phase));
+    bar.set_length(doc.tasks.len() as u64);
+    bar.set_position(
+        doc.count(TaskStatus::Completed) as u64 + doc.count(TaskStatus::Failed) as u64,
+    );
+    let running: Vec<String> = doc
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .map(|t| format!("{}:{}", t.worker.as_deref().unwrap_or("?"), t.id))
+        .collect();
+    bar.set_message(format!("{}  tokens {}", running.join(" "), doc.tokens));
+}
+
+fn show(doc: &TeamDoc, json: bool) {
+    if json {
+        print_json(&serde_json::to_value(doc).unwrap_or_default());
+        return;
+    }
+    println!(
+        "team {}  phase {:?}  {} x {}  tokens {}",
+        doc.name, doc.phase, doc.worker_count, doc.worker_role, doc.tokens
+    );
+    println!("task: {}", one_line(&doc.task, 100));
+    if let Some(r) = &doc.reason {
+        println!("reason: {r}");
+    }
+    for t in &doc.tasks {
+        println!(
+            "  {:<4} {:<10} {:<5} attempts {}  tokens {:<7} {}",
+            t.id,
+            format!("{:?}", t.status).to_lowercase(),
+            t.worker.as_deref().unwrap_or("-"),
+            t.attempts,
+            t.tokens,
+            one_line(&t.title, 60)
+        );
+        if let Some(s) = &t.summary {
+            println!("       {}", one_line(s, 100));
+        }
+    }
+    println!("state: {}", doc.state_dir.display());
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,468 @@
+//! Admission control (DESIGN.md §8): every agent slot is admitted through a
+//! pool. Admission, queueing and release are read-modify-writes of
+//! `pools/<name>.json` under its lock, so they are atomic across processes.
+//!
+//! A slot or queue entry whose owner process has died is reclaimed by the
+//! next admission (and by `pools cleanup`), so a SIGKILLed supervisor never
+//! holds capacity forever.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::{Config, PoolConfig};
+use crate::error::{Error, Result};
+use crate::paths::StatePaths;
+use crate::process::ProcessId;
+use crate::store::{self, Document};
+
+/// Who holds or waits for a slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The team (run) the worker belongs to.
+    pub run: String,
+    pub worker: String,
+    pub process: ProcessId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    pub id: String,
+    #[serde(flatten)]
+    pub owner: Owner,
+    pub admitted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub ticket: u64,
+    #[serde(flatten)]
+    pub owner: Owner,
+    pub queued_at: DateTime<Utc>,
+}
+
+/// `pools/<name>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolState {
+    pub version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub active: Vec<Slot>,
+    #[serde(default)]
+    pub queue: Vec<QueueEntry>,
+    #[serde(default)]
+    pub next_ticket: u64,
+    #[serde(default)]
+    pub total_admitted: u64,
+    #[serde(default)]
+    pub total_rejected: u64,
+    #[serde(default)]
+    pub total_queued: u64,
+    #[serde(default)]
+    pub total_reclaimed: u64,
+}
+
+impl Document for PoolState {
+    const VERSION: u32 = 1;
+    const WHAT: &'static str = "pool document";
+}
+
+impl PoolState {
+    fn new(name: &str) -> PoolState {
+        PoolState {
+            version: Self::VERSION,
+            name: name.into(),
+            active: Vec::new(),
+            queue: Vec::new(),
+            next_ticket: 1,
+            total_admitted: 0,
+            total_rejected: 0,
+            total_queued: 0,
+            total_reclaimed: 0,
+        }
+    }
+
+    /// Drop slots and queue entries whose owner is dead or whose run is
+    /// over. Returns what was removed.
+    fn reclaim(&mut self, run_is_over: &dyn Fn(&str) -> bool) -> (Vec<Slot>, Vec<QueueEntry>) {
+        let stale = |o: &Owner| !o.process.is_alive() || run_is_over(&o.run);
+        let (dead_slots, live): (Vec<Slot>, Vec<Slot>) =
+            self.active.drain(..).partition(|s| stale(&s.owner));
+        self.active = live;
+        let (dead_queue, live): (Vec<QueueEntry>, Vec<QueueEntry>) =
+            self.queue.drain(..).partition(|q| stale(&q.owner));
+        self.queue = live;
+        self.total_reclaimed += (dead_slots.len() + dead_queue.len()) as u64;
+        (dead_slots, dead_queue)
+    }
+
+    /// The API.md `pools status` entry.
+    pub fn to_api_json(&self, cfg: &PoolConfig) -> Value {
+        json!({
+            "name": self.name,
+            "max_workers": cfg.max_workers,
+            "max_disk_gb": cfg.max_disk_gb,
+            "active_tasks": self.active.len(),
+            "queued_tasks": self.queue.len(),
+            "total_admitted": self.total_admitted,
+            "total_rejected": self.total_rejected,
+        })
+    }
+}
+
+/// A held slot. Dropping it releases the slot.
+#[derive(Debug)]
+pub struct SlotGuard {
+    file: PathBuf,
+    slot_id: String,
+    pub pool: String,
+}
+
+impl SlotGuard {
+    pub fn id(&self) -> &str {
+        &self.slot_id
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let id = self.slot_id.clone();
+        let result = store::update_doc(
+            &self.file,
+            || PoolState::new(&self.pool),
+            |p| {
+                p.active.retain(|s| s.id != id);
+                Ok(())
+            },
+        );
+        if let Err(e) = result {
+            tracing::warn!("could not release pool slot {id} of {}: {e}", self.pool);
+        }
+    }
+}
+
+/// The outcome of one admission attempt.
+#[derive(Debug)]
+pub enum Admission {
+    Admitted(SlotGuard),
+    /// Waiting; call [`Pools::poll`] again with the ticket.
+    Queued(u64),
+    /// Refused (queue full, or disk over its cap), with the reason.
+    Rejected(String),
+}
+
+/// Admission control over the pools of one state root.
+#[derive(Debug, Clone)]
+pub struct Pools {
+    paths: StatePaths,
+    config: Config,
+}
+
+impl Pools {
+    pub fn new(paths: StatePaths, config: Config) -> Pools {
+        Pools { paths, config }
+    }
+
+    fn settings(&self, pool: &str) -> Result<PoolConfig> {
+        crate::paths::validate_name("pool name", pool)?;
+        self.config.pool(pool).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no pool named {pool:?}; configure [pools.{pool}] or use one of: {}",
+                self.config.pool_names().join(", ")
+            ))
+        })
+    }
+
+    fn run_is_over(&self) -> impl Fn(&str) -> bool + '_ {
+        move |run: &str| crate::team::run_is_terminal(&self.paths, run)
+    }
+
+    /// Ask for a slot; `ticket` is the one a previous `Queued` answer gave.
+    /// Slots go to queued owners in ticket order.
+    pub fn try_admit(&self, pool: &str, owner: &Owner, ticket: Option<u64>) -> Result<Admission> {
+        let cfg = self.settings(pool)?;
+        let file = self.paths.pool_file(pool)?;
+        let over = self.run_is_over();
+        let disk_problem = cfg.max_disk_gb.and_then(|cap| self.disk_over(cap));
+        store::update_doc(
+            &file,
+            || PoolState::new(pool),
+            |p| {
+                p.reclaim(&over);
+                let ahead = p
+                    .queue
+                    .iter()
+                    .filter(|q| ticket.is_none_or(|t| q.ticket < t))
+                    .count();
+                let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
+                if let Some(why) = &disk_problem {
+                    p.queue.retain(|q| Some(q.ticket) != ticket);
+                    p.total_rejected += 1;
+                    return Ok(Admission::Rejected(why.clone()));
+                }
+                if free > ahead {
+                    p.queue.retain(|q| Some(q.ticket) != ticket);
+                    let slot = Slot {
+                        id: crate::ids::random_hex(6),
+                        owner: owner.clone(),
+                        admitted_at: Utc::now(),
+                    };
+                    let guard = SlotGuard {
+                        file: file.clone(),
+                        slot_id: slot.id.clone(),
+                        pool: pool.into(),
+                    };
+                    p.active.push(slot);
+                    p.total_admitted += 1;
+                    return Ok(Admission::Admitted(guard));
+                }
+                if let Some(t) = ticket {
+                    if p.queue.iter().any(|q| q.ticket == t) {
+                        return Ok(Admission::Queued(t));
+                    }
+                }
+                if let Some(cap) = cfg.queue_capacity {
+                    if p.queue.len() >= cap as usize {
+                        p.total_rejected += 1;
+                        return Ok(Admission::Rejected(format!(
+                            "pool {pool} is full: {} active of {}, queue at its capacity of {cap}",
+                            p.active.len(),
+                            cfg.max_workers
+                        )));
+                    }
+                }
+                let t = p.next_ticket.max(1);
+                p.next_ticket = t + 1;
+                p.queue.push(QueueEntry {
+                    ticket: t,
+                    owner: owner.clone(),
+                    queued_at: Utc::now(),
+                });
+                p.total_queued += 1;
+                Ok(Admission::Queued(t))
+            },
+        )
+    }
+
+    /// Leave the queue (the waiter gave up or was cancelled).
+    pub fn leave_queue(&self, pool: &str, ticket: u64) -> Result<()> {
+        let file = self.paths.pool_file(pool)?;
+        store::update_doc(
+            &file,
+            || PoolState::new(pool),
+            |p| {
+                p.queue.retain(|q| q.ticket != ticket);
+                Ok(())
+            },
+        )
+    }
+
+    /// Wait for a slot, polling every `interval` until admitted, rejected or
+    /// `cancelled()` says stop (then `Ok(None)`).
+    pub fn admit_blocking(
+        &self,
+        pool: &str,
+        owner: &Owner,
+        interval: Duration,
+        cancelled: &dyn Fn() -> bool,
+        on_queued: &dyn Fn(u64),
+    ) -> Result<Option<SlotGuard>> {
+        let mut ticket = None;
+        loop {
+            if cancelled() {
+                if let Some(t) = ticket {
+                    self.leave_queue(pool, t)?;
+                }
+                return Ok(None);
+            }
+            match self.try_admit(pool, owner, ticket)? {
+                Admission::Admitted(g) => return Ok(Some(g)),
+                Admission::Rejected(why) => return Err(Error::Conflict(why)),
+                Admission::Queued(t) => {
+                    if ticket.is_none() {
+                        on_queued(t);
+                    }
+                    ticket = Some(t);
+                    std::thread::sleep(interval);
+                }
+            }
+        }
+    }
+
+    /// `pools status`: every pool, with live numbers.
+    pub fn status(&self) -> Result<Value> {
+        let mut pools = Vec::new();
+        for name in self.config.pool_names() {
+            let cfg = self.settings(&name)?;
+            let file = self.paths.pool_file(&name)?;
+            let state =
+                store::read_doc::<PoolState>(&file)?.unwrap_or_else(|| PoolState::new(&name));
+            let mut live = state.clone();
+            let over = self.run_is_over();
+            live.reclaim(&over);
+            let mut entry = live.to_api_json(&cfg);
+            entry["queue_capacity"] = json!(cfg.queue_capacity);
+            entry["stale_entries"] = json!(
+                (state.active.len() - live.active.len()) + (state.queue.len() - live.queue.len())
+            );
+            pools.push(entry);
+        }
+        Ok(json!({ "pools": pools }))
+    }
+
+    /// `pools cleanup`: remove slots and queue entries whose owner process
+    /// is dead or whose run is terminal; report exactly what went.
+    pub fn cleanup(&self) -> Result<Value> {
+        let mut report = Vec::new();
+        let mut total = 0;
+        for name in self.config.pool_names() {
+            let file = self.paths.pool_file(&name)?;
+            if !file.exists() {
+                continue;
+            }
+            let over = self.run_is_over();
+            let (slots, queue) =
+                store::update_doc(&file, || PoolState::new(&name), |p| Ok(p.reclaim(&over)))?;
+            total += slots.len() + queue.len();
+            report.push(json!({
+                "pool": name,
+                "removed_slots": slots.iter().map(|s| json!({"id": s.id, "run": s.owner.run, "worker": s.owner.worker, "pid": s.owner.process.pid})).collect::<Vec<_>>(),
+                "removed_queue_entries": queue.iter().map(|q| json!({"ticket": q.ticket, "run": q.owner.run, "worker": q.owner.worker, "pid": q.owner.process.pid})).collect::<Vec<_>>(),
+            }));
+        }
+        Ok(json!({ "removed": total, "pools": report }))
+    }
+
+    fn disk_over(&self, cap_gb: f64) -> Option<String> {
+        let used = dir_size(&self.paths.teams_dir());
+        let cap = (cap_gb * 1024.0 * 1024.0 * 1024.0) as u64;
+        (used > cap).then(|| {
+            format!(
+                "team state uses {:.2} GB, over the pool's max_disk_gb of {cap_gb}; remove old teams",
+                used as f64 / 1e9
+            )
+        })
+    }
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools(dir: &std::path::Path, max: u32, queue: Option<u32>) -> Pools {
+        let mut cfg = Config::default();
+        cfg.pools.insert(
+            "p".into(),
+            PoolConfig {
+                max_workers: max,
+                max_disk_gb: None,
+                queue_capacity: queue,
+            },
+        );
+        Pools::new(StatePaths::new(dir), cfg)
+    }
+
+    fn me(worker: &str) -> Owner {
+        Owner {
+            run: "r".into(),
+            worker: worker.into(),
+            process: ProcessId::current(),
+        }
+    }
+
+    #[test]
+    fn admits_up_to_the_limit_then_queues_in_order_then_rejects() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pools(d.path(), 2, Some(1));
+        let Admission::Admitted(a) = p.try_admit("p", &me("w1"), None).unwrap() else {
+            panic!()
+        };
+        let Admission::Admitted(_b) = p.try_admit("p", &me("w2"), None).unwrap() else {
+            panic!()
+        };
+        let Admission::Queued(t) = p.try_admit("p", &me("w3"), None).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            p.try_admit("p", &me("w4"), None).unwrap(),
+            Admission::Rejected(_)
+        ));
+        assert!(matches!(
+            p.try_admit("p", &me("w3"), Some(t)).unwrap(),
+            Admission::Queued(_)
+        ));
+        drop(a);
+        assert!(matches!(
+            p.try_admit("p", &me("w3"), Some(t)).unwrap(),
+            Admission::Admitted(_)
+        ));
+        let s = p.status().unwrap();
+        let entry = s["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "p")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (
+                entry["total_admitted"].as_u64(),
+                entry["total_rejected"].as_u64()
+            ),
+            (Some(3), Some(1))
+        );
+    }
+
+    #[test]
+    fn dead_owners_are_reclaimed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pools(d.path(), 1, None);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = Owner {
+            run: "r".into(),
+            worker: "w".into(),
+            process: ProcessId::of(child.id()),
+        };
+        child.wait().unwrap();
+        let Admission::Admitted(g) = p.try_admit("p", &dead, None).unwrap() else {
+            panic!()
+        };
+        std::mem::forget(g); // as if the owner died without releasing
+        let report = p.cleanup().unwrap();
+        assert_eq!(report["removed"], 1);
+        assert!(matches!(
+            p.try_admit("p", &me("w2"), None).unwrap(),
+            Admission::Admitted(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_pool_is_not_found() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pools(d.path(), 1, None);
+        assert_eq!(
+            p.try_admit("nope", &me("w"), None).unwrap_err().code(),
+            crate::ErrorCode::NotFound
+        );
+        assert_eq!(
+            p.try_admit("../x", &me("w"), None).unwrap_err().code(),
+            crate::ErrorCode::InvalidInput
+        );
+    }
+}

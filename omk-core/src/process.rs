@@ -1,0 +1,120 @@
+//! Process identity: liveness checks that survive pid reuse, and killing a
+//! process group only when it is still the one omk started.
+
+use serde::{Deserialize, Serialize};
+
+/// A process as omk recorded it: pid plus its start time (clock ticks since
+/// boot, from `/proc/<pid>/stat`), so a recycled pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessId {
+    pub pid: u32,
+    #[serde(default)]
+    pub start_time: Option<u64>,
+}
+
+impl ProcessId {
+    /// The identity of a live process, now.
+    pub fn of(pid: u32) -> ProcessId {
+        ProcessId {
+            pid,
+            start_time: start_time(pid),
+        }
+    }
+
+    /// This process.
+    pub fn current() -> ProcessId {
+        ProcessId::of(std::process::id())
+    }
+
+    /// True while the recorded process is running (and is not a zombie).
+    pub fn is_alive(&self) -> bool {
+        match (stat_fields(self.pid), self.start_time) {
+            (Some((state, _)), _) if state == 'Z' || state == 'X' => false,
+            (Some((_, now)), Some(recorded)) => now == recorded,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// SIGKILL the process group led by this process, if it is still ours.
+    /// Returns whether a signal was sent.
+    pub fn kill_group(&self) -> bool {
+        match (stat_fields(self.pid), self.start_time) {
+            // The pid now names another process: Linux does not hand out a
+            // pid still used as a process group id, so our group is empty.
+            (Some((_, now)), Some(recorded)) if now != recorded => false,
+            // Our leader, or no process with that pid: members of the group
+            // may outlive the leader, and nobody else can own that group id.
+            _ => signal_group(self.pid),
+        }
+    }
+}
+
+fn signal_group(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 1 {
+        return false;
+    }
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .is_ok()
+}
+
+/// Whether any process of group `pgid` is still running.
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pgid) else {
+        return false;
+    };
+    if pid <= 1 {
+        return false;
+    }
+    // Signal 0 checks existence; zombies of an exited group count as gone
+    // once reaped by their parent.
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid).map(|(_, t)| t)
+}
+
+/// (state char, start time) from `/proc/<pid>/stat`.
+fn stat_fields(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; the
+    // fields after the last ')' are well-formed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 22 overall (starttime) is index 19 after the state (field 3).
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive_and_a_fake_start_time_is_not() {
+        let me = ProcessId::current();
+        assert!(me.is_alive());
+        assert!(me.start_time.is_some());
+        let impostor = ProcessId {
+            pid: me.pid,
+            start_time: me.start_time.map(|t| t + 1),
+        };
+        assert!(!impostor.is_alive());
+    }
+
+    #[test]
+    fn exited_child_is_dead() {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId::of(c.id());
+        c.wait().unwrap();
+        assert!(!id.is_alive());
+    }
+}

@@ -1,0 +1,377 @@
+//! Teams (DESIGN.md §7): `N:role` workers running one task's subtasks in
+//! parallel, with a durable record of everything that happened.
+//!
+//! - [`prepare`] validates a request and creates the team's directory and
+//!   document (phase `Planning`);
+//! - [`supervisor::supervise`] drives it to the end (in this process or a
+//!   detached one);
+//! - [`status`], [`list`] and [`shutdown`] work from any process.
+
+pub mod doc;
+pub mod proof;
+pub mod spec;
+pub mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use doc::{Phase, TaskEntry, TaskStatus, TeamDoc};
+pub use spec::WorkerSpec;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::{EventKind, EventLog};
+use crate::metrics::{self, Counter};
+use crate::paths::{validate_name, StatePaths};
+use crate::process::ProcessId;
+use crate::store::{self, Document, FileLock};
+use supervisor::{Heartbeat, ShutdownRequest};
+
+/// `team.run` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TeamRunRequest {
+    /// `N:role`, e.g. `3:executor`.
+    pub spec: String,
+    /// What the team should achieve.
+    pub task: String,
+    /// Team name; default `<role>-<8 hex>`.
+    pub name: Option<String>,
+    /// Subtasks; when empty a planner turn proposes them.
+    pub subtasks: Vec<String>,
+    /// Where the agents work; default the project directory.
+    pub workdir: Option<PathBuf>,
+    /// Approval policy; default from config (`workdir-edits`).
+    pub approval: Option<String>,
+    /// Pool to admit workers through; default from config (`default`).
+    pub pool: Option<String>,
+    /// Return as soon as the run is prepared; it continues in the background.
+    pub detach: bool,
+}
+
+/// What the supervisor needs beyond the team document (`request.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredRequest {
+    pub version: u32,
+    pub subtasks: Vec<String>,
+    pub program: PathBuf,
+}
+
+impl Document for StoredRequest {
+    const VERSION: u32 = 1;
+    const WHAT: &'static str = "team request";
+}
+
+/// Whether a run is over (used by pool cleanup): terminal phase, or no
+/// supervisor holds it any more.
+pub fn run_is_terminal(paths: &StatePaths, run: &str) -> bool {
+    doc::run_is_terminal(paths, run)
+}
+
+/// Validate `req` and create the team (directory, document, request).
+/// Nothing is written when validation fails.
+pub fn prepare(
+    paths: &StatePaths,
+    config: &Config,
+    project: &Path,
+    req: &TeamRunRequest,
+) -> Result<TeamDoc> {
+    let spec = WorkerSpec::parse(&req.spec)?;
+    if req.task.trim().is_empty() {
+        return Err(Error::InvalidInput("the task must not be empty".into()));
+    }
+    let name = match &req.name {
+        Some(n) => {
+            validate_name("team name", n)?;
+            n.clone()
+        }
+        None => spec::default_team_name(&spec.role),
+    };
+    let max = config.team.max_subtasks;
+    if req.subtasks.len() > max {
+        return Err(Error::InvalidInput(format!(
+            "{} subtasks given; the limit is {max} ([team] max_subtasks)",
+            req.subtasks.len()
+        )));
+    }
+    if req.subtasks.iter().any(|s| s.trim().is_empty()) {
+        return Err(Error::InvalidInput("a subtask must not be empty".into()));
+    }
+    let policy = req
+        .approval
+        .clone()
+        .unwrap_or_else(|| config.agent.approval_policy.clone());
+    crate::agent::PolicyKind::parse(&policy)?;
+    let pool = req.pool.clone().unwrap_or_else(|| config.team.pool.clone());
+    validate_name("pool name", &pool)?;
+    if config.pool(&pool).is_none() {
+        return Err(Error::NotFound(format!(
+            "no pool named {pool:?}; configure [pools.{pool}]"
+        )));
+    }
+    let workdir = match &req.workdir {
+        Some(w) => {
+            std::path::absolute(w).map_err(|e| Error::io(format!("resolve {}", w.display()), e))?
+        }
+        None => project.to_path_buf(),
+    };
+    if !workdir.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "work dir {} is not a directory",
+            workdir.display()
+        )));
+    }
+    let program = crate::health::resolve_agent_bin(&config.agent.bin).ok_or_else(|| {
+        Error::Agent(format!(
+            "agent executable {:?} not found; install kimi-cli or set OMK_KIMI_BIN",
+            config.agent.bin
+        ))
+    })?;
+
+    let dir = paths.team_dir(&name)?;
+    store::ensure_dir(&paths.teams_dir())?;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Conflict(format!(
+                "a team named {name:?} already exists; pick another --name"
+            )));
+        }
+        Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
+    }
+    let now = Utc::now();
+    let doc = TeamDoc {
+        version: TeamDoc::VERSION,
+        name: name.clone(),
+        task: crate::redact::redact_str(&req.task).into_owned(),
+        created_at: now,
+        worker_count: spec.count,
+        worker_role: spec.role.clone(),
+        phase: Phase::Planning,
+        tasks: Vec::new(),
+        state_dir: dir.clone(),
+        spec: req.spec.clone(),
+        workdir,
+        approval_policy: policy,
+        pool,
+        supervisor: None,
+        updated_at: now,
+        ended_at: None,
+        tokens: 0,
+        reason: None,
+    };
+    store::write_doc(
+        &dir.join("request.json"),
+        &StoredRequest {
+            version: StoredRequest::VERSION,
+            subtasks: req.subtasks.clone(),
+            program,
+        },
+    )?;
+    doc.save()?;
+    EventLog::open(&dir.join("events.jsonl"))?.emit(
+        &name,
+        EventKind::PhaseChanged,
+        Some("supervisor"),
+        json!({ "from": null, "to": Phase::Planning, "task": doc.task, "spec": doc.spec }),
+    )?;
+    if let Err(e) = metrics::increment(&paths.metrics(), Counter::TeamRuns) {
+        tracing::warn!("cannot update metrics: {e}");
+    }
+    Ok(doc)
+}
+
+/// The lock a live supervisor holds for its whole run.
+pub(crate) fn supervisor_lock(dir: &Path) -> PathBuf {
+    dir.join("supervisor.lock")
+}
+
+/// Load what a supervisor needs, taking the supervisor lock.
+pub(crate) fn claim_supervision(
+    paths: &StatePaths,
+    name: &str,
+) -> Result<(FileLock, TeamDoc, StoredRequest)> {
+    let dir = paths.team_dir(name)?;
+    let doc = TeamDoc::load(paths, name)?.ok_or_else(|| not_found(name))?;
+    let lock = FileLock::try_exclusive(&supervisor_lock(&dir))?
+        .ok_or_else(|| Error::Conflict(format!("team {name} is already being supervised")))?;
+    if doc.phase != Phase::Planning || doc.supervisor.is_some() {
+        return Err(Error::Conflict(format!(
+            "team {name} has already run (phase {:?})",
+            doc.phase
+        )));
+    }
+    let req = store::read_doc::<StoredRequest>(&dir.join("request.json"))?
+        .ok_or_else(|| Error::corrupt(&dir.join("request.json"), "missing"))?;
+    Ok((lock, doc, req))
+}
+
+fn not_found(name: &str) -> Error {
+    Error::NotFound(format!(
+        "no team named {name:?}; `omk team list` shows the teams"
+    ))
+}
+
+/// A team's document, with a dead supervisor detected and recorded as
+/// `Interrupted`.
+pub fn status(paths: &StatePaths, name: &str) -> Result<TeamDoc> {
+    let doc = TeamDoc::load(paths, name)?.ok_or_else(|| not_found(name))?;
+    if doc.phase.is_terminal() {
+        return Ok(doc);
+    }
+    // A live supervisor holds its lock; a prepared run waits a moment for
+    // its (detached) supervisor to start.
+    let lock = match FileLock::try_exclusive(&supervisor_lock(&doc.state_dir))? {
+        None => return Ok(doc),
+        Some(l) => l,
+    };
+    if doc.supervisor.is_none() && Utc::now() - doc.created_at < chrono::Duration::seconds(30) {
+        return Ok(doc);
+    }
+    // Re-read under the lock: the supervisor may have finished meanwhile.
+    let mut doc = TeamDoc::load(paths, name)?.ok_or_else(|| not_found(name))?;
+    if doc.phase.is_terminal() {
+        return Ok(doc);
+    }
+    let who = doc
+        .supervisor
+        .map(|p| format!("pid {}", p.pid))
+        .unwrap_or_else(|| "never started".into());
+    doc.phase = Phase::Interrupted;
+    doc.reason = Some(format!(
+        "the supervisor ({who}) died before the run finished"
+    ));
+    for t in &mut doc.tasks {
+        if matches!(t.status, TaskStatus::Pending | TaskStatus::Running) {
+            t.status = TaskStatus::Cancelled;
+        }
+    }
+    doc.ended_at = Some(Utc::now());
+    doc.updated_at = Utc::now();
+    doc.save()?;
+    proof::write(&doc)?;
+    EventLog::open(&doc.state_dir.join("events.jsonl"))?.emit(
+        name,
+        EventKind::RunFailed,
+        Some("status"),
+        json!({ "phase": Phase::Interrupted, "reason": doc.reason }),
+    )?;
+    drop(lock);
+    Ok(doc)
+}
+
+/// The teams of a state root.
+#[derive(Debug, Default)]
+pub struct TeamList {
+    /// Oldest first.
+    pub teams: Vec<TeamDoc>,
+    /// Teams whose document could not be read, with why.
+    pub errors: Vec<(String, Error)>,
+}
+
+/// Every team, oldest first. Teams whose document cannot be read are
+/// reported in `errors`, never skipped silently.
+pub fn list(paths: &StatePaths) -> Result<TeamList> {
+    let mut teams = Vec::new();
+    let mut errors = Vec::new();
+    let rd = match std::fs::read_dir(paths.teams_dir()) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TeamList::default()),
+        Err(e) => {
+            return Err(Error::io(
+                format!("read {}", paths.teams_dir().display()),
+                e,
+            ))
+        }
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if validate_name("team name", &name).is_err() || !entry.path().join("team.json").exists() {
+            continue;
+        }
+        match status(paths, &name) {
+            Ok(d) => teams.push(d),
+            Err(e) => errors.push((name, e)),
+        }
+    }
+    teams.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+    Ok(TeamList { teams, errors })
+}
+
+/// Agents recorded in the workers' heartbeats.
+fn recorded_agents(dir: &Path) -> Vec<ProcessId> {
+    let Ok(rd) = std::fs::read_dir(dir.join("workers")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            store::read_doc::<Heartbeat>(&e.path().join("heartbeat.json"))
+                .ok()
+                .flatten()
+        })
+        .filter_map(|h| h.agent)
+        .collect()
+}
+
+/// Kill every recorded agent process group still alive. Returns how many.
+fn kill_recorded_agents(dir: &Path) -> usize {
+    recorded_agents(dir)
+        .into_iter()
+        .filter(|a| crate::process::group_alive(a.pid))
+        .filter(|a| a.kill_group())
+        .count()
+}
+
+/// Ask a team to stop and wait until it has. `force` kills the agents'
+/// process groups at once. Idempotent: a finished team is returned as is
+/// (after making sure none of its agents survived).
+pub fn shutdown(paths: &StatePaths, config: &Config, name: &str, force: bool) -> Result<TeamDoc> {
+    let doc = status(paths, name)?;
+    let dir = doc.state_dir.clone();
+    if doc.phase.is_terminal() {
+        kill_recorded_agents(&dir);
+        return Ok(doc);
+    }
+    let file = dir.join("shutdown.json");
+    let previous = store::read_doc::<ShutdownRequest>(&file)?;
+    if previous.as_ref().is_none_or(|p| force && !p.force) {
+        store::write_doc(
+            &file,
+            &ShutdownRequest {
+                version: ShutdownRequest::VERSION,
+                force,
+                requested_at: Utc::now(),
+                requested_by: std::process::id(),
+            },
+        )?;
+    }
+    if previous.is_none() {
+        if let Err(e) = metrics::increment(&paths.metrics(), Counter::Shutdowns) {
+            tracing::warn!("cannot update metrics: {e}");
+        }
+    }
+    if force {
+        kill_recorded_agents(&dir);
+    }
+    let deadline = Instant::now() + Duration::from_secs(config.team.stop_grace_secs + 15);
+    let doc = loop {
+        let doc = status(paths, name)?;
+        if doc.phase.is_terminal() {
+            break doc;
+        }
+        if Instant::now() >= deadline {
+            kill_recorded_agents(&dir);
+            return Err(Error::Timeout(format!(
+                "team {name} did not stop within {}s; its agents were killed, run `omk team shutdown {name} --force` to finish",
+                config.team.stop_grace_secs + 15
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    kill_recorded_agents(&dir);
+    Ok(doc)
+}
