@@ -18,7 +18,7 @@ DEMO_DIR ?= $(TARGET)/demo
 export PYO3_PYTHON := $(VPY)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test build fmt-check clippy cargo-test c-test py-test header bench deps venv clean
+.PHONY: demo test build fmt-check clippy cargo-test c-test py-test peers peer-test header bench deps venv clean
 
 ## deps: system packages the tests need (Debian), installed only when missing.
 deps:
@@ -41,12 +41,20 @@ venv: $(VPY)
 build: $(VPY)
 	$(CARGO) build --workspace
 
+## demo: a 3-worker team on the bundled scripted agent, in a scratch project.
 demo: build
-	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/state
-	@echo "== omk doctor (state in $(DEMO_DIR)/state)"
-	OMK_STATE_DIR=$(DEMO_DIR)/state $(OMK) doctor || [ $$? -eq 1 ]
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/state $(DEMO_DIR)/project
+	@echo "== scratch project: $(DEMO_DIR)/project, state: $(DEMO_DIR)/state"
+	cd $(DEMO_DIR)/project && OMK_STATE_DIR=$(DEMO_DIR)/state \
+	  OMK_KIMI_BIN=$(TARGET)/debug/omk-scripted-agent XDG_CONFIG_HOME=$(DEMO_DIR)/xdg \
+	  $(OMK) team run 3:executor "Create the project's first files" --name demo \
+	    --subtask "Write the README [write:README.md:# Demo project\nBuilt by an omk team.\n]" \
+	    --subtask "Add a license file [write:LICENSE:MIT]" \
+	    --subtask "Report what the project contains [tokens:1200:300]" --json
+	@echo "== files the team wrote:" && ls -l $(DEMO_DIR)/project
+	@echo "== team list:" && OMK_STATE_DIR=$(DEMO_DIR)/state $(OMK) team list
 
-test: deps $(VPY) fmt-check clippy cargo-test c-test py-test
+test: deps $(VPY) fmt-check clippy cargo-test c-test py-test peer-test
 	@echo "make test: all suites passed"
 
 fmt-check:
@@ -75,14 +83,24 @@ py-test: build
 	$(VPY) -m pip install -q --force-reinstall --no-deps $(TARGET)/wheels/omk-*.whl
 	cd tests/python && OMK_BIN=$(OMK) $(VPY) -m pytest -q
 
+## peers: the real kimi-cli 1.51.0 in .kimi-venv (SKIPPED marker when no Python 3.13).
+peers:
+	bash tests/peers/setup-kimi.sh
+
+## peer-test: the real kimi-cli over Wire, directly and driven by omk.
+peer-test: build peers
+	OMK_BIN=$(OMK) OMK_REQUIRE_KIMI=1 $(VPY) -m pytest -q tests/peers
+
 ## header: regenerate include/omk.h after changing the C ABI.
 header:
 	OMK_WRITE_HEADER=1 $(CARGO) test -q -p omk-ffi --test header
 
 ## bench: criterion benchmarks, then the medians and ratios.
-bench: $(VPY)
+bench: $(VPY) peers
 	$(CARGO) bench -p omk-core --bench store
 	$(VPY) scripts/bench_report.py $(TARGET)/criterion
+	$(CARGO) build --release -p omk-cli -p omk-scripted-agent
+	$(VPY) scripts/bench_team.py --runs 7 --kimi
 
 clean:
 	$(CARGO) clean

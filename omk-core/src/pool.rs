@@ -3,11 +3,14 @@
 //! `pools/<name>.json` under its lock, so they are atomic across processes.
 //!
 //! A slot or queue entry whose owner process has died is reclaimed by the
-//! next admission (and by `pools cleanup`), so a SIGKILLed supervisor never
-//! holds capacity forever.
+//! next admission (and by `pools cleanup`, which also drops entries of runs
+//! that have ended), so a SIGKILLed supervisor never holds capacity forever.
+//!
+//! Pool documents are written atomically but without fsync
+//! ([`Durability::Volatile`]): after a power loss every owner is dead, so
+//! there is nothing to preserve, and admission stays cheap.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,7 +20,7 @@ use crate::config::{Config, PoolConfig};
 use crate::error::{Error, Result};
 use crate::paths::StatePaths;
 use crate::process::ProcessId;
-use crate::store::{self, Document};
+use crate::store::{self, Document, Durability};
 
 /// Who holds or waits for a slot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,8 +133,9 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let id = self.slot_id.clone();
-        let result = store::update_doc(
+        let result = store::update_doc_with(
             &self.file,
+            Durability::Volatile,
             || PoolState::new(&self.pool),
             |p| {
                 p.active.retain(|s| s.id != id);
@@ -180,18 +184,25 @@ impl Pools {
         move |run: &str| crate::team::run_is_terminal(&self.paths, run)
     }
 
+    fn update<R>(&self, pool: &str, f: impl FnOnce(&mut PoolState) -> Result<R>) -> Result<R> {
+        let file = self.paths.pool_file(pool)?;
+        store::update_doc_with(&file, Durability::Volatile, || PoolState::new(pool), f)
+    }
+
     /// Ask for a slot; `ticket` is the one a previous `Queued` answer gave.
     /// Slots go to queued owners in ticket order.
     pub fn try_admit(&self, pool: &str, owner: &Owner, ticket: Option<u64>) -> Result<Admission> {
         let cfg = self.settings(pool)?;
         let file = self.paths.pool_file(pool)?;
-        let over = self.run_is_over();
         let disk_problem = cfg.max_disk_gb.and_then(|cap| self.disk_over(cap));
-        store::update_doc(
+        store::update_doc_with(
             &file,
+            Durability::Volatile,
             || PoolState::new(pool),
             |p| {
-                p.reclaim(&over);
+                // Dead owners only: checking each slot's run document on every
+                // admission costs a read per slot; `cleanup` does that.
+                p.reclaim(&|_| false);
                 let ahead = p
                     .queue
                     .iter()
@@ -249,47 +260,10 @@ impl Pools {
 
     /// Leave the queue (the waiter gave up or was cancelled).
     pub fn leave_queue(&self, pool: &str, ticket: u64) -> Result<()> {
-        let file = self.paths.pool_file(pool)?;
-        store::update_doc(
-            &file,
-            || PoolState::new(pool),
-            |p| {
-                p.queue.retain(|q| q.ticket != ticket);
-                Ok(())
-            },
-        )
-    }
-
-    /// Wait for a slot, polling every `interval` until admitted, rejected or
-    /// `cancelled()` says stop (then `Ok(None)`).
-    pub fn admit_blocking(
-        &self,
-        pool: &str,
-        owner: &Owner,
-        interval: Duration,
-        cancelled: &dyn Fn() -> bool,
-        on_queued: &dyn Fn(u64),
-    ) -> Result<Option<SlotGuard>> {
-        let mut ticket = None;
-        loop {
-            if cancelled() {
-                if let Some(t) = ticket {
-                    self.leave_queue(pool, t)?;
-                }
-                return Ok(None);
-            }
-            match self.try_admit(pool, owner, ticket)? {
-                Admission::Admitted(g) => return Ok(Some(g)),
-                Admission::Rejected(why) => return Err(Error::Conflict(why)),
-                Admission::Queued(t) => {
-                    if ticket.is_none() {
-                        on_queued(t);
-                    }
-                    ticket = Some(t);
-                    std::thread::sleep(interval);
-                }
-            }
-        }
+        self.update(pool, |p| {
+            p.queue.retain(|q| q.ticket != ticket);
+            Ok(())
+        })
     }
 
     /// `pools status`: every pool, with live numbers.
@@ -324,8 +298,7 @@ impl Pools {
                 continue;
             }
             let over = self.run_is_over();
-            let (slots, queue) =
-                store::update_doc(&file, || PoolState::new(&name), |p| Ok(p.reclaim(&over)))?;
+            let (slots, queue) = self.update(&name, |p| Ok(p.reclaim(&over)))?;
             total += slots.len() + queue.len();
             report.push(json!({
                 "pool": name,

@@ -55,8 +55,26 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         .ctx("create directory", dir)
 }
 
+/// How far a document write goes before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Temp file, fsync, rename, fsync of the directory: survives power loss.
+    /// The default for every state document.
+    Durable,
+    /// Temp file and rename, no fsync: a crash of any process still leaves
+    /// the old or the new version, but a power loss may lose the update.
+    /// Only for state that means nothing after a reboot: pool slots (their
+    /// owners are dead by then) and worker heartbeats.
+    Volatile,
+}
+
 /// Atomically replace `path` with `bytes` (temp file, fsync, rename, fsync dir).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, Durability::Durable)
+}
+
+/// Atomically replace `path` with `bytes` at the given durability.
+pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
     let dir = parent_of(path)?;
     ensure_dir(dir)?;
     let file_name = path
@@ -76,10 +94,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .open(&tmp)
             .ctx("create", &tmp)?;
         f.write_all(bytes).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
+        if durability == Durability::Durable {
+            f.sync_all().ctx("fsync", &tmp)?;
+        }
         drop(f);
         std::fs::rename(&tmp, path).ctx("rename into place", path)?;
-        sync_dir(dir)
+        match durability {
+            Durability::Durable => sync_dir(dir),
+            Durability::Volatile => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -94,8 +117,13 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .ctx("fsync directory", dir)
 }
 
-/// Serialize `doc` with its current version and write it atomically.
+/// Serialize `doc` with its current version and write it atomically and durably.
 pub fn write_doc<T: Document>(path: &Path, doc: &T) -> Result<()> {
+    write_doc_with(path, doc, Durability::Durable)
+}
+
+/// Serialize a document with its current version (pretty JSON, newline).
+pub fn encode_doc<T: Document>(doc: &T) -> Result<Vec<u8>> {
     let mut value = serde_json::to_value(doc)
         .map_err(|e| Error::invalid(format!("cannot encode {}: {e}", T::WHAT)))?;
     if let Value::Object(map) = &mut value {
@@ -104,7 +132,12 @@ pub fn write_doc<T: Document>(path: &Path, doc: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(&value)
         .map_err(|e| Error::invalid(format!("cannot encode {}: {e}", T::WHAT)))?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    Ok(bytes)
+}
+
+/// [`write_doc`] at a chosen durability.
+pub fn write_doc_with<T: Document>(path: &Path, doc: &T, durability: Durability) -> Result<()> {
+    write_atomic_with(path, &encode_doc(doc)?, durability)
 }
 
 /// Read a document; `Ok(None)` when the file does not exist.
@@ -167,10 +200,23 @@ pub fn update_doc<T, R>(
 where
     T: Document,
 {
+    update_doc_with(path, Durability::Durable, init, f)
+}
+
+/// [`update_doc`] at a chosen durability.
+pub fn update_doc_with<T, R>(
+    path: &Path,
+    durability: Durability,
+    init: impl FnOnce() -> T,
+    f: impl FnOnce(&mut T) -> Result<R>,
+) -> Result<R>
+where
+    T: Document,
+{
     let _lock = FileLock::exclusive(&lock_path_for(path))?;
     let mut doc = read_doc::<T>(path)?.unwrap_or_else(init);
     let out = f(&mut doc)?;
-    write_doc(path, &doc)?;
+    write_doc_with(path, &doc, durability)?;
     Ok(out)
 }
 

@@ -12,8 +12,13 @@ provider is the fake LLM on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -119,3 +124,44 @@ def omk_env(tmpdir, llm_port: int, base_env: dict | None = None) -> dict:
     env["OMK_KIMI_BIN"] = str(kimi_bin())
     env["OMK_KIMI_ARGS"] = f"--config-file {shlex.quote(str(config_file))}"
     return env
+
+
+def readline_with_timeout(stream, timeout: float) -> str:
+    box: list[str] = []
+    t = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    return box[0].strip() if box else ""
+
+
+class FakeLLM:
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "fake_llm.py"), "--port", "0", "--log", str(log_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = readline_with_timeout(self.proc.stdout, 10.0)
+        assert line.startswith("PORT "), f"fake_llm said {line!r}"
+        self.port = int(line.split()[1])
+
+    def records(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(l) for l in self.log_path.read_text().splitlines() if l.strip()]
+
+    def completions(self) -> list[dict]:
+        return [r for r in self.records() if r.get("path", "").endswith("/chat/completions")]
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode

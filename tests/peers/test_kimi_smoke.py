@@ -29,7 +29,15 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from kimi_env import KIMI_VERSION, kimi_args, kimi_bin, kimi_env, kimi_venv  # noqa: E402
+from kimi_env import (  # noqa: E402
+    KIMI_VERSION,
+    FakeLLM,
+    kimi_args,
+    kimi_bin,
+    kimi_env,
+    kimi_venv,
+)
+from kimi_env import readline_with_timeout as _readline_with_timeout  # noqa: E402
 
 _marker = kimi_venv() / ".unavailable"
 if _marker.exists():
@@ -48,47 +56,6 @@ TURN_TIMEOUT = 30.0
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class FakeLLM:
-    def __init__(self, log_path: Path):
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "fake_llm.py"), "--port", "0", "--log", str(log_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        line = _readline_with_timeout(self.proc.stdout, 10.0)
-        assert line.startswith("PORT "), f"fake_llm said {line!r}"
-        self.port = int(line.split()[1])
-
-    def records(self) -> list[dict]:
-        if not self.log_path.exists():
-            return []
-        return [json.loads(l) for l in self.log_path.read_text().splitlines() if l.strip()]
-
-    def completions(self) -> list[dict]:
-        return [r for r in self.records() if r.get("path", "").endswith("/chat/completions")]
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
-
-
-def _readline_with_timeout(stream, timeout: float) -> str:
-    box: list[str] = []
-    t = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
-    t.start()
-    t.join(timeout)
-    return box[0].strip() if box else ""
 
 
 class WirePeer:

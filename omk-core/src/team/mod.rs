@@ -223,15 +223,17 @@ pub fn status(paths: &StatePaths, name: &str) -> Result<TeamDoc> {
     if doc.phase.is_terminal() {
         return Ok(doc);
     }
-    // A live supervisor holds its lock; a prepared run waits a moment for
-    // its (detached) supervisor to start.
+    // A prepared run waits a moment for its (detached) supervisor to start.
+    // Checked before touching the lock: holding it even briefly while the
+    // supervisor claims it would make the supervisor give up.
+    if doc.supervisor.is_none() && Utc::now() - doc.created_at < chrono::Duration::seconds(30) {
+        return Ok(doc);
+    }
+    // A live supervisor holds its lock.
     let lock = match FileLock::try_exclusive(&supervisor_lock(&doc.state_dir))? {
         None => return Ok(doc),
         Some(l) => l,
     };
-    if doc.supervisor.is_none() && Utc::now() - doc.created_at < chrono::Duration::seconds(30) {
-        return Ok(doc);
-    }
     // Re-read under the lock: the supervisor may have finished meanwhile.
     let mut doc = TeamDoc::load(paths, name)?.ok_or_else(|| not_found(name))?;
     if doc.phase.is_terminal() {

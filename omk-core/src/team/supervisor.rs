@@ -92,6 +92,9 @@ pub struct RunContext {
     program: PathBuf,
     pools: Pools,
     subtasks: Vec<String>,
+    /// `shutdown.json`, read directly when the watcher has not yet
+    /// published a request.
+    shutdown_file: PathBuf,
 }
 
 enum Claim {
@@ -137,6 +140,7 @@ impl RunContext {
         };
         let events = EventLog::open(&doc.state_dir.join("events.jsonl"))?;
         let n = doc.tasks.len();
+        let shutdown_file = doc.state_dir.join("shutdown.json");
         Ok(RunContext {
             pools: Pools::new(paths.clone(), config.clone()),
             paths,
@@ -151,6 +155,7 @@ impl RunContext {
             policy,
             program,
             subtasks,
+            shutdown_file,
         })
     }
 
@@ -197,8 +202,19 @@ impl RunContext {
         }
     }
 
+    /// `Some(force)` once a stop was asked for. Also reads `shutdown.json`
+    /// itself: `shutdown --force` kills the agents right after writing it,
+    /// possibly before the watcher (which polls) has published it, and the
+    /// turn that dies of that kill must not count as a failed attempt.
     fn shutdown_requested(&self) -> Option<bool> {
-        *self.shutdown.borrow()
+        let published = *self.shutdown.borrow();
+        if published.is_some() {
+            return published;
+        }
+        store::read_doc::<ShutdownRequest>(&self.shutdown_file)
+            .ok()
+            .flatten()
+            .map(|r| r.force)
     }
 
     fn set_phase(&self, phase: Phase) {
@@ -529,6 +545,8 @@ impl Worker {
                 return;
             }
         };
+        // Starting a fresh agent reported `starting_agent`: back to the task.
+        self.set_state("running", Some(task_id.clone()));
         let prompt = self.ctx.prompt_for(i);
         self.ctx.emit(
             EventKind::TaskStarted,
@@ -547,6 +565,16 @@ impl Worker {
             TurnEnd::Finished(o) => o.record.usage.total(),
             _ => agent.partial_turn().usage.total(),
         };
+        let how = match &end {
+            TurnEnd::Finished(o) => serde_json::to_value(&o.status).unwrap_or(Value::Null),
+            TurnEnd::Errored(why) => json!({ "status": "agent_error", "error": why }),
+            TurnEnd::LeaseExpired => json!({ "status": "lease_expired" }),
+            TurnEnd::Shutdown => json!({ "status": "stopped_for_shutdown" }),
+        };
+        self.record(
+            "turn_end",
+            json!({ "task_id": task_id, "attempt": attempt, "tokens": tokens, "outcome": how }),
+        );
         match end {
             TurnEnd::Finished(outcome) => match &outcome.status {
                 TurnStatus::Finished => {
@@ -574,9 +602,14 @@ impl Worker {
                 }
             },
             TurnEnd::Errored(why) => {
-                self.ctx.count(&[(Counter::AskErrors, 1)]);
                 self.drop_agent(false).await;
-                self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                if self.ctx.shutdown_requested().is_some() {
+                    // Killed by (or died during) a shutdown: not the task's fault.
+                    self.ctx.release(i);
+                } else {
+                    self.ctx.count(&[(Counter::AskErrors, 1)]);
+                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                }
             }
             TurnEnd::LeaseExpired => {
                 self.ctx.count(&[(Counter::AskErrors, 1)]);
