@@ -172,6 +172,14 @@ impl EventLog {
         Ok(event)
     }
 
+    /// Redact and append several events with one write and one fsync.
+    pub fn append_batch(&mut self, mut events: Vec<Event>) -> Result<()> {
+        for e in &mut events {
+            crate::redact::redact_value(&mut e.payload);
+        }
+        self.writer.append_batch(&events)
+    }
+
     /// Build, redact and append an event.
     pub fn emit(
         &mut self,

@@ -8,9 +8,12 @@
 //! - [`status`], [`list`] and [`shutdown`] work from any process.
 
 pub mod doc;
+mod persist;
+mod plan;
 pub mod proof;
 pub mod spec;
 pub mod supervisor;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,7 +32,8 @@ use crate::metrics::{self, Counter};
 use crate::paths::{validate_name, StatePaths};
 use crate::process::ProcessId;
 use crate::store::{self, Document, FileLock};
-use supervisor::{Heartbeat, ShutdownRequest};
+use supervisor::ShutdownRequest;
+pub use worker::Heartbeat;
 
 /// `team.run` parameters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

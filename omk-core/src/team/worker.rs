@@ -1,0 +1,581 @@
+//! A worker: one pool slot, one agent at a time, claiming tasks until none
+//! is left. It runs each turn under the lease watchdog and the shutdown
+//! signal, and turns the agent's notices into transcript lines, events and
+//! tallies.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::supervisor::{Claim, RunContext, TRANSCRIPT_MAX_BYTES};
+use crate::agent::{self, AgentBackend, AgentNotice, TurnStatus, WireEvent};
+use crate::error::{Error, Result};
+use crate::events::EventKind;
+use crate::metrics::Counter;
+use crate::pool::{Admission, Owner, SlotGuard};
+use crate::process::ProcessId;
+use crate::store::{self, Document, FsyncPolicy, JsonlWriter};
+
+/// A worker's heartbeat file, rewritten while it lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub version: u32,
+    pub team: String,
+    pub worker: String,
+    pub supervisor: ProcessId,
+    /// The agent process (and process group) while one runs.
+    pub agent: Option<ProcessId>,
+    pub state: String,
+    pub task: Option<String>,
+    pub last_agent_activity_at: Option<chrono::DateTime<Utc>>,
+    pub tokens: u64,
+    pub unknown_events: u64,
+    pub protocol_violations: u64,
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+impl Document for Heartbeat {
+    const VERSION: u32 = 1;
+    const WHAT: &'static str = "worker heartbeat";
+}
+
+pub(super) enum TurnEnd {
+    Finished(agent::TurnOutcome),
+    Errored(String),
+    LeaseExpired,
+    Shutdown,
+}
+
+/// Per-agent counters fed by its notice pump.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) tokens: AtomicU64,
+    pub(super) unknown: AtomicU64,
+    pub(super) violations: AtomicU64,
+    pub(super) last_activity_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// One worker: its slot, its agent, its files.
+pub(super) struct Worker {
+    pub(super) ctx: Arc<RunContext>,
+    pub(super) id: String,
+    pub(super) dir: PathBuf,
+    pub(super) agent: Option<Arc<dyn AgentBackend>>,
+    pub(super) tally: Arc<Tally>,
+    pub(super) state: Arc<Mutex<(String, Option<String>)>>,
+    /// The running agent's pid (0 when none), shared with the heartbeat task.
+    pub(super) agent_pid: Arc<AtomicU64>,
+    pub(super) transcript: Arc<Mutex<Option<JsonlWriter>>>,
+}
+
+impl Worker {
+    pub(super) fn new(ctx: Arc<RunContext>, id: String) -> Result<Worker> {
+        let dir = ctx.lock().doc.state_dir.join("workers").join(&id);
+        store::ensure_dir(&dir)?;
+        let transcript = JsonlWriter::open(&dir.join("transcript.jsonl"), FsyncPolicy::Grouped)?
+            .with_cap(TRANSCRIPT_MAX_BYTES);
+        Ok(Worker {
+            ctx,
+            id,
+            dir,
+            agent: None,
+            tally: Arc::new(Tally::default()),
+            state: Arc::new(Mutex::new(("starting".into(), None))),
+            agent_pid: Arc::new(AtomicU64::new(0)),
+            transcript: Arc::new(Mutex::new(Some(transcript))),
+        })
+    }
+
+    pub(super) fn set_state(&self, state: &str, task: Option<String>) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (state.to_string(), task);
+        self.write_heartbeat();
+    }
+
+    pub(super) fn write_heartbeat(&self) {
+        write_heartbeat(
+            &self.ctx,
+            &self.id,
+            &self.dir,
+            &self.state,
+            &self.tally,
+            &self.agent_pid,
+        );
+    }
+
+    pub(super) fn record(&self, kind: &str, data: Value) {
+        record(&self.transcript, kind, data);
+    }
+
+    pub(super) async fn start_agent(&mut self) -> Result<Arc<dyn AgentBackend>> {
+        if let Some(a) = &self.agent {
+            if a.exit_status().is_none() {
+                return Ok(a.clone());
+            }
+        }
+        self.agent = None;
+        self.set_state("starting_agent", None);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        let agent = agent::start(&self.ctx.agent_spec(), tx).await?;
+        self.tally
+            .last_activity_ms
+            .store(now_ms(), Ordering::Relaxed);
+        tokio::spawn(pump_notices(
+            self.ctx.clone(),
+            self.id.clone(),
+            rx,
+            self.tally.clone(),
+            self.transcript.clone(),
+        ));
+        self.ctx.emit(
+            EventKind::WorkerStarted,
+            Some(&self.id),
+            json!({ "agent_pid": agent.pid(), "startup_ms": started.elapsed().as_millis() as u64 }),
+        );
+        self.record("agent_started", json!({ "pid": agent.pid() }));
+        self.agent = Some(agent.clone());
+        self.agent_pid
+            .store(u64::from(agent.pid()), Ordering::Relaxed);
+        self.write_heartbeat();
+        Ok(agent)
+    }
+
+    pub(super) async fn drop_agent(&mut self, graceful: bool) {
+        if let Some(a) = self.agent.take() {
+            let status = if graceful {
+                a.stop(Duration::from_secs(self.ctx.config.team.stop_grace_secs))
+                    .await
+            } else {
+                a.kill();
+                a.stop(Duration::from_millis(200)).await
+            };
+            self.ctx.emit(
+                EventKind::WorkerExited,
+                Some(&self.id),
+                json!({ "agent_pid": a.pid(), "exit": status.map(|s| s.to_string()) }),
+            );
+            self.record(
+                "agent_stopped",
+                json!({ "pid": a.pid(), "exit": status.map(|s| s.to_string()) }),
+            );
+        }
+        self.agent_pid.store(0, Ordering::Relaxed);
+        self.write_heartbeat();
+    }
+
+    /// Claim tasks and run them until none is left or shutdown.
+    pub(super) async fn run(mut self) {
+        let Some(_slot) = self.admit().await else {
+            self.set_state("not_admitted", None);
+            return;
+        };
+        let heartbeat = self.spawn_heartbeat();
+        let ctx = self.ctx.clone();
+        while ctx.shutdown_requested().is_none() {
+            // Register for wake-ups before looking, so a change between the
+            // look and the wait is not missed.
+            let changed = ctx.task_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let i = match self.ctx.claim(&self.id) {
+                Claim::Done => break,
+                Claim::Wait(ready_at) => {
+                    self.set_state("waiting", None);
+                    // Wake for a task change, a backoff ending, or shutdown;
+                    // the 1 s bound only guards against a missed wake-up.
+                    let until = ready_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                    let mut sd = self.ctx.shutdown.clone();
+                    tokio::select! {
+                        _ = &mut changed => {}
+                        _ = tokio::time::sleep_until(until.into()) => {}
+                        _ = sd.changed() => {}
+                    }
+                    continue;
+                }
+                Claim::Task(i) => i,
+            };
+            self.run_task(i).await;
+        }
+        let graceful = self.ctx.shutdown_requested() != Some(true);
+        self.set_state("stopping", None);
+        self.drop_agent(graceful).await;
+        heartbeat.abort();
+        self.set_state("exited", None);
+        if let Some(mut t) = self
+            .transcript
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = t.sync();
+        }
+    }
+
+    pub(super) async fn run_task(&mut self, i: usize) {
+        let (task_id, _title, attempt) = self.ctx.task_title(i);
+        self.set_state("running", Some(task_id.clone()));
+        let agent = match self.start_agent().await {
+            Ok(a) => a,
+            Err(e) => {
+                self.ctx
+                    .attempt_failed(i, &self.id, &format!("agent failed to start: {e}"), 0);
+                return;
+            }
+        };
+        // Starting a fresh agent reported `starting_agent`: back to the task.
+        self.set_state("running", Some(task_id.clone()));
+        let prompt = self.ctx.prompt_for(i);
+        self.ctx.emit(
+            EventKind::TaskStarted,
+            Some(&self.id),
+            json!({ "task_id": task_id, "attempt": attempt, "agent_pid": agent.pid() }),
+        );
+        self.record(
+            "prompt",
+            json!({ "task_id": task_id, "attempt": attempt, "text": prompt }),
+        );
+        self.ctx.count(&[(Counter::AskCalls, 1)]);
+        let end = self.turn(&agent, &prompt).await;
+        // Usage as the agent's reader saw it, before the turn's answer (or
+        // its death) was known: complete even when the turn failed.
+        let tokens = match &end {
+            TurnEnd::Finished(o) => o.record.usage.total(),
+            _ => agent.partial_turn().usage.total(),
+        };
+        let how = match &end {
+            TurnEnd::Finished(o) => serde_json::to_value(&o.status).unwrap_or(Value::Null),
+            TurnEnd::Errored(why) => json!({ "status": "agent_error", "error": why }),
+            TurnEnd::LeaseExpired => json!({ "status": "lease_expired" }),
+            TurnEnd::Shutdown => json!({ "status": "stopped_for_shutdown" }),
+        };
+        self.record(
+            "turn_end",
+            json!({ "task_id": task_id, "attempt": attempt, "tokens": tokens, "outcome": how }),
+        );
+        match end {
+            TurnEnd::Finished(outcome) => match &outcome.status {
+                TurnStatus::Finished => {
+                    self.ctx.complete(i, &self.id, &outcome, tokens);
+                    if outcome.protocol_violations > 0 {
+                        // An agent that sent garbage is not trusted with the next task.
+                        self.drop_agent(false).await;
+                    }
+                }
+                TurnStatus::Cancelled => {
+                    self.ctx.release(i);
+                }
+                TurnStatus::MaxStepsReached { steps } => {
+                    self.ctx.count(&[(Counter::AskErrors, 1)]);
+                    let why = format!("the agent stopped at its step limit ({steps} steps)");
+                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                }
+                TurnStatus::Error { code, message } => {
+                    self.ctx.count(&[(Counter::AskErrors, 1)]);
+                    let why = format!(
+                        "the turn ended in error {code}: {}",
+                        crate::redact::redact_str(message)
+                    );
+                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                }
+            },
+            TurnEnd::Errored(why) => {
+                self.drop_agent(false).await;
+                if self.ctx.shutdown_requested().is_some() {
+                    // Killed by (or died during) a shutdown: not the task's fault.
+                    self.ctx.release(i);
+                } else {
+                    self.ctx.count(&[(Counter::AskErrors, 1)]);
+                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                }
+            }
+            TurnEnd::LeaseExpired => {
+                self.ctx.count(&[(Counter::AskErrors, 1)]);
+                let lease = self.ctx.config.team.lease_secs;
+                self.ctx.emit(
+                    EventKind::LeaseExpired,
+                    Some(&self.id),
+                    json!({ "task_id": task_id, "attempt": attempt, "silent_for_secs": lease, "agent_pid": agent.pid() }),
+                );
+                self.drop_agent(false).await;
+                let why =
+                    format!("lease expired: the agent sent nothing for {lease}s and was killed");
+                self.ctx.attempt_failed(i, &self.id, &why, tokens);
+            }
+            TurnEnd::Shutdown => {
+                self.ctx.release(i);
+            }
+        }
+    }
+
+    /// Run one turn under the lease watchdog and the shutdown signal.
+    pub(super) async fn turn(&self, agent: &Arc<dyn AgentBackend>, prompt: &str) -> TurnEnd {
+        let lease = Duration::from_secs(self.ctx.config.team.lease_secs.max(1));
+        let grace = Duration::from_secs(self.ctx.config.team.stop_grace_secs);
+        let mut shutdown = self.ctx.shutdown.clone();
+        let turn = agent.prompt(prompt);
+        tokio::pin!(turn);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut cancel_deadline: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                r = &mut turn => {
+                    return match r {
+                        Ok(o) => TurnEnd::Finished(o),
+                        Err(e) => TurnEnd::Errored(e.to_string()),
+                    };
+                }
+                _ = tick.tick() => {
+                    if let Some(deadline) = cancel_deadline {
+                        if Instant::now() >= deadline {
+                            agent.kill();
+                            return TurnEnd::Shutdown;
+                        }
+                    } else if agent.last_activity().elapsed() > lease {
+                        return TurnEnd::LeaseExpired;
+                    }
+                }
+                changed = shutdown.changed(), if cancel_deadline.is_none() => {
+                    let request = if changed.is_ok() { *shutdown.borrow() } else { None };
+                    match request {
+                        Some(true) => {
+                            agent.kill();
+                            return TurnEnd::Shutdown;
+                        }
+                        Some(false) => {
+                            cancel_deadline = Some(Instant::now() + grace);
+                            let _ = agent.cancel().await;
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait for a pool slot (queueing if needed) unless shut down first.
+    pub(super) async fn admit(&self) -> Option<SlotGuard> {
+        let pool = self.ctx.lock().doc.pool.clone();
+        let owner = Owner {
+            run: self.ctx.name(),
+            worker: self.id.clone(),
+            process: ProcessId::current(),
+        };
+        let mut ticket = None;
+        loop {
+            if self.ctx.shutdown_requested().is_some() {
+                if let Some(t) = ticket {
+                    let _ = self.ctx.pools.leave_queue(&pool, t);
+                }
+                return None;
+            }
+            match self.ctx.pools.try_admit(&pool, &owner, ticket) {
+                Ok(Admission::Admitted(slot)) => {
+                    self.ctx.emit(
+                        EventKind::PoolAdmitted,
+                        Some(&self.id),
+                        json!({ "pool": pool, "slot": slot.id() }),
+                    );
+                    return Some(slot);
+                }
+                Ok(Admission::Queued(t)) => {
+                    if ticket.is_none() {
+                        self.set_state("queued", None);
+                        self.ctx.emit(
+                            EventKind::PoolQueued,
+                            Some(&self.id),
+                            json!({ "pool": pool, "ticket": t }),
+                        );
+                    }
+                    ticket = Some(t);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Admission::Rejected(why)) | Err(Error::Conflict(why)) => {
+                    self.ctx.emit(
+                        EventKind::PoolRejected,
+                        Some(&self.id),
+                        json!({ "pool": pool, "reason": why }),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    self.ctx.emit(
+                        EventKind::PoolRejected,
+                        Some(&self.id),
+                        json!({ "pool": pool, "reason": e.to_string() }),
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
+    pub(super) fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
+        let (ctx, id, dir, state, tally, pid) = (
+            self.ctx.clone(),
+            self.id.clone(),
+            self.dir.clone(),
+            self.state.clone(),
+            self.tally.clone(),
+            self.agent_pid.clone(),
+        );
+        let period = Duration::from_secs(self.ctx.config.team.heartbeat_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                write_heartbeat(&ctx, &id, &dir, &state, &tally, &pid);
+            }
+        })
+    }
+}
+
+fn write_heartbeat(
+    ctx: &RunContext,
+    worker: &str,
+    dir: &std::path::Path,
+    state: &Mutex<(String, Option<String>)>,
+    tally: &Tally,
+    agent_pid: &AtomicU64,
+) {
+    let agent_pid = u32::try_from(agent_pid.load(Ordering::Relaxed))
+        .ok()
+        .filter(|p| *p > 0);
+    let (s, task) = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let last = tally.last_activity_ms.load(Ordering::Relaxed);
+    let hb = Heartbeat {
+        version: Heartbeat::VERSION,
+        team: ctx.name(),
+        worker: worker.to_string(),
+        supervisor: ProcessId::current(),
+        agent: agent_pid.map(ProcessId::of),
+        state: s,
+        task,
+        last_agent_activity_at: (last > 0)
+            .then(|| chrono::DateTime::from_timestamp_millis(last as i64))
+            .flatten(),
+        tokens: tally.tokens.load(Ordering::Relaxed),
+        unknown_events: tally.unknown.load(Ordering::Relaxed),
+        protocol_violations: tally.violations.load(Ordering::Relaxed),
+        updated_at: Utc::now(),
+    };
+    match store::encode_doc(&hb) {
+        Ok(bytes) => ctx.persister.heartbeat(dir.join("heartbeat.json"), bytes),
+        Err(e) => tracing::warn!("cannot encode the heartbeat of {worker}: {e}"),
+    }
+}
+
+fn record(transcript: &Mutex<Option<JsonlWriter>>, kind: &str, data: Value) {
+    let mut line = json!({ "ts": Utc::now(), "kind": kind, "data": data });
+    crate::redact::redact_value(&mut line);
+    if let Some(w) = transcript
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+    {
+        if let Err(e) = w.append(&line) {
+            tracing::warn!("cannot write transcript: {e}");
+        }
+    }
+}
+
+/// Turn an agent's notices into transcript lines, events and tallies.
+async fn pump_notices(
+    ctx: Arc<RunContext>,
+    worker: String,
+    mut rx: mpsc::UnboundedReceiver<AgentNotice>,
+    tally: Arc<Tally>,
+    transcript: Arc<Mutex<Option<JsonlWriter>>>,
+) {
+    while let Some(notice) = rx.recv().await {
+        tally.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        match notice {
+            AgentNotice::Event(event) => {
+                let usage = match &event {
+                    WireEvent::StatusUpdate { usage: Some(u), .. } => Some(*u),
+                    WireEvent::Subagent { event, .. } => match event.as_ref() {
+                        WireEvent::StatusUpdate { usage: Some(u), .. } => Some(*u),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let Some(u) = usage {
+                    tally.tokens.fetch_add(u.total(), Ordering::Relaxed);
+                }
+                if let WireEvent::Unknown { kind, .. } = &event {
+                    tally.unknown.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("{worker}: ignored unknown Wire event {kind}");
+                }
+                // Text deltas are the bulk of a transcript: keep them, but
+                // only their text.
+                record(&transcript, "event", event_json(&event));
+            }
+            AgentNotice::Approval { request, decision } => {
+                let payload = json!({
+                    "request_id": request.id,
+                    "sender": request.sender,
+                    "action": request.action,
+                    "description": request.description,
+                    "paths": request.paths(),
+                    "commands": request.commands(),
+                    "agent_id": request.agent_id,
+                    "decision": decision.response,
+                    "reason": decision.reason,
+                    "policy": ctx.policy.kind.as_str(),
+                });
+                record(&transcript, "approval", payload.clone());
+                ctx.emit(EventKind::ApprovalDecided, Some(&worker), payload);
+            }
+            AgentNotice::RequestAnswered { kind, answer } => {
+                record(
+                    &transcript,
+                    "request",
+                    json!({ "type": kind, "answer": answer }),
+                );
+            }
+            AgentNotice::ProtocolViolation { line, reason } => {
+                tally.violations.fetch_add(1, Ordering::Relaxed);
+                let payload = json!({ "reason": reason, "line": line });
+                record(&transcript, "protocol_violation", payload.clone());
+                ctx.emit(EventKind::AgentProtocolError, Some(&worker), payload);
+            }
+        }
+    }
+}
+
+fn event_json(event: &WireEvent) -> Value {
+    match event {
+        WireEvent::Text(t) => json!({ "type": "text", "text": t }),
+        WireEvent::Think(_) => json!({ "type": "think" }),
+        WireEvent::StatusUpdate {
+            usage,
+            context_tokens,
+        } => {
+            json!({ "type": "status", "usage": usage, "context_tokens": context_tokens })
+        }
+        WireEvent::ToolCall { id, name, .. } => {
+            json!({ "type": "tool_call", "id": id, "name": name })
+        }
+        WireEvent::ToolResult {
+            tool_call_id,
+            is_error,
+            message,
+        } => {
+            json!({ "type": "tool_result", "tool_call_id": tool_call_id, "is_error": is_error, "message": message })
+        }
+        WireEvent::Unknown { kind, .. } => json!({ "type": "unknown", "wire_type": kind }),
+        WireEvent::Known { kind, .. } => json!({ "type": "other", "wire_type": kind }),
+        other => {
+            json!({ "type": "wire", "event": format!("{other:?}").chars().take(200).collect::<String>() })
+        }
+    }
+}
