@@ -1045,3 +1045,30 @@ fn approval_policy_governs_file_writes() {
         "an escaping write was approved"
     );
 }
+
+#[test]
+fn off_a_terminal_the_text_output_is_just_the_report() {
+    let f = Fixture::new(30, 1);
+    let out = f.omk(&[
+        "team",
+        "run",
+        "2:executor",
+        "T",
+        "--subtask",
+        "a",
+        "--subtask",
+        "b",
+        "--name",
+        "quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // No progress bar, spinner or log noise when stderr is not a terminal.
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("team quiet  phase Completed"), "{text}");
+    assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text:?}");
+}

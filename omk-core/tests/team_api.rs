@@ -1,0 +1,155 @@
+//! Teams through the library API (`Omk::team_run`, the ops table), and the
+//! metrics a run leaves behind.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use omk_core::team::{Phase, TaskStatus, TeamRunRequest};
+use omk_core::{ErrorCode, Omk, OpenOptions};
+use serde_json::json;
+
+fn scripted_agent() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("omk-scripted-agent");
+    if !bin.exists() {
+        let ok = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "omk-scripted-agent"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    bin
+}
+
+fn open(dir: &Path) -> Omk {
+    let cfg = dir.join("omk.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nbin = \"{}\"\n[team]\nmax_attempts = 2\nretry_backoff_ms = 10\nlease_secs = 30\n",
+            scripted_agent().display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("proj")).unwrap();
+    Omk::open(OpenOptions {
+        state_dir: Some(dir.join("state")),
+        project_dir: Some(dir.join("proj")),
+        config: Some(cfg),
+    })
+    .unwrap()
+}
+
+fn request(subtasks: &[&str]) -> TeamRunRequest {
+    TeamRunRequest {
+        spec: "2:executor".into(),
+        task: "library run".into(),
+        subtasks: subtasks.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_run_counts_everything_it_did() {
+    if std::env::var_os("OMK_KIMI_BIN").is_some() {
+        eprintln!("SKIPPED: OMK_KIMI_BIN is set and would replace the scripted agent");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let omk = open(d.path());
+    let doc = omk
+        .team_run(&request(&["[tokens:10:5] fine", "[crash] broken"]))
+        .unwrap();
+    assert_eq!(doc.phase, Phase::Failed);
+    assert_eq!(doc.tasks[0].status, TaskStatus::Completed);
+    assert_eq!(
+        (doc.tasks[1].status, doc.tasks[1].attempts),
+        (TaskStatus::Failed, 2)
+    );
+    assert_eq!(doc.tasks[0].tokens, 15);
+    let m = omk.metrics().unwrap();
+    assert_eq!(m["total_team_runs"], 1);
+    assert_eq!(m["total_spawns"], 1);
+    assert_eq!(m["total_tasks_created"], 2);
+    assert_eq!(m["total_tasks_completed"], 1);
+    assert_eq!(m["total_tasks_failed"], 1);
+    assert_eq!(
+        m["total_ask_calls"], 3,
+        "one turn for the good task, two attempts for the crashing one"
+    );
+    assert_eq!(m["total_ask_errors"], 2);
+    assert_eq!(m["total_shutdowns"], 0);
+    // The same document comes back from status and from the ops table.
+    let status = omk
+        .call("team.status", &json!({ "name": doc.name }))
+        .unwrap();
+    assert_eq!(status, serde_json::to_value(&doc).unwrap());
+}
+
+#[test]
+fn detached_library_runs_continue_in_the_background() {
+    if std::env::var_os("OMK_KIMI_BIN").is_some() {
+        eprintln!("SKIPPED: OMK_KIMI_BIN is set and would replace the scripted agent");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let omk = open(d.path());
+    let mut req = request(&["[sleep:1] a", "b"]);
+    req.detach = true;
+    req.name = Some("bg".into());
+    let t = Instant::now();
+    let doc = omk.team_run(&req).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(doc.phase, Phase::Planning);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = omk.team_status("bg").unwrap();
+        if s.phase.is_terminal() {
+            assert_eq!(s.phase, Phase::Completed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {:?}", s.phase);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_ops_table_validates_team_params() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = open(d.path());
+    for bad in [
+        json!({"spec": "0:executor", "task": "x"}),
+        json!({"spec": "2:executor"}),
+        json!({"spec": "2:x", "task": "t", "bogus": 1}),
+        json!([1]),
+    ] {
+        let e = omk.call("team.run", &bad).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidInput, "{bad}");
+    }
+    assert_eq!(
+        omk.call("team.status", &json!({"name": "nope"}))
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        omk.call("team.status", &json!({"name": "../etc"}))
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidInput
+    );
+    assert!(
+        !d.path().join("state/team").exists()
+            || std::fs::read_dir(d.path().join("state/team"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    let list = omk.call("team.list", &json!({})).unwrap();
+    assert_eq!(list["teams"], json!([]));
+}
