@@ -948,6 +948,30 @@ fn sigkilled_supervisor_is_reported_interrupted_and_its_agent_exits() {
     wait_for("the orphaned agent to exit", Duration::from_secs(5), || {
         (!f.agent_alive(pids[0])).then_some(())
     });
+
+    // The dead supervisor's pool slot is not counted as active, and cleanup
+    // removes it and says so.
+    let status = json(&f.omk(&["pools", "status", "--json"]));
+    let default = &status["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "default")
+        .cloned()
+        .unwrap();
+    assert_eq!(default["active_tasks"], 0, "{status}");
+    assert_eq!(default["stale_entries"], 1, "{status}");
+    assert_eq!(default["total_admitted"], 1, "{status}");
+    let cleanup = json(&f.omk(&["pools", "cleanup", "--json"]));
+    assert_eq!(cleanup["removed"], 1, "{cleanup}");
+    let removed = &cleanup["pools"][0]["removed_slots"][0];
+    assert_eq!(
+        (removed["run"].as_str(), removed["worker"].as_str()),
+        (Some("killed"), Some("w1")),
+        "{cleanup}"
+    );
+    let again = json(&f.omk(&["pools", "cleanup", "--json"]));
+    assert_eq!(again["removed"], 0, "cleanup is idempotent: {again}");
 }
 
 #[test]
