@@ -55,6 +55,9 @@ pub enum Command {
     /// Agent pool admission control.
     #[command(subcommand)]
     Pools(PoolsCommand),
+    /// Verification gates and their circuit breakers.
+    #[command(subcommand)]
+    Gates(GatesCommand),
 }
 
 impl Command {
@@ -68,6 +71,10 @@ impl Command {
             Command::Team(TeamCommand::Shutdown(a)) => a.json,
             Command::Team(TeamCommand::Supervise(_)) => false,
             Command::Pools(PoolsCommand::Status(a) | PoolsCommand::Cleanup(a)) => a.json,
+            Command::Gates(GatesCommand::List(a)) => a.json,
+            Command::Gates(GatesCommand::Run(a)) => a.json,
+            Command::Gates(GatesCommand::Status(a)) => a.json,
+            Command::Gates(GatesCommand::Reset(a)) => a.json,
         }
     }
 }
@@ -111,6 +118,9 @@ pub struct TeamRunArgs {
     /// Return at once; the team keeps running in the background.
     #[arg(long)]
     pub detach: bool,
+    /// Do not run the verification gates after the tasks (the proof says so).
+    #[arg(long)]
+    pub no_gates: bool,
     /// Print the team document as JSON.
     #[arg(long)]
     pub json: bool,
@@ -160,6 +170,55 @@ pub enum PoolsCommand {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatesCommand {
+    /// The gates that would run (from .omk/gates.toml, or detected) and where each came from.
+    List(JsonArgs),
+    /// Run the gates through their circuit breakers; exit 1 when a required gate fails or is skipped.
+    Run(GatesRunArgs),
+    /// Circuit breaker state per gate.
+    Status(GatesStatusArgs),
+    /// Close circuit breakers: one gate (--gate NAME) or every open one (--all).
+    Reset(GatesResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatesRunArgs {
+    /// Run only this gate (repeatable).
+    #[arg(long = "gate", value_name = "NAME")]
+    pub gates: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GatesStatusArgs {
+    /// Breakers of every project, not only this one.
+    #[arg(long)]
+    pub all_projects: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["gate", "all"]))]
+pub struct GatesResetArgs {
+    /// The gate whose breaker to close.
+    #[arg(long, value_name = "NAME")]
+    pub gate: Option<String>,
+    /// Every breaker that is not already Closed.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: every project, not only this one.
+    #[arg(long, requires = "all")]
+    pub all_projects: bool,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

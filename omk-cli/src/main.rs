@@ -4,6 +4,7 @@
 
 mod cli;
 mod doctor;
+mod gates;
 mod output;
 mod pools;
 mod team;
@@ -15,6 +16,15 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`omk team list | head`), like other
+    // Unix tools, instead of panicking in println!.
+    // SAFETY: called first thing, before any thread exists.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let json = cli.command.wants_json();
@@ -35,6 +45,7 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::Doctor(args) => doctor::run(&omk, &args),
         Command::Team(cmd) => team::run(&omk, &cli.global, cmd),
         Command::Pools(cmd) => pools::run(&omk, cmd),
+        Command::Gates(cmd) => gates::run(&omk, cmd),
     }
 }
 

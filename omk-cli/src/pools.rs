@@ -21,11 +21,11 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                     println!(
                         "{:<16} {:>7} {:>7} {:>7} {:>9} {:>9}",
                         p["name"].as_str().unwrap_or(""),
-                        p["active_tasks"],
-                        p["queued_tasks"],
-                        p["max_workers"],
-                        p["total_admitted"],
-                        p["total_rejected"]
+                        p["active_tasks"].as_u64().unwrap_or(0),
+                        p["queued_tasks"].as_u64().unwrap_or(0),
+                        p["max_workers"].as_u64().unwrap_or(0),
+                        p["total_admitted"].as_u64().unwrap_or(0),
+                        p["total_rejected"].as_u64().unwrap_or(0)
                     );
                 }
             }

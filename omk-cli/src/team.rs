@@ -69,6 +69,7 @@ fn request(args: &TeamRunArgs) -> TeamRunRequest {
         approval: args.approval.clone(),
         pool: args.pool.clone(),
         detach: false,
+        no_gates: args.no_gates,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod agent;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod health;
 pub mod ids;
 pub mod metrics;
@@ -226,15 +227,7 @@ impl Omk {
                     }
                 })
             });
-            let ctx = team::supervisor::RunContext::new(
-                paths,
-                config,
-                doc,
-                stored.subtasks,
-                stored.program,
-                observer,
-                rx,
-            )?;
+            let ctx = team::supervisor::RunContext::new(paths, config, doc, stored, observer, rx)?;
             let result = team::supervisor::supervise(Arc::new(ctx)).await;
             watcher.abort();
             if let Some(i) = interrupt {
@@ -258,6 +251,51 @@ impl Omk {
     /// Stop a team (from any process) and wait until it has stopped.
     pub fn team_shutdown(&self, name: &str, force: bool) -> Result<team::TeamDoc> {
         team::shutdown(&self.inner.paths, self.config()?, name, force)
+    }
+
+    /// The gates of the project (configured in `.omk/gates.toml`, else detected).
+    pub fn gate_set(&self) -> Result<gate::GateSet> {
+        gate::config::load(&self.inner.project_dir)
+    }
+
+    /// `gates list`: what would run and where each gate came from.
+    pub fn gates_list(&self) -> Result<Value> {
+        Ok(gate::list(&self.gate_set()?))
+    }
+
+    /// Run the project's gates (all, or those named) through their circuit
+    /// breakers. A failing gate is a result, not an error: check `passed`.
+    pub fn gates_run(&self, only: &[String]) -> Result<gate::GatesReport> {
+        let set = self.gate_set()?;
+        let runs = self.inner.paths.root().join("gates").join("runs");
+        let dir = runs.join(format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+            ids::random_hex(3)
+        ));
+        let report = gate::run(&self.inner.paths, &set, only, &dir)?;
+        gate::prune_runs(&runs, gate::KEEP_RUNS);
+        Ok(report)
+    }
+
+    /// `{"breakers": [...]}` for the project, or every project.
+    pub fn gates_status(&self, all_projects: bool) -> Result<Value> {
+        if all_projects {
+            gate::status(&self.inner.paths, None)
+        } else {
+            gate::status(&self.inner.paths, Some(&self.gate_set()?))
+        }
+    }
+
+    /// Reset one gate's breaker (`Some(name)`), or every breaker not already
+    /// Closed (`None`); reports what was reset.
+    pub fn gates_reset(&self, gate_name: Option<&str>, all_projects: bool) -> Result<Value> {
+        gate::reset(
+            &self.inner.paths,
+            &self.gate_set()?,
+            gate_name,
+            all_projects,
+        )
     }
 
     fn pools(&self) -> Result<pool::Pools> {

@@ -27,6 +27,44 @@ pub const OPS: &[Op] = &[
         },
     },
     Op {
+        name: "gates.list",
+        summary: "The project's gates and where each came from",
+        run: |omk, p| {
+            no_params("gates.list", p)?;
+            omk.gates_list()
+        },
+    },
+    Op {
+        name: "gates.reset",
+        summary: "Reset circuit breakers (gate, or all; all_projects)",
+        run: |omk, p| {
+            let req: GatesResetParams = params("gates.reset", p)?;
+            match (&req.gate, req.all) {
+                (Some(g), false) => omk.gates_reset(Some(g), req.all_projects),
+                (None, true) => omk.gates_reset(None, req.all_projects),
+                _ => Err(Error::invalid(
+                    "gates.reset: give exactly one of \"gate\" or \"all\": true",
+                )),
+            }
+        },
+    },
+    Op {
+        name: "gates.run",
+        summary: "Run the project's gates (gates: names to run, default all)",
+        run: |omk, p| {
+            let req: GatesRunParams = params("gates.run", p)?;
+            to_json(&omk.gates_run(&req.gates)?)
+        },
+    },
+    Op {
+        name: "gates.status",
+        summary: "Circuit breaker states (all_projects)",
+        run: |omk, p| {
+            let req: GatesStatusParams = params("gates.status", p)?;
+            omk.gates_status(req.all_projects)
+        },
+    },
+    Op {
         name: "health",
         summary: "Health summary (API.md /api/health)",
         run: |omk, p| {
@@ -99,6 +137,31 @@ pub const OPS: &[Op] = &[
         },
     },
 ];
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatesRunParams {
+    #[serde(default)]
+    gates: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatesStatusParams {
+    #[serde(default)]
+    all_projects: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatesResetParams {
+    #[serde(default)]
+    gate: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    all_projects: bool,
+}
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -55,6 +55,8 @@ pub struct TeamRunRequest {
     pub pool: Option<String>,
     /// Return as soon as the run is prepared; it continues in the background.
     pub detach: bool,
+    /// Skip the verification gates (the proof says so).
+    pub no_gates: bool,
 }
 
 /// What the supervisor needs beyond the team document (`request.json`).
@@ -63,6 +65,8 @@ pub(crate) struct StoredRequest {
     pub version: u32,
     pub subtasks: Vec<String>,
     pub program: PathBuf,
+    #[serde(default)]
+    pub no_gates: bool,
 }
 
 impl Document for StoredRequest {
@@ -174,6 +178,7 @@ pub fn prepare(
             version: StoredRequest::VERSION,
             subtasks: req.subtasks.clone(),
             program,
+            no_gates: req.no_gates,
         },
     )?;
     doc.save()?;
@@ -259,7 +264,10 @@ pub fn status(paths: &StatePaths, name: &str) -> Result<TeamDoc> {
     doc.ended_at = Some(Utc::now());
     doc.updated_at = Utc::now();
     doc.save()?;
-    proof::write(&doc)?;
+    proof::write(
+        &doc,
+        &proof::GatesOutcome::Skipped("the run was interrupted".into()),
+    )?;
     EventLog::open(&doc.state_dir.join("events.jsonl"))?.emit(
         name,
         EventKind::RunFailed,

@@ -6,19 +6,59 @@ use serde_json::{json, Value};
 
 use super::doc::{Phase, TaskStatus, TeamDoc};
 use crate::error::Result;
+use crate::gate::GatesReport;
 use crate::store;
 
+/// What the Verifying phase did about gates.
+#[derive(Debug, Clone)]
+pub enum GatesOutcome {
+    /// The required gates ran (each result inside, skipped ones included).
+    Ran(GatesReport),
+    /// They were not run, and why.
+    Skipped(String),
+    /// They could not run (bad gates file...).
+    Error(String),
+}
+
+impl GatesOutcome {
+    fn results(&self) -> Value {
+        match self {
+            GatesOutcome::Ran(r) => serde_json::to_value(&r.results).unwrap_or(Value::Null),
+            _ => json!([]),
+        }
+    }
+
+    fn gaps(&self) -> Vec<String> {
+        match self {
+            GatesOutcome::Ran(r) => r
+                .results
+                .iter()
+                .filter(|g| g.skipped)
+                .map(|g| {
+                    format!(
+                        "gate {} was skipped: {}",
+                        g.name,
+                        g.skip_reason.as_deref().unwrap_or("")
+                    )
+                })
+                .collect(),
+            GatesOutcome::Skipped(why) => vec![format!("verification gates were not run: {why}")],
+            GatesOutcome::Error(e) => vec![format!("verification gates could not run: {e}")],
+        }
+    }
+}
+
 /// Write the run's proof or failure document (exactly one of them).
-pub fn write(doc: &TeamDoc) -> Result<()> {
+pub fn write(doc: &TeamDoc, gates: &GatesOutcome) -> Result<()> {
     let (file, other) = if doc.phase == Phase::Completed {
         ("proof.json", "failure.json")
     } else {
         ("failure.json", "proof.json")
     };
     let body = if doc.phase == Phase::Completed {
-        proof(doc)
+        proof(doc, gates)
     } else {
-        failure(doc)
+        failure(doc, gates)
     };
     let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
     bytes.push(b'\n');
@@ -45,13 +85,18 @@ fn task_evidence(doc: &TeamDoc) -> Vec<Value> {
         .collect()
 }
 
-fn proof(doc: &TeamDoc) -> Value {
+fn proof(doc: &TeamDoc, gates: &GatesOutcome) -> Value {
+    let gates_run = matches!(gates, GatesOutcome::Ran(_));
     json!({
         "version": 1,
         "team": doc.name,
         "status": "ready",
         "ready": true,
-        "readiness": "every task completed; no verification gates ran",
+        "readiness": if gates_run {
+            "every task completed and every required gate passed"
+        } else {
+            "every task completed; no verification gate ran"
+        },
         "generated_at": Utc::now(),
         "task_summary": {
             "total_tasks": doc.tasks.len(),
@@ -59,14 +104,14 @@ fn proof(doc: &TeamDoc) -> Value {
         },
         "tasks": task_evidence(doc),
         "tokens": doc.tokens,
-        "gates": [],
-        "gates_run": false,
-        "known_gaps": ["verification gates were not run: the gate runner is not part of this build yet"],
+        "gates": gates.results(),
+        "gates_run": gates_run,
+        "known_gaps": gates.gaps(),
         "events": doc.state_dir.join("events.jsonl"),
     })
 }
 
-fn failure(doc: &TeamDoc) -> Value {
+fn failure(doc: &TeamDoc, gates: &GatesOutcome) -> Value {
     json!({
         "version": 1,
         "team": doc.name,
@@ -80,6 +125,9 @@ fn failure(doc: &TeamDoc) -> Value {
         })).collect::<Vec<_>>(),
         "cancelled_tasks": doc.tasks.iter().filter(|t| t.status == TaskStatus::Cancelled).map(|t| t.id.clone()).collect::<Vec<_>>(),
         "tasks": task_evidence(doc),
+        "gates": gates.results(),
+        "gates_run": matches!(gates, GatesOutcome::Ran(_)),
+        "known_gaps": gates.gaps(),
         "tokens": doc.tokens,
         "events": doc.state_dir.join("events.jsonl"),
     })

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::doc::{Phase, TaskEntry, TaskStatus, TeamDoc};
 use super::persist::Persister;
 use super::plan::plan;
+use super::proof::GatesOutcome;
 use super::spec::role_instructions;
 use super::worker::Worker;
 use crate::agent::{self, AgentSpec, ApprovalPolicy};
@@ -61,6 +62,9 @@ pub(super) struct Run {
 
 /// Everything the workers of one run share.
 pub struct RunContext {
+    pub(super) paths: StatePaths,
+    /// Skip the Verifying gates (`--no-gates`).
+    pub(super) no_gates: bool,
     pub(super) config: Config,
     pub(super) run: Mutex<Run>,
     /// The run's name (also every event's run id).
@@ -90,15 +94,20 @@ pub(super) enum Claim {
 
 impl RunContext {
     /// Load the prepared run and everything needed to drive it.
-    pub fn new(
+    pub(crate) fn new(
         paths: StatePaths,
         config: Config,
         doc: TeamDoc,
-        subtasks: Vec<String>,
-        program: PathBuf,
+        request: super::StoredRequest,
         observer: Option<Observer>,
         shutdown: watch::Receiver<Option<bool>>,
     ) -> Result<RunContext> {
+        let super::StoredRequest {
+            subtasks,
+            program,
+            no_gates,
+            ..
+        } = request;
         let policy = ApprovalPolicy {
             kind: crate::agent::PolicyKind::parse(&doc.approval_policy)?,
             allow_commands: config.agent.allow_commands.clone(),
@@ -112,6 +121,8 @@ impl RunContext {
         let shutdown_file = doc.state_dir.join("shutdown.json");
         Ok(RunContext {
             pools: Pools::new(paths.clone(), config.clone()),
+            paths,
+            no_gates,
             config,
             run: Mutex::new(Run {
                 doc,
@@ -440,33 +451,49 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
             }
         }
     }
-    finish(&ctx)
+    finish(&ctx).await
 }
 
-fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
+async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
     let shutdown = ctx.shutdown_requested();
-    let unfinished = ctx
+    let all_completed = ctx
         .lock()
         .doc
         .tasks
         .iter()
-        .any(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Running));
-    let final_phase = if shutdown.is_some() {
-        Phase::Shutdown
+        .all(|t| t.status == TaskStatus::Completed);
+    let mut gate_failure = None;
+    let gates = if shutdown.is_some() {
+        GatesOutcome::Skipped("the run was shut down".into())
+    } else if !all_completed {
+        ctx.set_phase(Phase::Verifying);
+        GatesOutcome::Skipped("not every task completed, so the gates were not run".into())
+    } else if ctx.no_gates {
+        ctx.set_phase(Phase::Verifying);
+        GatesOutcome::Skipped("skipped by request (--no-gates)".into())
     } else {
         ctx.set_phase(Phase::Verifying);
-        let ok = !unfinished
-            && ctx
-                .lock()
-                .doc
-                .tasks
-                .iter()
-                .all(|t| t.status == TaskStatus::Completed);
-        if ok {
-            Phase::Completed
-        } else {
-            Phase::Failed
+        let outcome = verify(ctx).await;
+        match &outcome {
+            GatesOutcome::Ran(report) => {
+                let blocking: Vec<String> =
+                    report.blocking().iter().map(|r| r.name.clone()).collect();
+                if !blocking.is_empty() {
+                    gate_failure = Some(format!(
+                        "required gate(s) did not pass: {}",
+                        blocking.join(", ")
+                    ));
+                }
+            }
+            GatesOutcome::Error(e) => gate_failure = Some(format!("the gates could not run: {e}")),
+            GatesOutcome::Skipped(_) => {}
         }
+        outcome
+    };
+    let final_phase = match (shutdown, all_completed, &gate_failure) {
+        (Some(_), _, _) => Phase::Shutdown,
+        (None, true, None) => Phase::Completed,
+        _ => Phase::Failed,
     };
     ctx.update(|r| {
         for t in &mut r.doc.tasks {
@@ -484,6 +511,7 @@ fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
                     ""
                 }
             )),
+            Phase::Failed if gate_failure.is_some() => gate_failure.clone(),
             Phase::Failed => {
                 let failed: Vec<String> = r
                     .doc
@@ -499,7 +527,7 @@ fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
     });
     ctx.set_phase(final_phase);
     let doc = ctx.doc();
-    super::proof::write(&doc)?;
+    super::proof::write(&doc, &gates)?;
     let kind = if final_phase == Phase::Completed {
         EventKind::RunCompleted
     } else {
@@ -520,6 +548,56 @@ fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
     // Everything on disk before anyone is told the run is over.
     ctx.persister.flush();
     Ok(doc)
+}
+
+/// Run the work dir's required gates (from its `.omk/gates.toml`, else
+/// detected), off the async runtime, with artifacts in the team dir.
+async fn verify(ctx: &Arc<RunContext>) -> GatesOutcome {
+    let (workdir, dir) = {
+        let r = ctx.lock();
+        (r.doc.workdir.clone(), r.doc.state_dir.join("gates"))
+    };
+    let paths = ctx.paths.clone();
+    let run = tokio::task::spawn_blocking(move || -> Result<GatesOutcome> {
+        let set = crate::gate::config::load(&workdir)?;
+        let required: Vec<String> = set
+            .gates
+            .iter()
+            .filter(|g| g.required)
+            .map(|g| g.name.clone())
+            .collect();
+        if required.is_empty() {
+            return Ok(GatesOutcome::Skipped(format!(
+                "no required gates are configured or detected in {}",
+                workdir.display()
+            )));
+        }
+        Ok(GatesOutcome::Ran(crate::gate::run(
+            &paths, &set, &required, &dir,
+        )?))
+    });
+    let outcome = match run.await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => GatesOutcome::Error(e.to_string()),
+        Err(e) => GatesOutcome::Error(format!("the gate runner stopped: {e}")),
+    };
+    if let GatesOutcome::Ran(report) = &outcome {
+        for r in &report.results {
+            let kind = if r.skipped {
+                EventKind::GateSkipped
+            } else if r.passed {
+                EventKind::GatePassed
+            } else {
+                EventKind::GateFailed
+            };
+            ctx.emit(
+                kind,
+                Some("supervisor"),
+                json!({ "gate": r.name, "exit_code": r.exit_code, "duration_ms": r.duration_ms, "timed_out": r.timed_out, "skip_reason": r.skip_reason }),
+            );
+        }
+    }
+    outcome
 }
 
 /// Watch `shutdown.json` and publish requests to the workers.
