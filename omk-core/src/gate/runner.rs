@@ -109,18 +109,18 @@ fn capture(mut stream: impl Read, artifact: PathBuf) -> Captured {
     let mut total: u64 = 0;
     let mut file: Option<File> = None;
     let mut written: u64 = 0;
-    let mut line = Vec::new();
+    let mut pending = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
-    let flush_line = |line: &mut Vec<u8>, file: &mut Option<File>, written: &mut u64| {
-        if line.is_empty() || *written >= ARTIFACT_MAX_BYTES {
-            line.clear();
+    let flush_pending = |pending: &mut Vec<u8>, file: &mut Option<File>, written: &mut u64| {
+        if pending.is_empty() || *written >= ARTIFACT_MAX_BYTES {
+            pending.clear();
             return;
         }
         if file.is_none() {
             *file = File::create(&artifact).ok();
         }
         if let Some(f) = file.as_mut() {
-            let text = String::from_utf8_lossy(line);
+            let text = String::from_utf8_lossy(pending);
             let red = crate::redact::redact_str(&text);
             let room = (ARTIFACT_MAX_BYTES - *written) as usize;
             let bytes = red.as_bytes();
@@ -129,7 +129,7 @@ fn capture(mut stream: impl Read, artifact: PathBuf) -> Captured {
                 *written += n as u64;
             }
         }
-        line.clear();
+        pending.clear();
     };
     loop {
         let n = match stream.read(&mut chunk) {
@@ -145,15 +145,24 @@ fn capture(mut stream: impl Read, artifact: PathBuf) -> Captured {
             let excess = tail.len().saturating_sub(KEEP_BYTES);
             tail.drain(..excess);
         }
-        for &b in data {
-            line.push(b);
-            // Redact per line; very long lines are cut at 64 KiB.
-            if b == b'\n' || line.len() >= 64 * 1024 {
-                flush_line(&mut line, &mut file, &mut written);
+        // Redact whole lines, in blocks of about 64 KiB (a line with no end
+        // is cut at 256 KiB).
+        pending.extend_from_slice(data);
+        if pending.len() >= 64 * 1024 {
+            match pending.iter().rposition(|b| *b == b'\n') {
+                Some(end) => {
+                    let rest = pending.split_off(end + 1);
+                    flush_pending(&mut pending, &mut file, &mut written);
+                    pending = rest;
+                }
+                None if pending.len() >= 256 * 1024 => {
+                    flush_pending(&mut pending, &mut file, &mut written)
+                }
+                None => {}
             }
         }
     }
-    flush_line(&mut line, &mut file, &mut written);
+    flush_pending(&mut pending, &mut file, &mut written);
     let kept = head.len() as u64 + tail.len() as u64;
     let mut text = String::from_utf8_lossy(&head).into_owned();
     if total > kept {
