@@ -97,7 +97,7 @@ header:
 
 ## bench: criterion benchmarks, then the medians and ratios.
 bench: $(VPY) peers
-	$(CARGO) bench -p omk-core --bench store
+	$(CARGO) bench -p omk-core
 	$(VPY) scripts/bench_report.py $(TARGET)/criterion
 	$(CARGO) build --release -p omk-cli -p omk-scripted-agent
 	$(VPY) scripts/bench_team.py --runs 7 --kimi

@@ -40,6 +40,15 @@ def main() -> int:
     print(f"  grouped append of 1000 events         {fmt(grouped)}  = {fmt(grouped / 1000)} per event, ratio {grouped / 1000 / raw:.3f}")
     print(f"  metrics increment under the lock      {fmt(metrics)}  (target < 200 us)  ratio {metrics / raw:.2f}")
     ok = single / raw <= 1.3 and metrics < 200_000
+    direct = median_ns(root, "gates", "spawn_direct_100")
+    via_omk = median_ns(root, "gates", "omk_gates_100")
+    breaker = median_ns(root, "gates", "breaker_update")
+    if None not in (direct, via_omk, breaker):
+        print("gate benchmarks (criterion medians, same run)")
+        print(f"  100 x `true` spawned directly         {fmt(direct)}  (baseline)")
+        print(f"  100 x `true` as omk gates             {fmt(via_omk)}  ratio {via_omk / direct:.2f} (target <= 1.15)")
+        print(f"  breaker state update under the lock   {fmt(breaker)}  (target < 1 ms)")
+        ok = ok and via_omk / direct <= 1.15 and breaker < 1_000_000
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::config::BreakerSettings;
 use crate::error::Result;
-use crate::store::{self, Document};
+use crate::store::{self, Document, Durability};
 
 /// The three states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,8 +193,13 @@ impl Breakers {
         Breakers { file }
     }
 
+    /// Breakers are rewritten atomically under their lock but not fsynced
+    /// ([`Durability::Volatile`]): a breaker is a rate limiter, not a record
+    /// (gate results are recorded in proofs and events), and a power loss
+    /// that drops its last update only makes it a little more or less
+    /// patient. This keeps an update well under a millisecond.
     fn update<R>(&self, f: impl FnOnce(&mut BreakerBook) -> Result<R>) -> Result<R> {
-        store::update_doc(&self.file, BreakerBook::default, f)
+        store::update_doc_with(&self.file, Durability::Volatile, BreakerBook::default, f)
     }
 
     /// Admit several gates of a project in one locked update.

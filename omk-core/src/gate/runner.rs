@@ -227,8 +227,10 @@ pub fn run_gate(spec: &GateSpec, project: &Path, artifacts: &Path) -> GateResult
         .cwd
         .as_ref()
         .map_or_else(|| project.to_path_buf(), |c| project.join(c));
+    if !spec.env.is_empty() {
+        cmd.envs(&spec.env);
+    }
     cmd.current_dir(&dir)
-        .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
