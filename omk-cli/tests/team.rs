@@ -1096,3 +1096,65 @@ fn off_a_terminal_the_text_output_is_just_the_report() {
     assert!(text.starts_with("team quiet  phase Completed"), "{text}");
     assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text:?}");
 }
+
+#[test]
+fn verifying_runs_the_required_gates_and_the_proof_embeds_them() {
+    let f = Fixture::new(30, 1);
+    std::fs::create_dir_all(f.project.join(".omk")).unwrap();
+    std::fs::write(
+        f.project.join(".omk/gates.toml"),
+        "[[gate]]\nname = \"has-file\"\ncommand = \"test -f made.txt\"\n\n[[gate]]\nname = \"advisory\"\ncommand = \"false\"\nrequired = false\n",
+    )
+    .unwrap();
+    // The agent writes the file the gate checks: Completed, proof ready.
+    let (code, doc) = run_team(&f, "1:executor", "gated", &["[write:made.txt:x]"]);
+    assert_eq!(
+        (code, doc["phase"].as_str()),
+        (0, Some("Completed")),
+        "{doc}"
+    );
+    let proof = read_json(&f.team_dir("gated").join("proof.json")).expect("proof.json");
+    assert_eq!(proof["gates_run"], true);
+    let gates = proof["gates"].as_array().unwrap();
+    assert_eq!(gates.len(), 1, "only required gates run: {proof}");
+    assert_eq!(
+        (gates[0]["name"].as_str(), gates[0]["passed"].as_bool()),
+        (Some("has-file"), Some(true))
+    );
+    assert!(!f.events_of("gated", "gate_passed").is_empty());
+
+    // Without the file the gate fails: the run fails and says which gate.
+    std::fs::remove_file(f.project.join("made.txt")).unwrap();
+    let (code, doc) = run_team(&f, "1:executor", "ungated", &["nothing to write"]);
+    assert_eq!((code, doc["phase"].as_str()), (1, Some("Failed")), "{doc}");
+    assert!(
+        doc["reason"].as_str().unwrap().contains("has-file"),
+        "{doc}"
+    );
+    let failure = read_json(&f.team_dir("ungated").join("failure.json")).expect("failure.json");
+    assert_eq!(failure["gates"][0]["exit_code"], 1);
+
+    // --no-gates: completed, and the proof says the gates were skipped.
+    let out = f.omk(&[
+        "team",
+        "run",
+        "1:executor",
+        "T",
+        "--subtask",
+        "x",
+        "--name",
+        "nogates",
+        "--no-gates",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let proof = read_json(&f.team_dir("nogates").join("proof.json")).expect("proof.json");
+    assert_eq!(proof["gates_run"], false);
+    assert!(
+        proof["known_gaps"][0]
+            .as_str()
+            .unwrap()
+            .contains("--no-gates"),
+        "{proof}"
+    );
+}
