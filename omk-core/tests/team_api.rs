@@ -1,30 +1,15 @@
 //! Teams through the library API (`Omk::team_run`, the ops table), and the
 //! metrics a run leaves behind.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::scripted_agent;
 use omk_core::team::{Phase, TaskStatus, TeamRunRequest};
 use omk_core::{ErrorCode, Omk, OpenOptions};
 use serde_json::json;
-
-fn scripted_agent() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("omk-scripted-agent");
-    if !bin.exists() {
-        let ok = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "omk-scripted-agent"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    bin
-}
 
 fn open(dir: &Path) -> Omk {
     let cfg = dir.join("omk.toml");

@@ -1,36 +1,21 @@
 //! The Wire backend against the bundled scripted agent: handshake, turns,
 //! approvals through the policy, cancel, crash, stop and kill.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::scripted_agent;
 use omk_core::agent::{
     self, AgentBackend, AgentNotice, AgentSpec, ApprovalPolicy, PolicyKind, TurnStatus,
 };
 use omk_core::config::AgentProtocol;
 use omk_core::ErrorCode;
 use tokio::sync::mpsc;
-
-fn scripted_agent() -> PathBuf {
-    // target/<profile>/deps/<this test> -> target/<profile>/omk-scripted-agent
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("omk-scripted-agent");
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "omk-scripted-agent"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    bin
-}
 
 fn spec(dir: &Path, program: PathBuf, policy: PolicyKind) -> AgentSpec {
     AgentSpec {

@@ -58,8 +58,8 @@ pub struct GateResult {
 }
 
 impl GateResult {
-    /// A gate that was not run.
-    pub fn skipped(spec: &GateSpec, reason: String) -> GateResult {
+    /// A result for `spec` that has not run yet (failed until shown otherwise).
+    fn for_spec(spec: &GateSpec) -> GateResult {
         GateResult {
             name: spec.name.clone(),
             passed: false,
@@ -67,15 +67,24 @@ impl GateResult {
             stderr: String::new(),
             duration_ms: 0,
             required: spec.required,
-            command_line: spec.command.command_line(),
+            command_line: crate::redact::redact_str(&spec.command.command_line()).into_owned(),
             exit_code: None,
             timed_out: false,
-            skipped: true,
-            skip_reason: Some(reason),
+            skipped: false,
+            skip_reason: None,
             stdout_file: None,
             stderr_file: None,
             breaker: None,
             origin: spec.origin.clone(),
+        }
+    }
+
+    /// A gate that was not run.
+    pub fn skipped(spec: &GateSpec, reason: String) -> GateResult {
+        GateResult {
+            skipped: true,
+            skip_reason: Some(reason),
+            ..GateResult::for_spec(spec)
         }
     }
 }
@@ -194,23 +203,7 @@ fn kill_group(pid: u32) {
 /// Run one gate in `project`, writing artifacts under `artifacts`.
 pub fn run_gate(spec: &GateSpec, project: &Path, artifacts: &Path) -> GateResult {
     let started = Instant::now();
-    let mut result = GateResult {
-        name: spec.name.clone(),
-        passed: false,
-        stdout: String::new(),
-        stderr: String::new(),
-        duration_ms: 0,
-        required: spec.required,
-        command_line: crate::redact::redact_str(&spec.command.command_line()).into_owned(),
-        exit_code: None,
-        timed_out: false,
-        skipped: false,
-        skip_reason: None,
-        stdout_file: None,
-        stderr_file: None,
-        breaker: None,
-        origin: spec.origin.clone(),
-    };
+    let mut result = GateResult::for_spec(spec);
     let mut cmd = match &spec.command {
         GateCommand::Shell(s) => {
             let mut c = Command::new("sh");
