@@ -15,7 +15,8 @@ same run:
 
 omk's own overhead per task = (median omk wall - median baseline wall) / 16.
 Agent start-up is the median spawn-to-initialize time omk recorded in its
-`worker_started` events. Supervisor peak RSS comes from /usr/bin/time.
+`worker_started` events. Supervisor peak RSS is the omk process's own
+VmHWM (sampled from /proc while it runs; its agents are not included).
 
 Usage: scripts/bench_team.py [--runs N] [--omk target/release/omk] [--kimi]
 """
@@ -74,20 +75,35 @@ def baseline(argv, env, cwd) -> float:
 
 
 def omk_run(omk: str, env, cwd, state: Path, name: str):
-    args = ["/usr/bin/time", "-f", "%M", omk, "team", "run", f"{TASKS}:executor", "benchmark task", "--name", name, "--json"]
+    args = [omk, "team", "run", f"{TASKS}:executor", "benchmark task", "--name", name, "--json"]
     for i in range(TASKS):
         args += ["--subtask", f"subtask {i}"]
     t0 = time.perf_counter()
-    r = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+    p = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_kb = [0]
+
+    def sample():
+        while p.poll() is None:
+            try:
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out, err = p.communicate()
     wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"omk failed ({r.returncode}): {r.stderr[-2000:]}")
-    rss_kb = int(r.stderr.strip().splitlines()[-1])
+    sampler.join()
+    if p.returncode != 0:
+        raise SystemExit(f"omk failed ({p.returncode}): {err[-2000:]}")
     events = [json.loads(l) for l in (state / "team" / name / "events.jsonl").read_text().splitlines() if l.strip()]
     startups = [e["payload"]["startup_ms"] for e in events if e["kind"] == "worker_started"]
-    doc = json.loads(r.stdout)
+    doc = json.loads(out)
     assert doc["phase"] == "Completed" and len(doc["tasks"]) == TASKS, doc["phase"]
-    return wall, rss_kb, startups
+    return wall, peak_kb[0], startups
 
 
 def measure(label: str, omk: str, agent_argv, env, runs: int) -> dict:
