@@ -63,6 +63,8 @@ struct Inner {
     /// omk's own runtime for child processes, timers and I/O; created on
     /// first use, never a caller's.
     runtime: std::sync::OnceLock<std::result::Result<tokio::runtime::Runtime, String>>,
+    /// The callback of the `host` approval policy, if the host set one.
+    approver: std::sync::RwLock<Option<agent::Approver>>,
     paths: StatePaths,
     project_dir: PathBuf,
     /// Kept as a result so `doctor` can report a broken config file while
@@ -96,6 +98,7 @@ impl Omk {
         Ok(Omk {
             inner: Arc::new(Inner {
                 runtime: std::sync::OnceLock::new(),
+                approver: std::sync::RwLock::new(None),
                 paths,
                 project_dir,
                 config,
@@ -191,14 +194,41 @@ impl Omk {
         self.team_supervise(&doc.name, observer, false)
     }
 
+    /// Set (or clear) the callback that decides approvals for team runs
+    /// started from this handle with the `host` policy
+    /// (`approval: "host"`). It is called off omk's async threads and may
+    /// block while a person decides; every decision is still recorded as an
+    /// event.
+    pub fn set_approver(&self, approver: Option<agent::Approver>) {
+        *self
+            .inner
+            .approver
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = approver;
+    }
+
+    fn approver(&self) -> Option<agent::Approver> {
+        self.inner
+            .approver
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Validate a run request and create the team in phase `Planning`.
     pub fn team_prepare(&self, request: &team::TeamRunRequest) -> Result<team::TeamDoc> {
-        team::prepare(
-            &self.inner.paths,
-            self.config()?,
-            &self.inner.project_dir,
-            request,
-        )
+        let config = self.config()?;
+        let policy = request
+            .approval
+            .as_deref()
+            .unwrap_or(&config.agent.approval_policy);
+        if agent::PolicyKind::parse(policy)? == agent::PolicyKind::Host && self.approver().is_none()
+        {
+            return Err(Error::InvalidInput(
+                "approval policy \"host\" needs an approver set on this handle (Rust: Omk::set_approver; Python: Omk(approval=callable))".into(),
+            ));
+        }
+        team::prepare(&self.inner.paths, config, &self.inner.project_dir, request)
     }
 
     /// Drive a prepared team to its end (blocking). `ctrl_c`: treat SIGINT
@@ -212,6 +242,7 @@ impl Omk {
         let config = self.config()?.clone();
         let (_lock, doc, stored) = team::claim_supervision(&self.inner.paths, name)?;
         let paths = self.inner.paths.clone();
+        let approver = self.approver();
         self.runtime()?.block_on(async move {
             let (tx, rx) = tokio::sync::watch::channel(None);
             let watcher = tokio::spawn(team::supervisor::watch_shutdown(
@@ -227,7 +258,9 @@ impl Omk {
                     }
                 })
             });
-            let ctx = team::supervisor::RunContext::new(paths, config, doc, stored, observer, rx)?;
+            let ctx = team::supervisor::RunContext::new(
+                paths, config, doc, stored, approver, observer, rx,
+            )?;
             let result = team::supervisor::supervise(Arc::new(ctx)).await;
             watcher.abort();
             if let Some(i) = interrupt {

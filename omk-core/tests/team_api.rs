@@ -138,3 +138,52 @@ fn the_ops_table_validates_team_params() {
     let list = omk.call("team.list", &json!({})).unwrap();
     assert_eq!(list["teams"], json!([]));
 }
+
+#[test]
+fn a_host_approver_decides_for_runs_with_the_host_policy() {
+    if std::env::var_os("OMK_KIMI_BIN").is_some() {
+        eprintln!("SKIPPED: OMK_KIMI_BIN is set and would replace the scripted agent");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let omk = open(d.path());
+    let mut req = request(&["[write:yes.txt:1]", "[write:no.txt:2]"]);
+    req.approval = Some("host".into());
+    req.name = Some("hosted".into());
+    // Without an approver the host policy is refused before anything is written.
+    let e = omk.team_run(&req).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidInput);
+    assert!(!d.path().join("state/team/hosted").exists());
+
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    omk.set_approver(Some(std::sync::Arc::new(
+        move |r: &omk_core::agent::ApprovalRequest| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // A host that takes its time must not stall the run.
+            std::thread::sleep(Duration::from_millis(50));
+            if r.paths().iter().any(|p| p.ends_with("yes.txt")) {
+                omk_core::agent::Decision::approve("the host said yes")
+            } else {
+                omk_core::agent::Decision::reject("the host said no")
+            }
+        },
+    )));
+    let doc = omk.team_run(&req).unwrap();
+    assert_eq!(doc.phase, Phase::Completed);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let proj = d.path().join("proj");
+    assert!(proj.join("yes.txt").exists() && !proj.join("no.txt").exists());
+    let events = omk_core::events::read_events(&doc.state_dir.join("events.jsonl")).unwrap();
+    let reasons: Vec<String> = events
+        .records
+        .iter()
+        .filter(|e| e.kind == omk_core::events::EventKind::ApprovalDecided)
+        .map(|e| e.payload["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons.len(), 2);
+    assert!(
+        reasons.contains(&"the host said yes".to_string())
+            && reasons.contains(&"the host said no".to_string())
+    );
+}

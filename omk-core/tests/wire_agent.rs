@@ -26,7 +26,7 @@ fn spec(dir: &Path, program: PathBuf, policy: PolicyKind) -> AgentSpec {
         protocol: AgentProtocol::Wire,
         policy: ApprovalPolicy {
             kind: policy,
-            allow_commands: Vec::new(),
+            ..Default::default()
         },
         start_timeout: Duration::from_secs(20),
     }

@@ -3,6 +3,7 @@
 //! recorded as an event by the caller.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,9 @@ pub enum PolicyKind {
     WorkdirEdits,
     /// Approve everything (the agent runs unattended with full trust).
     ApproveAll,
+    /// Ask the host program: a callback set on the `Omk` handle (a Python
+    /// callable, a C function pointer, a Rust closure).
+    Host,
 }
 
 impl PolicyKind {
@@ -30,8 +34,9 @@ impl PolicyKind {
             "reject-all" => Ok(PolicyKind::RejectAll),
             "workdir-edits" => Ok(PolicyKind::WorkdirEdits),
             "approve-all" => Ok(PolicyKind::ApproveAll),
+            "host" => Ok(PolicyKind::Host),
             other => Err(Error::InvalidInput(format!(
-                "unknown approval policy {other:?}; expected reject-all, workdir-edits or approve-all"
+                "unknown approval policy {other:?}; expected reject-all, workdir-edits, approve-all or host"
             ))),
         }
     }
@@ -41,17 +46,34 @@ impl PolicyKind {
             PolicyKind::RejectAll => "reject-all",
             PolicyKind::WorkdirEdits => "workdir-edits",
             PolicyKind::ApproveAll => "approve-all",
+            PolicyKind::Host => "host",
         }
     }
 }
 
+/// A host callback deciding approvals. It may block (a person deciding):
+/// omk calls it off its async threads.
+pub type Approver = Arc<dyn Fn(&ApprovalRequest) -> Decision + Send + Sync>;
+
 /// A policy with its parameters.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Clone, Default)]
 pub struct ApprovalPolicy {
     pub kind: PolicyKind,
     /// Command patterns allowed under `workdir-edits`; `*` matches any run
     /// of characters (`cargo test*`, `git status`).
     pub allow_commands: Vec<String>,
+    /// The callback of the `host` policy.
+    pub host: Option<Approver>,
+}
+
+impl std::fmt::Debug for ApprovalPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalPolicy")
+            .field("kind", &self.kind)
+            .field("allow_commands", &self.allow_commands)
+            .field("host", &self.host.as_ref().map(|_| "<callback>"))
+            .finish()
+    }
 }
 
 /// The answer to one request.
@@ -65,13 +87,15 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn approve(reason: impl Into<String>) -> Decision {
+    /// Approve, saying why.
+    pub fn approve(reason: impl Into<String>) -> Decision {
         Decision {
             response: "approve".into(),
             reason: reason.into(),
         }
     }
-    fn reject(reason: impl Into<String>) -> Decision {
+    /// Reject, saying why (the reason goes to the agent as feedback).
+    pub fn reject(reason: impl Into<String>) -> Decision {
         Decision {
             response: "reject".into(),
             reason: reason.into(),
@@ -88,7 +112,24 @@ impl ApprovalPolicy {
         match self.kind {
             PolicyKind::RejectAll => Decision::reject("policy reject-all rejects every request"),
             PolicyKind::ApproveAll => Decision::approve("policy approve-all"),
+            PolicyKind::Host => self.ask_host(req),
             PolicyKind::WorkdirEdits => self.decide_workdir_edits(req, work_dir),
+        }
+    }
+
+    /// Ask the host callback; a missing callback, a panic or an answer other
+    /// than approve/reject is a rejection that says so.
+    fn ask_host(&self, req: &ApprovalRequest) -> Decision {
+        let Some(host) = &self.host else {
+            return Decision::reject("policy host, but no approver is set on this omk handle");
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host(req))) {
+            Ok(d) if d.response == "approve" || d.response == "reject" => d,
+            Ok(d) => Decision::reject(format!(
+                "the host approver answered {:?}; only approve or reject count",
+                d.response
+            )),
+            Err(_) => Decision::reject("the host approver failed (panicked); rejecting"),
         }
     }
 
@@ -279,11 +320,11 @@ mod tests {
         let wd = Path::new("/w");
         let all = ApprovalPolicy {
             kind: PolicyKind::ApproveAll,
-            allow_commands: vec![],
+            ..Default::default()
         };
         let none = ApprovalPolicy {
             kind: PolicyKind::RejectAll,
-            allow_commands: vec![],
+            ..Default::default()
         };
         assert!(all.decide(&r, wd).approved());
         assert!(!none.decide(&r, wd).approved());
@@ -292,6 +333,33 @@ mod tests {
             PolicyKind::parse("approve-all").unwrap().as_str(),
             "approve-all"
         );
+    }
+
+    #[test]
+    fn host_callbacks_decide_and_their_failures_reject() {
+        let r = req("run command", json!([{"type": "shell", "command": "make"}]));
+        let wd = Path::new("/w");
+        let host = |f: Approver| ApprovalPolicy {
+            kind: PolicyKind::Host,
+            allow_commands: vec![],
+            host: Some(f),
+        };
+        let yes = host(Arc::new(|r: &ApprovalRequest| {
+            Decision::approve(format!("ok: {}", r.action))
+        }));
+        assert_eq!(yes.decide(&r, wd).reason, "ok: run command");
+        let odd = host(Arc::new(|_: &ApprovalRequest| Decision {
+            response: "maybe".into(),
+            reason: String::new(),
+        }));
+        assert!(!odd.decide(&r, wd).approved());
+        let boom = host(Arc::new(|_: &ApprovalRequest| panic!("host bug")));
+        assert!(boom.decide(&r, wd).reason.contains("panicked"));
+        let unset = ApprovalPolicy {
+            kind: PolicyKind::Host,
+            ..Default::default()
+        };
+        assert!(unset.decide(&r, wd).reason.contains("no approver"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-pub use approval::{ApprovalPolicy, Decision, PolicyKind};
+pub use approval::{ApprovalPolicy, Approver, Decision, PolicyKind};
 pub use protocol::{ApprovalRequest, TokenUsage, TurnRecord, TurnStatus, WireEvent};
 
 use crate::config::AgentProtocol;

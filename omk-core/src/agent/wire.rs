@@ -218,7 +218,17 @@ impl Shared {
     async fn answer(&self, req: AgentRequest) {
         let (line, notice) = match req {
             AgentRequest::Approval(request) => {
-                let decision = self.policy.decide(&request, &self.work_dir);
+                let decision = if self.policy.kind == super::PolicyKind::Host {
+                    // The host may take its time (a person deciding): not on
+                    // the runtime's threads.
+                    let (policy, req, wd) =
+                        (self.policy.clone(), request.clone(), self.work_dir.clone());
+                    tokio::task::spawn_blocking(move || policy.decide(&req, &wd))
+                        .await
+                        .unwrap_or_else(|_| super::Decision::reject("the host approver failed"))
+                } else {
+                    self.policy.decide(&request, &self.work_dir)
+                };
                 let mut result = json!({ "request_id": request.id, "response": decision.response });
                 if !decision.approved() {
                     result["feedback"] = Value::from(decision.reason.clone());

@@ -99,6 +99,7 @@ impl RunContext {
         config: Config,
         doc: TeamDoc,
         request: super::StoredRequest,
+        approver: Option<agent::Approver>,
         observer: Option<Observer>,
         shutdown: watch::Receiver<Option<bool>>,
     ) -> Result<RunContext> {
@@ -111,6 +112,7 @@ impl RunContext {
         let policy = ApprovalPolicy {
             kind: crate::agent::PolicyKind::parse(&doc.approval_policy)?,
             allow_commands: config.agent.allow_commands.clone(),
+            host: approver,
         };
         let persister = Persister::start(
             EventLog::open(&doc.state_dir.join("events.jsonl"))?,
