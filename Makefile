@@ -18,7 +18,7 @@ DEMO_DIR ?= $(TARGET)/demo
 export PYO3_PYTHON := $(VPY)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test build fmt-check clippy cargo-test c-test py-test peers peer-test header bench deps venv clean
+.PHONY: demo test build fmt-check clippy cargo-test c-test py-test peers peer-test header bench deps venv clean install
 
 ## deps: system packages the tests need (Debian), installed only when missing.
 deps:
@@ -66,15 +66,15 @@ clippy: $(VPY)
 cargo-test: $(VPY)
 	$(CARGO) test --workspace
 
-## c-test: the C ABI from C, strict warnings, under valgrind.
+## c-test: the C ABI from C (C11 strict, header also as C++17), under valgrind.
 c-test: build
-	@mkdir -p $(TARGET)/c-tests
-	gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude \
-	  -DOMK_EXPECTED_VERSION="\"$$($(OMK) --version | cut -d' ' -f2)\"" \
-	  tests/c/test_version.c -L$(TARGET)/debug -lomk -Wl,-rpath,$(TARGET)/debug \
-	  -o $(TARGET)/c-tests/test_version
-	valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-	  $(TARGET)/c-tests/test_version
+	bash tests/c/run.sh
+
+## install: libomk.so/.a, omk.h and omk.pc under PREFIX (default /usr/local).
+PREFIX ?= /usr/local
+install:
+	$(CARGO) build --release -p omk-ffi
+	bash tests/c/install.sh $(PREFIX)
 
 ## py-test: build the wheel with maturin, install it, run pytest against it.
 py-test: build

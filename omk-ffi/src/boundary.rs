@@ -161,7 +161,9 @@ pub(crate) unsafe fn handle_arg<'a>(func: &str, h: *mut omk_t) -> Result<&'a omk
 /// Fail unless the out pointer `out` is set.
 pub(crate) fn out_arg<T>(func: &str, name: &str, out: *mut *mut T) -> Result<(), Failure> {
     if out.is_null() {
-        return Err(Failure::invalid(format!("{func}: argument `{name}` is NULL")));
+        return Err(Failure::invalid(format!(
+            "{func}: argument `{name}` is NULL"
+        )));
     }
     Ok(())
 }
@@ -178,9 +180,8 @@ pub(crate) unsafe fn write_out<T>(out: *mut *mut T, value: *mut T) {
 
 /// Parse a JSON argument.
 pub(crate) fn json_arg(func: &str, name: &str, text: &str) -> Result<Value, Failure> {
-    serde_json::from_str(text).map_err(|e| {
-        Failure::invalid(format!("{func}: argument `{name}` is not valid JSON: {e}"))
-    })
+    serde_json::from_str(text)
+        .map_err(|e| Failure::invalid(format!("{func}: argument `{name}` is not valid JSON: {e}")))
 }
 
 /// A nullable JSON-object argument (`NULL` and `null` are the empty object).
@@ -257,7 +258,9 @@ mod tests {
 
     #[test]
     fn success_clears_the_message_and_failures_keep_their_code() {
-        let r = guard("f", || Err(omk_core::Error::NotFound("no team \"x\"".into()).into()));
+        let r = guard("f", || {
+            Err(omk_core::Error::NotFound("no team \"x\"".into()).into())
+        });
         assert_eq!(r, omk_result::OMK_RESULT_NOT_FOUND);
         assert_eq!(last_error(), "no team \"x\"");
         assert_eq!(guard("f", || Ok(())), omk_result::OMK_RESULT_OK);
@@ -271,7 +274,10 @@ mod tests {
     fn json_object_arguments() {
         assert!(json_object_arg("f", "o", None).unwrap().is_empty());
         assert!(json_object_arg("f", "o", Some("null")).unwrap().is_empty());
-        assert_eq!(json_object_arg("f", "o", Some(r#"{"a":1}"#)).unwrap()["a"], 1);
+        assert_eq!(
+            json_object_arg("f", "o", Some(r#"{"a":1}"#)).unwrap()["a"],
+            1
+        );
         let e = json_object_arg("f", "o", Some("[1]")).unwrap_err();
         assert!(e.message.contains("not an array"), "{}", e.message);
         let e = json_object_arg("f", "o", Some("{")).unwrap_err();
