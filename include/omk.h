@@ -48,6 +48,13 @@ typedef enum {
 // block the calling thread; omk runs agents on its own threads.
 typedef struct omk_t omk_t;
 
+// The host approval callback: called with the approval request as a JSON
+// object (`id`, `sender`, `action`, `description`, `paths`, `commands`,
+// `agent_id`); return `true` to approve, `false` to reject. The string is
+// only valid during the call. It runs on an omk thread, possibly on several
+// at once (one per worker of a team), and may block while a person decides.
+typedef bool (*omk_approver)(void *user_data, const char *request_json);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -114,6 +121,23 @@ omk_result omk_open(const char *options_json, omk_t **out);
 // Close it exactly once, after every other call using it (on every
 // thread) has returned; it must not be used afterwards.
 void omk_close(omk_t *h);
+
+// Set (or, with a NULL `callback`, clear) the callback that decides
+// approvals for team runs started from this handle with the `host` policy
+// (`"approval": "host"` in `omk_team_run` options). Every decision is also
+// recorded as an `approval_decided` event.
+//
+// Errors: `OMK_RESULT_INVALID_INPUT` for a NULL handle.
+//
+// Thread safety: the callback is called from omk's threads, possibly
+// concurrently, for as long as it is set; `callback` and `user_data` must
+// stay valid and usable from any thread until it is cleared or the handle
+// closed. A callback must not unwind (C++ exceptions, longjmp) into omk.
+//
+// # Safety
+// `h` is NULL or a live handle; `callback` is NULL or a function with the
+// `omk_approver` signature.
+omk_result omk_set_approver(omk_t *h, omk_approver callback, void *user_data);
 
 // Run any operation by name: `op` is an op name (`"doctor"`, `"health"`,
 // `"metrics"`, `"version"`, `"team.run"`, `"team.status"`, `"team.list"`,

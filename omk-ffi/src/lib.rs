@@ -184,6 +184,90 @@ pub unsafe extern "C" fn omk_close(h: *mut omk_t) {
     });
 }
 
+/// The host approval callback: called with the approval request as a JSON
+/// object (`id`, `sender`, `action`, `description`, `paths`, `commands`,
+/// `agent_id`); return `true` to approve, `false` to reject. The string is
+/// only valid during the call. It runs on an omk thread, possibly on several
+/// at once (one per worker of a team), and may block while a person decides.
+pub type omk_approver = Option<
+    unsafe extern "C" fn(user_data: *mut std::ffi::c_void, request_json: *const c_char) -> bool,
+>;
+
+/// The callback and its user data, moved to omk's threads.
+struct HostApprover {
+    callback: unsafe extern "C" fn(*mut std::ffi::c_void, *const c_char) -> bool,
+    user_data: *mut std::ffi::c_void,
+}
+
+// SAFETY: `omk_set_approver` documents that the callback and `user_data`
+// must be usable from any thread; omk only passes the pointer back.
+unsafe impl Send for HostApprover {}
+// SAFETY: as above; omk never dereferences `user_data`.
+unsafe impl Sync for HostApprover {}
+
+impl HostApprover {
+    fn decide(&self, req: &omk_core::agent::ApprovalRequest) -> omk_core::agent::Decision {
+        use omk_core::agent::Decision;
+        let request = json!({
+            "id": req.id,
+            "sender": req.sender,
+            "action": req.action,
+            "description": req.description,
+            "paths": req.paths(),
+            "commands": req.commands(),
+            "agent_id": req.agent_id,
+        });
+        let Ok(text) = std::ffi::CString::new(request.to_string()) else {
+            return Decision::reject("the approval request could not be passed to the host");
+        };
+        // SAFETY: the callback was given by the host with this contract;
+        // `text` outlives the call.
+        if unsafe { (self.callback)(self.user_data, text.as_ptr()) } {
+            Decision::approve("approved by the host callback")
+        } else {
+            Decision::reject("rejected by the host callback")
+        }
+    }
+}
+
+/// Set (or, with a NULL `callback`, clear) the callback that decides
+/// approvals for team runs started from this handle with the `host` policy
+/// (`"approval": "host"` in `omk_team_run` options). Every decision is also
+/// recorded as an `approval_decided` event.
+///
+/// Errors: `OMK_RESULT_INVALID_INPUT` for a NULL handle.
+///
+/// Thread safety: the callback is called from omk's threads, possibly
+/// concurrently, for as long as it is set; `callback` and `user_data` must
+/// stay valid and usable from any thread until it is cleared or the handle
+/// closed. A callback must not unwind (C++ exceptions, longjmp) into omk.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `callback` is NULL or a function with the
+/// `omk_approver` signature.
+#[no_mangle]
+pub unsafe extern "C" fn omk_set_approver(
+    h: *mut omk_t,
+    callback: omk_approver,
+    user_data: *mut std::ffi::c_void,
+) -> omk_result {
+    const F: &str = "omk_set_approver";
+    guard(F, || {
+        // SAFETY: the caller passes NULL or a live handle.
+        let handle = unsafe { handle_arg(F, h) }?;
+        let approver = callback.map(|callback| {
+            let host = HostApprover {
+                callback,
+                user_data,
+            };
+            std::sync::Arc::new(move |r: &omk_core::agent::ApprovalRequest| host.decide(r))
+                as omk_core::agent::Approver
+        });
+        handle.omk.set_approver(approver);
+        Ok(())
+    })
+}
+
 /// Check the handle and the out pointer, run `op` with the params built by
 /// `params`, and store the result document in `*out_json`.
 ///
