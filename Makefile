@@ -76,12 +76,9 @@ install:
 	$(CARGO) build --release -p omk-ffi
 	bash tests/c/install.sh $(PREFIX)
 
-## py-test: build the wheel with maturin, install it, run pytest against it.
+## py-test: build the wheel with maturin, install it, run pytest and mypy --strict against it.
 py-test: build
-	rm -rf $(TARGET)/wheels
-	$(VENV)/bin/maturin build -q --out $(TARGET)/wheels
-	$(VPY) -m pip install -q --force-reinstall --no-deps $(TARGET)/wheels/omk-*.whl
-	cd tests/python && OMK_BIN=$(OMK) $(VPY) -m pytest -q
+	bash tests/python/run.sh
 
 ## peers: the real kimi-cli 1.51.0 in .kimi-venv (SKIPPED marker when no Python 3.13).
 peers:

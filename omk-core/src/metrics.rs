@@ -98,7 +98,7 @@ impl Metrics {
     pub fn to_api_json(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut v {
-            map.remove("generation");
+            map.shift_remove("generation");
             map.insert("total_spawns".into(), Value::from(self.total_team_runs));
         }
         v

@@ -1,6 +1,405 @@
-"""Type stubs for the native module omk._omk (hand-written)."""
+"""Type stubs for the native module omk._omk (hand-written; keep in step with
+omk-py/src and the JSON documents of omk-core)."""
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypedDict, final
+
+from typing_extensions import NotRequired
+
+__all__ = [
+    "AgentError",
+    "CancelledError",
+    "ConflictError",
+    "CorruptStateError",
+    "InvalidInputError",
+    "NotFoundError",
+    "Omk",
+    "OmkError",
+    "OmkIOError",
+    "OmkTimeoutError",
+    "TeamEvents",
+    "__version__",
+    "version",
+]
 
 __version__: str
 
 def version() -> str:
     """The omk version, identical to ``omk --version``."""
+
+StrPath = str | os.PathLike[str]
+
+# ---------------------------------------------------------------- teams
+
+Phase = Literal[
+    "Planning", "Executing", "Verifying", "Completed", "Failed", "Shutdown", "Interrupted"
+]
+"""Where a team run is; the last four are terminal."""
+
+TaskStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+ErrorCode = Literal[
+    "invalid_input",
+    "not_found",
+    "conflict",
+    "corrupt_state",
+    "agent",
+    "timeout",
+    "cancelled",
+    "io",
+]
+
+class ProcessRef(TypedDict):
+    pid: int
+    start_time: int | None
+
+class TaskEntry(TypedDict):
+    """One unit of work of a team."""
+
+    id: str
+    title: str
+    status: TaskStatus
+    worker: str | None
+    attempts: int
+    summary: str | None
+    tokens: int
+    errors: list[str]
+    started_at: str | None
+    finished_at: str | None
+
+class TeamDoc(TypedDict):
+    """A team document (``omk team status NAME --json``). Timestamps are
+    RFC 3339 UTC strings, paths absolute strings."""
+
+    version: int
+    name: str
+    task: str
+    created_at: str
+    worker_count: int
+    worker_role: str
+    phase: Phase
+    tasks: list[TaskEntry]
+    state_dir: str
+    spec: str
+    workdir: str
+    approval_policy: str
+    pool: str
+    supervisor: ProcessRef | None
+    updated_at: str
+    ended_at: str | None
+    tokens: int
+    reason: str | None
+
+class ErrorInfo(TypedDict):
+    code: ErrorCode
+    message: str
+
+class TeamListError(TypedDict):
+    name: str
+    error: ErrorInfo
+
+class TeamList(TypedDict):
+    """``omk team list --json``."""
+
+    teams: list[TeamDoc]
+    errors: list[TeamListError]
+
+class Event(TypedDict):
+    """One line of a team's ``events.jsonl``."""
+
+    id: str
+    ts: str
+    run_id: str
+    kind: str
+    actor: str | None
+    payload: NotRequired[dict[str, Any]]
+    schema_version: int
+
+# ---------------------------------------------------------------- gates
+
+BreakerState = Literal["Closed", "Open", "HalfOpen"]
+
+class BreakerConfig(TypedDict):
+    failure_threshold: int
+    recovery_timeout_secs: int
+    half_open_calls: int
+
+class GateInfo(TypedDict):
+    name: str
+    command_line: str
+    required: bool
+    timeout_secs: int
+    cwd: str | None
+    origin: str
+
+class GatesList(TypedDict):
+    """``omk gates list --json``."""
+
+    project: str
+    source: str
+    breaker: BreakerConfig
+    gates: list[GateInfo]
+
+class GateResult(TypedDict):
+    name: str
+    passed: bool
+    stdout: str
+    stderr: str
+    duration_ms: int
+    required: bool
+    command_line: str
+    exit_code: int | None
+    timed_out: bool
+    skipped: bool
+    skip_reason: str | None
+    stdout_file: str | None
+    stderr_file: str | None
+    breaker: BreakerState | None
+    origin: str
+
+class GatesReport(TypedDict):
+    """``omk gates run --json``. ``passed``: every required gate ran and passed."""
+
+    project: str
+    source: str
+    passed: bool
+    results: list[GateResult]
+    started_at: str
+    duration_ms: int
+    artifacts_dir: str
+
+class Breaker(TypedDict):
+    gate_name: str
+    state: BreakerState
+    failure_count: int
+    last_failure_at: str | None
+    recovery_timeout_secs: int
+    half_open_calls_remaining: int
+    project: str
+
+class BreakersStatus(TypedDict):
+    """``omk gates status --json``."""
+
+    breakers: list[Breaker]
+
+class BreakerReset(TypedDict):
+    project: str
+    gate_name: str
+    previous_state: BreakerState
+
+class GatesReset(TypedDict):
+    """``omk gates reset --json``: exactly what was reset."""
+
+    reset: list[BreakerReset]
+    count: int
+
+# ---------------------------------------------------------------- pools
+
+class PoolStatus(TypedDict):
+    name: str
+    max_workers: int
+    max_disk_gb: float | None
+    active_tasks: int
+    queued_tasks: int
+    total_admitted: int
+    total_rejected: int
+    queue_capacity: int | None
+    stale_entries: int
+
+class PoolsStatus(TypedDict):
+    """``omk pools status --json``."""
+
+    pools: list[PoolStatus]
+
+class RemovedSlot(TypedDict):
+    id: str
+    run: str
+    worker: str
+    pid: int
+
+class RemovedQueueEntry(TypedDict):
+    ticket: int
+    run: str
+    worker: str
+    pid: int
+
+class PoolCleanup(TypedDict):
+    pool: str
+    removed_slots: list[RemovedSlot]
+    removed_queue_entries: list[RemovedQueueEntry]
+
+class PoolsCleanup(TypedDict):
+    """``omk pools cleanup --json``."""
+
+    removed: int
+    pools: list[PoolCleanup]
+
+# ---------------------------------------------------------------- metrics, health, doctor
+
+class Metrics(TypedDict):
+    """Runtime counters (API.md ``/api/metrics``)."""
+
+    version: int
+    created_at: str
+    updated_at: str
+    total_team_runs: int
+    total_shutdowns: int
+    total_tasks_created: int
+    total_tasks_completed: int
+    total_tasks_failed: int
+    total_ask_calls: int
+    total_ask_errors: int
+    total_autopilot_runs: int
+    total_ralph_runs: int
+    total_spawns: int
+
+CheckStatus = Literal["ok", "warn", "error"]
+
+class HealthCheck(TypedDict):
+    """One check; the facts beyond ``status`` and ``detail`` depend on it."""
+
+    status: CheckStatus
+    detail: str
+    path: NotRequired[str]
+    bin: NotRequired[str]
+    version: NotRequired[str]
+    cached: NotRequired[bool]
+    files: NotRequired[list[str]]
+    free_mb: NotRequired[int]
+    min_free_mb: NotRequired[int]
+
+class DoctorCheck(HealthCheck):
+    name: str
+
+class Health(TypedDict):
+    """API.md ``/api/health``."""
+
+    status: Literal["ok", "degraded"]
+    version: str
+    checks: dict[str, HealthCheck]
+
+class Doctor(TypedDict):
+    """``omk doctor --json``. Finding issues is a result, not an error."""
+
+    status: Literal["healthy", "issues_found"]
+    healthy: bool
+    version: str
+    checks: list[DoctorCheck]
+
+# ---------------------------------------------------------------- exceptions
+
+class OmkError(Exception):
+    """Base class of every error omk raises."""
+
+    code: str
+    """The stable error code (``"panic"`` for a bug inside omk)."""
+
+class InvalidInputError(OmkError):
+    code: Literal["invalid_input"]
+
+class NotFoundError(OmkError):
+    code: Literal["not_found"]
+
+class ConflictError(OmkError):
+    code: Literal["conflict"]
+
+class CorruptStateError(OmkError):
+    code: Literal["corrupt_state"]
+
+class AgentError(OmkError):
+    code: Literal["agent"]
+
+class OmkTimeoutError(OmkError):
+    code: Literal["timeout"]
+
+class CancelledError(OmkError):
+    code: Literal["cancelled"]
+    team: str | None
+    """The team that was cancelled (``team_run``), else None."""
+
+class OmkIOError(OmkError):
+    code: Literal["io"]
+
+# ---------------------------------------------------------------- the handle
+
+class ApprovalRequest(TypedDict):
+    """What an agent asks the ``host`` approval policy."""
+
+    id: str
+    sender: str
+    action: str
+    description: str
+    paths: list[str]
+    commands: list[str]
+    agent_id: str | None
+
+#: ``True``/``False``, or ``(approved, reason)``.
+Approver = Callable[[ApprovalRequest], bool | tuple[bool, str]]
+
+@final
+class TeamEvents(Iterator[Event]):
+    """Iterator over a team's events (see ``Omk.team_events``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def parse_failures(self) -> int:
+        """Log lines skipped because they did not parse."""
+    def __iter__(self) -> TeamEvents: ...
+    def __next__(self) -> Event: ...
+
+@final
+class Omk:
+    """A handle on one omk state directory and project; safe to share
+    between threads. Every blocking method releases the GIL."""
+
+    def __new__(
+        cls,
+        state_dir: StrPath | None = None,
+        project_dir: StrPath | None = None,
+        config: StrPath | None = None,
+        approval: Approver | None = None,
+    ) -> Omk: ...
+    def set_approver(self, approver: Approver | None) -> None:
+        """Set (or clear) the callable deciding approvals for runs started
+        with ``approval="host"``; it may block while a person decides."""
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def project_dir(self) -> Path: ...
+    def team_run(
+        self,
+        spec: str,
+        task: str,
+        *,
+        name: str | None = None,
+        subtasks: Sequence[str] | None = None,
+        workdir: StrPath | None = None,
+        approval: str | None = None,
+        pool: str | None = None,
+        detach: bool = False,
+        no_gates: bool = False,
+    ) -> TeamDoc:
+        """Run a team to its end (or, with ``detach``, start it on a background
+        thread of this process) and return its team document. Ctrl-C shuts the
+        team down and raises ``CancelledError``."""
+    def team_status(self, name: str) -> TeamDoc: ...
+    def team_list(self) -> TeamList: ...
+    def team_shutdown(self, name: str, force: bool = False) -> TeamDoc: ...
+    def team_events(
+        self, name: str, follow: bool = False, poll_interval: float = 0.2
+    ) -> TeamEvents: ...
+    def gates_list(self) -> GatesList: ...
+    def gates_run(self, gates: Sequence[str] | None = None) -> GatesReport: ...
+    def gates_status(self, all_projects: bool = False) -> BreakersStatus: ...
+    def gates_reset(self, gate: str | None = None, all_projects: bool = False) -> GatesReset: ...
+    def pools_status(self) -> PoolsStatus: ...
+    def pools_cleanup(self) -> PoolsCleanup: ...
+    def metrics(self) -> Metrics: ...
+    def health(self) -> Health: ...
+    def doctor(self) -> Doctor: ...
+    def call(self, op: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Run an operation by name (``"team.status"``, ``"gates.run"``, ...)
+        with JSON-like params; returns its JSON result."""

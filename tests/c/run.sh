@@ -81,13 +81,15 @@ build() { # build NAME SOURCE
   "$CC" "${CFLAGS[@]}" -DOMK_EXPECTED_VERSION="\"$VERSION\"" "$2" "${LDFLAGS[@]}" -o "$OUT/$1"
 }
 
-# docs/c-abi.md shows example.c verbatim (the ```c block after its marker).
-if diff -u tests/c/example.c <(awk '/^<!-- example.c -->$/ {m = 1; next}
-     m && /^```c$/ {p = 1; next} p && /^```$/ {exit} p {print}' docs/c-abi.md); then
-  echo "ok: docs/c-abi.md shows tests/c/example.c"; passed=$((passed + 1))
-else
-  fail "the example in docs/c-abi.md differs from tests/c/example.c"
-fi
+# docs/c-abi.md and README.md show example.c verbatim (the ```c block after its marker).
+for doc in docs/c-abi.md README.md; do
+  if diff -u tests/c/example.c <(awk '/^<!-- example.c -->$/ {m = 1; next}
+       m && /^```c$/ {p = 1; next} p && /^```$/ {exit} p {print}' "$doc"); then
+    echo "ok: $doc shows tests/c/example.c"; passed=$((passed + 1))
+  else
+    fail "the example in $doc differs from tests/c/example.c"
+  fi
+done
 
 # The benchmark only has to build here.
 if build bench_call_debug tests/c/bench_call.c; then

@@ -1,0 +1,189 @@
+//! `Omk.team_events`: an iterator over a team's `events.jsonl`, optionally
+//! following it until the run has ended.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use serde_json::Value;
+
+use crate::convert::to_py;
+use crate::errors::{catch, guard, Failure, InvalidInputError};
+use crate::handle::SLICE;
+use crate::tail::{is_final_event, Tail};
+
+/// After the team's phase turned terminal, how long to wait for its final
+/// `run_completed`/`run_failed` event before stopping anyway.
+const FINAL_EVENT_GRACE: Duration = Duration::from_secs(3);
+
+/// Iterator over one team's events (returned by ``Omk.team_events``).
+///
+/// Each item is an event dict: ``id``, ``ts``, ``run_id``, ``kind``,
+/// ``actor``, ``payload`` (absent when empty) and ``schema_version``.
+/// Waiting for new events (``follow=True``) releases the GIL and stays
+/// interruptible by Ctrl-C.
+#[pyclass(frozen, module = "omk._omk")]
+pub struct TeamEvents {
+    name: String,
+    state: Mutex<State>,
+}
+
+struct State {
+    omk: omk_core::Omk,
+    name: String,
+    tail: Tail,
+    buffer: VecDeque<Value>,
+    follow: bool,
+    poll: Duration,
+    done: bool,
+    /// When the team's phase was first seen terminal.
+    ended_at: Option<Instant>,
+    saw_final: bool,
+    /// After the final event: one more empty poll, then stop.
+    quiet_after_final: bool,
+}
+
+enum Step {
+    Event(Value),
+    Done,
+    Wait(Duration),
+}
+
+impl State {
+    fn step(&mut self) -> Result<Step, Failure> {
+        loop {
+            if let Some(v) = self.buffer.pop_front() {
+                if is_final_event(&v) {
+                    self.saw_final = true;
+                }
+                return Ok(Step::Event(v));
+            }
+            if self.done {
+                return Ok(Step::Done);
+            }
+            let read = self.tail.poll(&mut self.buffer).map_err(|e| {
+                Failure::Core(omk_core::Error::Io {
+                    context: format!("read the events of team {}", self.name),
+                    source: e,
+                })
+            })?;
+            if read > 0 {
+                self.quiet_after_final = false;
+                continue;
+            }
+            if !self.follow {
+                self.done = true;
+                continue;
+            }
+            if self.ended_at.is_none() {
+                let doc = guard("team_events", || self.omk.team_status(&self.name))?;
+                if !doc.phase.is_terminal() {
+                    return Ok(Step::Wait(self.poll));
+                }
+                self.ended_at = Some(Instant::now());
+                // Read what was written before the phase changed.
+                continue;
+            }
+            let short = self.poll.min(Duration::from_millis(100));
+            if self.saw_final {
+                if self.quiet_after_final {
+                    self.done = true;
+                    continue;
+                }
+                self.quiet_after_final = true;
+                return Ok(Step::Wait(short));
+            }
+            if self
+                .ended_at
+                .is_some_and(|t| t.elapsed() >= FINAL_EVENT_GRACE)
+            {
+                self.done = true;
+                continue;
+            }
+            return Ok(Step::Wait(short));
+        }
+    }
+}
+
+impl TeamEvents {
+    pub fn open(
+        py: Python<'_>,
+        omk: omk_core::Omk,
+        name: String,
+        follow: bool,
+        poll_interval: f64,
+    ) -> PyResult<TeamEvents> {
+        if !(poll_interval.is_finite() && poll_interval > 0.0 && poll_interval <= 3600.0) {
+            return Err(InvalidInputError::new_err(format!(
+                "poll_interval must be in (0, 3600] seconds, not {poll_interval}"
+            )));
+        }
+        // The team must exist (and be readable) now.
+        let doc = py.detach(|| guard("team_events", || omk.team_status(&name)))?;
+        let path = doc.state_dir.join("events.jsonl");
+        Ok(TeamEvents {
+            name: name.clone(),
+            state: Mutex::new(State {
+                omk,
+                name,
+                tail: Tail::new(&path),
+                buffer: VecDeque::new(),
+                follow,
+                poll: Duration::from_secs_f64(poll_interval),
+                done: false,
+                ended_at: None,
+                saw_final: false,
+                quiet_after_final: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[pymethods]
+impl TeamEvents {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        loop {
+            // The state lock is only ever taken with the GIL released.
+            match py.detach(|| catch("team_events", || self.lock().step()))? {
+                Step::Event(v) => return Ok(Some(to_py(py, &v)?.unbind())),
+                Step::Done => return Ok(None),
+                Step::Wait(d) => {
+                    let until = Instant::now() + d;
+                    loop {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        py.detach(|| std::thread::sleep(left.min(SLICE)));
+                        py.check_signals()?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The team whose events these are.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Lines of the log skipped so far because they did not parse.
+    #[getter]
+    fn parse_failures(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.lock().tail.parse_failures)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<TeamEvents of team {:?}>", self.name)
+    }
+}

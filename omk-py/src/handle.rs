@@ -1,0 +1,435 @@
+//! `omk.Omk`: the Python handle on `omk_core::Omk`.
+//!
+//! Every call that touches the disk, a child process or a lock runs with
+//! the GIL released (`py.detach`) and inside [`guard`], so other Python
+//! threads keep running and no panic reaches Python. `team_run` runs the
+//! team on a background thread and waits in 50 ms slices, looking at
+//! Python's signals in between, so Ctrl-C shuts the team down cleanly and
+//! raises `omk.CancelledError`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omk_core::team::{TeamDoc, TeamRunRequest};
+use omk_core::OpenOptions;
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
+use serde_json::Value;
+
+use crate::convert::{doc_to_py, from_py, to_py};
+use crate::errors::{guard, CancelledError, Failure, OmkError};
+use crate::slot::{self, Slot};
+
+/// How long the waiting thread keeps the GIL released between two looks at
+/// Python's signals.
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
+/// After Ctrl-C, how long a graceful shutdown may take before omk forces it.
+const FORCE_AFTER: Duration = Duration::from_secs(5);
+/// After forcing, how long to wait for the team's thread before giving up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// A handle on one omk state directory and project.
+///
+/// ``Omk(state_dir=None, project_dir=None, config=None)``: ``state_dir``
+/// defaults to ``$OMK_STATE_DIR``, then ``$XDG_STATE_HOME/omk``, then
+/// ``~/.local/state/omk``; ``project_dir`` (where agents and gates work) to
+/// the current directory; ``config`` is an extra config file read last
+/// (default ``$OMK_CONFIG``).
+///
+/// Methods are named after omk's operations and return the same JSON
+/// documents as ``omk ... --json``, as dicts and lists. Errors raise
+/// ``omk.OmkError`` subclasses. Every blocking call releases the GIL; the
+/// handle may be shared by several threads.
+#[pyclass(frozen, module = "omk._omk", name = "Omk")]
+pub struct PyOmk {
+    inner: omk_core::Omk,
+}
+
+/// A call into omk-core with the GIL released and panics caught.
+fn blocking<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce() -> omk_core::Result<T> + Send,
+) -> Result<T, Failure> {
+    py.detach(|| guard(what, f))
+}
+
+#[pymethods]
+impl PyOmk {
+    #[new]
+    #[pyo3(signature = (state_dir=None, project_dir=None, config=None, approval=None))]
+    fn new(
+        py: Python<'_>,
+        state_dir: Option<PathBuf>,
+        project_dir: Option<PathBuf>,
+        config: Option<PathBuf>,
+        approval: Option<Py<PyAny>>,
+    ) -> PyResult<PyOmk> {
+        let options = OpenOptions {
+            state_dir,
+            project_dir,
+            config,
+        };
+        let inner = blocking(py, "Omk()", || omk_core::Omk::open(options))?;
+        let handle = PyOmk { inner };
+        handle.set_approver(py, approval)?;
+        Ok(handle)
+    }
+
+    /// Set (or, with ``None``, clear) the callable that decides approvals
+    /// for team runs started with ``approval="host"``.
+    ///
+    /// It is called with the request as a dict (``id``, ``sender``,
+    /// ``action``, ``description``, ``paths``, ``commands``, ``agent_id``)
+    /// from omk's threads, possibly several at once, and may block while a
+    /// person decides. Return ``True``/``False`` or ``(bool, reason)``; an
+    /// exception or any other answer rejects the request. Every decision is
+    /// recorded as an ``approval_decided`` event.
+    #[pyo3(signature = (approver))]
+    fn set_approver(&self, py: Python<'_>, approver: Option<Py<PyAny>>) -> PyResult<()> {
+        if let Some(a) = &approver {
+            if !a.bind(py).is_callable() {
+                return Err(
+                    crate::errors::class_of(py, omk_core::ErrorCode::InvalidInput)
+                        .call1(("approval must be a callable or None",))
+                        .map(PyErr::from_value)
+                        .unwrap_or_else(|e| e),
+                );
+            }
+        }
+        self.inner
+            .set_approver(approver.map(crate::approver::from_callable));
+        Ok(())
+    }
+
+    /// The state directory (``pathlib.Path``).
+    #[getter]
+    fn state_dir(&self) -> PathBuf {
+        self.inner.state_dir().to_path_buf()
+    }
+
+    /// The project directory agents and gates work in (``pathlib.Path``).
+    #[getter]
+    fn project_dir(&self) -> PathBuf {
+        self.inner.project_dir().to_path_buf()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Omk(state_dir={:?}, project_dir={:?})",
+            self.inner.state_dir().display().to_string(),
+            self.inner.project_dir().display().to_string()
+        )
+    }
+
+    /// Run a team of agents and return its final team document.
+    ///
+    /// ``spec`` is ``"N:role"`` (1 <= N <= 64), ``task`` what the team should
+    /// achieve. ``subtasks`` are its units of work (default: a planner turn
+    /// proposes them). ``workdir`` defaults to the project directory,
+    /// ``approval`` to the configured policy (``"workdir-edits"``), ``pool``
+    /// to ``"default"``. ``no_gates`` skips the verification gates.
+    ///
+    /// Blocks until the run ends, with the GIL released; a run whose tasks or
+    /// gates fail is a result (``phase == "Failed"``), not an error. On
+    /// Ctrl-C (KeyboardInterrupt) the team is shut down (forced if it has
+    /// not stopped within 5 s, or on a second Ctrl-C) and
+    /// ``omk.CancelledError`` is raised, naming the team in its message and
+    /// its ``team`` attribute.
+    ///
+    /// With ``detach=True`` it returns the prepared document (phase
+    /// ``"Planning"``) at once while a background thread of this process
+    /// runs the team: the process must outlive the run. Follow it with
+    /// ``team_status`` or ``team_events(name, follow=True)``.
+    #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn team_run(
+        &self,
+        py: Python<'_>,
+        spec: String,
+        task: String,
+        name: Option<String>,
+        subtasks: Option<Vec<String>>,
+        workdir: Option<PathBuf>,
+        approval: Option<String>,
+        pool: Option<String>,
+        detach: bool,
+        no_gates: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let request = TeamRunRequest {
+            spec,
+            task,
+            name,
+            subtasks: subtasks.unwrap_or_default(),
+            workdir,
+            approval,
+            pool,
+            detach,
+            no_gates,
+        };
+        let doc = self.run_team(py, request)?;
+        doc_to_py(py, &doc)
+    }
+
+    /// One team's document. A team whose supervisor died is reported (and
+    /// recorded) as phase ``"Interrupted"``. Raises ``NotFoundError`` for
+    /// an unknown team, ``CorruptStateError`` for an unreadable one.
+    fn team_status(&self, py: Python<'_>, name: String) -> PyResult<Py<PyAny>> {
+        let doc = blocking(py, "team_status", || self.inner.team_status(&name))?;
+        doc_to_py(py, &doc)
+    }
+
+    /// ``{"teams": [team document, ...], "errors": [{"name", "error": {"code", "message"}}]}``:
+    /// every team, oldest first; teams whose state cannot be read are listed
+    /// in ``errors``, never skipped.
+    fn team_list(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "team_list", || {
+            omk_core::ops::team_list_json(&self.inner)
+        })?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// Stop a team (from any process) and wait until it has stopped; return
+    /// its final document. ``force`` kills its agents at once. Idempotent: a
+    /// finished team is returned as it is.
+    #[pyo3(signature = (name, force=false))]
+    fn team_shutdown(&self, py: Python<'_>, name: String, force: bool) -> PyResult<Py<PyAny>> {
+        let doc = blocking(py, "team_shutdown", || {
+            self.inner.team_shutdown(&name, force)
+        })?;
+        doc_to_py(py, &doc)
+    }
+
+    /// Iterate over a team's events (dicts: ``id``, ``ts``, ``run_id``,
+    /// ``kind``, ``actor``, ``payload``, ``schema_version``), oldest first,
+    /// from ``<state_dir>/team/<name>/events.jsonl``.
+    ///
+    /// Without ``follow`` it yields the events written so far and stops.
+    /// With ``follow=True`` it keeps yielding new events, polling every
+    /// ``poll_interval`` seconds with the GIL released, until the team has
+    /// ended and its last event is read. Raises ``NotFoundError`` for an
+    /// unknown team.
+    #[pyo3(signature = (name, follow=false, poll_interval=0.2))]
+    fn team_events(
+        &self,
+        py: Python<'_>,
+        name: String,
+        follow: bool,
+        poll_interval: f64,
+    ) -> PyResult<crate::events::TeamEvents> {
+        crate::events::TeamEvents::open(py, self.inner.clone(), name, follow, poll_interval)
+    }
+
+    /// ``{"project", "source", "breaker", "gates": [...]}``: the gates of the
+    /// project (from ``.omk/gates.toml``, else detected) and where each came
+    /// from.
+    fn gates_list(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "gates_list", || self.inner.gates_list())?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// Run the project's gates (all, or the ones named in ``gates``) through
+    /// their circuit breakers and return the report. A failing gate is a
+    /// result (``passed`` is False), not an error; an unknown gate name
+    /// raises ``NotFoundError``.
+    #[pyo3(signature = (gates=None))]
+    fn gates_run(&self, py: Python<'_>, gates: Option<Vec<String>>) -> PyResult<Py<PyAny>> {
+        let only = gates.unwrap_or_default();
+        let report = blocking(py, "gates_run", || self.inner.gates_run(&only))?;
+        doc_to_py(py, &report)
+    }
+
+    /// ``{"breakers": [...]}``: the circuit breakers of this project's gates,
+    /// or of every project with ``all_projects=True``.
+    #[pyo3(signature = (all_projects=false))]
+    fn gates_status(&self, py: Python<'_>, all_projects: bool) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "gates_status", || self.inner.gates_status(all_projects))?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// Close circuit breakers: the breaker of ``gate``, or (``gate=None``)
+    /// every breaker of the project that is not already Closed (of every
+    /// project with ``all_projects=True``). Returns ``{"reset": [{"project",
+    /// "gate_name", "previous_state"}], "count"}``; an unknown gate raises
+    /// ``NotFoundError``.
+    #[pyo3(signature = (gate=None, all_projects=false))]
+    fn gates_reset(
+        &self,
+        py: Python<'_>,
+        gate: Option<String>,
+        all_projects: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "gates_reset", || {
+            self.inner.gates_reset(gate.as_deref(), all_projects)
+        })?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// ``{"pools": [...]}``: every configured pool with live numbers.
+    fn pools_status(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "pools_status", || self.inner.pools_status())?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// Remove pool slots and queue entries whose owner died or whose run
+    /// ended; returns ``{"removed": n, "pools": [...]}`` saying exactly what.
+    fn pools_cleanup(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "pools_cleanup", || self.inner.pools_cleanup())?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// Runtime counters (``total_team_runs``, ``total_tasks_completed``, ...).
+    fn metrics(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "metrics", || self.inner.metrics())?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// ``{"status": "ok"|"degraded", "version", "checks": {name: {...}}}``.
+    fn health(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "health", || self.inner.health())?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// ``{"status": "healthy"|"issues_found", "healthy", "version", "checks":
+    /// [...]}``. Finding issues is a result, not an error.
+    fn doctor(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "doctor", || self.inner.doctor())?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// Run an operation by name (``"team.status"``, ``"gates.run"``, ...)
+    /// with a dict of params, exactly as the C ABI, MCP and REST do; returns
+    /// its JSON result as Python objects. ``"team.run"`` (not detached)
+    /// is interruptible by Ctrl-C like ``team_run``. Unknown operations raise
+    /// ``NotFoundError``, bad params ``InvalidInputError``.
+    #[pyo3(signature = (op, params=None))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        op: String,
+        params: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let params = match params {
+            Some(p) => from_py(p)?,
+            None => Value::Null,
+        };
+        if op == "team.run" {
+            let p = if params.is_null() {
+                Value::Object(Default::default())
+            } else {
+                params.clone()
+            };
+            // Malformed params go to the op table for its standard error.
+            if let Ok(request) = serde_json::from_value::<TeamRunRequest>(p) {
+                if !request.detach {
+                    let doc = self.run_team(py, request)?;
+                    return doc_to_py(py, &doc);
+                }
+            }
+        }
+        let v = blocking(py, "call", || self.inner.call(&op, &params))?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+}
+
+impl PyOmk {
+    /// `team_run`: detached runs go straight to the core; attached ones run
+    /// on a background thread while this one watches for Ctrl-C.
+    fn run_team(&self, py: Python<'_>, request: TeamRunRequest) -> PyResult<TeamDoc> {
+        if request.detach {
+            return Ok(blocking(py, "team_run", || self.inner.team_run(&request))?);
+        }
+        let doc = blocking(py, "team_run", || self.inner.team_prepare(&request))?;
+        let name = doc.name.clone();
+        let omk = self.inner.clone();
+        let thread_name = name.clone();
+        let run = slot::spawn(format!("omk-py-team-{name}"), move || {
+            guard("team_run", || omk.team_supervise(&thread_name, None, false))
+        })
+        .map_err(|e| {
+            Failure::Core(omk_core::Error::Io {
+                context: "start the team thread".into(),
+                source: e,
+            })
+        })?;
+        loop {
+            if let Some(result) = py.detach(|| run.take_within(SLICE)) {
+                return Ok(result?);
+            }
+            if run.abandoned() {
+                return Err(OmkError::new_err(format!(
+                    "team {name}: its thread ended without a result"
+                )));
+            }
+            if let Err(interrupt) = py.check_signals() {
+                return Err(self.cancel(py, &name, &run, interrupt));
+            }
+        }
+    }
+
+    /// After an interrupt during `team_run`: shut the team down (gracefully,
+    /// then by force), wait for its thread, and build the exception to raise.
+    fn cancel(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        run: &Arc<Slot<Result<TeamDoc, Failure>>>,
+        interrupt: PyErr,
+    ) -> PyErr {
+        let start_shutdown = |force: bool| {
+            let omk = self.inner.clone();
+            let team = name.to_owned();
+            // Its result does not matter: the run's own thread reports the end.
+            let _ = slot::spawn(format!("omk-py-shutdown-{name}"), move || {
+                guard("team_shutdown", || omk.team_shutdown(&team, force))
+            });
+        };
+        start_shutdown(false);
+        let started = Instant::now();
+        let mut forced_at: Option<Instant> = None;
+        let mut interrupts = 1;
+        let outcome = loop {
+            if let Some(result) = py.detach(|| run.take_within(SLICE)) {
+                break Some(result);
+            }
+            if run.abandoned() {
+                break None;
+            }
+            if py.check_signals().is_err() {
+                interrupts += 1;
+            }
+            if forced_at.is_none() && (interrupts >= 2 || started.elapsed() >= FORCE_AFTER) {
+                start_shutdown(true);
+                forced_at = Some(Instant::now());
+            }
+            if interrupts >= 3 || forced_at.is_some_and(|t| t.elapsed() >= GIVE_UP_AFTER) {
+                break None;
+            }
+        };
+        let how = if forced_at.is_some() {
+            "forced shutdown"
+        } else {
+            "shutdown"
+        };
+        let ending = match &outcome {
+            Some(Ok(doc)) => format!("it stopped in phase {:?}", doc.phase),
+            Some(Err(Failure::Core(e))) => format!("it stopped with an error: {e}"),
+            Some(Err(Failure::Panic(m))) => format!("it stopped with an error: {m}"),
+            None => format!(
+                "it may still be stopping; check `omk team status {name}` or run `omk team shutdown {name} --force`"
+            ),
+        };
+        if !interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
+            // Some other exception from a signal handler (SystemExit, ...):
+            // the team is stopped, the caller gets their exception back.
+            return interrupt;
+        }
+        let err = CancelledError::new_err(format!(
+            "team {name} was cancelled by KeyboardInterrupt ({how}); {ending}"
+        ));
+        let _ = err.value(py).setattr("team", name);
+        err.set_cause(py, Some(interrupt));
+        err
+    }
+}

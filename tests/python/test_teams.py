@@ -1,0 +1,134 @@
+"""Teams through the Python API, end to end on the scripted agent."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import Env, assert_shape, proc_alive, wait_for
+
+import omk
+
+
+def test_two_worker_team_runs_end_to_end(client: omk.Omk, env: Env) -> None:
+    doc = client.team_run(
+        "2:executor",
+        "Write a file from Python",
+        name="py-team",
+        subtasks=["Write it [write:py.txt:from python]", "Report [tokens:1200:300]"],
+    )
+    assert_shape(dict(doc), "TeamDoc")
+    assert doc["name"] == "py-team"
+    assert doc["phase"] == "Completed", doc
+    assert doc["worker_count"] == 2 and doc["worker_role"] == "executor"
+    assert doc["tokens"] > 0
+    assert [t["status"] for t in doc["tasks"]] == ["completed", "completed"]
+    for task in doc["tasks"]:
+        assert_shape(dict(task), "TaskEntry")
+        assert task["tokens"] > 0
+    assert {t["worker"] for t in doc["tasks"]} <= {"w1", "w2"}
+    assert (env.project / "py.txt").read_text() == "from python"
+    # Document order is the CLI's: version, name, task, created_at, ...
+    assert list(doc)[:4] == ["version", "name", "task", "created_at"]
+
+    assert client.team_status("py-team") == doc
+    assert client.call("team.status", {"name": "py-team"}) == doc
+    listed = client.team_list()
+    assert_shape(dict(listed), "TeamList")
+    assert [t["name"] for t in listed["teams"]] == ["py-team"] and listed["errors"] == []
+    # Shutting down a finished team is a no-op that returns its document.
+    assert client.team_shutdown("py-team")["phase"] == "Completed"
+
+    metrics = client.metrics()
+    assert metrics["total_team_runs"] == 1
+    pools = client.pools_status()["pools"][0]
+    assert pools["total_admitted"] >= 2 and pools["active_tasks"] == 0
+    for pid in env.agent_pids("py-team"):
+        wait_for(f"agent {pid} to exit", lambda: not proc_alive(pid))
+
+
+def test_failed_tasks_are_a_result_not_an_error(client: omk.Omk) -> None:
+    doc = client.team_run("1:executor", "Crash", subtasks=["[crash]"], name="crashy")
+    assert doc["phase"] == "Failed"
+    assert doc["reason"] and "t1" in doc["reason"]
+    assert doc["tasks"][0]["status"] == "failed" and doc["tasks"][0]["errors"]
+
+
+def test_other_threads_run_while_a_team_runs(client: omk.Omk) -> None:
+    counter = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal counter
+        while not stop.is_set():
+            counter += 1
+
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        started = time.monotonic()
+        doc = client.team_run("1:executor", "Slow", subtasks=["[sleep:2] slow"], name="slow")
+        elapsed = time.monotonic() - started
+        seen = counter
+    finally:
+        stop.set()
+        t.join()
+    assert doc["phase"] == "Completed"
+    assert elapsed >= 1.5
+    # The GIL was free for the whole run: the other thread counted a lot.
+    assert seen > 10_000, seen
+
+
+def test_call_team_run_and_detached_run(client: omk.Omk, env: Env) -> None:
+    doc = client.call(
+        "team.run",
+        {"spec": "1:executor", "task": "T", "subtasks": ["[write:c.txt:via call]"], "name": "via-call"},
+    )
+    assert doc["phase"] == "Completed"
+    assert (env.project / "c.txt").read_text() == "via call"
+
+    prepared = client.team_run("1:executor", "T", subtasks=["[sleep:0.5] x"], name="bg", detach=True)
+    assert prepared["phase"] == "Planning"
+    final = wait_for(
+        "the detached team to end",
+        lambda: (d := client.team_status("bg"))["phase"] in ("Completed", "Failed") and d,
+    )
+    assert final["phase"] == "Completed"
+
+
+def test_team_events_follow_a_detached_run_to_its_end(client: omk.Omk) -> None:
+    client.team_run(
+        "2:executor",
+        "Follow me",
+        name="followed",
+        subtasks=["[sleep:1] one", "[sleep:1.5] two", "three"],
+        detach=True,
+    )
+    started = time.monotonic()
+    events = list(client.team_events("followed", follow=True, poll_interval=0.05))
+    assert time.monotonic() - started < 30
+    kinds = [e["kind"] for e in events]
+    for e in events:
+        assert_shape(dict(e), "Event")
+        assert e["run_id"] == "followed"
+    assert kinds.count("task_completed") == 3, kinds
+    assert kinds[0] == "phase_changed"
+    assert "run_completed" in kinds and kinds[-1] in ("run_completed", "proof_written"), kinds
+    assert client.team_status("followed")["phase"] == "Completed"
+    # Without follow: exactly what is on disk now, the same events.
+    again = client.team_events("followed")
+    assert again.name == "followed"
+    assert [e["id"] for e in again] == [e["id"] for e in events]
+    assert again.parse_failures == 0
+
+
+def test_team_events_skip_a_torn_line(client: omk.Omk, env: Env) -> None:
+    client.team_run("1:executor", "T", subtasks=["x"], name="torn")
+    log = env.team_dir("torn") / "events.jsonl"
+    n = len(env.events("torn"))
+    with log.open("a") as f:
+        f.write("this is not json\n{\"kind\": \"task_out")
+    it = client.team_events("torn", follow=True)
+    # The team has ended: follow mode drains the log and stops.
+    assert len(list(it)) == n
+    assert it.parse_failures == 1
