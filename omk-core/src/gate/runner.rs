@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +25,7 @@ pub const KEEP_BYTES: usize = 16 * 1024;
 pub const ARTIFACT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// How long to wait for output pipes after the gate's group is gone (a
 /// process that left the group may hold them open).
-const PIPE_GRACE: Duration = Duration::from_secs(2);
+const PIPE_GRACE: Duration = Duration::from_millis(500);
 
 /// The outcome of one gate (the API.md goal-proof `gates` entry, plus where
 /// the full output is and what the breaker did).
@@ -104,88 +103,204 @@ pub fn slug(name: &str) -> String {
     s.trim_matches(|c| c == '-' || c == '.').to_string()
 }
 
-/// What a stream reader produced.
+/// What one captured stream produced.
 struct Captured {
     text: String,
     file: Option<PathBuf>,
 }
 
-/// Read a stream to its end: keep head and tail, write the whole (redacted)
-/// to `artifact` once there is something to write.
-fn capture(mut stream: impl Read, artifact: PathBuf) -> Captured {
-    let mut head = Vec::with_capacity(1024);
-    let mut tail: VecDeque<u8> = VecDeque::new();
-    let mut total: u64 = 0;
-    let mut file: Option<File> = None;
-    let mut written: u64 = 0;
-    let mut pending = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
-    let flush_pending = |pending: &mut Vec<u8>, file: &mut Option<File>, written: &mut u64| {
-        if pending.is_empty() || *written >= ARTIFACT_MAX_BYTES {
-            pending.clear();
-            return;
+/// One output stream being captured: its first and last [`KEEP_BYTES`] for
+/// the result, and the whole of it, redacted a block of whole lines at a
+/// time, in an artifact file created on the first byte.
+struct Capture {
+    artifact: PathBuf,
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    total: u64,
+    /// Bytes not yet written to the artifact (an unfinished line).
+    pending: Vec<u8>,
+    file: Option<File>,
+    written: u64,
+}
+
+impl Capture {
+    fn new(artifact: PathBuf) -> Capture {
+        Capture {
+            artifact,
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            total: 0,
+            pending: Vec::new(),
+            file: None,
+            written: 0,
         }
-        if file.is_none() {
-            *file = File::create(&artifact).ok();
-        }
-        if let Some(f) = file.as_mut() {
-            let text = String::from_utf8_lossy(pending);
-            let red = crate::redact::redact_str(&text);
-            let room = (ARTIFACT_MAX_BYTES - *written) as usize;
-            let bytes = red.as_bytes();
-            let n = bytes.len().min(room);
-            if f.write_all(&bytes[..n]).is_ok() {
-                *written += n as u64;
-            }
-        }
-        pending.clear();
-    };
-    loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let data = &chunk[..n];
-        total += n as u64;
-        let room = KEEP_BYTES.saturating_sub(head.len());
-        head.extend_from_slice(&data[..room.min(n)]);
-        if n > room {
-            tail.extend(&data[room.min(n)..]);
-            let excess = tail.len().saturating_sub(KEEP_BYTES);
-            tail.drain(..excess);
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        let room = KEEP_BYTES.saturating_sub(self.head.len()).min(data.len());
+        self.head.extend_from_slice(&data[..room]);
+        if data.len() > room {
+            self.tail.extend(&data[room..]);
+            let excess = self.tail.len().saturating_sub(KEEP_BYTES);
+            self.tail.drain(..excess);
         }
         // Redact whole lines, in blocks of about 64 KiB (a line with no end
         // is cut at 256 KiB).
-        pending.extend_from_slice(data);
-        if pending.len() >= 64 * 1024 {
-            match pending.iter().rposition(|b| *b == b'\n') {
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= 64 * 1024 {
+            match self.pending.iter().rposition(|b| *b == b'\n') {
                 Some(end) => {
-                    let rest = pending.split_off(end + 1);
-                    flush_pending(&mut pending, &mut file, &mut written);
-                    pending = rest;
+                    let rest = self.pending.split_off(end + 1);
+                    self.flush();
+                    self.pending = rest;
                 }
-                None if pending.len() >= 256 * 1024 => {
-                    flush_pending(&mut pending, &mut file, &mut written)
-                }
+                None if self.pending.len() >= 256 * 1024 => self.flush(),
                 None => {}
             }
         }
     }
-    flush_pending(&mut pending, &mut file, &mut written);
-    let kept = head.len() as u64 + tail.len() as u64;
-    let mut text = String::from_utf8_lossy(&head).into_owned();
-    if total > kept {
-        text.push_str(&format!(
-            "\n…[{} bytes omitted; full output in {}]…\n",
-            total - kept,
-            artifact.display()
-        ));
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() || self.written >= ARTIFACT_MAX_BYTES {
+            self.pending.clear();
+            return;
+        }
+        if self.file.is_none() {
+            self.file = File::create(&self.artifact).ok();
+        }
+        if let Some(f) = self.file.as_mut() {
+            let text = String::from_utf8_lossy(&self.pending);
+            let red = crate::redact::redact_str(&text);
+            let n = red.len().min((ARTIFACT_MAX_BYTES - self.written) as usize);
+            if f.write_all(&red.as_bytes()[..n]).is_ok() {
+                self.written += n as u64;
+            }
+        }
+        self.pending.clear();
     }
-    let tail: Vec<u8> = tail.into_iter().collect();
-    text.push_str(&String::from_utf8_lossy(&tail));
-    Captured {
-        text: crate::redact::redact_str(&text).into_owned(),
-        file: file.map(|_| artifact),
+
+    fn finish(mut self) -> Captured {
+        self.flush();
+        let kept = self.head.len() as u64 + self.tail.len() as u64;
+        let mut text = String::from_utf8_lossy(&self.head).into_owned();
+        if self.total > kept {
+            text.push_str(&format!(
+                "\n…[{} bytes omitted; full output in {}]…\n",
+                self.total - kept,
+                self.artifact.display()
+            ));
+        }
+        let tail: Vec<u8> = self.tail.into_iter().collect();
+        text.push_str(&String::from_utf8_lossy(&tail));
+        Captured {
+            text: crate::redact::redact_str(&text).into_owned(),
+            file: self.file.map(|_| self.artifact),
+        }
+    }
+}
+
+/// A child's output pipe and its capture.
+struct Stream<R> {
+    pipe: Option<R>,
+    capture: Capture,
+}
+
+/// Read whatever both pipes have, in this thread (poll(2), no reader
+/// threads), until both are closed, `deadline` passes, or — when `child` is
+/// given — the child has exited (its output is then drained for at most
+/// [`PIPE_GRACE`], since a process that left its group may hold the pipes).
+fn pump(
+    out: &mut Stream<std::process::ChildStdout>,
+    err: &mut Stream<std::process::ChildStderr>,
+    deadline: Instant,
+    mut child: Option<&mut std::process::Child>,
+) -> PumpEnd {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut exited = None;
+    let mut deadline = deadline;
+    while out.pipe.is_some() || err.pipe.is_some() {
+        if exited.is_none() {
+            if let Some(c) = child.as_deref_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    exited = Some(status);
+                    deadline = deadline.min(Instant::now() + PIPE_GRACE);
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // Wake at least every 50 ms to notice the child's exit.
+        let wait_ms = left
+            .as_millis()
+            .min(if child.is_some() && exited.is_none() {
+                50
+            } else {
+                60_000
+            }) as i32
+            + 1;
+        let timeout = PollTimeout::try_from(wait_ms).unwrap_or(PollTimeout::MAX);
+        let (mut out_ready, mut err_ready) = (false, false);
+        {
+            let mut fds = Vec::with_capacity(2);
+            if let Some(p) = &out.pipe {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(p) = &err.pipe {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let mut it = fds.iter();
+            if out.pipe.is_some() {
+                out_ready = it.next().is_some_and(ready);
+            }
+            if err.pipe.is_some() {
+                err_ready = it.next().is_some_and(ready);
+            }
+        }
+        if out_ready {
+            read_once(&mut out.pipe, &mut out.capture, &mut buf);
+        }
+        if err_ready {
+            read_once(&mut err.pipe, &mut err.capture, &mut buf);
+        }
+    }
+    match exited {
+        Some(status) => PumpEnd::Exited(status),
+        None if out.pipe.is_none() && err.pipe.is_none() => PumpEnd::Closed,
+        None => PumpEnd::Deadline,
+    }
+}
+
+/// Why [`pump`] returned.
+enum PumpEnd {
+    /// Both pipes closed; the child may still run.
+    Closed,
+    /// The child exited (pipes drained or their grace is over).
+    Exited(std::process::ExitStatus),
+    /// The deadline passed first.
+    Deadline,
+}
+
+/// One read from a pipe poll(2) said is ready; EOF or an error closes it.
+fn read_once<R: Read>(pipe: &mut Option<R>, capture: &mut Capture, buf: &mut [u8]) {
+    if let Some(p) = pipe.as_mut() {
+        match p.read(buf) {
+            Ok(0) => *pipe = None,
+            Ok(n) => capture.feed(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => *pipe = None,
+        }
     }
 }
 
@@ -242,48 +357,53 @@ pub fn run_gate(spec: &GateSpec, project: &Path, artifacts: &Path) -> GateResult
     };
     let pid = child.id();
     let base = artifacts.join(slug(&spec.name));
-    let (out, err) = (child.stdout.take(), child.stderr.take());
-    let (out_path, err_path) = (base.with_extension("stdout"), base.with_extension("stderr"));
-    let (tx_out, rx_out) = mpsc::channel();
-    let (tx_err, rx_err) = mpsc::channel();
-    if let Some(out) = out {
-        std::thread::spawn(move || {
-            let _ = tx_out.send(capture(out, out_path));
-        });
-    }
-    if let Some(err) = err {
-        std::thread::spawn(move || {
-            let _ = tx_err.send(capture(err, err_path));
-        });
-    }
-    let (tx_exit, rx_exit) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx_exit.send(child.wait());
-    });
-    let timeout = Duration::from_secs(spec.timeout_secs.max(1));
-    let status = match rx_exit.recv_timeout(timeout) {
-        Ok(s) => s.ok(),
-        Err(_) => {
-            result.timed_out = true;
-            kill_group(pid);
-            rx_exit.recv_timeout(PIPE_GRACE).ok().and_then(|s| s.ok())
+    let mut out = Stream {
+        pipe: child.stdout.take(),
+        capture: Capture::new(base.with_extension("stdout")),
+    };
+    let mut err = Stream {
+        pipe: child.stderr.take(),
+        capture: Capture::new(base.with_extension("stderr")),
+    };
+    let deadline = started + Duration::from_secs(spec.timeout_secs.max(1));
+    // Output first (a full pipe would block the gate), then its exit.
+    let mut status = match pump(&mut out, &mut err, deadline, Some(&mut child)) {
+        PumpEnd::Exited(s) => Some(s),
+        PumpEnd::Deadline => None,
+        // Both pipes closed: usually the gate is exiting right now, but it
+        // may have closed them and kept running. Back off from 20 µs.
+        PumpEnd::Closed => {
+            let mut nap = Duration::from_micros(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(s)) => break Some(s),
+                    Ok(None) if Instant::now() >= deadline => break None,
+                    Ok(None) => {
+                        std::thread::sleep(nap);
+                        nap = (nap * 2).min(Duration::from_millis(5));
+                    }
+                    Err(_) => break None,
+                }
+            }
         }
     };
+    if status.is_none() {
+        result.timed_out = true;
+        kill_group(pid);
+        status = child.wait().ok();
+    }
     // Nothing the gate started outlives it.
     kill_group(pid);
-    let deadline = Instant::now() + PIPE_GRACE;
-    let wait = |rx: mpsc::Receiver<Captured>| {
-        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .ok()
-    };
-    if let Some(c) = wait(rx_out) {
-        result.stdout = c.text;
-        result.stdout_file = c.file;
+    if result.timed_out {
+        // Take what the killed group left in the pipes (bounded: a process
+        // that escaped the group may hold them open).
+        pump(&mut out, &mut err, Instant::now() + PIPE_GRACE, None);
     }
-    if let Some(c) = wait(rx_err) {
-        result.stderr = c.text;
-        result.stderr_file = c.file;
-    }
+    let (o, e) = (out.capture.finish(), err.capture.finish());
+    result.stdout = o.text;
+    result.stdout_file = o.file;
+    result.stderr = e.text;
+    result.stderr_file = e.file;
     result.duration_ms = started.elapsed().as_millis() as u64;
     match status {
         Some(s) => {
@@ -340,6 +460,39 @@ mod tests {
         let r = run_gate(&s, d.path(), d.path());
         assert!(!r.passed && r.exit_code.is_none());
         assert!(r.stderr.contains("cannot start"), "{}", r.stderr);
+    }
+
+    #[test]
+    fn a_gate_that_closes_its_output_still_times_out() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let r = run_gate(
+            &spec("quiet", "echo bye; exec >&- 2>&-; sleep 30", 1),
+            d.path(),
+            d.path(),
+        );
+        assert!(r.timed_out && !r.passed, "{r:?}");
+        assert_eq!(r.stdout, "bye\n");
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_escaped_process_holding_the_pipe_delays_the_result_only_boundedly() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        // setsid moves the sleeper out of the gate's process group with the pipe.
+        let r = run_gate(
+            &spec("escape", "setsid sleep 4 & echo started", 30),
+            d.path(),
+            d.path(),
+        );
+        assert!(r.passed && !r.timed_out, "{r:?}");
+        assert!(r.stdout.starts_with("started"), "{r:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
     }
 
     #[test]
