@@ -16,6 +16,9 @@ fn calls(c: &mut Criterion) {
     omk.metrics().unwrap();
     let mut g = c.benchmark_group("calls");
     g.bench_function("rust_metrics", |b| b.iter(|| omk.metrics().unwrap()));
+    g.bench_function("rust_call_version", |b| {
+        b.iter(|| omk.call("version", &serde_json::Value::Null).unwrap())
+    });
     g.bench_function("rust_call_metrics_json", |b| {
         b.iter(|| {
             serde_json::to_string(&omk.call("metrics", &serde_json::Value::Null).unwrap()).unwrap()

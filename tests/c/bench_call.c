@@ -33,10 +33,33 @@ static void one_call(omk_t *h) {
     omk_string_free(out);
 }
 
+/* The boundary alone: the `version` op touches no file. */
+static void version_call(omk_t *h) {
+    char *out = NULL;
+    if (omk_call(h, "version", NULL, &out) != OMK_RESULT_OK) {
+        fprintf(stderr, "omk_call version: %s\n", omk_last_error_message());
+        exit(1);
+    }
+    omk_string_free(out);
+}
+
+/* Median per-call time of `batches` batches of `per_batch` calls. */
+static double median_ns(omk_t *h, void (*call)(omk_t *), long batches, long per_batch, double *ns) {
+    long i, b;
+    for (i = 0; i < per_batch && i < 10000; i++) call(h); /* warm-up */
+    for (b = 0; b < batches; b++) {
+        double start = now_ns();
+        for (i = 0; i < per_batch; i++) call(h);
+        ns[b] = (now_ns() - start) / (double)per_batch;
+    }
+    qsort(ns, (size_t)batches, sizeof *ns, cmp_double);
+    return ns[batches / 2];
+}
+
 int main(int argc, char **argv) {
     long calls = argc > 1 ? atol(argv[1]) : 200000;
     long batches = argc > 2 ? atol(argv[2]) : 21;
-    long per_batch, i, b;
+    long per_batch;
     double *ns;
     char dir[] = "/tmp/omk-bench-XXXXXX";
     char state[64];
@@ -55,16 +78,10 @@ int main(int argc, char **argv) {
     per_batch = calls / batches;
     ns = malloc((size_t)batches * sizeof *ns);
 
-    for (i = 0; i < per_batch && i < 10000; i++) one_call(h); /* warm-up */
-    for (b = 0; b < batches; b++) {
-        double start = now_ns();
-        for (i = 0; i < per_batch; i++) one_call(h);
-        ns[b] = (now_ns() - start) / (double)per_batch;
-    }
-    qsort(ns, (size_t)batches, sizeof *ns, cmp_double);
+    printf("c_metrics_ns %.0f\n", median_ns(h, one_call, batches, per_batch, ns));
     fprintf(stderr, "omk %s: %ld batches of %ld omk_metrics calls, min %.0f ns, max %.0f ns\n",
             omk_version(), batches, per_batch, ns[0], ns[batches - 1]);
-    printf("c_metrics_ns %.0f\n", ns[batches / 2]);
+    printf("c_version_ns %.0f\n", median_ns(h, version_call, batches, per_batch, ns));
 
     free(ns);
     omk_close(h);

@@ -31,7 +31,15 @@ def main() -> None:
             for _ in range(args.calls):
                 metrics()
             per_call.append((time.perf_counter_ns() - start) / args.calls)
-    print(f"py_metrics_ns {round(statistics.median(per_call))}")
+        print(f"py_metrics_ns {round(statistics.median(per_call))}")
+        version = o.call
+        per_call = []
+        for _ in range(args.batches):
+            start = time.perf_counter_ns()
+            for _ in range(args.calls):
+                version("version")
+            per_call.append((time.perf_counter_ns() - start) / args.calls)
+        print(f"py_version_ns {round(statistics.median(per_call))}")
 
 
 if __name__ == "__main__":
