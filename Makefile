@@ -92,12 +92,13 @@ peer-test: build peers
 header:
 	OMK_WRITE_HEADER=1 $(CARGO) test -q -p omk-ffi --test header
 
-## bench: criterion benchmarks, then the medians and ratios.
+## bench: criterion benchmarks, the team and call-overhead benches; medians and ratios.
 bench: $(VPY) peers
 	$(CARGO) bench -p omk-core
 	$(VPY) scripts/bench_report.py $(TARGET)/criterion
 	$(CARGO) build --release -p omk-cli -p omk-scripted-agent
 	$(VPY) scripts/bench_team.py --runs 7 --kimi
+	$(VPY) scripts/bench_calls.py
 
 clean:
 	$(CARGO) clean
