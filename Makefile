@@ -43,8 +43,10 @@ build: $(VPY)
 
 ## demo: a 3-worker team on the bundled scripted agent, in a scratch project.
 demo: build
-	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/state $(DEMO_DIR)/project
-	@echo "== scratch project: $(DEMO_DIR)/project, state: $(DEMO_DIR)/state"
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/state $(DEMO_DIR)/project/.omk
+	@printf '[[gate]]\nname = "readme"\ncommand = "test -s README.md"\n\n[[gate]]\nname = "license"\ncommand = ["test", "-s", "LICENSE"]\n' \
+	  > $(DEMO_DIR)/project/.omk/gates.toml
+	@echo "== scratch project: $(DEMO_DIR)/project (gates in .omk/gates.toml), state: $(DEMO_DIR)/state"
 	cd $(DEMO_DIR)/project && OMK_STATE_DIR=$(DEMO_DIR)/state \
 	  OMK_KIMI_BIN=$(TARGET)/debug/omk-scripted-agent XDG_CONFIG_HOME=$(DEMO_DIR)/xdg \
 	  $(OMK) team run 3:executor "Create the project's first files" --name demo \
@@ -52,6 +54,7 @@ demo: build
 	    --subtask "Add a license file [write:LICENSE:MIT]" \
 	    --subtask "Report what the project contains [tokens:1200:300]" --json
 	@echo "== files the team wrote:" && ls -l $(DEMO_DIR)/project
+	@echo "== the proof's gates:" && grep -E '"(name|passed|command_line)"' $(DEMO_DIR)/state/team/demo/proof.json | tail -6
 	@echo "== team list:" && OMK_STATE_DIR=$(DEMO_DIR)/state $(OMK) team list
 
 test: deps $(VPY) fmt-check clippy cargo-test c-test py-test peer-test
