@@ -12,6 +12,7 @@
 //! ```
 
 pub mod agent;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod events;
