@@ -1158,3 +1158,29 @@ fn verifying_runs_the_required_gates_and_the_proof_embeds_them() {
         "{proof}"
     );
 }
+
+#[test]
+fn a_pool_that_refuses_every_worker_fails_the_run_and_says_why() {
+    let f = Fixture::new(30, 1);
+    let mut cfg = std::fs::read_to_string(&f.config).unwrap();
+    // Any team state at all is over this cap, so admission is refused.
+    cfg.push_str("\n[pools.tiny]\nmax_workers = 1\nmax_disk_gb = 0.000000001\n");
+    std::fs::write(&f.config, cfg).unwrap();
+    let (code, doc) = run_team_with(&f, "1:executor", "refused", &["a"], &["--pool", "tiny"]);
+    assert_eq!((code, doc["phase"].as_str()), (1, Some("Failed")), "{doc}");
+    let reason = doc["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("refused") && reason.contains("max_disk_gb"),
+        "{reason}"
+    );
+    assert_eq!(f.events_of("refused", "pool_rejected").len(), 1);
+    let pools = json(&f.omk(&["pools", "status", "--json"]));
+    let tiny = pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tiny")
+        .cloned()
+        .unwrap();
+    assert_eq!(tiny["total_rejected"], 1, "{pools}");
+}

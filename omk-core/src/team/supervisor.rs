@@ -58,6 +58,8 @@ pub(super) struct Run {
     pub(super) doc: TeamDoc,
     /// Earliest time each task may be claimed (retry backoff).
     pub(super) not_before: Vec<Option<Instant>>,
+    /// Why the pool refused a worker, if it did.
+    pub(super) not_admitted: Option<String>,
 }
 
 /// Everything the workers of one run share.
@@ -129,6 +131,7 @@ impl RunContext {
             run: Mutex::new(Run {
                 doc,
                 not_before: vec![None; n],
+                not_admitted: None,
             }),
             name,
             persister,
@@ -522,7 +525,15 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
                     .filter(|t| t.status != TaskStatus::Completed)
                     .map(|t| t.id.clone())
                     .collect();
-                Some(format!("task(s) not completed: {}", failed.join(", ")))
+                let refused = r
+                    .not_admitted
+                    .as_ref()
+                    .map(|why| format!("; the pool refused worker(s): {why}"))
+                    .unwrap_or_default();
+                Some(format!(
+                    "task(s) not completed: {}{refused}",
+                    failed.join(", ")
+                ))
             }
             _ => None,
         };

@@ -400,23 +400,26 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok(Admission::Rejected(why)) | Err(Error::Conflict(why)) => {
-                    self.ctx.emit(
-                        EventKind::PoolRejected,
-                        Some(&self.id),
-                        json!({ "pool": pool, "reason": why }),
-                    );
+                    self.not_admitted(&pool, why);
                     return None;
                 }
                 Err(e) => {
-                    self.ctx.emit(
-                        EventKind::PoolRejected,
-                        Some(&self.id),
-                        json!({ "pool": pool, "reason": e.to_string() }),
-                    );
+                    self.not_admitted(&pool, e.to_string());
                     return None;
                 }
             }
         }
+    }
+
+    /// The pool refused this worker: say so in the events and keep the
+    /// reason for the run's outcome.
+    fn not_admitted(&self, pool: &str, why: String) {
+        self.ctx.emit(
+            EventKind::PoolRejected,
+            Some(&self.id),
+            json!({ "pool": pool, "reason": why }),
+        );
+        self.ctx.update(|r| r.not_admitted = Some(why));
     }
 
     pub(super) fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
