@@ -296,7 +296,7 @@ fn run_with_timeout(path: &Path, args: &[&str], timeout: Duration) -> Result<Str
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if Instant::now() >= deadline => {
-                kill_group(child.id());
+                crate::process::kill_group(child.id());
                 let _ = child.wait();
                 return Err(format!("no answer within {}s", timeout.as_secs()));
             }
@@ -305,7 +305,7 @@ fn run_with_timeout(path: &Path, args: &[&str], timeout: Duration) -> Result<Str
         }
     };
     // Grandchildren may still hold the pipes; do not wait on them forever.
-    kill_group(child.id());
+    crate::process::kill_group(child.id());
     let (out, err) = reader.join().unwrap_or_default();
     let first_line = |b: &[u8]| {
         String::from_utf8_lossy(b)
@@ -323,15 +323,6 @@ fn run_with_timeout(path: &Path, args: &[&str], timeout: Duration) -> Result<Str
     first_line(&out)
         .or_else(|| first_line(&err))
         .ok_or_else(|| "printed nothing".to_string())
-}
-
-fn kill_group(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 #[cfg(test)]

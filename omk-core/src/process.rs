@@ -45,36 +45,31 @@ impl ProcessId {
             (Some((_, now)), Some(recorded)) if now != recorded => false,
             // Our leader, or no process with that pid: members of the group
             // may outlive the leader, and nobody else can own that group id.
-            _ => signal_group(self.pid),
+            _ => kill_group(self.pid),
         }
     }
 }
 
-fn signal_group(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    if pid <= 1 {
-        return false;
-    }
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .is_ok()
+/// A process group omk may signal: never 0 (our own group) or 1 (init).
+fn group_pid(pgid: u32) -> Option<nix::unistd::Pid> {
+    i32::try_from(pgid)
+        .ok()
+        .filter(|p| *p > 1)
+        .map(nix::unistd::Pid::from_raw)
+}
+
+/// SIGKILL process group `pgid` (a child started with `process_group(0)`
+/// leads a group with its own pid). Returns whether a signal was sent.
+pub fn kill_group(pgid: u32) -> bool {
+    group_pid(pgid)
+        .is_some_and(|pid| nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL).is_ok())
 }
 
 /// Whether any process of group `pgid` is still running.
 pub fn group_alive(pgid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pgid) else {
-        return false;
-    };
-    if pid <= 1 {
-        return false;
-    }
     // Signal 0 checks existence; zombies of an exited group count as gone
     // once reaped by their parent.
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    group_pid(pgid).is_some_and(|pid| nix::sys::signal::killpg(pid, None).is_ok())
 }
 
 fn start_time(pid: u32) -> Option<u64> {

@@ -392,17 +392,6 @@ fn describe_exit(s: ExitStatus) -> String {
     }
 }
 
-fn kill_group(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        if pid > 0 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
 impl AgentBackend for WireAgent {
     fn pid(&self) -> u32 {
         self.shared.pid
@@ -452,17 +441,17 @@ impl AgentBackend for WireAgent {
             // Closing stdin is the Wire way to say goodbye.
             self.shared.stdin.lock().await.take();
             if wait_exit(&self.shared.exit, grace).await.is_none() {
-                kill_group(self.shared.pid);
+                crate::process::kill_group(self.shared.pid);
             }
             let status = wait_exit(&self.shared.exit, Duration::from_secs(5)).await;
             // Whatever the agent left in its group goes with it.
-            kill_group(self.shared.pid);
+            crate::process::kill_group(self.shared.pid);
             status
         })
     }
 
     fn kill(&self) {
-        kill_group(self.shared.pid);
+        crate::process::kill_group(self.shared.pid);
     }
 
     fn last_activity(&self) -> Instant {
@@ -486,7 +475,7 @@ impl Drop for WireAgent {
     fn drop(&mut self) {
         // Never leave an agent running behind a dropped handle.
         if self.shared.exit.borrow().is_none() {
-            kill_group(self.shared.pid);
+            crate::process::kill_group(self.shared.pid);
         }
     }
 }

@@ -304,17 +304,6 @@ fn read_once<R: Read>(pipe: &mut Option<R>, capture: &mut Capture, buf: &mut [u8
     }
 }
 
-fn kill_group(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        if pid > 1 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
 /// Run one gate in `project`, writing artifacts under `artifacts`.
 pub fn run_gate(spec: &GateSpec, project: &Path, artifacts: &Path) -> GateResult {
     let started = Instant::now();
@@ -389,11 +378,11 @@ pub fn run_gate(spec: &GateSpec, project: &Path, artifacts: &Path) -> GateResult
     };
     if status.is_none() {
         result.timed_out = true;
-        kill_group(pid);
+        crate::process::kill_group(pid);
         status = child.wait().ok();
     }
     // Nothing the gate started outlives it.
-    kill_group(pid);
+    crate::process::kill_group(pid);
     if result.timed_out {
         // Take what the killed group left in the pipes (bounded: a process
         // that escaped the group may hold them open).
