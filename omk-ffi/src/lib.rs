@@ -208,16 +208,7 @@ unsafe impl Sync for HostApprover {}
 impl HostApprover {
     fn decide(&self, req: &omk_core::agent::ApprovalRequest) -> omk_core::agent::Decision {
         use omk_core::agent::Decision;
-        let request = json!({
-            "id": req.id,
-            "sender": req.sender,
-            "action": req.action,
-            "description": req.description,
-            "paths": req.paths(),
-            "commands": req.commands(),
-            "agent_id": req.agent_id,
-        });
-        let Ok(text) = std::ffi::CString::new(request.to_string()) else {
+        let Ok(text) = std::ffi::CString::new(req.summary().to_string()) else {
             return Decision::reject("the approval request could not be passed to the host");
         };
         // SAFETY: the callback was given by the host with this contract;

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use omk_core::agent::{ApprovalRequest, Approver, Decision};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use serde_json::json;
 
 use crate::convert::to_py;
 
@@ -21,16 +20,7 @@ pub fn from_callable(callable: Py<PyAny>) -> Approver {
 }
 
 fn ask(py: Python<'_>, callable: &Py<PyAny>, req: &ApprovalRequest) -> Decision {
-    let request = json!({
-        "id": req.id,
-        "sender": req.sender,
-        "action": req.action,
-        "description": req.description,
-        "paths": req.paths(),
-        "commands": req.commands(),
-        "agent_id": req.agent_id,
-    });
-    let answer = to_py(py, &request).and_then(|arg| callable.call1(py, (arg,)));
+    let answer = to_py(py, &req.summary()).and_then(|arg| callable.call1(py, (arg,)));
     match answer {
         Ok(a) => interpret(a.bind(py)),
         Err(e) => Decision::reject(format!("the Python approver raised {e}")),

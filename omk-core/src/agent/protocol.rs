@@ -94,6 +94,21 @@ impl ApprovalRequest {
             .collect()
     }
 
+    /// What a host approver is shown (C `omk_set_approver`, Python
+    /// `approval=`): `id`, `sender`, `action`, `description`, `paths`,
+    /// `commands`, `agent_id`.
+    pub fn summary(&self) -> Value {
+        json!({
+            "id": self.id,
+            "sender": self.sender,
+            "action": self.action,
+            "description": self.description,
+            "paths": self.paths(),
+            "commands": self.commands(),
+            "agent_id": self.agent_id,
+        })
+    }
+
     /// Commands named by `shell` display blocks.
     pub fn commands(&self) -> Vec<&str> {
         self.display
