@@ -138,6 +138,49 @@ impl Default for PoolConfig {
     }
 }
 
+/// `[goal]`: the goal controller, stagnation detection and the price table
+/// budgets in USD are estimated with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoalConfig {
+    /// Controller iterations (execution + verification rounds) a goal may
+    /// take before it ends `not_ready`, budgets permitting.
+    pub max_iterations: u32,
+    /// Execution waves a task may take part in before it counts as failed.
+    pub max_task_attempts: u32,
+    /// Most tasks the planner may propose.
+    pub max_tasks: usize,
+    /// Iterations the stagnation detectors look at.
+    pub stagnation_window: usize,
+    /// Iterations recorded before any detector may fire.
+    pub stagnation_warmup: usize,
+    /// Confidence at which a goal counts as stagnant (0..=1).
+    pub stagnation_threshold: f64,
+    /// Tokens spent without any proof progress that count as a burn.
+    pub token_burn_tokens: u64,
+    /// USD per million input tokens.
+    pub input_usd_per_mtok: f64,
+    /// USD per million output tokens.
+    pub output_usd_per_mtok: f64,
+}
+
+impl Default for GoalConfig {
+    fn default() -> Self {
+        GoalConfig {
+            max_iterations: 10,
+            max_task_attempts: 2,
+            max_tasks: 32,
+            stagnation_window: 10,
+            stagnation_warmup: 3,
+            stagnation_threshold: 0.6,
+            token_burn_tokens: 200_000,
+            // Moonshot's list price for kimi-k2 (2026): $0.60 in, $2.50 out.
+            input_usd_per_mtok: 0.60,
+            output_usd_per_mtok: 2.50,
+        }
+    }
+}
+
 /// The merged configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,6 +188,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub health: HealthConfig,
     pub team: TeamConfig,
+    pub goal: GoalConfig,
     /// Pools by name; `default` always exists.
     pub pools: std::collections::BTreeMap<String, PoolConfig>,
     /// The files that were found and merged, earliest first.

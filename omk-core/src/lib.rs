@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod gate;
+pub mod goal;
 pub mod health;
 pub mod ids;
 pub mod metrics;
@@ -147,7 +148,7 @@ impl Omk {
         health::run_checks(&self.inner.paths, self.inner.config.as_ref())
     }
 
-    fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+    pub(crate) fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
         let rt = self.inner.runtime.get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -347,6 +348,117 @@ impl Omk {
     /// Remove queue entries and slots whose owner died or whose run ended.
     pub fn pools_cleanup(&self) -> Result<Value> {
         self.pools()?.cleanup()
+    }
+
+    // ---- Goals (DESIGN.md §9). `id` may be `latest` everywhere. ----
+
+    /// Create a goal and run its controller to a stop (ready, not ready,
+    /// blocked, out of budget, paused or cancelled). With `request.detach`,
+    /// return the created goal at once while a thread of this process runs
+    /// the controller (the CLI detaches into its own process instead, with
+    /// [`Omk::goal_create`] and [`Omk::goal_drive`]).
+    pub fn goal_run(&self, request: &goal::GoalRunRequest) -> Result<goal::GoalState> {
+        let state = self.goal_create(request)?;
+        if request.detach {
+            let omk = self.clone();
+            let id = state.goal_id.clone();
+            std::thread::Builder::new()
+                .name(format!("omk-{id}"))
+                .spawn(move || {
+                    if let Err(e) = omk.goal_drive(&id, false) {
+                        tracing::error!("goal {id}: {e}");
+                    }
+                })
+                .map_err(|e| Error::io("start the goal thread", e))?;
+            return Ok(state);
+        }
+        self.goal_drive(&state.goal_id, false)
+    }
+
+    /// Validate a goal request and create the goal without running it.
+    pub fn goal_create(&self, request: &goal::GoalRunRequest) -> Result<goal::GoalState> {
+        goal::create(self, request)
+    }
+
+    /// Run a goal's controller until it stops, or (`one_step`) for one step
+    /// (`omk goal execute`).
+    pub fn goal_drive(&self, id: &str, one_step: bool) -> Result<goal::GoalState> {
+        goal::drive(self, id, one_step)
+    }
+
+    /// Every goal, newest first.
+    pub fn goal_list(&self) -> Result<goal::GoalList> {
+        goal::list(&self.inner.paths)
+    }
+
+    /// A goal's full state (API.md GoalState).
+    pub fn goal_show(&self, id: &str) -> Result<goal::GoalState> {
+        goal::show(&self.inner.paths, id)
+    }
+
+    /// A goal's proof (API.md GoalProof).
+    pub fn goal_proof(&self, id: &str) -> Result<goal::GoalProof> {
+        goal::proof(self, id)
+    }
+
+    /// The deduplicated timeline (API.md GoalReplay).
+    pub fn goal_replay(&self, id: &str) -> Result<goal::GoalReplay> {
+        goal::replay(&self.inner.paths, id)
+    }
+
+    /// Budgets, use and checkpoints (API.md GoalBudgetReport).
+    pub fn goal_budget(&self, id: &str) -> Result<goal::budget::BudgetReport> {
+        goal::budget(self, id)
+    }
+
+    /// Raise a goal's budgets (at least one amount).
+    pub fn goal_budget_add(
+        &self,
+        id: &str,
+        time: Option<&str>,
+        tokens: Option<u64>,
+        usd: Option<f64>,
+    ) -> Result<goal::budget::BudgetReport> {
+        goal::budget_add(self, id, time, tokens, usd)
+    }
+
+    /// Stagnation detection over the recorded iterations (API.md StagnationReport).
+    pub fn goal_diagnose(&self, id: &str) -> Result<goal::StagnationReport> {
+        goal::diagnose(self, id)
+    }
+
+    /// Write a recovery checkpoint and propose a recovery plan.
+    pub fn goal_recover(&self, id: &str) -> Result<goal::Recovery> {
+        goal::recover(self, id)
+    }
+
+    /// Restore the latest (or the named) checkpoint; `git` also resets the
+    /// project's work tree to the checkpoint's commit.
+    pub fn goal_rollback(
+        &self,
+        id: &str,
+        checkpoint: Option<u32>,
+        git: bool,
+    ) -> Result<goal::Rollback> {
+        goal::rollback(self, id, checkpoint, git)
+    }
+
+    pub fn goal_pause(&self, id: &str) -> Result<goal::GoalState> {
+        goal::pause(self, id)
+    }
+
+    /// Continue a paused, interrupted, out-of-budget or not-ready goal.
+    pub fn goal_resume(&self, id: &str) -> Result<goal::GoalState> {
+        goal::resume(self, id)
+    }
+
+    pub fn goal_cancel(&self, id: &str) -> Result<goal::GoalState> {
+        goal::cancel(self, id)
+    }
+
+    /// Run the gates now and refresh the proof.
+    pub fn goal_verify(&self, id: &str) -> Result<goal::GoalProof> {
+        goal::verify(self, id)
     }
 
     /// Run an operation by name with JSON params: the table shared by the C

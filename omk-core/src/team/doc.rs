@@ -109,6 +109,9 @@ pub struct TeamDoc {
     pub ended_at: Option<DateTime<Utc>>,
     /// Tokens used by the whole run (planning included).
     pub tokens: u64,
+    /// The output share of `tokens` (priced differently from input).
+    #[serde(default)]
+    pub output_tokens: u64,
     /// Why the run failed, was shut down or was interrupted.
     pub reason: Option<String>,
 }

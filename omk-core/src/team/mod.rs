@@ -170,6 +170,7 @@ pub fn prepare(
         updated_at: now,
         ended_at: None,
         tokens: 0,
+        output_tokens: 0,
         reason: None,
     };
     store::write_doc(

@@ -28,11 +28,14 @@ pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Strin
     worker.record("prompt", json!({ "text": prompt }));
     ctx.count(&[(Counter::AskCalls, 1)]);
     let end = worker.turn(&agent, &prompt).await;
-    let tokens = match &end {
-        TurnEnd::Finished(o) => o.record.usage.total(),
-        _ => agent.partial_turn().usage.total(),
+    let usage = match &end {
+        TurnEnd::Finished(o) => o.record.usage,
+        _ => agent.partial_turn().usage,
     };
-    ctx.update(|r| r.doc.tokens += tokens);
+    ctx.update(|r| {
+        r.doc.tokens += usage.total();
+        r.doc.output_tokens += usage.output;
+    });
     worker.drop_agent(true).await;
     match end {
         TurnEnd::Finished(o) if o.status == TurnStatus::Finished => parse_plan(&o.record.text, max),

@@ -248,10 +248,12 @@ impl Worker {
         let end = self.turn(&agent, &prompt).await;
         // Usage as the agent's reader saw it, before the turn's answer (or
         // its death) was known: complete even when the turn failed.
-        let tokens = match &end {
-            TurnEnd::Finished(o) => o.record.usage.total(),
-            _ => agent.partial_turn().usage.total(),
+        let usage = match &end {
+            TurnEnd::Finished(o) => o.record.usage,
+            _ => agent.partial_turn().usage,
         };
+        let tokens = usage.total();
+        self.ctx.update(|r| r.doc.output_tokens += usage.output);
         let how = match &end {
             TurnEnd::Finished(o) => serde_json::to_value(&o.status).unwrap_or(Value::Null),
             TurnEnd::Errored(why) => json!({ "status": "agent_error", "error": why }),
