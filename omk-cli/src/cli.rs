@@ -58,6 +58,9 @@ pub enum Command {
     /// Verification gates and their circuit breakers.
     #[command(subcommand)]
     Gates(GatesCommand),
+    /// Durable goals: plan, execute, verify and prove an outcome.
+    #[command(subcommand)]
+    Goal(crate::goal::GoalCommand),
 }
 
 impl Command {
@@ -75,6 +78,7 @@ impl Command {
             Command::Gates(GatesCommand::Run(a)) => a.json,
             Command::Gates(GatesCommand::Status(a)) => a.json,
             Command::Gates(GatesCommand::Reset(a)) => a.json,
+            Command::Goal(g) => g.wants_json(),
         }
     }
 }

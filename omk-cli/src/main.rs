@@ -5,6 +5,7 @@
 mod cli;
 mod doctor;
 mod gates;
+mod goal;
 mod output;
 mod pools;
 mod team;
@@ -46,6 +47,7 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::Team(cmd) => team::run(&omk, &cli.global, cmd),
         Command::Pools(cmd) => pools::run(&omk, cmd),
         Command::Gates(cmd) => gates::run(&omk, cmd),
+        Command::Goal(cmd) => goal::run(&omk, &cli.global, cmd),
     }
 }
 

@@ -163,9 +163,9 @@ impl Controller<'_> {
     pub fn step(&self) -> Result<Step> {
         let started = Instant::now();
         let out = self.step_inner();
-        let secs = started.elapsed().as_secs();
+        let ms = started.elapsed().as_millis() as u64;
         let _ = state::update_controller(&self.dir, |c| {
-            c.active_secs += secs;
+            c.active_ms += ms;
             Ok(())
         });
         out
@@ -394,7 +394,7 @@ impl Controller<'_> {
             .ok_or_else(|| Error::corrupt(&TaskGraph::file(&self.dir), "missing in execution"))?;
         if self.settle_interrupted(&mut graph)? {
             graph.save(&self.dir)?;
-            self.emit_task_results(&graph)?;
+            self.emit_task_results(&graph, None)?;
         }
         let ready = graph.ready();
         if ready.is_empty() {
@@ -463,19 +463,19 @@ impl Controller<'_> {
             }
         }
         graph.save(&self.dir)?;
-        self.emit_task_results(&graph)?;
+        self.emit_task_results(&graph, Some(&name))?;
         Ok(Step::Continue)
     }
 
-    fn emit_task_results(&self, graph: &TaskGraph) -> Result<()> {
+    /// Events for the tasks of one wave (`None`: of interrupted waves).
+    fn emit_task_results(&self, graph: &TaskGraph, wave: Option<&str>) -> Result<()> {
         for t in &graph.tasks {
             let kind = match t.status {
                 TaskStatus::Done => EventKind::TaskCompleted,
                 TaskStatus::Failed => EventKind::TaskFailed,
                 _ => continue,
             };
-            // Only the tasks of the wave that just ended.
-            if t.team.is_none() {
+            if t.team.is_none() || wave.is_some_and(|w| t.team.as_deref() != Some(w)) {
                 continue;
             }
             emit(
@@ -606,10 +606,10 @@ impl Controller<'_> {
                     t[start..].to_string()
                 };
                 format!(
-                    "- gate `{}` (`{}`) exit {:?}{}:\n{}\n{}",
+                    "- gate `{}` (`{}`) exit {}{}:\n{}\n{}",
                     r.name,
                     r.command_line,
-                    r.exit_code,
+                    r.exit_code.map_or("none".to_string(), |c| c.to_string()),
                     if r.timed_out { ", timed out" } else { "" },
                     tail(&r.stdout),
                     tail(&r.stderr)
@@ -802,7 +802,7 @@ pub(super) fn new_controller(project: &Path, approval: Option<String>) -> Contro
         active_team: None,
         pid: None,
         planner_usage: Usage::default(),
-        active_secs: 0,
+        active_ms: 0,
         base_commit: snapshot::git_head(project),
     }
 }

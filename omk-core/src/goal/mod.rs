@@ -393,7 +393,7 @@ pub fn budget(omk: &Omk, id: &str) -> Result<budget::BudgetReport> {
         id,
     };
     let standing = budget::Standing::new(&s, ctl.usage()?, &omk.config()?.goal)?;
-    let active = state::load_controller(&dir)?.active_secs;
+    let active = state::load_controller(&dir)?.active_ms / 1000;
     budget::report(&dir, &s, &standing, active)
 }
 

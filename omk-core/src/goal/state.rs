@@ -185,8 +185,8 @@ pub struct ControllerState {
     pub pid: Option<ProcessId>,
     /// Tokens of the planner turns (teams keep their own counts).
     pub planner_usage: Usage,
-    /// Seconds the controller has spent running.
-    pub active_secs: u64,
+    /// Milliseconds the controller has spent running steps.
+    pub active_ms: u64,
     /// `HEAD` of the project when the goal started (git projects).
     pub base_commit: Option<String>,
 }
@@ -246,7 +246,7 @@ pub fn update_controller<R>(
             active_team: None,
             pid: None,
             planner_usage: Usage::default(),
-            active_secs: 0,
+            active_ms: 0,
             base_commit: None,
         },
         |c: &mut ControllerState| {
