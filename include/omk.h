@@ -328,6 +328,198 @@ omk_result omk_health(omk_t *h, char **out_json);
 // storage for one pointer.
 omk_result omk_doctor(omk_t *h, char **out_json);
 
+// Create a goal and run its controller until it stops (op `goal.run`).
+// `options_json` is NULL or an object with `until_ready`, `budget_time`
+// (`"8h"`), `budget_tokens`, `budget_usd`, `max_agents`, `approval`,
+// `detach`. On success `*out_json` receives the final goal state; check its
+// `"status"` (`"ready"` only with evidence): a goal that ends not ready is
+// not an error.
+//
+// Errors: `OMK_RESULT_INVALID_INPUT` for an empty outcome or bad options,
+// `AGENT` when no agent executable is found. Ownership, NULL and UTF-8 rules
+// as `omk_call`. Thread safety: as `omk_call`; blocks for the whole run
+// unless `detach`.
+//
+// # Safety
+// `h` is NULL or a live handle; the strings are NULL or NUL-terminated;
+// `out_json` is NULL or points to writable storage for one pointer.
+omk_result omk_goal_run(omk_t *h, const char *outcome, const char *options_json, char **out_json);
+
+// Every goal, newest first (op `goal.list`): `{"goals": [...],
+// "unreadable": [...]}`.
+//
+// Ownership and errors as `omk_call`. Thread safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `out_json` is NULL or points to writable
+// storage for one pointer.
+omk_result omk_goal_list(omk_t *h, char **out_json);
+
+// The goal's state (op `goal.show`, API.md GoalState).
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_show(omk_t *h, const char *id, char **out_json);
+
+// The goal's proof (op `goal.proof`, API.md GoalProof).
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_proof(omk_t *h, const char *id, char **out_json);
+
+// The goal's deduplicated timeline (op `goal.replay`, API.md GoalReplay).
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_replay(omk_t *h, const char *id, char **out_json);
+
+// The goal's budget report (op `goal.budget`, API.md GoalBudgetReport).
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_budget(omk_t *h, const char *id, char **out_json);
+
+// Stagnation detection (op `goal.diagnose`, API.md StagnationReport).
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_diagnose(omk_t *h, const char *id, char **out_json);
+
+// Write a recovery checkpoint and propose a plan (op `goal.recover`):
+// `{"checkpoint_id", "checkpoint_path", "diagnosis", "plan"}`.
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_recover(omk_t *h, const char *id, char **out_json);
+
+// Pause the goal (op `goal.pause`); its running wave is stopped. Returns the state.
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_pause(omk_t *h, const char *id, char **out_json);
+
+// Continue a paused, interrupted, out-of-budget or not-ready goal (op
+// `goal.resume`); blocks until the controller stops. Returns the state.
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_resume(omk_t *h, const char *id, char **out_json);
+
+// Cancel the goal for good (op `goal.cancel`). Returns the state.
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_cancel(omk_t *h, const char *id, char **out_json);
+
+// Run the goal's gates now and refresh its proof (op `goal.verify`).
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_verify(omk_t *h, const char *id, char **out_json);
+
+// Run one controller step (op `goal.execute`). Returns the state.
+//
+// `id` is a goal id, or NULL for the newest goal (`latest`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown goal, `INVALID_INPUT` for a
+// malformed id. Ownership, NULL and UTF-8 rules as `omk_call`. Thread
+// safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_execute(omk_t *h, const char *id, char **out_json);
+
+// Raise a goal's budgets (op `goal.budget_add`). `options_json` is an
+// object with at least one of `time` (`"2h"`), `tokens`, `usd`. Returns the
+// budget report.
+//
+// Errors: `OMK_RESULT_INVALID_INPUT` without an amount or with one <= 0,
+// `CONFLICT` for a ready or cancelled goal. Ownership, NULL and UTF-8 rules
+// as `omk_call`. Thread safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; the strings are NULL or NUL-terminated;
+// `out_json` is NULL or points to writable storage for one pointer.
+omk_result omk_goal_budget_add(omk_t *h, const char *id, const char *options_json, char **out_json);
+
+// Restore a recovery checkpoint (op `goal.rollback`): checkpoint number
+// `checkpoint`, or the latest when it is negative; `git` also resets the
+// project's work tree to the checkpoint's commit (refused with
+// `OMK_RESULT_CONFLICT` when it has uncommitted changes).
+//
+// Errors: `OMK_RESULT_NOT_FOUND` for an unknown goal or checkpoint.
+// Ownership, NULL and UTF-8 rules as `omk_call`. Thread safety: as
+// `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_goal_rollback(omk_t *h,
+                             const char *id,
+                             int64_t checkpoint,
+                             bool git,
+                             char **out_json);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

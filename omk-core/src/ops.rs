@@ -65,6 +65,93 @@ pub const OPS: &[Op] = &[
         },
     },
     Op {
+        name: "goal.budget",
+        summary: "A goal's budget report (id, default latest)",
+        run: |omk, p| to_json(&omk.goal_budget(&goal_id("goal.budget", p)?)?),
+    },
+    Op {
+        name: "goal.budget_add",
+        summary: "Raise a goal's budgets (id, time, tokens, usd)",
+        run: |omk, p| {
+            let r: GoalBudgetAddParams = params("goal.budget_add", p)?;
+            to_json(&omk.goal_budget_add(&r.id, r.time.as_deref(), r.tokens, r.usd)?)
+        },
+    },
+    Op {
+        name: "goal.cancel",
+        summary: "Cancel a goal (id)",
+        run: |omk, p| to_json(&omk.goal_cancel(&goal_id("goal.cancel", p)?)?),
+    },
+    Op {
+        name: "goal.diagnose",
+        summary: "Stagnation report of a goal (id)",
+        run: |omk, p| to_json(&omk.goal_diagnose(&goal_id("goal.diagnose", p)?)?),
+    },
+    Op {
+        name: "goal.execute",
+        summary: "Run one controller step of a goal (id)",
+        run: |omk, p| to_json(&omk.goal_drive(&goal_id("goal.execute", p)?, true)?),
+    },
+    Op {
+        name: "goal.list",
+        summary: "Every goal, newest first",
+        run: |omk, p| {
+            no_params("goal.list", p)?;
+            to_json(&omk.goal_list()?)
+        },
+    },
+    Op {
+        name: "goal.pause",
+        summary: "Pause a goal (id)",
+        run: |omk, p| to_json(&omk.goal_pause(&goal_id("goal.pause", p)?)?),
+    },
+    Op {
+        name: "goal.proof",
+        summary: "A goal's proof (id)",
+        run: |omk, p| to_json(&omk.goal_proof(&goal_id("goal.proof", p)?)?),
+    },
+    Op {
+        name: "goal.recover",
+        summary: "Write a recovery checkpoint and plan (id)",
+        run: |omk, p| to_json(&omk.goal_recover(&goal_id("goal.recover", p)?)?),
+    },
+    Op {
+        name: "goal.replay",
+        summary: "A goal's deduplicated timeline (id)",
+        run: |omk, p| to_json(&omk.goal_replay(&goal_id("goal.replay", p)?)?),
+    },
+    Op {
+        name: "goal.resume",
+        summary: "Continue a goal (id)",
+        run: |omk, p| to_json(&omk.goal_resume(&goal_id("goal.resume", p)?)?),
+    },
+    Op {
+        name: "goal.rollback",
+        summary: "Restore a checkpoint (id, checkpoint, git)",
+        run: |omk, p| {
+            let r: GoalRollbackParams = params("goal.rollback", p)?;
+            to_json(&omk.goal_rollback(&r.id, r.checkpoint, r.git)?)
+        },
+    },
+    Op {
+        name: "goal.run",
+        summary: "Create and run a goal (outcome, until_ready, budget_time, budget_tokens, budget_usd, max_agents, approval, detach)",
+        run: |omk, p| {
+            let r: crate::goal::GoalRunRequest = params("goal.run", p)?;
+            to_json(&omk.goal_run(&r)?)
+        },
+    },
+    Op {
+        name: "goal.show",
+        summary: "A goal's state (id)",
+        run: |omk, p| to_json(&omk.goal_show(&goal_id("goal.show", p)?)?),
+    },
+    Op {
+        name: "goal.verify",
+        summary: "Run a goal's gates and refresh its proof (id)",
+        run: |omk, p| to_json(&omk.goal_verify(&goal_id("goal.verify", p)?)?),
+    },
+    Op {
         name: "health",
         summary: "Health summary (API.md /api/health)",
         run: |omk, p| {
@@ -268,4 +355,41 @@ mod tests {
         let e = call(&omk, "metrics", &serde_json::json!([1])).unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoalIdParams {
+    #[serde(default = "latest")]
+    id: String,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+/// The `id` param of a goal op (default `latest`).
+fn goal_id(op: &str, p: &Value) -> Result<String> {
+    let r: GoalIdParams = params(op, p)?;
+    Ok(r.id)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoalBudgetAddParams {
+    #[serde(default = "latest")]
+    id: String,
+    time: Option<String>,
+    tokens: Option<u64>,
+    usd: Option<f64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoalRollbackParams {
+    #[serde(default = "latest")]
+    id: String,
+    checkpoint: Option<u32>,
+    #[serde(default)]
+    git: bool,
 }

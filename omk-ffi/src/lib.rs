@@ -18,6 +18,7 @@ compile_error!(
 );
 
 mod boundary;
+mod goal;
 
 use std::ffi::c_char;
 
