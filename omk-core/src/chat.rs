@@ -13,6 +13,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod engine;
+
 use crate::error::{Error, Result};
 use crate::paths::{validate_name, StatePaths};
 use crate::store::{self, Document, FsyncPolicy, JsonlWriter, LogRead};
@@ -146,6 +148,19 @@ impl ChatSession {
         self.engine.append(&line)
     }
 
+    /// Claim the session for this process: one live chat per session, so
+    /// two REPLs never interleave their turns in one conversation. The lock
+    /// is an `flock` on `meta.json` (written once at creation, never
+    /// replaced), released on drop or when the process dies.
+    pub fn try_lock(&self) -> Result<store::FileLock> {
+        store::FileLock::try_exclusive(&self.dir.join("meta.json"))?.ok_or_else(|| {
+            Error::Conflict(format!(
+                "chat session {} is open in another omk chat; leave that one first",
+                self.meta.id
+            ))
+        })
+    }
+
     /// Flush the grouped logs to disk.
     pub fn sync(&mut self) -> Result<()> {
         self.history.sync()?;
@@ -167,6 +182,16 @@ impl ChatSession {
             .filter_map(|v| v["text"].as_str().map(str::to_owned))
             .collect())
     }
+}
+
+/// The conversation of session `id`, read without opening the session for
+/// writing (a live chat may be appending to it).
+pub fn read_conversation(paths: &StatePaths, id: &str) -> Result<LogRead<Message>> {
+    let dir = paths.session_dir(id)?;
+    if !dir.join("meta.json").is_file() {
+        return Err(Error::NotFound(format!("no chat session {id:?}")));
+    }
+    store::read_jsonl_with_rotated(&dir.join("conversation.jsonl"))
 }
 
 /// Every session (of one project, or all), oldest first. Sessions whose

@@ -461,6 +461,25 @@ impl Omk {
         goal::verify(self, id)
     }
 
+    // ---- Chat sessions (API.md "Chat API"). ----
+
+    /// Open a chat: create a session (or resume `options.session`), claim it
+    /// for this process and start its agent. See [`chat::engine`].
+    pub fn chat_open(&self, options: chat::engine::ChatOptions) -> Result<chat::engine::ChatEngine> {
+        chat::engine::ChatEngine::open(self, options)
+    }
+
+    /// Chat sessions, oldest first: this project's, or (`all_projects`) every one.
+    pub fn chat_sessions(&self, all_projects: bool) -> Result<Vec<chat::SessionMeta>> {
+        let project = (!all_projects).then_some(self.project_dir());
+        chat::list_sessions(&self.inner.paths, project)
+    }
+
+    /// The conversation of one session.
+    pub fn chat_conversation(&self, id: &str) -> Result<Vec<chat::Message>> {
+        Ok(chat::read_conversation(&self.inner.paths, id)?.records)
+    }
+
     /// Run an operation by name with JSON params: the table shared by the C
     /// ABI, MCP and REST. See [`ops`].
     pub fn call(&self, op: &str, params: &Value) -> Result<Value> {

@@ -39,6 +39,8 @@ pub struct Script {
     pub tool_call_parts: bool,
     pub tokens: Option<(u64, u64)>,
     pub provider_error: Option<String>,
+    /// `[recall]`: answer with the earlier text parts of the prompt.
+    pub recall: bool,
 }
 
 /// Parses the directives in `text`.
@@ -67,6 +69,7 @@ const FLAGS: &[&str] = &[
     "malformed",
     "unknown-event",
     "tool-call-parts",
+    "recall",
 ];
 
 const WITH_ARG: &[&str] = &[
@@ -92,6 +95,7 @@ fn directive(script: &mut Script, s: &str) -> Option<usize> {
                     "crash" => script.crash = true,
                     "malformed" => script.malformed = true,
                     "unknown-event" => script.unknown_event = true,
+                    "recall" => script.recall = true,
                     _ => script.tool_call_parts = true,
                 }
                 return Some(flag.len() + 1);

@@ -51,6 +51,7 @@
 //! | `[malformed]` | write a truncated, non-JSON line mid-turn, then carry on |
 //! | `[unknown-event]` | emit an event of type `FutureEventType` `{"x":1}` and an unknown `future_field` in the final `StatusUpdate` |
 //! | `[tokens:IN:OUT]` | report `input_other=IN`, `output=OUT` (default: prompt chars/4 and answer chars/4, at least 1) |
+//! | `[recall]` | answer `Recall: ` and the earlier text parts of a `ContentPart` list prompt joined by ` \| ` (the context a client sent), or `Recall: (no context)` |
 //! | `[provider-error:MSG]` | `StepInterrupted`, `TurnEnd`, then the error response `-32003` MSG |
 //!
 //! The turn's token usage is carried by the final `StatusUpdate`; the

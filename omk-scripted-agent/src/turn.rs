@@ -131,6 +131,11 @@ impl Turn {
                 let chunks = split_every(&json, JSON_CHUNK);
                 (json, chunks)
             }
+            None if s.recall => {
+                let t = recall(user_input);
+                let chunks = split_even(&t, 3);
+                (t, chunks)
+            }
             None => {
                 let t = format!("Done: {}", self.text.chars().take(80).collect::<String>());
                 let chunks = split_even(&t, 3);
@@ -571,6 +576,23 @@ fn kill_tree(pid: u32) {
     }
 }
 
+/// The `[recall]` answer: every text part of the prompt before the last
+/// one (the context a client sent with it), or `(no context)`.
+fn recall(user_input: &Value) -> String {
+    let parts: Vec<&str> = match user_input {
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => Vec::new(),
+    };
+    match parts.split_last() {
+        Some((_, earlier)) if !earlier.is_empty() => format!("Recall: {}", earlier.join(" | ")),
+        _ => "Recall: (no context)".to_string(),
+    }
+}
+
 fn tool_call(id: &str, name: &str, arguments: &str) -> Value {
     json!({
         "type": "function",
@@ -658,6 +680,18 @@ fn split_every(s: &str, size: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recall_answers_with_the_context_parts() {
+        assert!(crate::directives::parse("x [recall]").recall);
+        assert_eq!(recall(&json!("only [recall]")), "Recall: (no context)");
+        let parts = json!([
+            {"type": "text", "text": "user: hi"},
+            {"type": "image_url", "image_url": {"url": "x"}},
+            {"type": "text", "text": "again [recall]"}
+        ]);
+        assert_eq!(recall(&parts), "Recall: user: hi");
+    }
 
     #[test]
     fn splitting() {

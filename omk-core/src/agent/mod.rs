@@ -95,6 +95,34 @@ pub trait AgentBackend: Send + Sync {
     fn exit_status(&self) -> Option<ExitStatus>;
     /// The last few KiB of stderr (redacted), for error reports.
     fn stderr_tail(&self) -> String;
+
+    /// Run one turn whose input is several text parts (Wire `ContentPart`
+    /// list): earlier parts carry context, the last one is what was typed.
+    /// Backends without multi-part input get the parts joined by blank lines.
+    fn prompt_parts<'a>(&'a self, parts: &'a [String]) -> BoxFuture<'a, Result<TurnOutcome>> {
+        Box::pin(async move {
+            let joined = parts.join("\n\n");
+            self.prompt(&joined).await
+        })
+    }
+
+    /// Ask the agent to re-send the history of the session it resumed (Wire
+    /// `replay`). `Ok(None)` when the backend has no such request; the
+    /// events it re-sends arrive as notices like any other.
+    fn replay(&self) -> BoxFuture<'_, Result<Option<ReplaySummary>>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What a `replay` request reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaySummary {
+    /// `finished` or `cancelled`.
+    pub status: String,
+    /// How many recorded events the agent re-sent (0: nothing to resume).
+    pub events: u64,
+    /// How many recorded requests it re-sent.
+    pub requests: u64,
 }
 
 /// Start an agent with the backend its protocol names.

@@ -140,6 +140,24 @@ impl WireAgent {
         }
     }
 
+    /// Run one turn with `user_input` (a string or a `ContentPart` list).
+    async fn prompt_input(&self, input: Value) -> Result<TurnOutcome> {
+        let violations_before = {
+            let mut st = self.shared.state();
+            st.turn = TurnRecord::default();
+            st.violations
+        };
+        let response = self
+            .request("prompt", json!({ "user_input": input }))
+            .await?;
+        let mut st = self.shared.state();
+        Ok(TurnOutcome {
+            status: TurnStatus::from_response(&response),
+            record: std::mem::take(&mut st.turn),
+            protocol_violations: st.violations - violations_before,
+        })
+    }
+
     /// Send a request and wait for its response.
     async fn request(
         &self,
@@ -398,21 +416,38 @@ impl AgentBackend for WireAgent {
     }
 
     fn prompt<'a>(&'a self, input: &'a str) -> BoxFuture<'a, Result<TurnOutcome>> {
+        Box::pin(self.prompt_input(Value::from(input)))
+    }
+
+    fn prompt_parts<'a>(&'a self, parts: &'a [String]) -> BoxFuture<'a, Result<TurnOutcome>> {
+        // One part is sent as a plain string, as kimi's own clients do.
+        let input = match parts {
+            [one] => Value::from(one.as_str()),
+            _ => Value::Array(
+                parts
+                    .iter()
+                    .map(|p| json!({ "type": "text", "text": p }))
+                    .collect(),
+            ),
+        };
+        Box::pin(self.prompt_input(input))
+    }
+
+    fn replay(&self) -> BoxFuture<'_, Result<Option<super::ReplaySummary>>> {
         Box::pin(async move {
-            let violations_before = {
-                let mut st = self.shared.state();
-                st.turn = TurnRecord::default();
-                st.violations
-            };
-            let response = self
-                .request("prompt", json!({ "user_input": input }))
-                .await?;
-            let mut st = self.shared.state();
-            Ok(TurnOutcome {
-                status: TurnStatus::from_response(&response),
-                record: std::mem::take(&mut st.turn),
-                protocol_violations: st.violations - violations_before,
-            })
+            match self.request("replay", json!({})).await? {
+                Ok(v) => Ok(Some(super::ReplaySummary {
+                    status: v["status"].as_str().unwrap_or("finished").to_string(),
+                    events: v["events"].as_u64().unwrap_or(0),
+                    requests: v["requests"].as_u64().unwrap_or(0),
+                })),
+                // An agent without `replay` has nothing to resume.
+                Err(e) if e.code == codes::METHOD_NOT_FOUND => Ok(None),
+                Err(e) => Err(Error::Agent(format!(
+                    "replay failed: {} ({})",
+                    e.message, e.code
+                ))),
+            }
         })
     }
 
