@@ -514,7 +514,7 @@ fn pause_and_cancel_from_another_process() {
     let out = fx.omk(&[
         "goal",
         "run",
-        "Slow [sleep:20] [json-plan:Wait]",
+        "Slow [json-plan:Wait [sleep:30\\]]",
         "--detach",
         "--json",
     ]);

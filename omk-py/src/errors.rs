@@ -57,7 +57,7 @@ create_exception!(
     omk,
     CancelledError,
     OmkError,
-    "Stopped by a shutdown request or Ctrl-C (code \"cancelled\"). `team` names the team."
+    "Stopped by a shutdown request or Ctrl-C (code \"cancelled\"). `team` names the team, `goal` the goal."
 );
 create_exception!(
     omk,
@@ -81,6 +81,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(ty.name()?, ty)?;
     }
     py.get_type::<CancelledError>().setattr("team", py.None())?;
+    py.get_type::<CancelledError>().setattr("goal", py.None())?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use omk_core::goal::GoalRunRequest;
 use omk_core::team::{TeamDoc, TeamRunRequest};
 use omk_core::OpenOptions;
 use pyo3::exceptions::PyKeyboardInterrupt;
@@ -296,6 +297,228 @@ impl PyOmk {
     fn doctor(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let v = blocking(py, "doctor", || self.inner.doctor())?;
         Ok(to_py(py, &v)?.unbind())
+    }
+
+    /// Create a goal and run its controller until it stops; returns the
+    /// final goal state (API.md GoalState). ``status`` is ``"ready"`` only
+    /// with evidence; a goal that ends ``"not_ready"``, blocked or out of
+    /// budget is a result, not an error.
+    ///
+    /// ``until_ready`` loops (execution, gates, fix tasks) until ready,
+    /// blocked, out of budget or cancelled. Budgets: ``budget_time``
+    /// (``"8h"``), ``budget_tokens``, ``budget_usd``. ``max_agents`` bounds
+    /// the agents at once (default 1). Blocks with the GIL released; on
+    /// Ctrl-C the goal is paused (its running wave stopped) and
+    /// ``omk.CancelledError`` is raised with the goal id in its ``goal``
+    /// attribute (continue it with ``goal_resume``). With ``detach=True`` it
+    /// returns the created goal at once while a thread of this process runs
+    /// the controller.
+    #[pyo3(signature = (outcome, *, until_ready=false, budget_time=None, budget_tokens=None, budget_usd=None, max_agents=None, approval=None, detach=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn goal_run(
+        &self,
+        py: Python<'_>,
+        outcome: String,
+        until_ready: bool,
+        budget_time: Option<String>,
+        budget_tokens: Option<u64>,
+        budget_usd: Option<f64>,
+        max_agents: Option<u32>,
+        approval: Option<String>,
+        detach: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let request = GoalRunRequest {
+            outcome,
+            until_ready,
+            budget_time,
+            budget_tokens,
+            budget_usd,
+            max_agents,
+            approval,
+            detach,
+        };
+        if detach {
+            let state = blocking(py, "goal_run", || self.inner.goal_run(&request))?;
+            return doc_to_py(py, &state);
+        }
+        let state = blocking(py, "goal_run", || self.inner.goal_create(&request))?;
+        let id = state.goal_id.clone();
+        let omk = self.inner.clone();
+        let thread_id = id.clone();
+        let run = slot::spawn(format!("omk-py-{id}"), move || {
+            guard("goal_run", || omk.goal_drive(&thread_id, false))
+        })
+        .map_err(|e| {
+            Failure::Core(omk_core::Error::Io {
+                context: "start the goal thread".into(),
+                source: e,
+            })
+        })?;
+        loop {
+            if let Some(result) = py.detach(|| run.take_within(SLICE)) {
+                return doc_to_py(py, &result?);
+            }
+            if run.abandoned() {
+                return Err(OmkError::new_err(format!(
+                    "goal {id}: its thread ended without a result"
+                )));
+            }
+            if let Err(interrupt) = py.check_signals() {
+                // Pausing stops the wave; the controller then sees the
+                // status and returns.
+                let paused = blocking(py, "goal_pause", || self.inner.goal_pause(&id));
+                let _ = py.detach(|| run.take_within(GIVE_UP_AFTER));
+                if !interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    return Err(interrupt);
+                }
+                let how = match paused {
+                    Ok(s) => format!("it is {}; continue it with goal_resume({id:?})", s.status),
+                    Err(e) => format!("pausing it failed: {e:?}"),
+                };
+                let err = CancelledError::new_err(format!(
+                    "goal {id} was interrupted by KeyboardInterrupt; {how}"
+                ));
+                let _ = err.value(py).setattr("goal", &id);
+                err.set_cause(py, Some(interrupt));
+                return Err(err);
+            }
+        }
+    }
+
+    /// ``{"goals": [goal state, ...], "unreadable": [{"goal_id", "error"}]}``,
+    /// newest first.
+    fn goal_list(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let list = blocking(py, "goal_list", || self.inner.goal_list())?;
+        doc_to_py(py, &list)
+    }
+
+    /// The goal's state (API.md GoalState). ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_show(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_show", || self.inner.goal_show(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// The goal's proof (API.md GoalProof): ``status`` is ``"ready"`` only
+    /// with every task done and every required gate passed on the final tree;
+    /// ``known_gaps`` says what is missing. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_proof(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_proof", || self.inner.goal_proof(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// The deduplicated event timeline (API.md GoalReplay), with
+    /// ``duplicate_events`` and ``parse_failures`` counted. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_replay(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_replay", || self.inner.goal_replay(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Budgets, use and checkpoints (API.md GoalBudgetReport). ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_budget(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_budget", || self.inner.goal_budget(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Stagnation detection over the recorded iterations (API.md
+    /// StagnationReport). ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_diagnose(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_diagnose", || self.inner.goal_diagnose(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Write a recovery checkpoint and propose a plan: ``{"checkpoint_id",
+    /// "checkpoint_path", "diagnosis", "plan"}``. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_recover(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_recover", || self.inner.goal_recover(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Pause the goal (its running wave is stopped); returns its state. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_pause(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_pause", || self.inner.goal_pause(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Cancel the goal for good; returns its state. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_cancel(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_cancel", || self.inner.goal_cancel(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Run the goal's gates now and refresh its proof; returns the proof. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_verify(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_verify", || self.inner.goal_verify(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Run one controller step; returns the goal's state. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_execute(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_execute", || self.inner.goal_drive(id, true))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Continue a paused, interrupted, out-of-budget or not-ready goal
+    /// until its controller stops; returns its state. ``id`` defaults to the newest goal
+    /// (``"latest"``).
+    #[pyo3(signature = (id="latest"))]
+    fn goal_resume(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_resume", || self.inner.goal_resume(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Raise the goal's budgets (at least one of ``time`` such as ``"2h"``,
+    /// ``tokens``, ``usd``); returns the budget report.
+    #[pyo3(signature = (id="latest", *, time=None, tokens=None, usd=None))]
+    fn goal_budget_add(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        time: Option<String>,
+        tokens: Option<u64>,
+        usd: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_budget_add", || {
+            self.inner.goal_budget_add(id, time.as_deref(), tokens, usd)
+        })?;
+        doc_to_py(py, &v)
+    }
+
+    /// Restore the latest (or the numbered) recovery checkpoint: goal state,
+    /// task graph and proof; ``git=True`` also resets the project's work tree
+    /// to the checkpoint's commit (refused with ``ConflictError`` when it has
+    /// uncommitted changes).
+    #[pyo3(signature = (id="latest", *, checkpoint=None, git=false))]
+    fn goal_rollback(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        checkpoint: Option<u32>,
+        git: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "goal_rollback", || {
+            self.inner.goal_rollback(id, checkpoint, git)
+        })?;
+        doc_to_py(py, &v)
     }
 
     /// Run an operation by name (``"team.status"``, ``"gates.run"``, ...)

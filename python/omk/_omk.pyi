@@ -288,6 +288,204 @@ class Doctor(TypedDict):
     version: str
     checks: list[DoctorCheck]
 
+# ---------------------------------------------------------------- goals
+
+GoalStatus = Literal[
+    "running",
+    "ready",
+    "not_ready",
+    "blocked_on_human",
+    "blocked_on_external",
+    "needs_more_budget",
+    "failed_infra",
+    "paused",
+    "cancelled",
+]
+GoalPhase = Literal[
+    "intake", "planning", "decomposition", "execution", "verification_design", "proof"
+]
+
+class GoalArtifact(TypedDict):
+    kind: str
+    path: str
+    created_at: str
+
+class GoalFailure(TypedDict):
+    reason: str
+    recorded_at: str
+
+class TerminalCriteria(TypedDict):
+    proof_required: bool
+    gates_required: bool
+    human_blockers_stop: bool
+
+class GoalState(TypedDict):
+    """API.md GoalState (``omk goal show --json``)."""
+
+    version: int
+    goal_id: str
+    original_goal: str
+    normalized_goal: str
+    status: GoalStatus
+    phase: GoalPhase
+    created_at: str
+    updated_at: str
+    completed_at: str | None
+    until_ready: bool
+    budget_time: str | None
+    budget_tokens: int | None
+    budget_usd: float | None
+    max_agents: int | None
+    terminal_criteria: TerminalCriteria
+    delivery_policy: str
+    merge_policy: str
+    slice_execution: bool
+    artifacts: list[GoalArtifact]
+    failure: GoalFailure | None
+    state_dir: str
+
+class GoalList(TypedDict):
+    goals: list[GoalState]
+    unreadable: list[dict[str, Any]]
+
+class TaskGraphSummary(TypedDict):
+    total_tasks: int
+    pending_tasks: int
+    blocked_tasks: int
+    done_tasks: int
+
+class GoalProof(TypedDict):
+    """API.md GoalProof (``omk goal proof --json``)."""
+
+    version: int
+    goal_id: str
+    status: GoalStatus
+    readiness: str
+    summary: str
+    generated_at: str
+    artifacts: list[GoalArtifact]
+    task_graph_summary: TaskGraphSummary
+    changed_files: list[str]
+    commits: list[str]
+    gates: list[GateResult]
+    post_mutation_gates_ran: bool
+    known_gaps: list[str]
+    human_decisions_required: list[str]
+
+class TimelineEntry(TypedDict):
+    index: int
+    ts: str
+    kind: str
+    actor: str | None
+    summary: str | None
+
+class GoalReplay(TypedDict):
+    """API.md GoalReplay (``omk goal replay --json``)."""
+
+    version: int
+    goal_id: str
+    status: GoalStatus
+    phase: GoalPhase
+    generated_at: str
+    event_count: int
+    task_graph_summary: TaskGraphSummary
+    timeline: list[TimelineEntry]
+    recovery_status: str | None
+    known_gaps: list[str]
+    duplicate_events: int
+    parse_failures: int
+
+class BudgetCheckpoint(TypedDict):
+    version: int
+    goal_id: str
+    label: str
+    status: str
+    phase: str
+    recorded_at: str
+    budget_time: str | None
+    total_budget_secs: int | None
+    elapsed_since_created_secs: int
+    remaining_budget_secs: int | None
+    budget_tokens: int | None
+    used_tokens: int
+    remaining_budget_tokens: int | None
+    budget_usd: float | None
+    estimated_cost_usd: float
+    remaining_budget_usd: float | None
+
+class GoalBudgetReport(TypedDict):
+    """API.md GoalBudgetReport (``omk goal budget --json``)."""
+
+    version: int
+    goal_id: str
+    generated_at: str
+    budget_time: str | None
+    total_budget_secs: int | None
+    budget_tokens: int | None
+    used_tokens: int
+    remaining_budget_tokens: int | None
+    budget_usd: float | None
+    estimated_cost_usd: float
+    remaining_budget_usd: float | None
+    latest: BudgetCheckpoint | None
+    checkpoints: list[BudgetCheckpoint]
+    spent_usd: float
+    spent_tokens: int
+    spent_seconds: int
+
+class Diagnosis(TypedDict):
+    primary: str | None
+    secondary: str | None
+    affected_metrics: list[str]
+    affected_files: list[str]
+    evidence: list[str]
+
+class MetricsWindow(TypedDict):
+    window_size: int
+    warmup_iterations: int
+    evaluated_at: str
+    iterations_evaluated: int
+
+class StagnationReport(TypedDict):
+    """API.md StagnationReport (``omk goal diagnose --json``)."""
+
+    goal_id: str
+    stagnant: bool
+    confidence: float
+    diagnosis: Diagnosis
+    recommended_action: str
+    metrics_window: MetricsWindow
+
+class EstimatedCost(TypedDict):
+    tokens: int
+    usd: float
+
+class RecoveryPlan(TypedDict):
+    version: int
+    goal_id: str
+    checkpoint_id: int
+    created_at: str
+    diagnosis: str | None
+    strategy: str
+    risk_level: Literal["low", "medium", "high"]
+    estimated_cost: EstimatedCost
+    rationale: str
+    steps: list[str]
+
+class Recovery(TypedDict):
+    checkpoint_id: int
+    checkpoint_path: str
+    diagnosis: StagnationReport
+    plan: RecoveryPlan
+
+class Rollback(TypedDict):
+    goal_id: str
+    checkpoint_id: int
+    label: str
+    restored: list[str]
+    git_reset_to: str | None
+    state: GoalState
+
 # ---------------------------------------------------------------- exceptions
 
 class OmkError(Exception):
@@ -318,6 +516,8 @@ class CancelledError(OmkError):
     code: Literal["cancelled"]
     team: str | None
     """The team that was cancelled (``team_run``), else None."""
+    goal: str | None
+    """The goal that was paused (``goal_run``), else None."""
 
 class OmkIOError(OmkError):
     code: Literal["io"]
@@ -395,6 +595,43 @@ class Omk:
     def gates_run(self, gates: Sequence[str] | None = None) -> GatesReport: ...
     def gates_status(self, all_projects: bool = False) -> BreakersStatus: ...
     def gates_reset(self, gate: str | None = None, all_projects: bool = False) -> GatesReset: ...
+    def goal_run(
+        self,
+        outcome: str,
+        *,
+        until_ready: bool = False,
+        budget_time: str | None = None,
+        budget_tokens: int | None = None,
+        budget_usd: float | None = None,
+        max_agents: int | None = None,
+        approval: str | None = None,
+        detach: bool = False,
+    ) -> GoalState:
+        """Create a goal and run its controller until it stops. Ctrl-C pauses
+        the goal and raises ``CancelledError`` (its ``goal`` attribute)."""
+    def goal_list(self) -> GoalList: ...
+    def goal_show(self, id: str = "latest") -> GoalState: ...
+    def goal_proof(self, id: str = "latest") -> GoalProof: ...
+    def goal_replay(self, id: str = "latest") -> GoalReplay: ...
+    def goal_budget(self, id: str = "latest") -> GoalBudgetReport: ...
+    def goal_budget_add(
+        self,
+        id: str = "latest",
+        *,
+        time: str | None = None,
+        tokens: int | None = None,
+        usd: float | None = None,
+    ) -> GoalBudgetReport: ...
+    def goal_diagnose(self, id: str = "latest") -> StagnationReport: ...
+    def goal_recover(self, id: str = "latest") -> Recovery: ...
+    def goal_rollback(
+        self, id: str = "latest", *, checkpoint: int | None = None, git: bool = False
+    ) -> Rollback: ...
+    def goal_pause(self, id: str = "latest") -> GoalState: ...
+    def goal_resume(self, id: str = "latest") -> GoalState: ...
+    def goal_cancel(self, id: str = "latest") -> GoalState: ...
+    def goal_verify(self, id: str = "latest") -> GoalProof: ...
+    def goal_execute(self, id: str = "latest") -> GoalState: ...
     def pools_status(self) -> PoolsStatus: ...
     def pools_cleanup(self) -> PoolsCleanup: ...
     def metrics(self) -> Metrics: ...
