@@ -61,6 +61,9 @@ pub enum Command {
     /// Durable goals: plan, execute, verify and prove an outcome.
     #[command(subcommand)]
     Goal(crate::goal::GoalCommand),
+    /// Talk to the agent in a terminal REPL; sessions are kept and resumable.
+    #[command(visible_alias = "c")]
+    Chat(crate::chat::ChatArgs),
 }
 
 impl Command {
@@ -79,6 +82,7 @@ impl Command {
             Command::Gates(GatesCommand::Status(a)) => a.json,
             Command::Gates(GatesCommand::Reset(a)) => a.json,
             Command::Goal(g) => g.wants_json(),
+            Command::Chat(_) => false,
         }
     }
 }

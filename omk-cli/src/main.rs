@@ -2,6 +2,7 @@
 //! parses its arguments, calls one operation, and renders the result as text
 //! or (with `--json`) as the operation's JSON document.
 
+mod chat;
 mod cli;
 mod doctor;
 mod gates;
@@ -48,6 +49,7 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::Pools(cmd) => pools::run(&omk, cmd),
         Command::Gates(cmd) => gates::run(&omk, cmd),
         Command::Goal(cmd) => goal::run(&omk, &cli.global, cmd),
+        Command::Chat(args) => chat::run(&omk, args),
     }
 }
 
