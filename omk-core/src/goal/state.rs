@@ -218,7 +218,7 @@ pub fn update_state<R>(dir: &Path, f: impl FnOnce(&mut GoalState) -> Result<R>) 
     let file = GoalState::file(dir);
     store::update_doc(
         &file,
-        || unreachable_state(),
+        unreachable_state,
         |s: &mut GoalState| {
             if s.version == 0 {
                 return Err(Error::corrupt(&file, "goal.json is missing"));
