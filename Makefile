@@ -102,6 +102,7 @@ bench: $(VPY) peers
 	$(CARGO) build --release -p omk-cli -p omk-scripted-agent
 	$(VPY) scripts/bench_team.py --runs 7 --kimi
 	$(VPY) scripts/bench_calls.py
+	$(VPY) scripts/bench_goals.py
 
 clean:
 	$(CARGO) clean
