@@ -8,10 +8,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use omk_core::goal::{GoalProof, GoalRunRequest, GoalState, Status};
 use omk_core::Omk;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cli::GlobalArgs;
-use crate::output::print_json;
+use crate::output::print_doc;
 use crate::Outcome;
 
 #[derive(Debug, Subcommand)]
@@ -184,10 +183,6 @@ impl GoalCommand {
     }
 }
 
-fn to_value<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
 /// Exit 1 unless the goal ended ready (a run that finished but failed).
 fn outcome_of(state: &GoalState) -> Outcome {
     if state.status == Status::Ready {
@@ -214,7 +209,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
             if a.detach {
                 spawn_controller(omk, global, &created)?;
                 if a.json {
-                    print_json(&to_value(&created));
+                    print_doc(&created);
                 } else {
                     println!(
                         "Goal {} created; its controller runs in the background.",
@@ -372,7 +367,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
         GoalCommand::BudgetAdd(a) => {
             let b = omk.goal_budget_add(&a.id, a.time.as_deref(), a.tokens, a.usd)?;
             if a.json {
-                print_json(&to_value(&b));
+                print_doc(&b);
             } else {
                 println!("Budget added.");
                 print!("{}", budget_text(&b, false));
@@ -430,7 +425,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
         GoalCommand::Recover(a) => {
             let r = omk.goal_recover(&a.id)?;
             if a.json {
-                print_json(&to_value(&r));
+                print_doc(&r);
             } else {
                 let p = &r.plan;
                 println!(
@@ -458,7 +453,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
         GoalCommand::Rollback(a) => {
             let r = omk.goal_rollback(&a.id, a.checkpoint, a.git)?;
             if a.json {
-                print_json(&to_value(&r));
+                print_doc(&r);
             } else {
                 println!(
                     "Goal {} rolled back to checkpoint {} ({})",
@@ -489,7 +484,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
 /// After a controller run: the proof in brief (or the state as JSON).
 fn finished(omk: &Omk, state: &GoalState, json: bool) -> omk_core::Result<Outcome> {
     if json {
-        print_json(&to_value(state));
+        print_doc(state);
     } else {
         println!("Goal {}: {}", state.goal_id, state.status);
         println!("  Phase: {}", state.phase);
@@ -518,7 +513,7 @@ fn finished(omk: &Omk, state: &GoalState, json: bool) -> omk_core::Result<Outcom
 
 fn print_state_brief(s: &GoalState, json: bool) {
     if json {
-        print_json(&to_value(s));
+        print_doc(s);
     } else {
         println!("Goal {}: {}", s.goal_id, s.status);
         println!("  Phase: {}", s.phase);
@@ -531,7 +526,7 @@ fn print_state_brief(s: &GoalState, json: bool) {
 
 fn render<T: Serialize>(format: Format, value: &T, text: String, md: String) {
     match format {
-        Format::Json => print_json(&to_value(value)),
+        Format::Json => print_doc(value),
         Format::Text => print!("{text}"),
         Format::Md => print!("{md}"),
     }

@@ -14,6 +14,20 @@ pub fn print_json(value: &Value) {
     }
 }
 
+/// Print a serializable document as pretty JSON on stdout, streamed
+/// through a buffer (no intermediate `Value`: replays can be large).
+pub fn print_doc<T: serde::Serialize>(doc: &T) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, doc)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        eprintln!("omk: cannot write output: {e}");
+    }
+}
+
 /// Exit 0 on success, 1 for a run that finished but failed, and the error
 /// code's exit status otherwise (DESIGN.md §3). With `--json` the error is
 /// printed on stdout as `{"error": {"code", "message"}}`.

@@ -42,7 +42,9 @@ pub struct GoalReplay {
     pub parse_failures: usize,
 }
 
-/// The fields of an event line replay needs; borrowed where possible.
+/// The fields of an event line replay needs. Only the payload keys a summary
+/// shows are kept; the rest of the payload is skipped without being built
+/// (replay of a 100,000-event log is benchmarked).
 #[derive(Deserialize)]
 struct Line {
     #[serde(default)]
@@ -52,31 +54,43 @@ struct Line {
     #[serde(default)]
     actor: Option<String>,
     #[serde(default)]
-    payload: Value,
+    payload: Option<Payload>,
 }
 
-/// Payload keys worth showing, in this order.
-const SUMMARY_KEYS: &[&str] = &[
-    "status",
-    "phase",
-    "task_id",
-    "team",
-    "iteration",
-    "gate",
-    "passed",
-    "label",
-    "checkpoint_id",
-    "reason",
-    "message",
-];
+/// Payload keys worth showing, in this order (fields of [`Payload`]).
+#[derive(Deserialize, Default)]
+struct Payload {
+    status: Option<Value>,
+    phase: Option<Value>,
+    task_id: Option<Value>,
+    team: Option<Value>,
+    iteration: Option<Value>,
+    gate: Option<Value>,
+    passed: Option<Value>,
+    label: Option<Value>,
+    checkpoint_id: Option<Value>,
+    reason: Option<Value>,
+    message: Option<Value>,
+}
 
-fn summarize(payload: &Value) -> Option<String> {
-    let obj = payload.as_object()?;
-    let parts: Vec<String> = SUMMARY_KEYS
+fn summarize(p: &Payload) -> Option<String> {
+    let fields = [
+        ("status", &p.status),
+        ("phase", &p.phase),
+        ("task_id", &p.task_id),
+        ("team", &p.team),
+        ("iteration", &p.iteration),
+        ("gate", &p.gate),
+        ("passed", &p.passed),
+        ("label", &p.label),
+        ("checkpoint_id", &p.checkpoint_id),
+        ("reason", &p.reason),
+        ("message", &p.message),
+    ];
+    let parts: Vec<String> = fields
         .iter()
-        .filter_map(|k| {
-            let v = obj.get(*k)?;
-            let text = match v {
+        .filter_map(|(k, v)| {
+            let text = match v.as_ref()? {
                 Value::String(s) => s.clone(),
                 Value::Null => return None,
                 Value::Array(a) => a
@@ -132,7 +146,7 @@ pub fn replay(
             }
             timeline.push(TimelineEntry {
                 index: i,
-                summary: summarize(&line.payload),
+                summary: line.payload.as_ref().and_then(summarize),
                 ts: line.ts,
                 kind: line.kind,
                 actor: line.actor,
