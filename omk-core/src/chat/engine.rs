@@ -255,7 +255,15 @@ impl ChatEngine {
             always: HashSet::new(),
             cancel: ChatCancel::new(),
         };
-        engine.start_agent()?;
+        if let Err(e) = engine.start_agent() {
+            if options.session.is_none() {
+                // A new session whose agent never started holds nothing.
+                let dir = engine.session.dir().to_path_buf();
+                drop(engine);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(e);
+        }
         Ok(engine)
     }
 
@@ -435,10 +443,10 @@ impl ChatEngine {
         let agent = live.agent.clone();
         let mut rec = Recorder::default();
 
+        let mut cancels = 0u32;
         let result = runtime.block_on(async {
             let turn = agent.prompt_parts(&parts);
             tokio::pin!(turn);
-            let mut cancels = 0u32;
             loop {
                 tokio::select! {
                     biased;
@@ -498,7 +506,8 @@ impl ChatEngine {
         let (status, usage, agent_lost) = match result {
             Ok(outcome) => (outcome.status, outcome.record.usage, false),
             Err(e) => {
-                let cancelled = rec.cancelled_hard(&*agent);
+                // Killed on a second cancel: the turn was cancelled, not failed.
+                let cancelled = cancels >= 2;
                 let _ = session.add_engine_event(
                     "agent_exit",
                     json!({ "error": e.to_string(), "stderr": agent.stderr_tail() }),
@@ -627,15 +636,6 @@ impl Recorder {
                 tracing::warn!("engine-events: {e}");
             }
         }
-    }
-
-    /// A turn whose agent died after a hard cancel (a kill) counts as
-    /// cancelled rather than failed.
-    fn cancelled_hard(&self, agent: &dyn AgentBackend) -> bool {
-        use std::os::unix::process::ExitStatusExt;
-        agent
-            .exit_status()
-            .is_some_and(|s| s.signal() == Some(nix::sys::signal::Signal::SIGKILL as i32))
     }
 }
 
@@ -811,7 +811,7 @@ mod tests {
         let b = d.path().join("b.toml");
         std::fs::write(&a, "[agent]\napproval_policy = \"reject-all\"\n").unwrap();
         std::fs::write(&b, "[health]\nmin_free_disk_mb = 1\n").unwrap();
-        let c = Config::load(&[b.clone()]).unwrap();
+        let c = Config::load(std::slice::from_ref(&b)).unwrap();
         assert_eq!(configured_approval(&c), None);
         let c = Config::load(&[a, b]).unwrap();
         assert_eq!(configured_approval(&c).as_deref(), Some("reject-all"));
