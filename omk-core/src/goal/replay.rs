@@ -4,7 +4,7 @@
 //! and counted.
 
 use std::collections::HashSet;
-use std::io::BufRead;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -106,6 +106,70 @@ fn summarize(p: &Payload) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// Events already seen. UUID ids (what omk writes) are kept as 128-bit
+/// numbers; any other id, or a line without one, by its text.
+#[derive(Default)]
+struct Seen {
+    uuids: HashSet<u128, BuildHasherDefault<MixHasher>>,
+    others: HashSet<Vec<u8>>,
+}
+
+impl Seen {
+    /// False when the event was seen before.
+    fn insert(&mut self, id: Option<&str>, raw: &[u8]) -> bool {
+        match id {
+            Some(id) => match uuid_bits(id) {
+                Some(n) => self.uuids.insert(n),
+                None => self.others.insert(id.as_bytes().to_vec()),
+            },
+            None => self.others.insert(raw.to_vec()),
+        }
+    }
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` as a number.
+fn uuid_bits(id: &str) -> Option<u128> {
+    if id.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, c) in id.bytes().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        n = (n << 4) | u128::from((c as char).to_digit(16)?);
+    }
+    Some(n)
+}
+
+/// A hasher for keys that are already random (UUID v4 bits): fold and mix,
+/// no SipHash rounds.
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+}
+
 /// Read the log (rotated generation first) and build the replay.
 pub fn replay(
     events_file: &Path,
@@ -113,34 +177,30 @@ pub fn replay(
     graph: std::result::Result<Option<GraphSummary>, String>,
 ) -> Result<GoalReplay> {
     let mut timeline = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen = Seen::default();
     let (mut duplicates, mut failures, mut index) = (0usize, 0usize, 0usize);
     for path in [
         crate::store::rotated_path(events_file),
         events_file.to_path_buf(),
     ] {
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
+        // One read and slices into it: cheaper than a copy per line. A log
+        // is capped (64 MiB per generation), so this is bounded.
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        let reader = std::io::BufReader::with_capacity(1 << 16, file);
-        for raw in reader.split(b'\n') {
-            let raw = raw.map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        for raw in bytes.split(|b| *b == b'\n') {
             if raw.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let i = index;
             index += 1;
-            let Ok(line) = serde_json::from_slice::<Line>(&raw) else {
+            let Ok(line) = serde_json::from_slice::<Line>(raw) else {
                 failures += 1;
                 continue;
             };
-            let key = line
-                .id
-                .clone()
-                .unwrap_or_else(|| String::from_utf8_lossy(&raw).into_owned());
-            if !seen.insert(key) {
+            if !seen.insert(line.id.as_deref(), raw) {
                 duplicates += 1;
                 continue;
             }
