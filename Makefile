@@ -25,6 +25,7 @@ deps:
 	@missing=""; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
+	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
