@@ -257,6 +257,24 @@ fn a_project_without_gates_is_blocked_on_human() {
         .is_empty());
 }
 
+#[test]
+fn a_planner_that_needs_a_decision_blocks_on_human() {
+    let fx = Fx::new("[[gate]]\nname = \"ok\"\ncommand = \"true\"\n");
+    let ask = r#"[answer:{"tasks": [\], "questions": ["Which database should the cache use?"\]}]"#;
+    let out = fx.omk(&["goal", "run", ask]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let proof = fx.json(&["goal", "proof", "--json"]);
+    assert_eq!(proof["status"], "blocked_on_human", "{proof}");
+    assert_eq!(
+        proof["human_decisions_required"],
+        serde_json::json!(["Which database should the cache use?"])
+    );
+    assert!(proof["readiness"]
+        .as_str()
+        .unwrap()
+        .starts_with("blocked on human"));
+}
+
 /// Three dependent tasks (three waves); each turn reports 800 tokens.
 const CHAIN_PLAN: &str = "[tokens:600:200] [answer:{\"plan\": \"chain\", \"tasks\": [{\"id\": \"a\", \"title\": \"A\"}, {\"id\": \"b\", \"title\": \"B\", \"depends_on\": [\"a\"\\]}, {\"id\": \"c\", \"title\": \"C\", \"depends_on\": [\"b\"\\]}\\]}]";
 
