@@ -568,3 +568,51 @@ fn pause_and_cancel_from_another_process() {
         text(&out)
     );
 }
+
+#[test]
+fn rollback_with_git_resets_the_work_tree_and_refuses_uncommitted_changes() {
+    let fx = Fx::new("[[gate]]\nname = \"hello\"\ncommand = \"test -f hello.txt\"\n");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=omk",
+                "-c",
+                "user.email=omk@example.invalid",
+            ])
+            .args(args)
+            .current_dir(&fx.project)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "base"]);
+    let base = git(&["rev-parse", "HEAD"]);
+    let out = fx.omk(&[
+        "goal",
+        "run",
+        "Hello [json-plan:Write [write:hello.txt:hi\\]]",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The agent's file is not committed: a git rollback would lose it.
+    let out = fx.omk(&["goal", "rollback", "--checkpoint", "1", "--git"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uncommitted changes"));
+    assert!(fx.project.join("hello.txt").exists(), "nothing touched");
+
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "agent work"]);
+    let proof = fx.json(&["goal", "proof", "--json"]);
+    assert_eq!(proof["status"], "ready");
+    let r = fx.json(&["goal", "rollback", "--checkpoint", "1", "--git", "--json"]);
+    assert_eq!(r["git_reset_to"], base.as_str());
+    assert_eq!(git(&["rev-parse", "HEAD"]), base);
+    assert!(
+        !fx.project.join("hello.txt").exists(),
+        "work tree back at the checkpoint"
+    );
+}
