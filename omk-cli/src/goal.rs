@@ -227,8 +227,10 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
                     created.state_dir.display()
                 );
             }
-            let state = omk.goal_drive(&created.goal_id, false)?;
-            finished(omk, &state, a.json)
+            let progress = Progress::start(&created, a.json);
+            let state = omk.goal_drive(&created.goal_id, false);
+            progress.stop();
+            finished(omk, &state?, a.json)
         }
         GoalCommand::Control(a) => {
             let state = omk.goal_drive(&a.id, false)?;
@@ -742,4 +744,62 @@ fn spawn_controller(omk: &Omk, global: &GlobalArgs, state: &GoalState) -> omk_co
     cmd.spawn()
         .map_err(|e| io("start the goal controller", e))?;
     Ok(())
+}
+
+/// A spinner on stderr (terminals only) showing the goal's phase and tasks
+/// while the controller runs in this process; it reads the goal's files,
+/// like any other observer.
+struct Progress {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(state: &GoalState, json: bool) -> Progress {
+        use std::io::IsTerminal;
+        if json || !std::io::stderr().is_terminal() {
+            return Progress {
+                stop: None,
+                thread: None,
+            };
+        }
+        let dir = state.state_dir.clone();
+        let id = state.goal_id.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            loop {
+                let s = omk_core::store::read_doc::<GoalState>(&GoalState::file(&dir));
+                let g = omk_core::goal::TaskGraph::load(&dir);
+                if let (Ok(Some(s)), Ok(g)) = (s, g) {
+                    let tasks = g.map(|g| g.summary()).unwrap_or_default();
+                    bar.set_message(format!(
+                        "{id}  {}  {}  tasks {}/{} done",
+                        s.status, s.phase, tasks.done_tasks, tasks.total_tasks
+                    ));
+                }
+                if rx
+                    .recv_timeout(std::time::Duration::from_millis(250))
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            bar.finish_and_clear();
+        });
+        Progress {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
