@@ -465,7 +465,10 @@ impl Omk {
 
     /// Open a chat: create a session (or resume `options.session`), claim it
     /// for this process and start its agent. See [`chat::engine`].
-    pub fn chat_open(&self, options: chat::engine::ChatOptions) -> Result<chat::engine::ChatEngine> {
+    pub fn chat_open(
+        &self,
+        options: chat::engine::ChatOptions,
+    ) -> Result<chat::engine::ChatEngine> {
         chat::engine::ChatEngine::open(self, options)
     }
 

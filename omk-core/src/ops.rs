@@ -19,6 +19,22 @@ pub struct Op {
 /// Every operation, sorted by name.
 pub const OPS: &[Op] = &[
     Op {
+        name: "chat.conversation",
+        summary: "One chat session's conversation (id): {id, messages: [{ts, role, text}]}",
+        run: |omk, p| {
+            let req: ChatConversationParams = params("chat.conversation", p)?;
+            Ok(serde_json::json!({ "id": req.id, "messages": omk.chat_conversation(&req.id)? }))
+        },
+    },
+    Op {
+        name: "chat.sessions",
+        summary: "Chat sessions of the project (all_projects: every one), oldest first",
+        run: |omk, p| {
+            let req: ChatSessionsParams = params("chat.sessions", p)?;
+            Ok(serde_json::json!({ "sessions": omk.chat_sessions(req.all_projects)? }))
+        },
+    },
+    Op {
         name: "doctor",
         summary: "Run environment diagnostics",
         run: |omk, p| {
@@ -224,6 +240,19 @@ pub const OPS: &[Op] = &[
         },
     },
 ];
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatConversationParams {
+    id: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ChatSessionsParams {
+    #[serde(default)]
+    all_projects: bool,
+}
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

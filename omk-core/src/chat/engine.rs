@@ -818,6 +818,35 @@ mod tests {
     }
 
     #[test]
+    fn session_ops_list_and_read_without_writing() {
+        let d = tempfile::tempdir().unwrap();
+        let omk = Omk::open(crate::OpenOptions {
+            state_dir: Some(d.path().join("s")),
+            project_dir: Some(d.path().to_path_buf()),
+            config: None,
+        })
+        .unwrap();
+        let mut s = ChatSession::create(omk.paths(), omk.project_dir(), "plain").unwrap();
+        s.add_message(Role::User, "hi").unwrap();
+        let id = s.meta().id.clone();
+        drop(s);
+        let listed = omk.call("chat.sessions", &Value::Null).unwrap();
+        assert_eq!(listed["sessions"][0]["id"], id.as_str());
+        assert_eq!(listed["sessions"][0]["theme"], "plain");
+        let conv = omk.call("chat.conversation", &json!({ "id": id })).unwrap();
+        assert_eq!(conv["messages"][0]["text"], "hi");
+        let e = omk
+            .call("chat.conversation", &json!({ "id": "../x" }))
+            .unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
+        let e = omk
+            .call("chat.conversation", &json!({ "id": "s-none" }))
+            .unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::NotFound);
+        assert!(omk.call("chat.sessions", &json!({ "x": 1 })).is_err());
+    }
+
+    #[test]
     fn wire_events_keep_their_names() {
         let (k, p) = event_record(&WireEvent::StepBegin { n: 2 });
         assert_eq!((k.as_str(), p["n"].as_u64()), ("StepBegin", Some(2)));
