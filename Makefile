@@ -104,6 +104,7 @@ bench: $(VPY) peers
 	$(VPY) scripts/bench_team.py --runs 7 --kimi
 	$(VPY) scripts/bench_calls.py
 	$(VPY) scripts/bench_goals.py
+	$(VPY) scripts/bench_chat.py
 
 clean:
 	$(CARGO) clean
