@@ -42,6 +42,8 @@ pub struct ChatArgs {
 pub(crate) const STATE_IDLE: u8 = 0;
 pub(crate) const STATE_TURN: u8 = 1;
 pub(crate) const STATE_TEAM: u8 = 2;
+/// Before the first prompt (agent starting): Ctrl-C leaves at once.
+const STATE_STARTING: u8 = 3;
 
 /// Shared with the signal thread: what Ctrl-C should stop.
 #[derive(Clone)]
@@ -107,7 +109,7 @@ pub fn run(omk: &Omk, args: ChatArgs) -> omk_core::Result<Outcome> {
         (None, false) => offer_latest(omk, term)?,
     };
     let interrupts = Interrupts {
-        state: Arc::new(AtomicU8::new(STATE_IDLE)),
+        state: Arc::new(AtomicU8::new(STATE_STARTING)),
         cancel: Arc::new(Mutex::new(None)),
     };
     install_ctrl_c(&interrupts, interactive)?;
@@ -173,6 +175,8 @@ fn install_ctrl_c(interrupts: &Interrupts, interactive: bool) -> omk_core::Resul
                         }
                     }
                     STATE_TEAM => {}
+                    // Nothing said yet: a slow agent start is not worth waiting for.
+                    STATE_STARTING => std::process::exit(130),
                     _ if !interactive => {
                         // The session files are appended line by line, so
                         // nothing is lost; the agent exits on its closed stdin.

@@ -92,6 +92,7 @@ impl<'a> Repl<'a> {
             editor,
             failed_turns: 0,
         };
+        repl.interrupts.enter(STATE_IDLE);
         repl.load_history()?;
         repl.banner(resuming)?;
         let result = repl.main_loop();
