@@ -333,7 +333,7 @@ impl ChatEngine {
             extra_args.extend(["--session".to_string(), id.clone()]);
         }
         extra_args.extend(config.agent.args.iter().cloned());
-        let (approval_tx, approvals) = unbounded_channel::<PendingApproval>();
+        let (approval_tx, mut approvals) = unbounded_channel::<PendingApproval>();
         let policy = match self.approval {
             ApprovalMode::Ask => {
                 let host: Approver = Arc::new(move |req: &ApprovalRequest| {
@@ -382,7 +382,31 @@ impl ChatEngine {
         self.resume = Resume::New;
         self.context = None;
         if !earlier.is_empty() {
-            let replayed = runtime.block_on(agent.replay());
+            let limit = Duration::from_secs(config.agent.start_timeout_secs.max(1));
+            let replayed = runtime.block_on(async {
+                let replay = agent.replay();
+                tokio::pin!(replay);
+                let deadline = tokio::time::sleep(limit);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        r = &mut replay => break r,
+                        // History is not decided again (and an unanswered
+                        // request would hold the replay forever).
+                        Some((_, reply)) = approvals.recv() => {
+                            let _ = reply.send(Decision::reject("a replayed request is not decided again"));
+                        }
+                        _ = &mut deadline => {
+                            // A replay still running would make the next
+                            // prompt fail as busy.
+                            let _ = agent.cancel().await;
+                            break Err(Error::Timeout(format!(
+                                "replay took longer than {}s", limit.as_secs()
+                            )));
+                        }
+                    }
+                }
+            });
             // The re-sent history is the agent's own: not this chat's events.
             while notices.try_recv().is_ok() {}
             match replayed {
