@@ -90,6 +90,7 @@ class TeamDoc(TypedDict):
     updated_at: str
     ended_at: str | None
     tokens: int
+    output_tokens: int
     reason: str | None
 
 class ErrorInfo(TypedDict):

@@ -216,18 +216,14 @@ pub fn load_controller(dir: &Path) -> Result<ControllerState> {
 /// Read-modify-write `goal.json` under its lock, stamping `updated_at`.
 pub fn update_state<R>(dir: &Path, f: impl FnOnce(&mut GoalState) -> Result<R>) -> Result<R> {
     let file = GoalState::file(dir);
-    store::update_doc(
-        &file,
-        unreachable_state,
-        |s: &mut GoalState| {
-            if s.version == 0 {
-                return Err(Error::corrupt(&file, "goal.json is missing"));
-            }
-            let out = f(s)?;
-            s.updated_at = Utc::now();
-            Ok(out)
-        },
-    )
+    store::update_doc(&file, unreachable_state, |s: &mut GoalState| {
+        if s.version == 0 {
+            return Err(Error::corrupt(&file, "goal.json is missing"));
+        }
+        let out = f(s)?;
+        s.updated_at = Utc::now();
+        Ok(out)
+    })
 }
 
 pub fn update_controller<R>(
