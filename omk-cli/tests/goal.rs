@@ -275,6 +275,28 @@ fn a_planner_that_needs_a_decision_blocks_on_human() {
         .starts_with("blocked on human"));
 }
 
+#[test]
+fn a_worker_asking_a_question_blocks_on_human() {
+    let fx = Fx::new("[[gate]]\nname = \"ok\"\ncommand = \"true\"\n");
+    let out = fx.omk(&[
+        "goal",
+        "run",
+        "Publish it [json-plan:Decide visibility [ask:Should the API be public?\\]]",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let proof = fx.json(&["goal", "proof", "--json"]);
+    assert_eq!(proof["status"], "blocked_on_human", "{proof}");
+    assert_eq!(
+        proof["human_decisions_required"],
+        serde_json::json!(["Should the API be public?"])
+    );
+    let state = fx.json(&["goal", "show", "--json"]);
+    assert!(state["failure"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Should the API be public?"));
+}
+
 /// Three dependent tasks (three waves); each turn reports 800 tokens.
 const CHAIN_PLAN: &str = "[tokens:600:200] [answer:{\"plan\": \"chain\", \"tasks\": [{\"id\": \"a\", \"title\": \"A\"}, {\"id\": \"b\", \"title\": \"B\", \"depends_on\": [\"a\"\\]}, {\"id\": \"c\", \"title\": \"C\", \"depends_on\": [\"b\"\\]}\\]}]";
 

@@ -115,6 +115,7 @@ event_kinds! {
     ApprovalRequested => "approval_requested",
     ApprovalDecided => "approval_decided",
     AgentProtocolError => "agent_protocol_error",
+    AgentQuestion => "agent_question",
     GatePassed => "gate_passed",
     GateFailed => "gate_failed",
     GateSkipped => "gate_skipped",

@@ -29,6 +29,7 @@ fn spec(dir: &Path, program: PathBuf, policy: PolicyKind) -> AgentSpec {
             ..Default::default()
         },
         start_timeout: Duration::from_secs(20),
+        questions: false,
     }
 }
 
@@ -125,6 +126,36 @@ fn approvals_go_through_the_policy_and_are_reported() {
             matches!(n, AgentNotice::Approval { decision, .. } if !decision.approved() && decision.reason.contains("reject-all"))
         });
         assert!(rejected);
+        a.stop(Duration::from_secs(5)).await;
+    });
+}
+
+#[test]
+fn questions_are_dismissed_and_reported_only_when_declared() {
+    let d = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut s = spec(d.path(), scripted_agent(), PolicyKind::WorkdirEdits);
+        s.questions = true;
+        let a = agent::start(&s, tx).await.unwrap();
+        let o = a.prompt("[ask:Ship it?] [answer:went on]").await.unwrap();
+        assert_eq!(o.status, TurnStatus::Finished);
+        assert_eq!(o.record.text, "went on");
+        let asked: Vec<Vec<String>> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|n| match n {
+                AgentNotice::Question { questions } => Some(questions),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![vec!["Ship it?".to_string()]]);
+        a.stop(Duration::from_secs(5)).await;
+
+        // Undeclared: the agent has no such tool, so nothing is asked.
+        let (a, mut rx) = start(d.path(), PolicyKind::WorkdirEdits).await;
+        let o = a.prompt("[ask:Ship it?] [answer:went on]").await.unwrap();
+        assert_eq!(o.status, TurnStatus::Finished);
+        assert!(!std::iter::from_fn(|| rx.try_recv().ok())
+            .any(|n| matches!(n, AgentNotice::Question { .. })));
         a.stop(Duration::from_secs(5)).await;
     });
 }

@@ -22,6 +22,9 @@ pub enum ToolStep {
     Write { path: String, content: String },
     /// `[run:COMMAND]`: a `Shell` call.
     Run { command: String },
+    /// `[ask:QUESTION]`: an `AskUserQuestion` call (a `QuestionRequest` to
+    /// a client that declared `supports_question`).
+    Ask { question: String },
 }
 
 /// Everything the directives of one prompt ask for.
@@ -76,6 +79,7 @@ const WITH_ARG: &[&str] = &[
     "answer",
     "write",
     "run",
+    "ask",
     "sleep",
     "slow-silent",
     "crash-once",
@@ -140,6 +144,7 @@ fn apply(script: &mut Script, name: &str, arg: String) -> bool {
             script.tools.push(ToolStep::Write { path, content });
         }
         "run" => script.tools.push(ToolStep::Run { command: arg }),
+        "ask" if !arg.is_empty() => script.tools.push(ToolStep::Ask { question: arg }),
         "sleep" | "slow-silent" => {
             let Some(secs) = parse_secs(&arg) else {
                 return false;

@@ -42,6 +42,7 @@
 //! | `[json-plan:A\|B\|C]` | answer `["A","B","C"]`, streamed in chunks that split the JSON mid-token |
 //! | `[write:PATH:CONTENT]` | `WriteFile` tool call with an `edit file` approval; writes CONTENT to PATH (relative to the work dir, may not escape it) when approved |
 //! | `[run:COMMAND]` | `Shell` tool call with a `run command` approval; runs `sh -c COMMAND` in the work dir when approved |
+//! | `[ask:QUESTION]` | `AskUserQuestion` tool call: a `QuestionRequest` with QUESTION (options `yes`/`no`) when the client declared `supports_question`, else a tool error as for an unknown tool; the answers go into the `ToolResult` |
 //! | `[tool-call-parts]` | stream tool-call arguments as `ToolCall` + `ToolCallPart` (as the kimi provider does) instead of whole |
 //! | `[sleep:SECS]` | take SECS seconds first, emitting a `ContentPart` `tick N ` every 0.5 s (the first at once); cancellable |
 //! | `[slow-silent:SECS]` | take SECS seconds first, emitting nothing; cancellable |

@@ -89,6 +89,7 @@ pub struct State {
     pub history: Vec<Value>,
     pub plan_mode: bool,
     pub supports_plan_mode: bool,
+    pub supports_question: bool,
 }
 
 pub struct Shared {
@@ -500,6 +501,10 @@ fn initialize(shared: &Arc<Shared>, id: &str, params: &Value) {
             }
         }
     }
+    st.supports_question = params
+        .pointer("/capabilities/supports_question")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     st.supports_plan_mode = params
         .pointer("/capabilities/supports_plan_mode")
         .and_then(Value::as_bool)

@@ -295,6 +295,11 @@ impl Turn {
                 format!("{{\"command\": {}}}", Value::from(command.as_str())),
                 "run command",
             ),
+            ToolStep::Ask { question } => (
+                "AskUserQuestion",
+                json!({"questions": [{"question": question}]}).to_string(),
+                "",
+            ),
         };
         if self.script.tool_call_parts && arguments.chars().count() > 1 {
             let half = arguments.chars().count() / 2;
@@ -349,12 +354,71 @@ impl Turn {
                     Decision::Approved => self.run_command(command, &work_dir)?,
                 }
             }
+            ToolStep::Ask { question } => self.ask(&call_id, question)?,
         };
         self.emit(
             "ToolResult",
             json!({"tool_call_id": call_id, "return_value": return_value}),
         );
         self.checkpoint()
+    }
+
+    /// `AskUserQuestion`: a `QuestionRequest` when the client can answer
+    /// one; kimi hides the tool otherwise, so calling it is an unknown tool.
+    fn ask(&self, call_id: &str, question: &str) -> Result<Value, Stop> {
+        if !self.shared.lock_state().supports_question {
+            return Ok(error_value(
+                "Tool `AskUserQuestion` not found",
+                vec![json!({"type": "brief", "text": "Tool not found"})],
+            ));
+        }
+        let id = self.shared.uuid();
+        let option = |label: &str| json!({"label": label, "description": ""});
+        let request = json!({
+            "jsonrpc": "2.0",
+            "method": "request",
+            "id": id,
+            "params": {
+                "type": "QuestionRequest",
+                "payload": {
+                    "id": id,
+                    "tool_call_id": call_id,
+                    "questions": [{
+                        "question": question,
+                        "header": "",
+                        "options": [option("yes"), option("no")],
+                        "multi_select": false,
+                        "body": "",
+                        "other_label": "",
+                        "other_description": "",
+                    }],
+                },
+            },
+        });
+        self.shared.lock_state().pending.insert(
+            id.clone(),
+            crate::server::Pending {
+                request: request.clone(),
+                reply: None,
+            },
+        );
+        self.shared.send(&request);
+        let reply = self.await_reply(&id)?;
+        // An error reply or `{}` means the question was dismissed.
+        let answers = reply
+            .get("result")
+            .and_then(|r| r.get("answers"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let output = if answers.is_empty() {
+            "The user dismissed the question.".to_string()
+        } else {
+            Value::Object(answers).to_string()
+        };
+        Ok(
+            json!({"is_error": false, "output": output, "message": "", "display": [], "extras": null}),
+        )
     }
 
     /// Asks the client (unless auto-approved) and reports its decision.

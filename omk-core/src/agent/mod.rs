@@ -43,6 +43,10 @@ pub struct AgentSpec {
     pub policy: ApprovalPolicy,
     /// Deadline for the process to start and answer `initialize`.
     pub start_timeout: Duration,
+    /// Declare `supports_question`, so the agent may ask (`AskUserQuestion`).
+    /// omk never answers a question itself: it dismisses it and reports it as
+    /// [`AgentNotice::Question`], so the owner can stop for a human.
+    pub questions: bool,
 }
 
 /// What an agent reports to its owner while it runs.
@@ -55,8 +59,10 @@ pub enum AgentNotice {
         request: ApprovalRequest,
         decision: Decision,
     },
-    /// Another request omk answered (external tool, question, hook).
+    /// Another request omk answered (external tool, hook, unknown type).
     RequestAnswered { kind: String, answer: String },
+    /// The agent asked the user (`QuestionRequest`); omk dismissed it.
+    Question { questions: Vec<String> },
     /// A line that was not a valid Wire message.
     ProtocolViolation { line: String, reason: String },
 }

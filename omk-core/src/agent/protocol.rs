@@ -129,7 +129,8 @@ pub enum AgentRequest {
         name: String,
         arguments: String,
     },
-    /// `AskUserQuestion` (only with `supports_question`; dismissed).
+    /// `AskUserQuestion` (only with `supports_question`; dismissed and
+    /// reported).
     Question {
         id: String,
         payload: Value,
@@ -449,13 +450,28 @@ pub fn encode_error(id: &str, code: i64, message: &str) -> String {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }).to_string()
 }
 
-/// `initialize` params for omk as the client.
-pub fn initialize_params() -> Value {
+/// `initialize` params for omk as the client; `questions` declares
+/// `supports_question` (kimi shows `AskUserQuestion` to the model only then).
+pub fn initialize_params(questions: bool) -> Value {
     json!({
         "protocol_version": PROTOCOL_VERSION,
         "client": { "name": "omk", "version": crate::VERSION },
-        "capabilities": { "supports_question": false, "supports_plan_mode": false },
+        "capabilities": { "supports_question": questions, "supports_plan_mode": false },
     })
+}
+
+/// The question texts of a `QuestionRequest` payload.
+pub fn question_texts(payload: &Value) -> Vec<String> {
+    payload
+        .get("questions")
+        .and_then(Value::as_array)
+        .map(|qs| {
+            qs.iter()
+                .filter_map(|q| q.get("question").and_then(Value::as_str))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How a turn ended, from the `prompt` response (the authoritative end).

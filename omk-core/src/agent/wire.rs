@@ -111,7 +111,7 @@ impl WireAgent {
         let agent = Arc::new(WireAgent { shared });
         match tokio::time::timeout(
             spec.start_timeout,
-            agent.request("initialize", protocol::initialize_params()),
+            agent.request("initialize", protocol::initialize_params(spec.questions)),
         )
         .await
         {
@@ -268,11 +268,12 @@ impl Shared {
                     },
                 )
             }
-            AgentRequest::Question { id, .. } => (
+            // Empty answers dismiss the question; the owner decides whether
+            // it needs a human (a goal stops as blocked_on_human).
+            AgentRequest::Question { id, payload } => (
                 protocol::encode_response(&id, json!({ "request_id": id, "answers": {} })),
-                AgentNotice::RequestAnswered {
-                    kind: "QuestionRequest".into(),
-                    answer: "dismissed: omk runs unattended".into(),
+                AgentNotice::Question {
+                    questions: protocol::question_texts(&payload),
                 },
             ),
             AgentRequest::Hook { id, .. } => (

@@ -367,6 +367,9 @@ impl ChatEngine {
             protocol: config.agent.protocol,
             policy,
             start_timeout: Duration::from_secs(config.agent.start_timeout_secs.max(1)),
+            // The person at the prompt is right there: the model asks in
+            // its answer instead of through a dismissed question.
+            questions: false,
         };
         let runtime = self.omk.runtime()?;
         let (tx, mut notices) = unbounded_channel();
@@ -676,6 +679,9 @@ fn notice_record(n: &AgentNotice) -> (String, Value) {
             "request_answered".into(),
             json!({ "kind": kind, "answer": answer }),
         ),
+        AgentNotice::Question { questions } => {
+            ("question".into(), json!({ "questions": questions }))
+        }
         AgentNotice::ProtocolViolation { line, reason } => (
             "protocol_violation".into(),
             json!({ "line": line, "reason": reason }),

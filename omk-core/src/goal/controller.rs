@@ -464,7 +464,39 @@ impl Controller<'_> {
         }
         graph.save(&self.dir)?;
         self.emit_task_results(&graph, Some(&name))?;
+        let questions = self.questions_asked(&name)?;
+        if !questions.is_empty() {
+            self.finish(
+                Status::BlockedOnHuman,
+                Some(format!(
+                    "an agent of team {name} asked a question no policy can answer: {}",
+                    questions.join(" / ")
+                )),
+                Vec::new(),
+                questions,
+            )?;
+            return Ok(Step::Stop);
+        }
         Ok(Step::Continue)
+    }
+
+    /// The questions the workers of team `name` asked (dismissed at the
+    /// time, so the wave could end; the goal then waits for a human).
+    fn questions_asked(&self, name: &str) -> Result<Vec<String>> {
+        let file = self.omk.paths().team_dir(name)?.join("events.jsonl");
+        let mut out: Vec<String> = Vec::new();
+        for e in crate::events::read_events(&file)?.records {
+            if e.kind != EventKind::AgentQuestion {
+                continue;
+            }
+            let texts = e.payload.get("questions").and_then(|q| q.as_array());
+            for q in texts.into_iter().flatten().filter_map(|q| q.as_str()) {
+                if !out.iter().any(|o| o == q) {
+                    out.push(q.to_string());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Events for the tasks of one wave (`None`: of interrupted waves).

@@ -175,6 +175,8 @@ pub fn turn(
             host: None,
         },
         start_timeout: Duration::from_secs(config.agent.start_timeout_secs.max(1)),
+        // The planner asks for decisions in its JSON answer instead.
+        questions: false,
     };
     let lease = Duration::from_secs(config.team.lease_secs.max(1));
     let grace = Duration::from_secs(config.team.stop_grace_secs);

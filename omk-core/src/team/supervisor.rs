@@ -381,6 +381,9 @@ impl RunContext {
             protocol: self.config.agent.protocol,
             policy: self.policy.clone(),
             start_timeout: Duration::from_secs(self.config.agent.start_timeout_secs.max(1)),
+            // Let workers ask: the question is dismissed (the team runs
+            // unattended) but recorded, and a goal stops on it for a human.
+            questions: true,
         }
     }
 }

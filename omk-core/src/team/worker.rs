@@ -540,6 +540,11 @@ async fn pump_notices(
                 record(&transcript, "approval", payload.clone());
                 ctx.emit(EventKind::ApprovalDecided, Some(&worker), payload);
             }
+            AgentNotice::Question { questions } => {
+                let payload = json!({ "questions": questions, "answer": "dismissed" });
+                record(&transcript, "question", payload.clone());
+                ctx.emit(EventKind::AgentQuestion, Some(&worker), payload);
+            }
             AgentNotice::RequestAnswered { kind, answer } => {
                 record(
                     &transcript,
