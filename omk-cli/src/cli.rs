@@ -64,6 +64,11 @@ pub enum Command {
     /// Talk to the agent in a terminal REPL; sessions are kept and resumable.
     #[command(visible_alias = "c")]
     Chat(crate::chat::ChatArgs),
+    /// Take a task through Expansion, Planning, Execution, QA and Validation.
+    #[command(visible_alias = "ap")]
+    Autopilot(crate::modes::AutopilotCommand),
+    /// Agent turn, gates, failures fed back, repeat until the gates pass.
+    Ralph(crate::modes::RalphCommand),
 }
 
 impl Command {
@@ -83,6 +88,8 @@ impl Command {
             Command::Gates(GatesCommand::Reset(a)) => a.json,
             Command::Goal(g) => g.wants_json(),
             Command::Chat(_) => false,
+            Command::Autopilot(c) => c.wants_json(),
+            Command::Ralph(c) => c.wants_json(),
         }
     }
 }

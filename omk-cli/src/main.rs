@@ -7,6 +7,7 @@ mod cli;
 mod doctor;
 mod gates;
 mod goal;
+mod modes;
 mod output;
 mod pools;
 mod team;
@@ -50,6 +51,8 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::Gates(cmd) => gates::run(&omk, cmd),
         Command::Goal(cmd) => goal::run(&omk, &cli.global, cmd),
         Command::Chat(args) => chat::run(&omk, args),
+        Command::Autopilot(cmd) => modes::autopilot(&omk, cmd),
+        Command::Ralph(cmd) => modes::ralph(&omk, cmd),
     }
 }
 

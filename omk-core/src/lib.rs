@@ -21,6 +21,7 @@ pub mod goal;
 pub mod health;
 pub mod ids;
 pub mod metrics;
+pub mod modes;
 pub mod ops;
 pub mod paths;
 pub mod pool;
@@ -459,6 +460,54 @@ impl Omk {
     /// Run the gates now and refresh the proof.
     pub fn goal_verify(&self, id: &str) -> Result<goal::GoalProof> {
         goal::verify(self, id)
+    }
+
+    // ---- Autopilot and Ralph (docs/modes.md). ----
+
+    /// Take a task through Expansion, Planning, Execution, QA and Validation
+    /// (blocking until it ends: `complete`, `failed` or `stopped`).
+    pub fn autopilot_run(
+        &self,
+        request: &modes::autopilot::AutopilotRequest,
+    ) -> Result<modes::autopilot::AutopilotState> {
+        modes::autopilot::run(self, request)
+    }
+
+    /// `{"autopilots": [...]}` (API.md `/api/autopilots`), newest first.
+    pub fn autopilot_list(&self) -> Result<modes::autopilot::AutopilotList> {
+        modes::autopilot::list(self)
+    }
+
+    pub fn autopilot_status(&self, id: &str) -> Result<modes::autopilot::AutopilotState> {
+        modes::autopilot::status(self, id)
+    }
+
+    /// Ask a running autopilot (of any process) to stop.
+    pub fn autopilot_stop(&self, id: &str) -> Result<modes::autopilot::AutopilotState> {
+        modes::autopilot::stop(self, id)
+    }
+
+    /// Agent turn, gates, failures fed back, until the gates pass or the
+    /// iteration limit (blocking: `complete`, `exhausted`, `failed`, `stopped`).
+    pub fn ralph_run(
+        &self,
+        request: &modes::ralph::RalphRequest,
+    ) -> Result<modes::ralph::RalphState> {
+        modes::ralph::run(self, request)
+    }
+
+    /// `{"ralphs": [...]}` (API.md `/api/ralphs`), newest first.
+    pub fn ralph_list(&self) -> Result<modes::ralph::RalphList> {
+        modes::ralph::list(self)
+    }
+
+    pub fn ralph_status(&self, id: &str) -> Result<modes::ralph::RalphState> {
+        modes::ralph::status(self, id)
+    }
+
+    /// Ask a running ralph loop (of any process) to stop.
+    pub fn ralph_stop(&self, id: &str) -> Result<modes::ralph::RalphState> {
+        modes::ralph::stop(self, id)
     }
 
     // ---- Chat sessions (API.md "Chat API"). ----

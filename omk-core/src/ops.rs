@@ -19,6 +19,32 @@ pub struct Op {
 /// Every operation, sorted by name.
 pub const OPS: &[Op] = &[
     Op {
+        name: "autopilot.list",
+        summary: "Autopilot runs, newest first: {autopilots: [...]}",
+        run: |omk, p| {
+            no_params("autopilot.list", p)?;
+            to_json(&omk.autopilot_list()?)
+        },
+    },
+    Op {
+        name: "autopilot.run",
+        summary: "Run a task through the autopilot phases (task, name, max_agents, approval)",
+        run: |omk, p| {
+            let r: crate::modes::autopilot::AutopilotRequest = params("autopilot.run", p)?;
+            to_json(&omk.autopilot_run(&r)?)
+        },
+    },
+    Op {
+        name: "autopilot.status",
+        summary: "One autopilot run's state (id)",
+        run: |omk, p| to_json(&omk.autopilot_status(&params::<IdParams>("autopilot.status", p)?.id)?),
+    },
+    Op {
+        name: "autopilot.stop",
+        summary: "Ask a running autopilot to stop (id)",
+        run: |omk, p| to_json(&omk.autopilot_stop(&params::<IdParams>("autopilot.stop", p)?.id)?),
+    },
+    Op {
         name: "chat.conversation",
         summary: "One chat session's conversation (id): {id, messages: [{ts, role, text}]}",
         run: |omk, p| {
@@ -200,6 +226,32 @@ pub const OPS: &[Op] = &[
         },
     },
     Op {
+        name: "ralph.list",
+        summary: "Ralph runs, newest first: {ralphs: [...]}",
+        run: |omk, p| {
+            no_params("ralph.list", p)?;
+            to_json(&omk.ralph_list()?)
+        },
+    },
+    Op {
+        name: "ralph.run",
+        summary: "Agent turn, gates, feedback, repeat (task, max_iterations, name, approval)",
+        run: |omk, p| {
+            let r: crate::modes::ralph::RalphRequest = params("ralph.run", p)?;
+            to_json(&omk.ralph_run(&r)?)
+        },
+    },
+    Op {
+        name: "ralph.status",
+        summary: "One ralph run's state (id)",
+        run: |omk, p| to_json(&omk.ralph_status(&params::<IdParams>("ralph.status", p)?.id)?),
+    },
+    Op {
+        name: "ralph.stop",
+        summary: "Ask a running ralph loop to stop (id)",
+        run: |omk, p| to_json(&omk.ralph_stop(&params::<IdParams>("ralph.stop", p)?.id)?),
+    },
+    Op {
         name: "team.list",
         summary: "Every team document",
         run: |omk, p| {
@@ -277,6 +329,12 @@ struct GatesResetParams {
     all: bool,
     #[serde(default)]
     all_projects: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdParams {
+    id: String,
 }
 
 #[derive(serde::Deserialize)]

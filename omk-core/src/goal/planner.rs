@@ -157,6 +157,18 @@ pub fn turn(
     work_dir: &std::path::Path,
     prompt: &str,
 ) -> Result<TurnResult> {
+    turn_until(runtime, config, work_dir, prompt, &|| false)
+}
+
+/// [`turn`], cancelled (`Error::Cancelled`) when `stop` turns true; it is
+/// asked about once a second.
+pub fn turn_until(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    work_dir: &std::path::Path,
+    prompt: &str,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<TurnResult> {
     let program = crate::health::resolve_agent_bin(&config.agent.bin).ok_or_else(|| {
         Error::Agent(format!(
             "agent executable {:?} not found (set [agent] bin or OMK_KIMI_BIN)",
@@ -192,6 +204,10 @@ pub fn turn(
             tokio::select! {
                 r = &mut turn => break r,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if stop() {
+                        let _ = agent.cancel().await;
+                        break Err(Error::Cancelled("the turn was stopped on request".into()));
+                    }
                     if agent.last_activity().elapsed() > lease {
                         break Err(Error::Timeout(format!(
                             "the planner was silent for more than {}s", lease.as_secs()

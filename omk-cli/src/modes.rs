@@ -1,0 +1,328 @@
+//! `omk autopilot TASK | list | status ID | stop ID` and
+//! `omk ralph TASK --max-iterations N | list | status ID | stop ID`.
+
+use clap::{Args, Subcommand};
+use omk_core::modes::autopilot::{AutopilotRequest, AutopilotState};
+use omk_core::modes::ralph::{RalphRequest, RalphState};
+use omk_core::modes::RunStatus;
+use omk_core::Omk;
+
+use crate::output::print_doc;
+use crate::Outcome;
+
+/// `omk autopilot`: a run, or one of the subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AutopilotCommand {
+    #[command(subcommand)]
+    pub action: Option<ModeAction>,
+    #[command(flatten)]
+    pub run: AutopilotRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AutopilotRunArgs {
+    /// The task, taken through Expansion, Planning, Execution, QA and Validation.
+    #[arg(required = true)]
+    pub task: Option<String>,
+    /// Run id (default ap-YYYYMMDD-HHMMSS-<hex>).
+    #[arg(long, short = 'n')]
+    pub name: Option<String>,
+    /// Workers of the execution team.
+    #[arg(long, default_value_t = 2)]
+    pub max_agents: u32,
+    /// Approval policy of the agents (default from config).
+    #[arg(long)]
+    pub approval: Option<String>,
+    /// Print the final state as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `omk ralph`: a run, or one of the subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RalphCommand {
+    #[command(subcommand)]
+    pub action: Option<ModeAction>,
+    #[command(flatten)]
+    pub run: RalphRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RalphRunArgs {
+    /// The task: the agent works on it until the project's gates pass.
+    #[arg(required = true)]
+    pub task: Option<String>,
+    /// Give up after this many agent turns.
+    #[arg(long, short = 'm', default_value_t = omk_core::modes::ralph::DEFAULT_MAX_ITERATIONS)]
+    pub max_iterations: u32,
+    /// Run id (default ralph-YYYYMMDD-HHMMSS-<hex>).
+    #[arg(long, short = 'n')]
+    pub name: Option<String>,
+    /// Approval policy of the agent (default from config).
+    #[arg(long)]
+    pub approval: Option<String>,
+    /// Print the final state as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModeAction {
+    /// Runs, newest first (`--json`: the API.md list document).
+    List(JsonArg),
+    /// One run's state.
+    Status(IdArgs),
+    /// Ask a running run (of any process) to stop.
+    Stop(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ModeAction {
+    fn json(&self) -> bool {
+        match self {
+            ModeAction::List(a) => a.json,
+            ModeAction::Status(a) | ModeAction::Stop(a) => a.json,
+        }
+    }
+}
+
+impl AutopilotCommand {
+    pub fn wants_json(&self) -> bool {
+        self.action.as_ref().map_or(self.run.json, ModeAction::json)
+    }
+}
+
+impl RalphCommand {
+    pub fn wants_json(&self) -> bool {
+        self.action.as_ref().map_or(self.run.json, ModeAction::json)
+    }
+}
+
+fn outcome(status: RunStatus) -> Outcome {
+    if status == RunStatus::Complete {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    }
+}
+
+pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> {
+    match cmd.action {
+        None => {
+            let a = cmd.run;
+            // Name the run here so the user can stop it from another
+            // terminal while this one blocks.
+            let name = a.name.unwrap_or_else(omk_core::modes::autopilot::new_id);
+            eprintln!("autopilot {name} running; stop it with: omk autopilot stop {name}");
+            let s = omk.autopilot_run(&AutopilotRequest {
+                task: a.task.unwrap_or_default(),
+                name: Some(name),
+                max_agents: Some(a.max_agents),
+                approval: a.approval,
+            })?;
+            if a.json {
+                print_doc(&s);
+            } else {
+                print_autopilot(&s);
+            }
+            Ok(outcome(s.status))
+        }
+        Some(ModeAction::List(a)) => {
+            let list = omk.autopilot_list()?;
+            if a.json {
+                print_doc(&list);
+            } else if list.autopilots.is_empty() {
+                println!("no autopilot runs");
+            } else {
+                println!("{:<32} {:<12} {:<11} TASK", "ID", "STATUS", "PHASE");
+                for s in &list.autopilots {
+                    println!(
+                        "{:<32} {:<12} {:<11} {}",
+                        s.id,
+                        s.status.as_str(),
+                        phase_name(s),
+                        one_line(&s.task)
+                    );
+                }
+            }
+            for u in &list.unreadable {
+                eprintln!("omk: unreadable autopilot run: {u}");
+            }
+            Ok(Outcome::Success)
+        }
+        Some(ModeAction::Status(a)) => {
+            let s = omk.autopilot_status(&a.id)?;
+            if a.json {
+                print_doc(&s);
+            } else {
+                print_autopilot(&s);
+            }
+            Ok(Outcome::Success)
+        }
+        Some(ModeAction::Stop(a)) => {
+            let s = omk.autopilot_stop(&a.id)?;
+            if a.json {
+                print_doc(&s);
+            } else {
+                println!("asked autopilot {} to stop", s.id);
+            }
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
+    match cmd.action {
+        None => {
+            let a = cmd.run;
+            let name = a.name.unwrap_or_else(omk_core::modes::ralph::new_id);
+            eprintln!("ralph {name} running; stop it with: omk ralph stop {name}");
+            let s = omk.ralph_run(&RalphRequest {
+                task: a.task.unwrap_or_default(),
+                max_iterations: Some(a.max_iterations),
+                name: Some(name),
+                approval: a.approval,
+            })?;
+            if a.json {
+                print_doc(&s);
+            } else {
+                print_ralph(&s);
+            }
+            Ok(outcome(s.status))
+        }
+        Some(ModeAction::List(a)) => {
+            let list = omk.ralph_list()?;
+            if a.json {
+                print_doc(&list);
+            } else if list.ralphs.is_empty() {
+                println!("no ralph runs");
+            } else {
+                println!("{:<32} {:<12} {:>9} TASK", "ID", "STATUS", "ITERATION");
+                for s in &list.ralphs {
+                    println!(
+                        "{:<32} {:<12} {:>9} {}",
+                        s.id,
+                        s.status.as_str(),
+                        format!("{}/{}", s.iteration, s.max_iterations),
+                        one_line(&s.task)
+                    );
+                }
+            }
+            for u in &list.unreadable {
+                eprintln!("omk: unreadable ralph run: {u}");
+            }
+            Ok(Outcome::Success)
+        }
+        Some(ModeAction::Status(a)) => {
+            let s = omk.ralph_status(&a.id)?;
+            if a.json {
+                print_doc(&s);
+            } else {
+                print_ralph(&s);
+            }
+            Ok(Outcome::Success)
+        }
+        Some(ModeAction::Stop(a)) => {
+            let s = omk.ralph_stop(&a.id)?;
+            if a.json {
+                print_doc(&s);
+            } else {
+                println!("asked ralph {} to stop", s.id);
+            }
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+fn phase_name(s: &AutopilotState) -> String {
+    serde_json::to_value(s.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// The first line of a task, cut for a table.
+fn one_line(task: &str) -> String {
+    let first = task.lines().next().unwrap_or("");
+    let mut out: String = first.chars().take(60).collect();
+    if out.len() < task.len() {
+        out.push('…');
+    }
+    out
+}
+
+fn print_autopilot(s: &AutopilotState) {
+    println!(
+        "autopilot {}: {} (phase {})",
+        s.id,
+        s.status.as_str(),
+        phase_name(s)
+    );
+    println!("  task:  {}", one_line(&s.task));
+    for p in &s.phases {
+        let mark = match p.ok {
+            Some(true) => "ok",
+            Some(false) => "FAILED",
+            None => "running",
+        };
+        let phase = serde_json::to_value(p.phase)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        match &p.note {
+            Some(n) => println!("  {phase:<11} {mark:<8} {n}"),
+            None => println!("  {phase:<11} {mark}"),
+        }
+    }
+    if let Some(r) = &s.reason {
+        println!("  reason: {r}");
+    }
+    println!("  plans: {}", s.plans_dir.display());
+    println!("  tokens: {}", s.tokens);
+}
+
+fn print_ralph(s: &RalphState) {
+    println!(
+        "ralph {}: {} at iteration {} of {}",
+        s.id,
+        s.status.as_str(),
+        s.iteration,
+        s.max_iterations
+    );
+    println!("  task:  {}", one_line(&s.task));
+    for it in &s.iterations {
+        let gates = match it.gates_passed {
+            Some(true) => "gates passed".to_string(),
+            Some(false) => {
+                let names: Vec<&str> = it.failures.iter().map(|f| f.name.as_str()).collect();
+                format!("gates failed: {}", names.join(", "))
+            }
+            None => "gates not run".to_string(),
+        };
+        println!(
+            "  {:>3}. team {} {}, {gates}",
+            it.iteration,
+            it.team,
+            it.team_phase.as_deref().unwrap_or("running")
+        );
+    }
+    if let Some(r) = &s.reason {
+        println!("  reason: {r}");
+    }
+    println!("  state: {}", s.state_dir.join("state.json").display());
+    println!("  tokens: {}", s.tokens);
+}
