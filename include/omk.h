@@ -520,6 +520,95 @@ omk_result omk_goal_rollback(omk_t *h,
                              bool git,
                              char **out_json);
 
+// Take `task` through Expansion, Planning, Execution, QA and Validation
+// (op `autopilot.run`). `options_json` is NULL or an object with `name`,
+// `max_agents` (1..=32, default 2), `approval`. Blocks until the run ends;
+// `*out_json` receives the final state: check its `"status"`
+// (`"complete"` only when the final gates passed; `"failed"` and
+// `"stopped"` are not errors).
+//
+// Errors: `OMK_RESULT_INVALID_INPUT` for an empty task, bad options or a
+// project without gates; `CONFLICT` when the name is taken. Ownership,
+// NULL and UTF-8 rules as `omk_call`. Thread safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; the strings are NULL or NUL-terminated;
+// `out_json` is NULL or points to writable storage for one pointer.
+omk_result omk_autopilot_run(omk_t *h, const char *task, const char *options_json, char **out_json);
+
+// Every autopilot run, newest first (op `autopilot.list`): the API.md
+// `/api/autopilots` document `{"autopilots": [...]}`.
+//
+// Ownership and errors as `omk_call`. Thread safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `out_json` is NULL or points to writable
+// storage for one pointer.
+omk_result omk_autopilot_list(omk_t *h, char **out_json);
+
+// One autopilot run's state (op `autopilot.status`). Errors:
+// `OMK_RESULT_NOT_FOUND` for an unknown id, `INVALID_INPUT` for a NULL or
+// malformed one. Ownership and thread safety as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_autopilot_status(omk_t *h, const char *id, char **out_json);
+
+// Ask a running autopilot, in any process, to stop (op `autopilot.stop`);
+// its current agent turn or team is stopped at once. Errors: `NOT_FOUND`,
+// `INVALID_INPUT`, `CONFLICT` when the run already ended. Ownership and
+// thread safety as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_autopilot_stop(omk_t *h, const char *id, char **out_json);
+
+// Agent turn, gates, failures fed back, repeat (op `ralph.run`).
+// `options_json` is NULL or an object with `max_iterations` (1..=1000,
+// default 10), `name`, `approval`. Blocks until the run ends; `*out_json`
+// receives the final state: check its `"status"` (`"complete"` when the
+// gates passed; `"exhausted"`, `"failed"`, `"stopped"` are not errors).
+//
+// Errors: `OMK_RESULT_INVALID_INPUT` for an empty task, bad options or a
+// project without gates; `CONFLICT` when the name is taken. Ownership,
+// NULL and UTF-8 rules as `omk_call`. Thread safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; the strings are NULL or NUL-terminated;
+// `out_json` is NULL or points to writable storage for one pointer.
+omk_result omk_ralph_run(omk_t *h, const char *task, const char *options_json, char **out_json);
+
+// Every ralph run, newest first (op `ralph.list`): the API.md
+// `/api/ralphs` document `{"ralphs": [...]}`.
+//
+// Ownership and errors as `omk_call`. Thread safety: as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `out_json` is NULL or points to writable
+// storage for one pointer.
+omk_result omk_ralph_list(omk_t *h, char **out_json);
+
+// One ralph run's state (op `ralph.status`). Errors: `NOT_FOUND` for an
+// unknown id, `INVALID_INPUT` for a NULL or malformed one. Ownership and
+// thread safety as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_ralph_status(omk_t *h, const char *id, char **out_json);
+
+// Ask a running ralph loop, in any process, to stop (op `ralph.stop`); its
+// current team is shut down at once. Errors: `NOT_FOUND`,
+// `INVALID_INPUT`, `CONFLICT` when the run already ended. Ownership and
+// thread safety as `omk_call`.
+//
+// # Safety
+// `h` is NULL or a live handle; `id` is NULL or NUL-terminated; `out_json`
+// is NULL or points to writable storage for one pointer.
+omk_result omk_ralph_stop(omk_t *h, const char *id, char **out_json);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -19,6 +19,7 @@ compile_error!(
 
 mod boundary;
 mod goal;
+mod modes;
 
 use std::ffi::c_char;
 

@@ -57,7 +57,7 @@ create_exception!(
     omk,
     CancelledError,
     OmkError,
-    "Stopped by a shutdown request or Ctrl-C (code \"cancelled\"). `team` names the team, `goal` the goal."
+    "Stopped by a shutdown request or Ctrl-C (code \"cancelled\"). `team` names the team, `goal` the goal, `run` the autopilot or ralph run."
 );
 create_exception!(
     omk,
@@ -82,6 +82,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     py.get_type::<CancelledError>().setattr("team", py.None())?;
     py.get_type::<CancelledError>().setattr("goal", py.None())?;
+    py.get_type::<CancelledError>().setattr("run", py.None())?;
     Ok(())
 }
 

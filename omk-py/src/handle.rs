@@ -477,6 +477,105 @@ impl PyOmk {
         doc_to_py(py, &v)
     }
 
+    /// Take ``task`` through Expansion, Planning, Execution, QA and
+    /// Validation; returns the final state. ``status`` is ``"complete"``
+    /// only when the project's required gates passed on the final tree;
+    /// ``"failed"`` and ``"stopped"`` are results, not errors. ``name`` is
+    /// the run id (default ``ap-YYYYMMDD-HHMMSS-<hex>``), ``max_agents`` the
+    /// workers of the execution team (default 2). Blocks with the GIL
+    /// released; on Ctrl-C the run is stopped and ``omk.CancelledError`` is
+    /// raised with the run id in its ``run`` attribute.
+    #[pyo3(signature = (task, *, name=None, max_agents=None, approval=None))]
+    fn autopilot_run(
+        &self,
+        py: Python<'_>,
+        task: String,
+        name: Option<String>,
+        max_agents: Option<u32>,
+        approval: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let id = name.unwrap_or_else(omk_core::modes::autopilot::new_id);
+        let request = omk_core::modes::autopilot::AutopilotRequest {
+            task,
+            name: Some(id.clone()),
+            max_agents,
+            approval,
+        };
+        self.run_stoppable(
+            py,
+            "autopilot",
+            id,
+            move |omk| omk.autopilot_run(&request),
+            |omk, id| omk.autopilot_stop(id).map(|_| ()),
+        )
+    }
+
+    /// ``{"autopilots": [state, ...]}`` (API.md ``/api/autopilots``), newest first.
+    fn autopilot_list(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "autopilot_list", || self.inner.autopilot_list())?;
+        doc_to_py(py, &v)
+    }
+
+    /// One autopilot run's state.
+    fn autopilot_status(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "autopilot_status", || self.inner.autopilot_status(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Ask a running autopilot (of any process) to stop; returns its state.
+    fn autopilot_stop(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "autopilot_stop", || self.inner.autopilot_stop(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Agent turn, gates, failures fed back, repeat until the gates pass
+    /// (``"complete"``) or ``max_iterations`` turns (default 10) were spent
+    /// (``"exhausted"``); returns the final state. Blocks with the GIL
+    /// released; on Ctrl-C the loop is stopped and ``omk.CancelledError``
+    /// is raised with the run id in its ``run`` attribute.
+    #[pyo3(signature = (task, *, max_iterations=None, name=None, approval=None))]
+    fn ralph_run(
+        &self,
+        py: Python<'_>,
+        task: String,
+        max_iterations: Option<u32>,
+        name: Option<String>,
+        approval: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let id = name.unwrap_or_else(omk_core::modes::ralph::new_id);
+        let request = omk_core::modes::ralph::RalphRequest {
+            task,
+            max_iterations,
+            name: Some(id.clone()),
+            approval,
+        };
+        self.run_stoppable(
+            py,
+            "ralph",
+            id,
+            move |omk| omk.ralph_run(&request),
+            |omk, id| omk.ralph_stop(id).map(|_| ()),
+        )
+    }
+
+    /// ``{"ralphs": [state, ...]}`` (API.md ``/api/ralphs``), newest first.
+    fn ralph_list(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "ralph_list", || self.inner.ralph_list())?;
+        doc_to_py(py, &v)
+    }
+
+    /// One ralph run's state.
+    fn ralph_status(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "ralph_status", || self.inner.ralph_status(id))?;
+        doc_to_py(py, &v)
+    }
+
+    /// Ask a running ralph loop (of any process) to stop; returns its state.
+    fn ralph_stop(&self, py: Python<'_>, id: &str) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "ralph_stop", || self.inner.ralph_stop(id))?;
+        doc_to_py(py, &v)
+    }
+
     /// Continue a paused, interrupted, out-of-budget or not-ready goal
     /// until its controller stops; returns its state. ``id`` defaults to the newest goal
     /// (``"latest"``).
@@ -557,6 +656,62 @@ impl PyOmk {
 }
 
 impl PyOmk {
+    /// Run an autopilot / ralph on its own thread, waiting in slices so
+    /// Ctrl-C is seen: then stop the run, wait for it to record `stopped`
+    /// and raise `CancelledError` (attribute `run`: the id).
+    fn run_stoppable<T: serde::Serialize + Send + 'static>(
+        &self,
+        py: Python<'_>,
+        mode: &str,
+        id: String,
+        run: impl FnOnce(&omk_core::Omk) -> omk_core::Result<T> + Send + 'static,
+        stop: fn(&omk_core::Omk, &str) -> omk_core::Result<()>,
+    ) -> PyResult<Py<PyAny>> {
+        let omk = self.inner.clone();
+        let what = format!("{mode}_run");
+        let thread_what = what.clone();
+        let slot = slot::spawn(format!("omk-py-{id}"), move || {
+            guard(&thread_what, || run(&omk))
+        })
+        .map_err(|e| {
+            Failure::Core(omk_core::Error::Io {
+                context: format!("start the {mode} thread"),
+                source: e,
+            })
+        })?;
+        loop {
+            if let Some(result) = py.detach(|| slot.take_within(SLICE)) {
+                return doc_to_py(py, &result?);
+            }
+            if slot.abandoned() {
+                return Err(OmkError::new_err(format!(
+                    "{mode} {id}: its thread ended without a result"
+                )));
+            }
+            if let Err(interrupt) = py.check_signals() {
+                // The run may not have written its state yet: retry briefly.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while let Err(Failure::Core(omk_core::Error::NotFound(_))) =
+                    py.detach(|| guard(&what, || stop(&self.inner, &id)))
+                {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    py.detach(|| std::thread::sleep(SLICE));
+                }
+                let _ = py.detach(|| slot.take_within(GIVE_UP_AFTER));
+                if !interrupt.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    return Err(interrupt);
+                }
+                let err = CancelledError::new_err(format!(
+                    "{mode} {id} was stopped by KeyboardInterrupt"
+                ));
+                let _ = err.value(py).setattr("run", &id);
+                err.set_cause(py, Some(interrupt));
+                return Err(err);
+            }
+        }
+    }
     /// `team_run`: detached runs go straight to the core; attached ones run
     /// on a background thread while this one watches for Ctrl-C.
     fn run_team(&self, py: Python<'_>, request: TeamRunRequest) -> PyResult<TeamDoc> {

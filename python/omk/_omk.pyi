@@ -345,6 +345,85 @@ class GoalState(TypedDict):
     failure: GoalFailure | None
     state_dir: str
 
+class GateFailure(TypedDict):
+    name: str
+    exit_code: int | None
+    timed_out: bool
+    skipped: bool
+    output_tail: str
+
+RunStatus = Literal["running", "complete", "exhausted", "failed", "stopped", "interrupted"]
+AutopilotPhase = Literal["Expansion", "Planning", "Execution", "QA", "Validation", "Complete"]
+
+class AutopilotPhaseRecord(TypedDict):
+    phase: AutopilotPhase
+    started_at: str
+    ended_at: str | None
+    ok: bool | None
+    note: str | None
+
+class AutopilotState(TypedDict):
+    """``autopilot/<id>/state.json``; the first five fields are the API.md
+    ``/api/autopilots`` entry."""
+
+    version: int
+    task: str
+    phase: AutopilotPhase
+    plans_dir: str
+    created_at: str
+    id: str
+    status: RunStatus
+    state_dir: str
+    project_dir: str
+    updated_at: str
+    ended_at: str | None
+    reason: str | None
+    max_agents: int
+    approval: str | None
+    active_team: str | None
+    teams: list[str]
+    tokens: int
+    phases: list[AutopilotPhaseRecord]
+    gate_failures: list[GateFailure]
+    pid: ProcessRef | None
+
+class AutopilotList(TypedDict):
+    autopilots: list[AutopilotState]
+
+class RalphIteration(TypedDict):
+    iteration: int
+    team: str
+    team_phase: str | None
+    gates_passed: bool | None
+    failures: list[GateFailure]
+    started_at: str
+    ended_at: str | None
+
+class RalphState(TypedDict):
+    """``ralph/<id>/state.json``; the first five fields are the API.md
+    ``/api/ralphs`` entry."""
+
+    version: int
+    task: str
+    iteration: int
+    max_iterations: int
+    state_dir: str
+    id: str
+    status: RunStatus
+    project_dir: str
+    created_at: str
+    updated_at: str
+    ended_at: str | None
+    reason: str | None
+    active_team: str | None
+    tokens: int
+    approval: str | None
+    iterations: list[RalphIteration]
+    pid: ProcessRef | None
+
+class RalphList(TypedDict):
+    ralphs: list[RalphState]
+
 class GoalList(TypedDict):
     goals: list[GoalState]
     unreadable: list[dict[str, Any]]
@@ -519,6 +598,8 @@ class CancelledError(OmkError):
     """The team that was cancelled (``team_run``), else None."""
     goal: str | None
     """The goal that was paused (``goal_run``), else None."""
+    run: str | None
+    """The autopilot or ralph run that was stopped, else None."""
 
 class OmkIOError(OmkError):
     code: Literal["io"]
@@ -633,6 +714,34 @@ class Omk:
     def goal_cancel(self, id: str = "latest") -> GoalState: ...
     def goal_verify(self, id: str = "latest") -> GoalProof: ...
     def goal_execute(self, id: str = "latest") -> GoalState: ...
+    def autopilot_run(
+        self,
+        task: str,
+        *,
+        name: str | None = None,
+        max_agents: int | None = None,
+        approval: str | None = None,
+    ) -> AutopilotState:
+        """Expansion, Planning, Execution, QA, Validation; ``complete`` only
+        when the gates passed on the final tree. Ctrl-C stops the run and
+        raises ``CancelledError`` (its ``run`` attribute)."""
+    def autopilot_list(self) -> AutopilotList: ...
+    def autopilot_status(self, id: str) -> AutopilotState: ...
+    def autopilot_stop(self, id: str) -> AutopilotState: ...
+    def ralph_run(
+        self,
+        task: str,
+        *,
+        max_iterations: int | None = None,
+        name: str | None = None,
+        approval: str | None = None,
+    ) -> RalphState:
+        """Agent turn, gates, failures fed back, until the gates pass or
+        ``max_iterations``. Ctrl-C stops the loop and raises
+        ``CancelledError`` (its ``run`` attribute)."""
+    def ralph_list(self) -> RalphList: ...
+    def ralph_status(self, id: str) -> RalphState: ...
+    def ralph_stop(self, id: str) -> RalphState: ...
     def pools_status(self) -> PoolsStatus: ...
     def pools_cleanup(self) -> PoolsCleanup: ...
     def metrics(self) -> Metrics: ...
