@@ -293,6 +293,38 @@ fn ralph_is_stopped_from_another_process() {
 }
 
 #[test]
+fn ctrl_c_stops_ralph_and_records_it() {
+    let fx = Fx::new("[[gate]]\nname = \"never\"\ncommand = \"false\"\n");
+    let child = fx
+        .cmd(&[
+            "ralph",
+            "Slow work [sleep:30]",
+            "--name",
+            "interrupted",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fx.state.join("team/interrupted-i1/team.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first iteration never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["status"], "stopped", "{s}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopping interrupted"));
+}
+
+#[test]
 fn a_killed_ralph_reads_as_interrupted() {
     let fx = Fx::new("[[gate]]\nname = \"never\"\ncommand = \"false\"\n");
     let mut child = fx
