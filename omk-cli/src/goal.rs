@@ -227,6 +227,14 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
                     created.state_dir.display()
                 );
             }
+            // Ctrl-C pauses the goal (its wave or planner turn stopped);
+            // `omk goal resume` continues it.
+            crate::interrupt::on_ctrl_c(
+                omk,
+                created.goal_id.clone(),
+                "pausing goal",
+                |omk, id| omk.goal_pause(id).map(|_| ()),
+            )?;
             let progress = Progress::start(&created, a.json);
             let state = omk.goal_drive(&created.goal_id, false);
             progress.stop();
@@ -245,6 +253,9 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
             })
         }
         GoalCommand::Resume(a) => {
+            crate::interrupt::on_ctrl_c(omk, a.id.clone(), "pausing goal", |omk, id| {
+                omk.goal_pause(id).map(|_| ())
+            })?;
             let state = omk.goal_resume(&a.id)?;
             finished(omk, &state, a.json)
         }

@@ -7,6 +7,7 @@ mod cli;
 mod doctor;
 mod gates;
 mod goal;
+mod interrupt;
 mod modes;
 mod output;
 mod pools;

@@ -128,7 +128,7 @@ pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> 
             // terminal while this one blocks.
             let name = a.name.unwrap_or_else(omk_core::modes::autopilot::new_id);
             eprintln!("autopilot {name} running; stop it with: omk autopilot stop {name}");
-            stop_on_ctrl_c(omk, name.clone(), |omk, id| {
+            crate::interrupt::on_ctrl_c(omk, name.clone(), "stopping", |omk, id| {
                 omk.autopilot_stop(id).map(|_| ())
             })?;
             let s = omk.autopilot_run(&AutopilotRequest {
@@ -194,7 +194,9 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
             let a = cmd.run;
             let name = a.name.unwrap_or_else(omk_core::modes::ralph::new_id);
             eprintln!("ralph {name} running; stop it with: omk ralph stop {name}");
-            stop_on_ctrl_c(omk, name.clone(), |omk, id| omk.ralph_stop(id).map(|_| ()))?;
+            crate::interrupt::on_ctrl_c(omk, name.clone(), "stopping", |omk, id| {
+                omk.ralph_stop(id).map(|_| ())
+            })?;
             let s = omk.ralph_run(&RalphRequest {
                 task: a.task.unwrap_or_default(),
                 max_iterations: Some(a.max_iterations),
@@ -250,46 +252,6 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
             Ok(Outcome::Success)
         }
     }
-}
-
-/// The first Ctrl-C asks the run to stop, as `stop ID` from another
-/// terminal would (it ends `stopped`, its state complete); a second one ends
-/// the process at once.
-fn stop_on_ctrl_c(
-    omk: &Omk,
-    id: String,
-    stop: fn(&Omk, &str) -> omk_core::Result<()>,
-) -> omk_core::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])
-        .map_err(|e| crate::chat::io_err("install the Ctrl-C handler", e))?;
-    let omk = omk.clone();
-    std::thread::Builder::new()
-        .name("omk-ctrl-c".into())
-        .spawn(move || {
-            let mut asked = false;
-            for _ in signals.forever() {
-                if asked {
-                    std::process::exit(130);
-                }
-                asked = true;
-                eprintln!("omk: stopping {id} (Ctrl-C again to quit at once)");
-                // The run may not have written its state yet.
-                for _ in 0..50 {
-                    match stop(&omk, &id) {
-                        Err(omk_core::Error::NotFound(_)) => {
-                            std::thread::sleep(std::time::Duration::from_millis(100))
-                        }
-                        Err(e) => {
-                            eprintln!("omk: cannot stop {id}: {e}");
-                            break;
-                        }
-                        Ok(()) => break,
-                    }
-                }
-            }
-        })
-        .map_err(|e| crate::chat::io_err("start the Ctrl-C thread", e))?;
-    Ok(())
 }
 
 fn phase_name(s: &AutopilotState) -> String {

@@ -549,6 +549,52 @@ fn bad_input_is_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn ctrl_c_pauses_a_goal_even_mid_planning() {
+    let fx = Fx::new("[[gate]]\nname = \"ok\"\ncommand = \"true\"\n");
+    // The planner's turn sleeps 30 s; Ctrl-C must not wait for it.
+    let child = fx
+        .cmd(&["goal", "run", "Slow start [sleep:30]", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let goals = fx.state.join("goal");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dir = loop {
+        let found = std::fs::read_dir(&goals)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path());
+        if let Some(dir) = found.filter(|d| {
+            d.join("goal.json").exists() && read_json(&d.join("goal.json"))["phase"] == "planning"
+        }) {
+            break dir;
+        }
+        assert!(Instant::now() < deadline, "planning never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let the planner's agent start its turn.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the planner turn was not interrupted"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["status"], "paused", "{state}");
+    assert_eq!(state["phase"], "planning");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pausing goal"));
+    // Paused, not failed: `goal resume` plans again.
+    let id = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let shown = fx.json(&["goal", "show", &id, "--json"]);
+    assert_eq!(shown["status"], "paused");
+}
+
+#[test]
 fn pause_and_cancel_from_another_process() {
     let fx = Fx::new("[[gate]]\nname = \"ok\"\ncommand = \"true\"\n");
     let out = fx.omk(&[

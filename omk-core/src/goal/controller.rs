@@ -249,9 +249,17 @@ impl Controller<'_> {
                 EventKind::TaskStarted,
                 json!({ "task_id": "planning", "attempt": attempt }),
             )?;
-            let turn = planner::turn(self.omk.runtime()?, &cfg, &project, &prompt);
+            // A pause or cancel from another process ends the turn within a
+            // second; planning starts over on resume.
+            let interrupted = || {
+                state::load_state(&self.dir, &self.id)
+                    .is_ok_and(|s| matches!(s.status, Status::Paused | Status::Cancelled))
+            };
+            let turn =
+                planner::turn_until(self.omk.runtime()?, &cfg, &project, &prompt, &interrupted);
             let turn = match turn {
                 Ok(t) => t,
+                Err(Error::Cancelled(_)) => return Ok(Step::Stop),
                 Err(e) => {
                     last_error = e.to_string();
                     continue;
