@@ -18,7 +18,7 @@ DEMO_DIR ?= $(TARGET)/demo
 export PYO3_PYTHON := $(VPY)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test build fmt-check clippy cargo-test c-test py-test peers peer-test header bench deps venv clean install
+.PHONY: demo test build fmt-check clippy cargo-test c-test py-test mcp-test peers peer-test header bench deps venv clean install
 
 ## deps: system packages the tests need (Debian), installed only when missing.
 deps:
@@ -58,7 +58,7 @@ demo: build
 	@echo "== the proof's gates:" && grep -E '"(name|passed|command_line)"' $(DEMO_DIR)/state/team/demo/proof.json | tail -6
 	@echo "== team list:" && OMK_STATE_DIR=$(DEMO_DIR)/state $(OMK) team list
 
-test: deps $(VPY) fmt-check clippy cargo-test c-test py-test peer-test
+test: deps $(VPY) fmt-check clippy cargo-test c-test py-test mcp-test peer-test
 	@echo "make test: all suites passed"
 
 fmt-check:
@@ -84,6 +84,11 @@ install:
 py-test: build
 	bash tests/python/run.sh
 
+## mcp-test: omk mcp-server driven by the official Python `mcp` client, and
+## omk mcp list/doctor/call against Python SDK servers (stdio and HTTP on 127.0.0.1).
+mcp-test: build
+	OMK_BIN=$(OMK) $(VPY) -m pytest -q -p no:cacheprovider tests/mcp
+
 ## peers: the real kimi-cli 1.51.0 in .kimi-venv (SKIPPED marker when no Python 3.13).
 peers:
 	bash tests/peers/setup-kimi.sh
@@ -105,6 +110,7 @@ bench: $(VPY) peers
 	$(VPY) scripts/bench_calls.py
 	$(VPY) scripts/bench_goals.py
 	$(VPY) scripts/bench_chat.py
+	$(VPY) scripts/bench_mcp.py
 
 clean:
 	$(CARGO) clean

@@ -69,6 +69,11 @@ pub enum Command {
     Autopilot(crate::modes::AutopilotCommand),
     /// Agent turn, gates, failures fed back, repeat until the gates pass.
     Ralph(crate::modes::RalphCommand),
+    /// Serve omk's operations as MCP tools on stdin/stdout.
+    McpServer,
+    /// Use the MCP servers configured in .omk/mcp.json and ~/.config/omk/mcp.json.
+    #[command(subcommand)]
+    Mcp(crate::mcp::McpCommand),
 }
 
 impl Command {
@@ -90,6 +95,8 @@ impl Command {
             Command::Chat(_) => false,
             Command::Autopilot(c) => c.wants_json(),
             Command::Ralph(c) => c.wants_json(),
+            Command::McpServer => false,
+            Command::Mcp(c) => c.wants_json(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod doctor;
 mod gates;
 mod goal;
 mod interrupt;
+mod mcp;
 mod modes;
 mod output;
 mod pools;
@@ -54,6 +55,8 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::Chat(args) => chat::run(&omk, args),
         Command::Autopilot(cmd) => modes::autopilot(&omk, cmd),
         Command::Ralph(cmd) => modes::ralph(&omk, cmd),
+        Command::McpServer => mcp::serve(&omk),
+        Command::Mcp(cmd) => mcp::run(&omk, cmd),
     }
 }
 
