@@ -15,6 +15,8 @@ import pytest
 from conftest import OMK, Env
 
 from mcp import ClientSession, StdioServerParameters
+from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
+from mcp.types import LATEST_PROTOCOL_VERSION
 from mcp.client.stdio import stdio_client
 
 API_TOOLS = {"omk_team_run", "omk_team_status", "omk_team_shutdown", "omk_doctor"}
@@ -34,6 +36,8 @@ async def with_session(env: Env, body: Any) -> Any:
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             assert init.serverInfo.name == "omk"
+            # The SDK's newest protocol era is the one spoken.
+            assert init.protocolVersion == LATEST_PROTOCOL_VERSION
             return await body(session)
 
 
@@ -210,7 +214,7 @@ def initialize(raw: Raw, version: str) -> dict[str, Any]:
     return reply
 
 
-@pytest.mark.parametrize("version", ["2024-11-05", "2025-03-26", "2025-06-18"])
+@pytest.mark.parametrize("version", SUPPORTED_PROTOCOL_VERSIONS)
 def test_initialize_era_clients_are_served(env: Env, version: str) -> None:
     raw = Raw(env)
     try:
