@@ -74,6 +74,8 @@ pub enum Command {
     /// Use the MCP servers configured in .omk/mcp.json and ~/.config/omk/mcp.json.
     #[command(subcommand)]
     Mcp(crate::mcp::McpCommand),
+    /// Serve the web dashboard and its REST API (loopback by default).
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 impl Command {
@@ -97,6 +99,7 @@ impl Command {
             Command::Ralph(c) => c.wants_json(),
             Command::McpServer => false,
             Command::Mcp(c) => c.wants_json(),
+            Command::Dashboard(_) => false,
         }
     }
 }

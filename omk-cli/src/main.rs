@@ -4,6 +4,7 @@
 
 mod chat;
 mod cli;
+mod dashboard;
 mod doctor;
 mod gates;
 mod goal;
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::Ralph(cmd) => modes::ralph(&omk, cmd),
         Command::McpServer => mcp::serve(&omk),
         Command::Mcp(cmd) => mcp::run(&omk, cmd),
+        Command::Dashboard(args) => dashboard::run(&omk, args),
     }
 }
 
