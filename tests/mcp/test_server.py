@@ -154,8 +154,7 @@ def test_bad_arguments_and_unknown_tools_are_errors(env: Env) -> None:
     bad_spec, unknown_team, unknown, extra = run(env, body)
     assert bad_spec.isError and "invalid_input" in bad_spec.structuredContent["stderr"]
     assert unknown_team.isError and unknown_team.structuredContent["status"] == "error"
-    if unknown is not None:
-        assert "omk_nope" in unknown
+    assert unknown is not None and "omk_nope" in unknown, unknown
     assert extra.isError or "color" in json.dumps(extra.model_dump())
 
 
