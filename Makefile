@@ -18,7 +18,7 @@ DEMO_DIR ?= $(TARGET)/demo
 export PYO3_PYTHON := $(VPY)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test build fmt-check clippy cargo-test c-test py-test mcp-test peers peer-test header bench deps venv clean install
+.PHONY: demo test build fmt-check clippy cargo-test c-test py-test mcp-test dashboard-test peers peer-test header bench deps venv clean install
 
 ## deps: system packages the tests need (Debian), installed only when missing.
 deps:
@@ -26,6 +26,7 @@ deps:
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -58,7 +59,7 @@ demo: build
 	@echo "== the proof's gates:" && grep -E '"(name|passed|command_line)"' $(DEMO_DIR)/state/team/demo/proof.json | tail -6
 	@echo "== team list:" && OMK_STATE_DIR=$(DEMO_DIR)/state $(OMK) team list
 
-test: deps $(VPY) fmt-check clippy cargo-test c-test py-test mcp-test peer-test
+test: deps $(VPY) fmt-check clippy cargo-test c-test py-test mcp-test dashboard-test peer-test
 	@echo "make test: all suites passed"
 
 fmt-check:
@@ -89,6 +90,11 @@ py-test: build
 mcp-test: build
 	OMK_BIN=$(OMK) $(VPY) -m pytest -q -p no:cacheprovider tests/mcp
 
+## dashboard-test: the page in headless Chromium (live update, hostile text,
+## screenshot in target/) and schemathesis against /api/openapi.json.
+dashboard-test: build
+	OMK_BIN=$(OMK) $(VPY) -m pytest -q -p no:cacheprovider tests/dashboard
+
 ## peers: the real kimi-cli 1.51.0 in .kimi-venv (SKIPPED marker when no Python 3.13).
 peers:
 	bash tests/peers/setup-kimi.sh
@@ -111,6 +117,7 @@ bench: $(VPY) peers
 	$(VPY) scripts/bench_goals.py
 	$(VPY) scripts/bench_chat.py
 	$(VPY) scripts/bench_mcp.py
+	$(VPY) scripts/bench_dashboard.py
 
 clean:
 	$(CARGO) clean

@@ -137,7 +137,7 @@ async fn teams(State(s): State<Shared>) -> ApiResult {
 
 /// One team's document.
 #[utoipa::path(get, path = "/api/teams/{name}",
-    params(("name" = String, Path, description = "team name")),
+    params(("name" = String, Path, description = "team name: letters, digits, '.', '_', '-', at most 64, not starting with a symbol", pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")),
     responses(
         (status = 200, description = "the team document", body = Object),
         (status = 400, description = "invalid name", body = Object),
@@ -175,7 +175,7 @@ macro_rules! goal_route {
     ($name:ident, $path:literal, $what:literal, $method:ident) => {
         #[doc = $what]
         #[utoipa::path(get, path = $path,
-                            params(("id" = String, Path, description = "goal id, or latest")),
+                            params(("id" = String, Path, description = "goal id, or latest", pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")),
                             responses(
                                 (status = 200, description = $what, body = Object),
                                 (status = 400, description = "invalid id", body = Object),

@@ -7,7 +7,8 @@
 //! each that changed, broadcasts an event named after its kind (`team`,
 //! `goal`, `autopilot`, `ralph`, `gates`, `pools`, `metrics`) whose data is
 //! `{"name", "document"}` (`document` null when it was removed). A comment
-//! keeps idle connections alive.
+//! keeps idle connections alive. Without listeners the scan runs once a
+//! second, only to keep its baseline current.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ use tokio_stream::{Stream, StreamExt};
 use super::Shared;
 
 const POLL: Duration = Duration::from_millis(250);
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// One changed document.
 #[derive(Debug, Clone)]
@@ -58,14 +60,15 @@ type Seen = HashMap<(&'static str, String), (u64, SystemTime)>;
 
 /// Watch the state root and broadcast changes until the process ends.
 pub async fn watch(omk: Omk, tx: broadcast::Sender<Change>) {
-    let mut seen: Option<Seen> = None;
+    // The first baseline is taken before any client can connect.
+    let root = omk.state_dir().to_path_buf();
+    let mut seen: Option<Seen> = tokio::task::spawn_blocking(move || scan(&root)).await.ok();
     loop {
-        tokio::time::sleep(POLL).await;
-        if tx.receiver_count() == 0 {
-            // Nobody listens: forget, so a new listener is not flooded.
-            seen = None;
-            continue;
-        }
+        // The baseline is kept while nobody listens (at a slower pace), so
+        // a change made just after a client connects is never mistaken
+        // for the state it started from.
+        let idle = tx.receiver_count() == 0;
+        tokio::time::sleep(if idle { IDLE_POLL } else { POLL }).await;
         let root = omk.state_dir().to_path_buf();
         let Ok(now) = tokio::task::spawn_blocking(move || scan(&root)).await else {
             continue;
@@ -83,6 +86,9 @@ pub async fn watch(omk: Omk, tx: broadcast::Sender<Change>) {
             }
         };
         seen = Some(now);
+        if tx.receiver_count() == 0 {
+            continue;
+        }
         for (kind, name) in changed {
             let o = omk.clone();
             let n = name.clone();
