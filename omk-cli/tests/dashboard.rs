@@ -317,6 +317,29 @@ fn every_route_answers_with_its_document() {
     );
     let none = http_get(&d.addr, "/etc/passwd", None);
     assert_eq!(none.status, 404);
+
+    // The team list follows the files: an ended team served from memory
+    // is re-read when its document changes, and dropped when it goes.
+    let file = fx.state.join("team/alpha/team.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    doc["task"] = "Build, edited".into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let teams = http_get(&d.addr, "/api/teams", None).json();
+    let alpha = teams["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "alpha")
+        .unwrap()
+        .clone();
+    assert_eq!(alpha["task"], "Build, edited");
+    std::fs::remove_dir_all(fx.state.join("team/alpha")).unwrap();
+    let teams = http_get(&d.addr, "/api/teams", None).json();
+    assert!(!teams["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "alpha"));
 }
 
 #[test]

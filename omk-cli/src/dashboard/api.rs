@@ -131,8 +131,16 @@ async fn health(State(s): State<Shared>) -> Result<Response, ApiError> {
 
 /// Every team: `{"teams": [team document], "errors": [{name, error}]}`.
 #[utoipa::path(get, path = "/api/teams", responses((status = 200, description = "teams", body = Object)))]
-async fn teams(State(s): State<Shared>) -> ApiResult {
-    call(&s, omk_core::ops::team_list_json).await
+async fn teams(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let state = s.clone();
+    let body = tokio::task::spawn_blocking(move || state.teams.list(&state.omk))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "panic",
+            message: format!("the request handler failed: {e}"),
+        })??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// One team's document.

@@ -12,6 +12,7 @@
 mod api;
 mod events;
 mod page;
+mod teams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub omk: Omk,
     pub token: Option<String>,
     pub changes: tokio::sync::broadcast::Sender<events::Change>,
+    pub teams: teams::TeamCache,
 }
 
 pub type Shared = Arc<AppState>;
@@ -144,6 +146,7 @@ pub fn run(omk: &Omk, args: DashboardArgs) -> omk_core::Result<Outcome> {
             omk: omk.clone(),
             token,
             changes: changes.clone(),
+            teams: teams::TeamCache::default(),
         });
         tokio::spawn(events::watch(omk.clone(), changes));
         // Tests and scripts read this line to find the port.

@@ -305,11 +305,13 @@ pub fn list(paths: &StatePaths) -> Result<TeamList> {
     };
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if validate_name("team name", &name).is_err() || !entry.path().join("team.json").exists() {
+        if validate_name("team name", &name).is_err() {
             continue;
         }
         match status(paths, &name) {
             Ok(d) => teams.push(d),
+            // A directory without team.json (being created, or not a team).
+            Err(Error::NotFound(_)) => {}
             Err(e) => errors.push((name, e)),
         }
     }
