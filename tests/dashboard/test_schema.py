@@ -34,7 +34,7 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         r = subprocess.run(
             [SCHEMATHESIS, "run", f"{url}/api/openapi.json", "--url", url, "--max-examples", "50",
              "--seed", "1", "--no-color"],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
             env={**env, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"},
         )
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
