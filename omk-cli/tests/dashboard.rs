@@ -368,12 +368,17 @@ fn a_token_guards_the_api_and_a_public_bind_needs_one() {
 #[test]
 fn events_stream_a_team_created_after_connecting() {
     let fx = Fx::new("");
-    let d = fx.dashboard(&["--token", "tok"]);
+    // A token with characters the page percent-encodes in the query.
+    let d = fx.dashboard(&["--token", "t+k/=%"]);
+    assert_eq!(
+        http_get(&d.addr, "/api/events?token=t%2Bk", None).status,
+        401
+    );
     let mut s = TcpStream::connect(&d.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
-        "GET /api/events?token=tok HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /api/events?token=t%2Bk%2F%3D%25 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
     let mut reader = BufReader::new(s);

@@ -75,9 +75,14 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
             let query_token = (path == "/api/events")
                 .then(|| request.uri().query())
                 .flatten()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-            let presented = header_token.or(query_token).unwrap_or("");
-            if !same(presented.as_bytes(), token.as_bytes()) {
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+                .map(percent_decode);
+            let presented: Vec<u8> = match (header_token, query_token) {
+                (Some(h), _) => h.as_bytes().to_vec(),
+                (None, Some(q)) => q,
+                (None, None) => Vec::new(),
+            };
+            if !same(&presented, token.as_bytes()) {
                 let mut r = api::error_response(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -107,6 +112,32 @@ fn secure(mut r: Response) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     r
+}
+
+/// `%XX` escapes decoded (the page sends the token through
+/// `encodeURIComponent`); anything malformed is kept as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Constant-time comparison (the length is not secret).
