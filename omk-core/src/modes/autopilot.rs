@@ -118,34 +118,38 @@ pub struct AutopilotList {
     pub unreadable: Vec<serde_json::Value>,
 }
 
-fn state_file(dir: &Path) -> PathBuf {
-    dir.join("state.json")
-}
-
-fn load(dir: &Path, id: &str) -> Result<AutopilotState> {
-    let mut s = store::read_doc::<AutopilotState>(&state_file(dir))?
-        .ok_or_else(|| Error::NotFound(format!("no autopilot run named {id:?}")))?;
-    s.status = super::effective_status(s.status, s.pid);
-    s.state_dir = dir.to_path_buf();
-    s.plans_dir = dir.join("plans");
-    Ok(s)
+impl super::RunDoc for AutopilotState {
+    const MODE: &'static str = MODE;
+    const ID: &'static str = WHAT;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    fn status(&self) -> RunStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: RunStatus) {
+        self.status = status;
+    }
+    fn pid(&self) -> Option<ProcessId> {
+        self.pid
+    }
+    fn active_team(&self) -> Option<&str> {
+        self.active_team.as_deref()
+    }
+    fn touch(&mut self) {
+        self.updated_at = Utc::now();
+    }
+    fn rehome(&mut self, dir: &Path) {
+        self.state_dir = dir.to_path_buf();
+        self.plans_dir = dir.join("plans");
+    }
 }
 
 fn update<R>(dir: &Path, f: impl FnOnce(&mut AutopilotState) -> Result<R>) -> Result<R> {
-    let file = state_file(dir);
-    // The document exists from the start of the run; a missing one is corrupt.
-    let Some(current) = store::read_doc::<AutopilotState>(&file)? else {
-        return Err(Error::corrupt(&file, "autopilot state.json is missing"));
-    };
-    store::update_doc(
-        &file,
-        move || current,
-        |s| {
-            let out = f(s)?;
-            s.updated_at = Utc::now();
-            Ok(out)
-        },
-    )
+    super::update_run(dir, f)
 }
 
 /// Why a run ended early.
@@ -219,7 +223,7 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
         gate_failures: Vec::new(),
         pid: Some(ProcessId::current()),
     };
-    store::write_doc(&state_file(&dir), &state)?;
+    store::write_doc(&super::state_file(&dir), &state)?;
     crate::metrics::increment(&omk.paths().metrics(), Counter::AutopilotRuns)?;
     let pilot = Pilot {
         omk,
@@ -247,7 +251,7 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
         }
         Ok(())
     })?;
-    load(&dir, &id)
+    super::load_run(&dir, &id)
 }
 
 impl Pilot<'_> {
@@ -565,17 +569,7 @@ fn dependency_order(graph: &TaskGraph) -> Vec<GoalTask> {
 
 /// Every autopilot run, newest first.
 pub fn list(omk: &Omk) -> Result<AutopilotList> {
-    let (docs, unreadable) = super::list_docs::<AutopilotState>(omk.paths(), MODE, WHAT)?;
-    let mut autopilots: Vec<AutopilotState> = docs
-        .into_iter()
-        .map(|(dir, mut s)| {
-            s.status = super::effective_status(s.status, s.pid);
-            s.plans_dir = dir.join("plans");
-            s.state_dir = dir;
-            s
-        })
-        .collect();
-    autopilots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let (autopilots, unreadable) = super::list_runs(omk)?;
     Ok(AutopilotList {
         autopilots,
         unreadable,
@@ -584,21 +578,11 @@ pub fn list(omk: &Omk) -> Result<AutopilotList> {
 
 /// One run's state.
 pub fn status(omk: &Omk, id: &str) -> Result<AutopilotState> {
-    let dir = super::run_dir(omk.paths(), MODE, WHAT, id)?;
-    load(&dir, id)
+    super::run_status(omk, id)
 }
 
 /// Ask a running autopilot to stop (from any process). Its current team is
 /// shut down at once; the run records `stopped` when it notices.
 pub fn stop(omk: &Omk, id: &str) -> Result<AutopilotState> {
-    let dir = super::run_dir(omk.paths(), MODE, WHAT, id)?;
-    let s = load(&dir, id)?;
-    if s.status.is_final() {
-        return Err(Error::Conflict(format!(
-            "autopilot {id} is already {}",
-            s.status.as_str()
-        )));
-    }
-    super::request_stop(omk, &dir, s.active_team.as_deref())?;
-    load(&dir, id)
+    super::stop_run(omk, id)
 }

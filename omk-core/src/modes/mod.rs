@@ -234,37 +234,113 @@ fn effective_status(status: RunStatus, pid: Option<ProcessId>) -> RunStatus {
     }
 }
 
-/// The runs of a mode (directory, state) and the unreadable ones
-/// (`{"id", "error"}`).
-type Listing<T> = (Vec<(PathBuf, T)>, Vec<serde_json::Value>);
+/// What the autopilot and ralph state documents share, so one piece of
+/// code loads, updates, lists and stops both.
+trait RunDoc: crate::store::Document {
+    /// The mode: its directory under the state root, and its name in messages.
+    const MODE: &'static str;
+    /// What its ids are called in messages ("ralph id").
+    const ID: &'static str;
+    fn id(&self) -> &str;
+    fn created_at(&self) -> chrono::DateTime<Utc>;
+    fn status(&self) -> RunStatus;
+    fn set_status(&mut self, status: RunStatus);
+    fn pid(&self) -> Option<ProcessId>;
+    fn active_team(&self) -> Option<&str>;
+    /// Record that the document changed now.
+    fn touch(&mut self);
+    /// Point the paths it reports at where it is found now.
+    fn rehome(&mut self, dir: &Path);
+}
 
-/// Read every `state.json` under `<root>/<mode>/`; unreadable ones are
-/// reported beside the list instead of failing it.
-fn list_docs<T: crate::store::Document>(
-    paths: &StatePaths,
-    mode: &str,
-    what: &str,
-) -> Result<Listing<T>> {
-    let dir = runs_dir(paths, mode);
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+/// A run's state as readers see it: re-homed, and `interrupted` when its
+/// process is gone.
+fn reading<T: RunDoc>(dir: &Path, mut doc: T) -> T {
+    doc.set_status(effective_status(doc.status(), doc.pid()));
+    doc.rehome(dir);
+    doc
+}
+
+fn load_run<T: RunDoc>(dir: &Path, id: &str) -> Result<T> {
+    let doc = crate::store::read_doc::<T>(&state_file(dir))?
+        .ok_or_else(|| Error::NotFound(format!("no {} run named {id:?}", T::MODE)))?;
+    Ok(reading(dir, doc))
+}
+
+/// Read-modify-write a run's state under its lock, stamping `updated_at`.
+fn update_run<T: RunDoc, R>(dir: &Path, f: impl FnOnce(&mut T) -> Result<R>) -> Result<R> {
+    let file = state_file(dir);
+    // The document exists from the start of the run; a missing one is corrupt.
+    let Some(current) = crate::store::read_doc::<T>(&file)? else {
+        return Err(Error::corrupt(
+            &file,
+            format!("{} state.json is missing", T::MODE),
+        ));
+    };
+    crate::store::update_doc(
+        &file,
+        move || current,
+        |s| {
+            let out = f(s)?;
+            s.touch();
+            Ok(out)
+        },
+    )
+}
+
+/// One run's state, by id.
+fn run_status<T: RunDoc>(omk: &Omk, id: &str) -> Result<T> {
+    let dir = run_dir(omk.paths(), T::MODE, T::ID, id)?;
+    load_run(&dir, id)
+}
+
+/// Ask a running run (of any process) to stop; see [`request_stop`].
+fn stop_run<T: RunDoc>(omk: &Omk, id: &str) -> Result<T> {
+    let dir = run_dir(omk.paths(), T::MODE, T::ID, id)?;
+    let s: T = load_run(&dir, id)?;
+    if s.status().is_final() {
+        return Err(Error::Conflict(format!(
+            "{} {id} is already {}",
+            T::MODE,
+            s.status().as_str()
+        )));
+    }
+    request_stop(omk, &dir, s.active_team())?;
+    load_run(&dir, id)
+}
+
+/// Every run of a mode, newest first, and the unreadable ones
+/// (`{"id", "error"}`) reported beside them instead of failing the list.
+fn list_runs<T: RunDoc>(omk: &Omk) -> Result<(Vec<T>, Vec<serde_json::Value>)> {
+    let dir = runs_dir(omk.paths(), T::MODE);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
     };
-    let mut docs = Vec::new();
+    let mut runs = Vec::new();
     let mut unreadable = Vec::new();
     for entry in entries.flatten() {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if crate::paths::validate_name(what, &name).is_err() {
+        if crate::paths::validate_name(T::ID, &name).is_err() {
             continue;
         }
-        match crate::store::read_doc::<T>(&entry.path().join("state.json")) {
-            Ok(Some(doc)) => docs.push((entry.path(), doc)),
+        match crate::store::read_doc::<T>(&state_file(&entry.path())) {
+            Ok(Some(doc)) => runs.push(reading(&entry.path(), doc)),
             Ok(None) => {}
             Err(e) => unreadable.push(serde_json::json!({ "id": name, "error": e.to_string() })),
         }
     }
-    Ok((docs, unreadable))
+    runs.sort_by(|a, b| {
+        b.created_at()
+            .cmp(&a.created_at())
+            .then_with(|| b.id().cmp(a.id()))
+    });
+    Ok((runs, unreadable))
 }

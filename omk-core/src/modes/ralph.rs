@@ -94,33 +94,37 @@ pub struct RalphList {
     pub unreadable: Vec<serde_json::Value>,
 }
 
-fn state_file(dir: &Path) -> PathBuf {
-    dir.join("state.json")
-}
-
-fn load(dir: &Path, id: &str) -> Result<RalphState> {
-    let mut s = store::read_doc::<RalphState>(&state_file(dir))?
-        .ok_or_else(|| Error::NotFound(format!("no ralph run named {id:?}")))?;
-    s.status = super::effective_status(s.status, s.pid);
-    s.state_dir = dir.to_path_buf();
-    Ok(s)
+impl super::RunDoc for RalphState {
+    const MODE: &'static str = MODE;
+    const ID: &'static str = WHAT;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    fn status(&self) -> RunStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: RunStatus) {
+        self.status = status;
+    }
+    fn pid(&self) -> Option<ProcessId> {
+        self.pid
+    }
+    fn active_team(&self) -> Option<&str> {
+        self.active_team.as_deref()
+    }
+    fn touch(&mut self) {
+        self.updated_at = Utc::now();
+    }
+    fn rehome(&mut self, dir: &Path) {
+        self.state_dir = dir.to_path_buf();
+    }
 }
 
 fn update<R>(dir: &Path, f: impl FnOnce(&mut RalphState) -> Result<R>) -> Result<R> {
-    let file = state_file(dir);
-    // The document exists from the start of the run; a missing one is corrupt.
-    let Some(current) = store::read_doc::<RalphState>(&file)? else {
-        return Err(Error::corrupt(&file, "ralph state.json is missing"));
-    };
-    store::update_doc(
-        &file,
-        move || current,
-        |s| {
-            let out = f(s)?;
-            s.updated_at = Utc::now();
-            Ok(out)
-        },
-    )
+    super::update_run(dir, f)
 }
 
 /// A fresh run id (`ralph-YYYYMMDD-HHMMSS-<8 hex>`), for callers that want
@@ -168,7 +172,7 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
         iterations: Vec::new(),
         pid: Some(ProcessId::current()),
     };
-    store::write_doc(&state_file(&dir), &state)?;
+    store::write_doc(&super::state_file(&dir), &state)?;
     crate::metrics::increment(&omk.paths().metrics(), Counter::RalphRuns)?;
     let outcome = iterate(omk, &dir, &state, &gates);
     let (status, reason) = match outcome {
@@ -182,7 +186,7 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
         s.ended_at = Some(Utc::now());
         Ok(())
     })?;
-    load(&dir, &id)
+    super::load_run(&dir, &id)
 }
 
 fn iterate(
@@ -284,36 +288,17 @@ fn record(
 
 /// Every ralph run, newest first.
 pub fn list(omk: &Omk) -> Result<RalphList> {
-    let (docs, unreadable) = super::list_docs::<RalphState>(omk.paths(), MODE, WHAT)?;
-    let mut ralphs: Vec<RalphState> = docs
-        .into_iter()
-        .map(|(dir, mut s)| {
-            s.status = super::effective_status(s.status, s.pid);
-            s.state_dir = dir;
-            s
-        })
-        .collect();
-    ralphs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let (ralphs, unreadable) = super::list_runs(omk)?;
     Ok(RalphList { ralphs, unreadable })
 }
 
 /// One run's state.
 pub fn status(omk: &Omk, id: &str) -> Result<RalphState> {
-    let dir = super::run_dir(omk.paths(), MODE, WHAT, id)?;
-    load(&dir, id)
+    super::run_status(omk, id)
 }
 
 /// Ask a running loop to stop (from any process). Its current team is shut
 /// down at once; the loop records `stopped` when it notices.
 pub fn stop(omk: &Omk, id: &str) -> Result<RalphState> {
-    let dir = super::run_dir(omk.paths(), MODE, WHAT, id)?;
-    let s = load(&dir, id)?;
-    if s.status.is_final() {
-        return Err(Error::Conflict(format!(
-            "ralph {id} is already {}",
-            s.status.as_str()
-        )));
-    }
-    super::request_stop(omk, &dir, s.active_team.as_deref())?;
-    load(&dir, id)
+    super::stop_run(omk, id)
 }
