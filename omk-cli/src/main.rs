@@ -62,6 +62,16 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
     }
 }
 
+/// The runtime of an async consumer (MCP, dashboard): two workers, like
+/// omk's own; the blocking `Omk` calls run on its blocking pool.
+pub(crate) fn async_runtime(what: &str) -> omk_core::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| crate::chat::io_err(&format!("start the {what} runtime"), e))
+}
+
 /// Logs go to stderr, quiet by default: warnings only unless `-v` or `RUST_LOG`.
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;

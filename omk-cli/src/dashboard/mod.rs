@@ -160,11 +160,7 @@ pub fn run(omk: &Omk, args: DashboardArgs) -> omk_core::Result<Outcome> {
              drive omk; pass --token (or OMK_DASHBOARD_TOKEN), or bind to 127.0.0.1"
         )));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| crate::chat::io_err("start the dashboard runtime", e))?;
+    let rt = crate::async_runtime("dashboard")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

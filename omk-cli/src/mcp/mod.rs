@@ -75,15 +75,6 @@ fn seconds(s: f64) -> omk_core::Result<Duration> {
     }
 }
 
-fn runtime() -> omk_core::Result<tokio::runtime::Runtime> {
-    ignore_sigpipe();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| crate::chat::io_err("start the MCP runtime", e))
-}
-
 /// A server (child process or client) that goes away must be an error on
 /// a write, not a SIGPIPE that kills omk (the CLI's default elsewhere).
 fn ignore_sigpipe() {
@@ -146,7 +137,8 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
         McpCommand::Doctor(a) => {
             let timeout = seconds(a.timeout)?;
             let servers = config::load(&project)?;
-            let rt = runtime()?;
+            ignore_sigpipe();
+            let rt = crate::async_runtime("MCP")?;
             // Concurrently: a hanging server must not delay the others.
             let reports: Vec<Value> = rt.block_on(async {
                 let mut set = tokio::task::JoinSet::new();
@@ -210,7 +202,8 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
                 },
             };
             let server = config::find(&project, &a.server)?;
-            let rt = runtime()?;
+            ignore_sigpipe();
+            let rt = crate::async_runtime("MCP")?;
             let result = rt.block_on(client::call(&server, &a.tool, arguments, timeout));
             rt.shutdown_timeout(Duration::from_millis(200));
             let result = result?;

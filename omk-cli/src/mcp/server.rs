@@ -646,11 +646,7 @@ fn progress_observer(
 
 /// Serve on stdin/stdout until the client closes stdin.
 pub fn serve(omk: Omk) -> omk_core::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| crate::chat::io_err("start the MCP runtime", e))?;
+    let rt = crate::async_runtime("MCP server")?;
     rt.block_on(async move {
         let (transport, writer) = frame::stdio();
         let server = OmkServer::new(omk)
