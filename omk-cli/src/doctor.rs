@@ -11,14 +11,14 @@ pub fn run(omk: &Omk, args: &DoctorArgs) -> omk_core::Result<Outcome> {
     if args.json {
         print_json(&report);
     } else {
-        println!("omk doctor (omk {})", omk_core::VERSION);
+        crate::outln!("omk doctor (omk {})", omk_core::VERSION);
         for check in report["checks"].as_array().into_iter().flatten() {
             let status = match check["status"].as_str().unwrap_or("") {
                 "ok" => "ok",
                 "warn" => "warn",
                 _ => "ERROR",
             };
-            println!(
+            crate::outln!(
                 "  {status:<5}  {:<10} {}",
                 check["name"].as_str().unwrap_or(""),
                 check["detail"].as_str().unwrap_or("")
@@ -29,9 +29,9 @@ pub fn run(omk: &Omk, args: &DoctorArgs) -> omk_core::Result<Outcome> {
             .map(|c| c.iter().filter(|c| c["status"] == "error").count())
             .unwrap_or(0);
         if issues == 0 {
-            println!("healthy: all checks passed");
+            crate::outln!("healthy: all checks passed");
         } else {
-            println!("issues found: {issues}");
+            crate::outln!("issues found: {issues}");
         }
     }
     Ok(if report["healthy"] == true {

@@ -14,13 +14,13 @@ pub fn run(omk: &Omk, cmd: GatesCommand) -> omk_core::Result<Outcome> {
             if a.json {
                 print_json(&v);
             } else {
-                println!("gates of {} ({})", s(&v["project"]), s(&v["source"]));
+                crate::outln!("gates of {} ({})", s(&v["project"]), s(&v["source"]));
                 let gates = v["gates"].as_array().cloned().unwrap_or_default();
                 if gates.is_empty() {
-                    println!("  none: add .omk/gates.toml (see docs/gates.md)");
+                    crate::outln!("  none: add .omk/gates.toml (see docs/gates.md)");
                 }
                 for g in gates {
-                    println!(
+                    crate::outln!(
                         "  {:<16} {:<9} {:>5}s  {:<44} {}",
                         s(&g["name"]),
                         if g["required"] == true {
@@ -51,7 +51,7 @@ pub fn run(omk: &Omk, cmd: GatesCommand) -> omk_core::Result<Outcome> {
                     } else {
                         "FAIL"
                     };
-                    println!(
+                    crate::outln!(
                         "{verdict}  {:<16} {:>7} ms  {}{}",
                         r.name,
                         r.duration_ms,
@@ -59,7 +59,7 @@ pub fn run(omk: &Omk, cmd: GatesCommand) -> omk_core::Result<Outcome> {
                         if r.required { "" } else { "  (optional)" }
                     );
                     if let Some(why) = &r.skip_reason {
-                        println!("      {why}");
+                        crate::outln!("      {why}");
                     } else if !r.passed {
                         for line in r
                             .stderr
@@ -70,17 +70,17 @@ pub fn run(omk: &Omk, cmd: GatesCommand) -> omk_core::Result<Outcome> {
                             .into_iter()
                             .rev()
                         {
-                            println!("      {line}");
+                            crate::outln!("      {line}");
                         }
                     }
                 }
                 let blocking = report.blocking().len();
                 if report.results.is_empty() {
-                    println!("no gates to run in {}", report.project.display());
+                    crate::outln!("no gates to run in {}", report.project.display());
                 } else if report.passed {
-                    println!("all required gates passed ({} ms)", report.duration_ms);
+                    crate::outln!("all required gates passed ({} ms)", report.duration_ms);
                 } else {
-                    println!(
+                    crate::outln!(
                         "{blocking} required gate(s) failed or were skipped; outputs in {}",
                         report.artifacts_dir.display()
                     );
@@ -97,12 +97,16 @@ pub fn run(omk: &Omk, cmd: GatesCommand) -> omk_core::Result<Outcome> {
             if a.json {
                 print_json(&v);
             } else {
-                println!(
+                crate::outln!(
                     "{:<20} {:<9} {:>8}  {:<26} {:>10}",
-                    "GATE", "STATE", "FAILURES", "LAST FAILURE", "RECOVERY"
+                    "GATE",
+                    "STATE",
+                    "FAILURES",
+                    "LAST FAILURE",
+                    "RECOVERY"
                 );
                 for b in v["breakers"].as_array().into_iter().flatten() {
-                    println!(
+                    crate::outln!(
                         "{:<20} {:<9} {:>8}  {:<26} {:>9}s{}",
                         s(&b["gate_name"]),
                         s(&b["state"]),
@@ -127,12 +131,12 @@ pub fn run(omk: &Omk, cmd: GatesCommand) -> omk_core::Result<Outcome> {
                 let reset = v["reset"].as_array().cloned().unwrap_or_default();
                 if reset.is_empty() {
                     match &a.gate {
-                        Some(g) => println!("{g}: already Closed; nothing to reset"),
-                        None => println!("no breaker was open; nothing to reset"),
+                        Some(g) => crate::outln!("{g}: already Closed; nothing to reset"),
+                        None => crate::outln!("no breaker was open; nothing to reset"),
                     }
                 }
                 for r in reset {
-                    println!(
+                    crate::outln!(
                         "{}: {} -> Closed",
                         s(&r["gate_name"]),
                         s(&r["previous_state"])

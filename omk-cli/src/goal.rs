@@ -211,17 +211,17 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
                 if a.json {
                     print_doc(&created);
                 } else {
-                    println!(
+                    crate::outln!(
                         "Goal {} created; its controller runs in the background.",
                         created.goal_id
                     );
-                    println!("  State: {}", created.state_dir.display());
-                    println!("  Follow it: omk goal status {}", created.goal_id);
+                    crate::outln!("  State: {}", created.state_dir.display());
+                    crate::outln!("  Follow it: omk goal status {}", created.goal_id);
                 }
                 return Ok(Outcome::Success);
             }
             if !a.json {
-                eprintln!(
+                crate::errln!(
                     "goal {}: running (state in {})",
                     created.goal_id,
                     created.state_dir.display()
@@ -262,11 +262,11 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
         GoalCommand::List => {
             let list = omk.goal_list()?;
             if list.goals.is_empty() {
-                println!("No goals found. Start one: omk goal run \"OUTCOME\"");
+                crate::outln!("No goals found. Start one: omk goal run \"OUTCOME\"");
             } else {
-                println!("Goals ({}):", list.goals.len());
+                crate::outln!("Goals ({}):", list.goals.len());
                 for g in &list.goals {
-                    println!(
+                    crate::outln!(
                         "  [{}] {}  {}  {}",
                         g.status,
                         g.goal_id,
@@ -276,7 +276,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
                 }
             }
             for u in &list.unreadable {
-                eprintln!(
+                crate::errln!(
                     "omk: goal {}: {}",
                     u["goal_id"].as_str().unwrap_or("?"),
                     u["error"].as_str().unwrap_or("?")
@@ -286,22 +286,24 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
         }
         GoalCommand::Status(a) => {
             let s = omk.goal_show(&a.id)?;
-            println!("Goal status -- {}", s.goal_id);
-            println!("  Status:  {}", s.status);
-            println!("  Phase:   {}", s.phase);
-            println!("  Goal:    {}", one_line(&s.original_goal, 100));
+            crate::outln!("Goal status -- {}", s.goal_id);
+            crate::outln!("  Status:  {}", s.status);
+            crate::outln!("  Phase:   {}", s.phase);
+            crate::outln!("  Goal:    {}", one_line(&s.original_goal, 100));
             if let Ok(p) = omk.goal_proof(&s.goal_id) {
                 let t = p.task_graph_summary;
-                println!(
+                crate::outln!(
                     "  Tasks:   {}/{} done, {} blocked",
-                    t.done_tasks, t.total_tasks, t.blocked_tasks
+                    t.done_tasks,
+                    t.total_tasks,
+                    t.blocked_tasks
                 );
-                println!("  Proof:   {}", p.readiness);
+                crate::outln!("  Proof:   {}", p.readiness);
             }
             if let Some(f) = &s.failure {
-                println!("  Reason:  {}", f.reason);
+                crate::outln!("  Reason:  {}", f.reason);
             }
-            println!(
+            crate::outln!(
                 "  Updated: {}",
                 s.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
             );
@@ -382,8 +384,8 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
             if a.json {
                 print_doc(&b);
             } else {
-                println!("Budget added.");
-                print!("{}", budget_text(&b, false));
+                crate::outln!("Budget added.");
+                crate::out!("{}", budget_text(&b, false));
             }
             Ok(Outcome::Success)
         }
@@ -441,24 +443,25 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
                 print_doc(&r);
             } else {
                 let p = &r.plan;
-                println!(
+                crate::outln!(
                     "Recovery checkpoint {} written: {}",
                     r.checkpoint_id,
                     r.checkpoint_path.display()
                 );
-                println!("[RECOVERY PLAN] {}", p.strategy);
-                println!(
+                crate::outln!("[RECOVERY PLAN] {}", p.strategy);
+                crate::outln!(
                     "  Diagnosis: {}",
                     p.diagnosis.as_deref().unwrap_or("none (not stagnant)")
                 );
-                println!("  Why: {}", p.rationale);
-                println!("  Risk: {}", p.risk_level);
-                println!(
+                crate::outln!("  Why: {}", p.rationale);
+                crate::outln!("  Risk: {}", p.risk_level);
+                crate::outln!(
                     "  Estimated cost: {} tokens, ${:.4}",
-                    p.estimated_cost.tokens, p.estimated_cost.usd
+                    p.estimated_cost.tokens,
+                    p.estimated_cost.usd
                 );
                 for (i, s) in p.steps.iter().enumerate() {
-                    println!("  {}. {s}", i + 1);
+                    crate::outln!("  {}. {s}", i + 1);
                 }
             }
             Ok(Outcome::Success)
@@ -468,16 +471,18 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
             if a.json {
                 print_doc(&r);
             } else {
-                println!(
+                crate::outln!(
                     "Goal {} rolled back to checkpoint {} ({})",
-                    r.goal_id, r.checkpoint_id, r.label
+                    r.goal_id,
+                    r.checkpoint_id,
+                    r.label
                 );
-                println!("  Restored: {}", r.restored.join(", "));
+                crate::outln!("  Restored: {}", r.restored.join(", "));
                 if let Some(c) = &r.git_reset_to {
-                    println!("  Work tree reset to {c}");
+                    crate::outln!("  Work tree reset to {c}");
                 }
-                println!("  Status: {}  Phase: {}", r.state.status, r.state.phase);
-                println!("  Continue with: omk goal resume {}", r.goal_id);
+                crate::outln!("  Status: {}  Phase: {}", r.state.status, r.state.phase);
+                crate::outln!("  Continue with: omk goal resume {}", r.goal_id);
             }
             Ok(Outcome::Success)
         }
@@ -499,27 +504,27 @@ fn finished(omk: &Omk, state: &GoalState, json: bool) -> omk_core::Result<Outcom
     if json {
         print_doc(state);
     } else {
-        println!("Goal {}: {}", state.goal_id, state.status);
-        println!("  Phase: {}", state.phase);
+        crate::outln!("Goal {}: {}", state.goal_id, state.status);
+        crate::outln!("  Phase: {}", state.phase);
         if let Ok(p) = omk.goal_proof(&state.goal_id) {
-            println!("  Readiness: {}", p.readiness);
+            crate::outln!("  Readiness: {}", p.readiness);
             let t = p.task_graph_summary;
-            println!("  Tasks: {}/{} done", t.done_tasks, t.total_tasks);
+            crate::outln!("  Tasks: {}/{} done", t.done_tasks, t.total_tasks);
             for g in &p.gates {
-                println!(
+                crate::outln!(
                     "  Gate {}: {}",
                     g.name,
                     if g.passed { "passed" } else { "failed" }
                 );
             }
             for gap in &p.known_gaps {
-                println!("  Gap: {gap}");
+                crate::outln!("  Gap: {gap}");
             }
             for h in &p.human_decisions_required {
-                println!("  Decision needed: {h}");
+                crate::outln!("  Decision needed: {h}");
             }
         }
-        println!("  Proof: {}", state.state_dir.join("proof.json").display());
+        crate::outln!("  Proof: {}", state.state_dir.join("proof.json").display());
     }
     Ok(outcome_of(state))
 }
@@ -528,9 +533,9 @@ fn print_state_brief(s: &GoalState, json: bool) {
     if json {
         print_doc(s);
     } else {
-        println!("Goal {}: {}", s.goal_id, s.status);
-        println!("  Phase: {}", s.phase);
-        println!(
+        crate::outln!("Goal {}: {}", s.goal_id, s.status);
+        crate::outln!("  Phase: {}", s.phase);
+        crate::outln!(
             "  Updated: {}",
             s.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
@@ -540,8 +545,8 @@ fn print_state_brief(s: &GoalState, json: bool) {
 fn render<T: Serialize>(format: Format, value: &T, text: String, md: String) {
     match format {
         Format::Json => print_doc(value),
-        Format::Text => print!("{text}"),
-        Format::Md => print!("{md}"),
+        Format::Text => crate::out!("{text}"),
+        Format::Md => crate::out!("{md}"),
     }
 }
 

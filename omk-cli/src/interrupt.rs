@@ -25,7 +25,7 @@ pub fn on_ctrl_c(
                     std::process::exit(130);
                 }
                 asked = true;
-                eprintln!("omk: {doing} {id} (Ctrl-C again to quit at once)");
+                crate::errln!("omk: {doing} {id} (Ctrl-C again to quit at once)");
                 // The run may not have written its state yet.
                 for _ in 0..50 {
                     match action(&omk, &id) {
@@ -33,7 +33,7 @@ pub fn on_ctrl_c(
                             std::thread::sleep(std::time::Duration::from_millis(100))
                         }
                         Err(e) => {
-                            eprintln!("omk: {doing} {id} failed: {e}");
+                            crate::errln!("omk: {doing} {id} failed: {e}");
                             break;
                         }
                         Ok(()) => break,

@@ -22,15 +22,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`omk team list | head`), like other
-    // Unix tools, instead of panicking in println!.
-    // SAFETY: called first thing, before any thread exists.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
+    // SIGPIPE stays ignored (Rust's default): a closed stdout is handled by
+    // `output::out`, and an agent or MCP peer that dies makes a write fail
+    // with EPIPE instead of killing omk (and the team it supervises).
     let cli = Cli::parse();
     init_tracing(cli.global.verbose);
     let json = cli.command.wants_json();
@@ -47,6 +41,11 @@ pub enum Outcome {
 
 fn run(cli: Cli) -> omk_core::Result<Outcome> {
     let omk = omk_core::Omk::open(cli.global.open_options())?;
+    // A broken config file stops every command but `doctor`, which reports
+    // it (docs/configuration.md): nothing runs on settings omk could not read.
+    if !matches!(cli.command, Command::Doctor(_)) {
+        omk.config()?;
+    }
     match cli.command {
         Command::Doctor(args) => doctor::run(&omk, &args),
         Command::Team(cmd) => team::run(&omk, &cli.global, cmd),

@@ -127,7 +127,7 @@ pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> 
             // Name the run here so the user can stop it from another
             // terminal while this one blocks.
             let name = a.name.unwrap_or_else(omk_core::modes::autopilot::new_id);
-            eprintln!("autopilot {name} running; stop it with: omk autopilot stop {name}");
+            crate::errln!("autopilot {name} running; stop it with: omk autopilot stop {name}");
             crate::interrupt::on_ctrl_c(omk, name.clone(), "stopping", |omk, id| {
                 omk.autopilot_stop(id).map(|_| ())
             })?;
@@ -149,11 +149,11 @@ pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> 
             if a.json {
                 print_doc(&list);
             } else if list.autopilots.is_empty() {
-                println!("no autopilot runs");
+                crate::outln!("no autopilot runs");
             } else {
-                println!("{:<32} {:<12} {:<11} TASK", "ID", "STATUS", "PHASE");
+                crate::outln!("{:<32} {:<12} {:<11} TASK", "ID", "STATUS", "PHASE");
                 for s in &list.autopilots {
-                    println!(
+                    crate::outln!(
                         "{:<32} {:<12} {:<11} {}",
                         s.id,
                         s.status.as_str(),
@@ -163,7 +163,7 @@ pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> 
                 }
             }
             for u in &list.unreadable {
-                eprintln!("omk: unreadable autopilot run: {u}");
+                crate::errln!("omk: unreadable autopilot run: {u}");
             }
             Ok(Outcome::Success)
         }
@@ -181,7 +181,7 @@ pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> 
             if a.json {
                 print_doc(&s);
             } else {
-                println!("asked autopilot {} to stop", s.id);
+                crate::outln!("asked autopilot {} to stop", s.id);
             }
             Ok(Outcome::Success)
         }
@@ -193,7 +193,7 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
         None => {
             let a = cmd.run;
             let name = a.name.unwrap_or_else(omk_core::modes::ralph::new_id);
-            eprintln!("ralph {name} running; stop it with: omk ralph stop {name}");
+            crate::errln!("ralph {name} running; stop it with: omk ralph stop {name}");
             crate::interrupt::on_ctrl_c(omk, name.clone(), "stopping", |omk, id| {
                 omk.ralph_stop(id).map(|_| ())
             })?;
@@ -215,11 +215,11 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
             if a.json {
                 print_doc(&list);
             } else if list.ralphs.is_empty() {
-                println!("no ralph runs");
+                crate::outln!("no ralph runs");
             } else {
-                println!("{:<32} {:<12} {:>9} TASK", "ID", "STATUS", "ITERATION");
+                crate::outln!("{:<32} {:<12} {:>9} TASK", "ID", "STATUS", "ITERATION");
                 for s in &list.ralphs {
-                    println!(
+                    crate::outln!(
                         "{:<32} {:<12} {:>9} {}",
                         s.id,
                         s.status.as_str(),
@@ -229,7 +229,7 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
                 }
             }
             for u in &list.unreadable {
-                eprintln!("omk: unreadable ralph run: {u}");
+                crate::errln!("omk: unreadable ralph run: {u}");
             }
             Ok(Outcome::Success)
         }
@@ -247,7 +247,7 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
             if a.json {
                 print_doc(&s);
             } else {
-                println!("asked ralph {} to stop", s.id);
+                crate::outln!("asked ralph {} to stop", s.id);
             }
             Ok(Outcome::Success)
         }
@@ -272,13 +272,13 @@ fn one_line(task: &str) -> String {
 }
 
 fn print_autopilot(s: &AutopilotState) {
-    println!(
+    crate::outln!(
         "autopilot {}: {} (phase {})",
         s.id,
         s.status.as_str(),
         phase_name(s)
     );
-    println!("  task:  {}", one_line(&s.task));
+    crate::outln!("  task:  {}", one_line(&s.task));
     for p in &s.phases {
         let mark = match p.ok {
             Some(true) => "ok",
@@ -290,26 +290,26 @@ fn print_autopilot(s: &AutopilotState) {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
         match &p.note {
-            Some(n) => println!("  {phase:<11} {mark:<8} {n}"),
-            None => println!("  {phase:<11} {mark}"),
+            Some(n) => crate::outln!("  {phase:<11} {mark:<8} {n}"),
+            None => crate::outln!("  {phase:<11} {mark}"),
         }
     }
     if let Some(r) = &s.reason {
-        println!("  reason: {r}");
+        crate::outln!("  reason: {r}");
     }
-    println!("  plans: {}", s.plans_dir.display());
-    println!("  tokens: {}", s.tokens);
+    crate::outln!("  plans: {}", s.plans_dir.display());
+    crate::outln!("  tokens: {}", s.tokens);
 }
 
 fn print_ralph(s: &RalphState) {
-    println!(
+    crate::outln!(
         "ralph {}: {} at iteration {} of {}",
         s.id,
         s.status.as_str(),
         s.iteration,
         s.max_iterations
     );
-    println!("  task:  {}", one_line(&s.task));
+    crate::outln!("  task:  {}", one_line(&s.task));
     for it in &s.iterations {
         let gates = match it.gates_passed {
             Some(true) => "gates passed".to_string(),
@@ -319,7 +319,7 @@ fn print_ralph(s: &RalphState) {
             }
             None => "gates not run".to_string(),
         };
-        println!(
+        crate::outln!(
             "  {:>3}. team {} {}, {gates}",
             it.iteration,
             it.team,
@@ -327,8 +327,8 @@ fn print_ralph(s: &RalphState) {
         );
     }
     if let Some(r) = &s.reason {
-        println!("  reason: {r}");
+        crate::outln!("  reason: {r}");
     }
-    println!("  state: {}", s.state_dir.join("state.json").display());
-    println!("  tokens: {}", s.tokens);
+    crate::outln!("  state: {}", s.state_dir.join("state.json").display());
+    crate::outln!("  tokens: {}", s.tokens);
 }

@@ -1,30 +1,96 @@
 //! Printing results and errors, and mapping them to exit codes.
+//!
+//! A closed stdout (`omk team list | head -1`) is not an error and not a
+//! signal: omk keeps SIGPIPE ignored (Rust's default), so a write to a pipe
+//! whose reader left fails with `EPIPE`. [`out`] then stops printing and the
+//! command carries on to its normal end and exit code; a team run that
+//! prints progress into a closed pipe still finishes its team.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
 use crate::Outcome;
 
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Write formatted text on stdout (what `print!` would), never panicking:
+/// after a broken pipe, output is dropped quietly; another write error is
+/// reported once on stderr.
+pub fn out(args: std::fmt::Arguments<'_>) {
+    write_to(&STDOUT_CLOSED, &mut std::io::stdout().lock(), args);
+}
+
+/// Write formatted text on stderr (what `eprint!` would), never panicking.
+pub fn err(args: std::fmt::Arguments<'_>) {
+    write_to(&STDERR_CLOSED, &mut std::io::stderr().lock(), args);
+}
+
+fn write_to(closed: &AtomicBool, w: &mut dyn Write, args: std::fmt::Arguments<'_>) {
+    if closed.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = w.write_fmt(args).and_then(|()| w.flush()) {
+        closed.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe && !std::ptr::eq(closed, &STDERR_CLOSED) {
+            err(format_args!("omk: cannot write output: {e}\n"));
+        }
+    }
+}
+
+/// `println!` on stdout through [`out`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` on stdout through [`out`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::out(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` on stderr through [`err`].
+#[macro_export]
+macro_rules! errln {
+    () => { $crate::output::err(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprint!` on stderr through [`err`].
+#[macro_export]
+macro_rules! errout {
+    ($($arg:tt)*) => { $crate::output::err(format_args!($($arg)*)) };
+}
+
 /// Print a JSON document on stdout.
 pub fn print_json(value: &Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("omk: cannot encode output: {e}"),
+        Ok(s) => crate::outln!("{s}"),
+        Err(e) => crate::errln!("omk: cannot encode output: {e}"),
     }
 }
 
 /// Print a serializable document as pretty JSON on stdout, streamed
 /// through a buffer (no intermediate `Value`: replays can be large).
 pub fn print_doc<T: serde::Serialize>(doc: &T) {
-    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = serde_json::to_writer_pretty(&mut out, doc)
         .map_err(std::io::Error::from)
         .and_then(|()| writeln!(out))
         .and_then(|()| out.flush());
     if let Err(e) = written {
-        eprintln!("omk: cannot write output: {e}");
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            crate::errln!("omk: cannot write output: {e}");
+        }
     }
 }
 
@@ -39,7 +105,7 @@ pub fn finish(outcome: omk_core::Result<Outcome>, json: bool) -> ExitCode {
             if json {
                 print_json(&serde_json::json!({ "error": e.to_json() }));
             }
-            eprintln!("omk: error: {e}");
+            crate::errln!("omk: error: {e}");
             let code = e.code().exit_code();
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }

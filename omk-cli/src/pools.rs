@@ -13,12 +13,17 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
             if a.json {
                 print_json(&v);
             } else {
-                println!(
+                crate::outln!(
                     "{:<16} {:>7} {:>7} {:>7} {:>9} {:>9}",
-                    "POOL", "ACTIVE", "QUEUED", "MAX", "ADMITTED", "REJECTED"
+                    "POOL",
+                    "ACTIVE",
+                    "QUEUED",
+                    "MAX",
+                    "ADMITTED",
+                    "REJECTED"
                 );
                 for p in v["pools"].as_array().into_iter().flatten() {
-                    println!(
+                    crate::outln!(
                         "{:<16} {:>7} {:>7} {:>7} {:>9} {:>9}",
                         p["name"].as_str().unwrap_or(""),
                         p["active_tasks"].as_u64().unwrap_or(0),
@@ -37,7 +42,7 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
             } else {
                 for p in v["pools"].as_array().into_iter().flatten() {
                     for s in p["removed_slots"].as_array().into_iter().flatten() {
-                        println!(
+                        crate::outln!(
                             "{}: removed slot {} (team {}, worker {}, pid {})",
                             p["pool"].as_str().unwrap_or(""),
                             s["id"].as_str().unwrap_or(""),
@@ -47,7 +52,7 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                         );
                     }
                     for q in p["removed_queue_entries"].as_array().into_iter().flatten() {
-                        println!(
+                        crate::outln!(
                             "{}: removed queue entry #{} (team {}, worker {}, pid {})",
                             p["pool"].as_str().unwrap_or(""),
                             q["ticket"],
@@ -57,7 +62,7 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                         );
                     }
                 }
-                println!(
+                crate::outln!(
                     "removed {} stale entr{}",
                     v["removed"],
                     if v["removed"] == 1 { "y" } else { "ies" }

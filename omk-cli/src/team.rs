@@ -26,12 +26,16 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
                 print_json(&omk_core::ops::team_list_json(omk)?);
             } else {
                 let omk_core::team::TeamList { teams, errors } = omk.team_list()?;
-                println!(
+                crate::outln!(
                     "{:<28} {:<12} {:>7} {:>9} {:>9}  TASK",
-                    "NAME", "PHASE", "WORKERS", "TASKS", "TOKENS"
+                    "NAME",
+                    "PHASE",
+                    "WORKERS",
+                    "TASKS",
+                    "TOKENS"
                 );
                 for t in &teams {
-                    println!(
+                    crate::outln!(
                         "{:<28} {:<12} {:>7} {:>9} {:>9}  {}",
                         t.name,
                         format!("{:?}", t.phase),
@@ -42,7 +46,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
                     );
                 }
                 for (name, e) in &errors {
-                    eprintln!("omk: team {name}: {e}");
+                    crate::errln!("omk: team {name}: {e}");
                 }
             }
             Ok(Outcome::Success)
@@ -81,7 +85,7 @@ fn team_run(omk: &Omk, global: &GlobalArgs, args: TeamRunArgs) -> omk_core::Resu
         if args.json {
             print_json(&serde_json::to_value(&doc).unwrap_or_default());
         } else {
-            println!("{}", doc.name);
+            crate::outln!("{}", doc.name);
         }
         return Ok(Outcome::Success);
     }
@@ -179,16 +183,20 @@ fn show(doc: &TeamDoc, json: bool) {
         print_json(&serde_json::to_value(doc).unwrap_or_default());
         return;
     }
-    println!(
+    crate::outln!(
         "team {}  phase {:?}  {} x {}  tokens {}",
-        doc.name, doc.phase, doc.worker_count, doc.worker_role, doc.tokens
+        doc.name,
+        doc.phase,
+        doc.worker_count,
+        doc.worker_role,
+        doc.tokens
     );
-    println!("task: {}", one_line(&doc.task, 100));
+    crate::outln!("task: {}", one_line(&doc.task, 100));
     if let Some(r) = &doc.reason {
-        println!("reason: {r}");
+        crate::outln!("reason: {r}");
     }
     for t in &doc.tasks {
-        println!(
+        crate::outln!(
             "  {:<4} {:<10} {:<5} attempts {}  tokens {:<7} {}",
             t.id,
             format!("{:?}", t.status).to_lowercase(),
@@ -198,10 +206,10 @@ fn show(doc: &TeamDoc, json: bool) {
             one_line(&t.title, 60)
         );
         if let Some(s) = &t.summary {
-            println!("       {}", one_line(s, 100));
+            crate::outln!("       {}", one_line(s, 100));
         }
     }
-    println!("state: {}", doc.state_dir.display());
+    crate::outln!("state: {}", doc.state_dir.display());
 }
 
 fn one_line(s: &str, max: usize) -> String {

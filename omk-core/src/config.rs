@@ -197,20 +197,31 @@ pub struct Config {
 }
 
 impl Config {
-    /// Load and merge `files` (missing ones are skipped), then apply the
+    /// Load and merge `files` (missing ones are skipped), then `explicit`
+    /// (`--config FILE` or `$OMK_CONFIG`: it must exist), then apply the
     /// environment overrides.
-    pub fn load(files: &[PathBuf]) -> Result<Config> {
+    pub fn load(files: &[PathBuf], explicit: Option<&Path>) -> Result<Config> {
         let mut merged = toml::Table::new();
         let mut sources = Vec::new();
-        for file in files {
+        let all = files
+            .iter()
+            .map(|f| (f.as_path(), false))
+            .chain(explicit.map(|f| (f, true)));
+        for (file, required) in all {
             let text = match std::fs::read_to_string(file) {
                 Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::invalid(format!(
+                        "config file {} does not exist (named by --config or OMK_CONFIG)",
+                        file.display()
+                    )))
+                }
                 Err(e) => return Err(Error::io(format!("read config {}", file.display()), e)),
             };
             let table = parse_file(file, &text)?;
             merge(&mut merged, table);
-            sources.push(file.clone());
+            sources.push(file.to_path_buf());
         }
         let mut config: Config = Config::deserialize(merged)
             .map_err(|e| Error::invalid(format!("invalid configuration: {}", e.message())))?;
@@ -218,6 +229,16 @@ impl Config {
         config.apply_env()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The defaults with the environment overrides applied: what `doctor`
+    /// checks when the config files cannot be read, so `OMK_KIMI_BIN` still
+    /// names the agent it probes. An override that cannot be applied is
+    /// left out (the config check reports the files' error).
+    pub fn defaults_with_env() -> Config {
+        let mut config = Config::default();
+        let _ = config.apply_env();
+        config
     }
 
     /// The settings of pool `name` (`default` exists even when unconfigured).
@@ -332,7 +353,7 @@ mod tests {
             "[agent]\nbin = \"b\"\n[health]\nmin_free_disk_mb = 1\n",
         );
         let missing = d.path().join("none.toml");
-        let c = Config::load(&[a.clone(), missing, b.clone()]).unwrap();
+        let c = Config::load(&[a.clone(), missing, b.clone()], None).unwrap();
         assert_eq!(c.agent.version_timeout_secs, 3);
         assert_eq!(c.health.min_free_disk_mb, 1);
         assert_eq!(c.sources, vec![a, b]);
@@ -345,7 +366,7 @@ mod tests {
     fn syntax_errors_name_file_and_line() {
         let d = tempfile::tempdir().unwrap();
         let f = write(d.path(), "bad.toml", "[agent]\nbin = \"x\"\nargs = [\n");
-        let e = Config::load(std::slice::from_ref(&f)).unwrap_err();
+        let e = Config::load(std::slice::from_ref(&f), None).unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
         let msg = e.to_string();
         assert!(
@@ -362,7 +383,7 @@ mod tests {
             "typo.toml",
             "[agent]\nbin = \"x\"\nbinn = \"y\"\n",
         );
-        let msg = Config::load(&[f]).unwrap_err().to_string();
+        let msg = Config::load(&[f], None).unwrap_err().to_string();
         assert!(msg.contains("binn") && msg.contains("line 3"), "{msg}");
     }
 }

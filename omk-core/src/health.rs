@@ -59,7 +59,7 @@ impl Check {
 /// Run every check, in a stable order.
 pub fn run_checks(paths: &StatePaths, config: Result<&Config, &Error>) -> Vec<Check> {
     let mut checks = vec![check_config(config)];
-    let defaults = Config::default();
+    let defaults = Config::defaults_with_env();
     let cfg = config.unwrap_or(&defaults);
     checks.push(check_agent(paths, cfg));
     checks.push(check_state_dir(paths.root()));

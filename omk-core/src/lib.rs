@@ -96,8 +96,9 @@ impl Omk {
                 std::env::current_dir().map_err(|e| Error::io("find the current directory", e))?
             }
         };
-        let files = paths::config_files(Some(&project_dir), options.config.as_deref());
-        let config = Config::load(&files);
+        let files = paths::config_files(Some(&project_dir));
+        let explicit = paths::explicit_config(options.config.as_deref());
+        let config = Config::load(&files, explicit.as_deref());
         Ok(Omk {
             inner: Arc::new(Inner {
                 runtime: std::sync::OnceLock::new(),
@@ -154,6 +155,7 @@ impl Omk {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("omk-runtime")
+                .on_thread_start(process::block_sigpipe)
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())
@@ -187,6 +189,7 @@ impl Omk {
             std::thread::Builder::new()
                 .name(format!("omk-team-{name}"))
                 .spawn(move || {
+                    process::block_sigpipe();
                     if let Err(e) = omk.team_supervise(&name, observer, false) {
                         tracing::error!("team {name}: {e}");
                     }
@@ -366,6 +369,7 @@ impl Omk {
             std::thread::Builder::new()
                 .name(format!("omk-{id}"))
                 .spawn(move || {
+                    process::block_sigpipe();
                     if let Err(e) = omk.goal_drive(&id, false) {
                         tracing::error!("goal {id}: {e}");
                     }

@@ -110,7 +110,7 @@ impl StatePaths {
 }
 
 /// Config file locations, earliest first; later files win (DESIGN.md §5).
-pub fn config_files(project_dir: Option<&Path>, extra: Option<&Path>) -> Vec<PathBuf> {
+pub fn config_files(project_dir: Option<&Path>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Some(dir) = config_home() {
         files.push(dir.join("omk").join("config.toml"));
@@ -118,15 +118,15 @@ pub fn config_files(project_dir: Option<&Path>, extra: Option<&Path>) -> Vec<Pat
     if let Some(project) = project_dir {
         files.push(project.join(".omk").join("config.toml"));
     }
-    match extra {
-        Some(p) => files.push(p.to_path_buf()),
-        None => {
-            if let Some(p) = non_empty_env("OMK_CONFIG") {
-                files.push(PathBuf::from(p));
-            }
-        }
-    }
     files
+}
+
+/// The config file named explicitly (read last, and it must exist):
+/// `extra` (`--config FILE`), else `$OMK_CONFIG`.
+pub fn explicit_config(extra: Option<&Path>) -> Option<PathBuf> {
+    extra
+        .map(Path::to_path_buf)
+        .or_else(|| non_empty_env("OMK_CONFIG").map(PathBuf::from))
 }
 
 /// `$XDG_CONFIG_HOME`, else `~/.config`.

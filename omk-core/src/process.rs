@@ -89,6 +89,25 @@ fn stat_fields(pid: u32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// Block SIGPIPE on the calling thread, for the threads omk itself starts
+/// (runtime workers, the blocking pool, persisters, detached runs).
+///
+/// A library must not die of what its children do: a host written in C
+/// keeps SIGPIPE's default action (terminate), and a write to an agent that
+/// exited would otherwise kill the host. With the signal blocked, the
+/// kernel leaves it pending on this thread and the write fails with
+/// `EPIPE`. The host's own threads and its signal dispositions are left
+/// alone. Children do not inherit the mask: std's `Command` resets it (and
+/// SIGPIPE's disposition) before `exec`.
+pub fn block_sigpipe() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        tracing::warn!("cannot block SIGPIPE on an omk thread: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

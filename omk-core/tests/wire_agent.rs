@@ -15,7 +15,6 @@ use omk_core::agent::{
 };
 use omk_core::config::AgentProtocol;
 use omk_core::ErrorCode;
-use tokio::sync::mpsc;
 
 fn spec(dir: &Path, program: PathBuf, policy: PolicyKind) -> AgentSpec {
     AgentSpec {
@@ -56,8 +55,8 @@ fn alive(pid: u32) -> bool {
 async fn start(
     dir: &Path,
     policy: PolicyKind,
-) -> (Arc<dyn AgentBackend>, mpsc::UnboundedReceiver<AgentNotice>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+) -> (Arc<dyn AgentBackend>, agent::NoticeReceiver) {
+    let (tx, rx) = agent::notice_channel();
     let a = agent::start(&spec(dir, scripted_agent(), policy), tx)
         .await
         .unwrap();
@@ -134,7 +133,7 @@ fn approvals_go_through_the_policy_and_are_reported() {
 fn questions_are_dismissed_and_reported_only_when_declared() {
     let d = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = agent::notice_channel();
         let mut s = spec(d.path(), scripted_agent(), PolicyKind::WorkdirEdits);
         s.questions = true;
         let a = agent::start(&s, tx).await.unwrap();
@@ -240,7 +239,7 @@ fn kill_ends_a_stalled_agent_and_its_turn() {
 fn missing_or_silent_agents_fail_to_start_clearly() {
     let d = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = agent::notice_channel();
         let e = agent::start(
             &spec(
                 d.path(),
@@ -260,7 +259,7 @@ fn missing_or_silent_agents_fail_to_start_clearly() {
         std::fs::set_permissions(&silent, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut s = spec(d.path(), silent, PolicyKind::WorkdirEdits);
         s.start_timeout = Duration::from_millis(500);
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = agent::notice_channel();
         let e = agent::start(&s, tx).await.err().unwrap();
         assert_eq!(e.code(), ErrorCode::Timeout);
         assert!(e.to_string().contains("initialize"), "{e}");

@@ -55,11 +55,16 @@
 //! | `[recall]` | answer `Recall: ` and the earlier text parts of a `ContentPart` list prompt joined by ` \| ` (the context a client sent), or `Recall: (no context)` |
 //! | `[provider-error:MSG]` | `StepInterrupted`, `TurnEnd`, then the error response `-32003` MSG |
 //!
+//! `OMK_SCRIPTED_FAULT` makes the process itself misbehave (exit at once,
+//! die after `initialize`, garbage or huge lines, a closed stdout, SIGTERM
+//! ignored): see the `fault` module.
+//!
 //! The turn's token usage is carried by the final `StatusUpdate`; the
 //! `StatusUpdate` of a tool step reports zero usage, so summing the turn's
 //! updates or taking the last one gives the same numbers.
 
 mod directives;
+mod fault;
 mod server;
 mod turn;
 
@@ -76,6 +81,8 @@ pub struct Config {
     pub yolo: bool,
     pub max_steps: Option<u32>,
     pub env_behaviour: Option<String>,
+    /// `OMK_SCRIPTED_FAULT`: a process-level fault (see `fault`).
+    pub fault: Option<fault::Fault>,
 }
 
 enum Cmd {
@@ -134,6 +141,10 @@ fn parse_args(args: &[String]) -> Result<Cmd, String> {
         env_behaviour: std::env::var("OMK_SCRIPTED_BEHAVIOUR")
             .ok()
             .filter(|s| !s.is_empty()),
+        fault: match std::env::var("OMK_SCRIPTED_FAULT") {
+            Ok(f) if !f.is_empty() => Some(fault::Fault::parse(&f)?),
+            _ => None,
+        },
     }))
 }
 

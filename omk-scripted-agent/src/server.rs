@@ -270,6 +270,10 @@ pub fn prompt_text(user_input: &Value) -> Option<String> {
 }
 
 pub fn serve(cfg: Config) -> ExitCode {
+    let fault = cfg.fault;
+    if let Some(f) = fault {
+        f.at_start();
+    }
     let shared = Arc::new(Shared::new(cfg));
     let stdin = io::stdin();
     let mut input = stdin.lock();
@@ -280,6 +284,9 @@ pub fn serve(cfg: Config) -> ExitCode {
             Ok(0) | Err(_) => break,
             Ok(_) => handle_line(&shared, &buf),
         }
+    }
+    if fault.is_some_and(|f| f.ignores_eof()) {
+        crate::fault::hang();
     }
     shutdown(&shared)
 }
@@ -370,6 +377,10 @@ fn dispatch(shared: &Arc<Shared>, method: &str, id: &str, params: Value) {
                 return bad_params();
             };
             initialize(shared, id, &params);
+            if let Some(f) = shared.cfg.fault {
+                let _guard = lock(&shared.out);
+                f.after_initialize();
+            }
         }
         "prompt" => {
             let Some(user_input) = params.get("user_input") else {
@@ -378,6 +389,9 @@ fn dispatch(shared: &Arc<Shared>, method: &str, id: &str, params: Value) {
             let Some(text) = prompt_text(user_input) else {
                 return bad_params();
             };
+            if let Some(f) = shared.cfg.fault {
+                f.at_prompt(&mut *lock(&shared.out));
+            }
             let mut st = shared.lock_state();
             if st.turn.is_some() {
                 drop(st);

@@ -155,14 +155,14 @@ impl<'a> Repl<'a> {
         };
         match cmd {
             "/exit" | "/quit" => return Ok(false),
-            "/help" => println!("{HELP}"),
+            "/help" => crate::outln!("{HELP}"),
             "/new" => self.switch(None)?,
             "/resume" if rest.is_empty() => self.say_error("usage: /resume ID (see /sessions)"),
             "/resume" => self.switch(Some(rest.to_string()))?,
             "/sessions" => self.sessions()?,
             "/clear" => {
                 if self.term.interactive {
-                    print!("\x1b[2J\x1b[H");
+                    crate::out!("\x1b[2J\x1b[H");
                     let _ = std::io::stdout().flush();
                 }
             }
@@ -173,15 +173,15 @@ impl<'a> Repl<'a> {
     }
 
     fn say_error(&self, msg: &str) {
-        eprintln!("{}", self.style.warn(&format!("omk: {msg}")));
+        crate::errln!("{}", self.style.warn(&format!("omk: {msg}")));
     }
 
     fn info(&self, msg: &str) {
         // Without a terminal stdout carries only answers.
         if self.term.interactive {
-            println!("{}", self.style.dim(msg));
+            crate::outln!("{}", self.style.dim(msg));
         } else {
-            eprintln!("omk chat: {msg}");
+            crate::errln!("omk chat: {msg}");
         }
     }
 
@@ -219,9 +219,9 @@ impl<'a> Repl<'a> {
                 Role::Assistant => m.text.clone(),
             };
             if self.term.interactive {
-                println!("{text}");
+                crate::outln!("{text}");
             } else {
-                eprintln!("{text}");
+                crate::errln!("{text}");
             }
         }
     }
@@ -249,7 +249,7 @@ impl<'a> Repl<'a> {
         let at_line_start = obs.at_line_start;
         self.interrupts.enter(STATE_IDLE);
         if !at_line_start {
-            println!();
+            crate::outln!();
         }
         let _ = std::io::stdout().flush();
         match result {
@@ -334,7 +334,7 @@ impl<'a> Repl<'a> {
             } else {
                 " "
             };
-            println!(
+            crate::outln!(
                 "{mark} {}  {}  {:>4} messages  {}",
                 s.id,
                 s.started_at.format("%Y-%m-%d %H:%M"),
@@ -376,9 +376,9 @@ impl<'a> Repl<'a> {
                     doc.tasks.len(),
                     doc.tokens
                 );
-                println!("{line}");
+                crate::outln!("{line}");
                 for t in &doc.tasks {
-                    println!(
+                    crate::outln!(
                         "  {} {:?} {}",
                         t.id,
                         t.status,
@@ -389,7 +389,7 @@ impl<'a> Repl<'a> {
                     );
                 }
                 if let Some(r) = &doc.reason {
-                    println!("  reason: {r}");
+                    crate::outln!("  reason: {r}");
                 }
                 self.engine.record(
                     "team",
@@ -428,16 +428,16 @@ impl TermObserver<'_> {
             return; // no chatter between answers without a terminal
         }
         if !self.at_line_start {
-            println!();
+            crate::outln!();
         }
-        println!("{}", self.style.dim(s));
+        crate::outln!("{}", self.style.dim(s));
         self.at_line_start = true;
     }
 }
 
 impl ChatObserver for TermObserver<'_> {
     fn text(&mut self, delta: &str) {
-        print!("{delta}");
+        crate::out!("{delta}");
         let _ = std::io::stdout().flush();
         if !delta.is_empty() {
             self.at_line_start = delta.ends_with('\n');
@@ -468,7 +468,7 @@ impl ChatObserver for TermObserver<'_> {
                 if self.editor.is_some() {
                     self.line(&line);
                 } else {
-                    eprintln!("omk chat:{line}");
+                    crate::errln!("omk chat:{line}");
                 }
             }
             AgentNotice::ProtocolViolation { reason, .. } => {
@@ -483,7 +483,7 @@ impl ChatObserver for TermObserver<'_> {
             return ApprovalAnswer::Reject;
         };
         if !self.at_line_start {
-            println!();
+            crate::outln!();
         }
         self.at_line_start = true;
         let detail: Vec<&str> = request
@@ -491,7 +491,7 @@ impl ChatObserver for TermObserver<'_> {
             .into_iter()
             .chain(request.commands())
             .collect();
-        println!(
+        crate::outln!(
             "{}",
             self.style.warn(&format!(
                 "The agent ({}) asks to {}: {}",
@@ -501,7 +501,7 @@ impl ChatObserver for TermObserver<'_> {
             ))
         );
         if !detail.is_empty() {
-            println!("  {}", detail.join("\n  "));
+            crate::outln!("  {}", detail.join("\n  "));
         }
         loop {
             match editor.readline("approve? [y]es / [n]o / [a]lways: ") {
@@ -509,7 +509,7 @@ impl ChatObserver for TermObserver<'_> {
                     "y" | "yes" => return ApprovalAnswer::Approve,
                     "n" | "no" => return ApprovalAnswer::Reject,
                     "a" | "always" => return ApprovalAnswer::Always,
-                    _ => println!("answer y, n or always"),
+                    _ => crate::outln!("answer y, n or always"),
                 },
                 // Ctrl-C at the question: reject and stop the turn.
                 Err(ReadlineError::Interrupted) => {

@@ -177,7 +177,7 @@ pub fn run(omk: &Omk, args: DashboardArgs) -> omk_core::Result<Outcome> {
         });
         tokio::spawn(events::watch(omk.clone(), changes));
         // Tests and scripts read this line to find the port.
-        println!("omk dashboard listening on http://{local}");
+        crate::outln!("omk dashboard listening on http://{local}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
         axum::serve(listener, router(state))
             .with_graceful_shutdown(async {

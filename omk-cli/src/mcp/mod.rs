@@ -75,21 +75,8 @@ fn seconds(s: f64) -> omk_core::Result<Duration> {
     }
 }
 
-/// A server (child process or client) that goes away must be an error on
-/// a write, not a SIGPIPE that kills omk (the CLI's default elsewhere).
-fn ignore_sigpipe() {
-    // SAFETY: changes a signal disposition; no handler code runs.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigIgn,
-        );
-    }
-}
-
 /// `omk mcp-server`.
 pub fn serve(omk: &Omk) -> omk_core::Result<Outcome> {
-    ignore_sigpipe();
     server::serve(omk.clone())?;
     Ok(Outcome::Success)
 }
@@ -103,7 +90,7 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
             if a.json {
                 print_json(&json!({ "servers": servers }));
             } else if servers.is_empty() {
-                println!(
+                crate::outln!(
                     "no MCP servers configured (looked in {})",
                     config::files(&project)
                         .iter()
@@ -123,7 +110,7 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
                         ),
                         config::Transport::Http { url, .. } => ("http", url.clone()),
                     };
-                    println!(
+                    crate::outln!(
                         "{:<20} {:<6} {:<50} {}",
                         s.name,
                         kind,
@@ -137,7 +124,6 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
         McpCommand::Doctor(a) => {
             let timeout = seconds(a.timeout)?;
             let servers = config::load(&project)?;
-            ignore_sigpipe();
             let rt = crate::async_runtime("MCP")?;
             // Concurrently: a hanging server must not delay the others.
             let reports: Vec<Value> = rt.block_on(async {
@@ -162,21 +148,21 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
             } else {
                 for r in &reports {
                     if r["healthy"] == true {
-                        println!(
+                        crate::outln!(
                             "[ok]   {}: {} tools ({} ms)",
                             r["name"].as_str().unwrap_or(""),
                             r["tools"],
                             r["elapsed_ms"]
                         );
                     } else {
-                        println!(
+                        crate::outln!(
                             "[fail] {}: {}",
                             r["name"].as_str().unwrap_or(""),
                             r["error"].as_str().unwrap_or("")
                         );
                     }
                 }
-                println!("{healthy} healthy, {unhealthy} unhealthy");
+                crate::outln!("{healthy} healthy, {unhealthy} unhealthy");
             }
             rt.shutdown_timeout(Duration::from_millis(200));
             Ok(if unhealthy == 0 {
@@ -202,7 +188,6 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
                 },
             };
             let server = config::find(&project, &a.server)?;
-            ignore_sigpipe();
             let rt = crate::async_runtime("MCP")?;
             let result = rt.block_on(client::call(&server, &a.tool, arguments, timeout));
             rt.shutdown_timeout(Duration::from_millis(200));
@@ -213,13 +198,13 @@ pub fn run(omk: &Omk, cmd: McpCommand) -> omk_core::Result<Outcome> {
             } else {
                 for c in &result.content {
                     match c.as_text() {
-                        Some(t) => println!("{}", t.text),
-                        None => println!("{}", serde_json::to_string(c).unwrap_or_default()),
+                        Some(t) => crate::outln!("{}", t.text),
+                        None => crate::outln!("{}", serde_json::to_string(c).unwrap_or_default()),
                     }
                 }
                 if result.content.is_empty() {
                     if let Some(s) = &result.structured_content {
-                        println!("{s}");
+                        crate::outln!("{s}");
                     }
                 }
             }

@@ -6,6 +6,7 @@
 //! request the agent makes, and cancels, stops or kills it.
 
 pub mod approval;
+pub mod input;
 pub mod protocol;
 pub mod wire;
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc;
 
 pub use approval::{ApprovalPolicy, Approver, Decision, PolicyKind};
 pub use protocol::{ApprovalRequest, TokenUsage, TurnRecord, TurnStatus, WireEvent};
@@ -131,11 +132,25 @@ pub struct ReplaySummary {
     pub requests: u64,
 }
 
+/// How many notices may wait for their consumer. A full queue makes the
+/// agent's reader wait, and so the agent's writes: an agent that floods
+/// events is slowed to the speed omk records them, never buffered without
+/// bound.
+pub const NOTICE_QUEUE: usize = 1024;
+
+/// Where an agent's notices go.
+pub type NoticeSender = mpsc::Sender<AgentNotice>;
+/// What a consumer reads an agent's notices from.
+pub type NoticeReceiver = mpsc::Receiver<AgentNotice>;
+
+/// A bounded notice queue of [`NOTICE_QUEUE`] entries. Its consumer must
+/// keep reading while the agent runs.
+pub fn notice_channel() -> (NoticeSender, NoticeReceiver) {
+    mpsc::channel(NOTICE_QUEUE)
+}
+
 /// Start an agent with the backend its protocol names.
-pub async fn start(
-    spec: &AgentSpec,
-    notices: UnboundedSender<AgentNotice>,
-) -> Result<Arc<dyn AgentBackend>> {
+pub async fn start(spec: &AgentSpec, notices: NoticeSender) -> Result<Arc<dyn AgentBackend>> {
     match spec.protocol {
         AgentProtocol::Wire => Ok(wire::WireAgent::start(spec, notices).await?),
         AgentProtocol::Acp => Err(Error::InvalidInput(

@@ -11,9 +11,17 @@ use serde_json::{json, Map, Value};
 /// The protocol version omk speaks.
 pub const PROTOCOL_VERSION: &str = "1.10";
 
-/// Longest line accepted from an agent (WIRE.md: the server itself reads
-/// lines of up to 100 MiB; omk keeps a smaller bound on what it buffers).
-pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest line accepted from an agent: 16 MiB. A longer line is a
+/// protocol violation that stops the agent (its worker is replaced and the
+/// task retried); omk never buffers more than this of one line, so an agent
+/// that prints without newlines cannot grow omk's memory (docs/teams.md).
+/// (WIRE.md: kimi itself reads lines of up to 100 MiB; what kimi sends is a
+/// streamed delta or one tool result, far below this.)
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most answer text one turn keeps in memory ([`TurnRecord::text`]); the
+/// transcript on disk has all of it.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -526,6 +534,8 @@ pub struct TurnRecord {
     pub tool_calls: u64,
     pub unknown_events: u64,
     pub saw_turn_end: bool,
+    /// The answer was longer than [`MAX_ANSWER_BYTES`]; `text` holds its start.
+    pub text_truncated: bool,
 }
 
 impl TurnRecord {
@@ -533,7 +543,19 @@ impl TurnRecord {
     pub fn observe(&mut self, event: &WireEvent) {
         self.events += 1;
         match event {
-            WireEvent::Text(t) => self.text.push_str(t),
+            WireEvent::Text(t) => {
+                let room = MAX_ANSWER_BYTES.saturating_sub(self.text.len());
+                if t.len() <= room {
+                    self.text.push_str(t);
+                } else {
+                    let mut cut = room;
+                    while !t.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    self.text.push_str(&t[..cut]);
+                    self.text_truncated = true;
+                }
+            }
             WireEvent::StepBegin { .. } => self.steps += 1,
             WireEvent::TurnEnd => self.saw_turn_end = true,
             WireEvent::ToolCall { .. } => self.tool_calls += 1,

@@ -13,14 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{mpsc::UnboundedSender, oneshot, watch};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, watch};
 
+use super::input::AgentInput;
 use super::protocol::{
     self, codes, AgentRequest, Incoming, RpcError, TurnRecord, TurnStatus, MAX_LINE_BYTES,
 };
-use super::{AgentBackend, AgentNotice, AgentSpec, ApprovalPolicy, BoxFuture, TurnOutcome};
+use super::{
+    AgentBackend, AgentNotice, AgentSpec, ApprovalPolicy, BoxFuture, NoticeSender, TurnOutcome,
+};
 use crate::error::{Error, Result};
 
 /// How much of the agent's stderr is kept for error messages.
@@ -33,14 +36,18 @@ struct State {
     turn: TurnRecord,
     violations: u64,
     last_activity: Instant,
+    /// Why omk stopped the agent itself (an over-long line), if it did.
+    fatal: Option<String>,
+    /// The agent's stdout is closed: no response will come.
+    output_closed: bool,
 }
 
 struct Shared {
     pid: u32,
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    stdin: AgentInput,
     state: Mutex<State>,
     stderr: Mutex<VecDeque<u8>>,
-    notices: UnboundedSender<AgentNotice>,
+    notices: NoticeSender,
     policy: ApprovalPolicy,
     work_dir: std::path::PathBuf,
     next_id: AtomicU64,
@@ -56,10 +63,7 @@ impl WireAgent {
     /// Spawn the agent in its own process group and complete the
     /// `initialize` handshake (falling back to no handshake if the agent
     /// predates it).
-    pub async fn start(
-        spec: &AgentSpec,
-        notices: UnboundedSender<AgentNotice>,
-    ) -> Result<Arc<WireAgent>> {
+    pub async fn start(spec: &AgentSpec, notices: NoticeSender) -> Result<Arc<WireAgent>> {
         let mut cmd = Command::new(&spec.program);
         cmd.arg("--wire")
             .arg("--work-dir")
@@ -91,12 +95,14 @@ impl WireAgent {
         let (exit_tx, exit_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             pid,
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: AgentInput::spawn(stdin),
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 turn: TurnRecord::default(),
                 violations: 0,
                 last_activity: Instant::now(),
+                fatal: None,
+                output_closed: false,
             }),
             stderr: Mutex::new(VecDeque::new()),
             notices,
@@ -167,14 +173,27 @@ impl WireAgent {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{method}-{n}");
         let (tx, rx) = oneshot::channel();
-        self.shared.state().pending.insert(id.clone(), tx);
+        let closed = {
+            let mut st = self.shared.state();
+            if !st.output_closed {
+                st.pending.insert(id.clone(), tx);
+            }
+            st.output_closed
+        };
+        if closed {
+            // No answer can ever arrive.
+            return Err(self.shared.gone_error(method).await);
+        }
         if let Err(e) = self
             .shared
             .write_line(&protocol::encode_request(&id, method, params))
             .await
         {
             self.shared.state().pending.remove(&id);
-            return Err(e);
+            // A broken pipe means the agent exited (or closed its input):
+            // say which, as for a closed output.
+            let running = format!("stopped reading its input ({e})");
+            return Err(self.shared.gone_or(method, &running).await);
         }
         match rx.await {
             Ok(r) => Ok(r),
@@ -190,21 +209,7 @@ impl Shared {
     }
 
     async fn write_line(&self, line: &str) -> Result<()> {
-        let mut guard = self.stdin.lock().await;
-        let Some(stdin) = guard.as_mut() else {
-            return Err(Error::Agent(
-                "agent input is closed (agent stopping)".into(),
-            ));
-        };
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        let r = async {
-            stdin.write_all(&buf).await?;
-            stdin.flush().await
-        }
-        .await;
-        r.map_err(|e| Error::Agent(format!("cannot write to the agent: {e}")))
+        self.stdin.write_line(line).await
     }
 
     fn stderr_tail(&self) -> String {
@@ -216,10 +221,18 @@ impl Shared {
     /// Describe why the agent stopped answering, waiting briefly for its exit
     /// status so the message can name it.
     async fn gone_error(&self, during: &str) -> Error {
+        self.gone_or(during, "closed its output").await
+    }
+
+    /// The agent's end, described: how it exited (waiting up to 2 s for
+    /// that), or `if_running` when it is still running.
+    async fn gone_or(&self, during: &str, if_running: &str) -> Error {
         let status = wait_exit(&self.exit, Duration::from_secs(2)).await;
-        let how = match status {
-            Some(s) => describe_exit(s),
-            None => "closed its output".to_string(),
+        let fatal = self.state().fatal.clone();
+        let how = match (fatal, status) {
+            (Some(why), _) => format!("was stopped: {why}"),
+            (None, Some(s)) => describe_exit(s),
+            (None, None) => if_running.to_string(),
         };
         let tail = self.stderr_tail();
         let tail = if tail.is_empty() {
@@ -301,7 +314,7 @@ impl Shared {
         // If the agent is gone the answer has nowhere to go; the turn's
         // owner learns that from the closed output.
         let _ = self.write_line(&line).await;
-        let _ = self.notices.send(notice);
+        let _ = self.notices.send(notice).await;
     }
 }
 
@@ -329,63 +342,110 @@ async fn read_stdout(stdout: tokio::process::ChildStdout, shared: Arc<Shared>) {
     loop {
         line.clear();
         match read_bounded_line(&mut reader, &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(Line::End) | Err(_) => break,
+            Ok(Line::Complete) => {}
+            Ok(Line::TooLong) => {
+                // Nothing after a line omk cannot hold can be trusted (the
+                // rest of the line is not read): a protocol violation that
+                // ends the agent, so its worker is replaced and the task
+                // retried, with the start of the line kept as evidence.
+                let reason = format!(
+                    "the agent sent a line longer than the {} MiB cap",
+                    MAX_LINE_BYTES >> 20
+                );
+                shared.state().violations += 1;
+                shared.state().fatal = Some(reason.clone());
+                let shown = String::from_utf8_lossy(&line[..line.len().min(512)]);
+                let shown = crate::redact::redact_str(&shown).into_owned();
+                let _ = shared
+                    .notices
+                    .send(AgentNotice::ProtocolViolation {
+                        line: shown,
+                        reason,
+                    })
+                    .await;
+                crate::process::kill_group(shared.pid);
+                break;
+            }
         }
         shared.state().last_activity = Instant::now();
         let text = String::from_utf8_lossy(&line);
         match protocol::parse_line(&text) {
             Ok(None) => {}
             Ok(Some(Incoming::Response { id, result })) => {
-                if let Some(tx) = shared.state().pending.remove(&id) {
+                let waiter = shared.state().pending.remove(&id);
+                if let Some(tx) = waiter {
                     let _ = tx.send(result);
                 }
             }
             Ok(Some(Incoming::Event(event))) => {
                 shared.state().turn.observe(&event);
-                let _ = shared.notices.send(AgentNotice::Event(event));
+                let _ = shared.notices.send(AgentNotice::Event(event)).await;
             }
             Ok(Some(Incoming::Request(req))) => shared.answer(req).await,
             Err(violation) => {
                 shared.state().violations += 1;
                 let mut shown: String = text.chars().take(512).collect();
                 shown = crate::redact::redact_str(&shown).into_owned();
-                let _ = shared.notices.send(AgentNotice::ProtocolViolation {
-                    line: shown,
-                    reason: violation.0,
-                });
+                let _ = shared
+                    .notices
+                    .send(AgentNotice::ProtocolViolation {
+                        line: shown,
+                        reason: violation.0,
+                    })
+                    .await;
             }
         }
     }
-    // Output closed: every waiter learns the agent is gone.
-    shared.state().pending.clear();
+    // Output closed: every waiter learns the agent is gone, and so does
+    // every later request.
+    let mut st = shared.state();
+    st.output_closed = true;
+    st.pending.clear();
 }
 
-/// Read one `\n`-terminated line, refusing to buffer more than
-/// [`MAX_LINE_BYTES`] (the rest of an oversized line is skipped).
+/// What [`read_bounded_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (its `\n`, or the last bytes before end of output).
+    Complete,
+    /// End of output, nothing read.
+    End,
+    /// More than [`MAX_LINE_BYTES`] without a newline: `out` holds the
+    /// first `MAX_LINE_BYTES`, the rest is left unread.
+    TooLong,
+}
+
+/// Read one `\n`-terminated line, never buffering more than
+/// [`MAX_LINE_BYTES`].
 async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
     out: &mut Vec<u8>,
-) -> std::io::Result<usize> {
-    let mut total = 0;
+) -> std::io::Result<Line> {
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok(total);
+            return Ok(if out.is_empty() {
+                Line::End
+            } else {
+                Line::Complete
+            });
         }
         let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
             Some(i) => (&available[..=i], true),
             None => (available, false),
         };
         let len = chunk.len();
-        if out.len() < MAX_LINE_BYTES {
+        if out.len() + len > MAX_LINE_BYTES + usize::from(done) {
             let room = MAX_LINE_BYTES - out.len();
-            out.extend_from_slice(&chunk[..len.min(room)]);
+            out.extend_from_slice(&chunk[..room]);
+            reader.consume(room);
+            return Ok(Line::TooLong);
         }
+        out.extend_from_slice(chunk);
         reader.consume(len);
-        total += len;
         if done {
-            return Ok(total);
+            return Ok(Line::Complete);
         }
     }
 }
@@ -475,7 +535,7 @@ impl AgentBackend for WireAgent {
     fn stop(&self, grace: Duration) -> BoxFuture<'_, Option<ExitStatus>> {
         Box::pin(async move {
             // Closing stdin is the Wire way to say goodbye.
-            self.shared.stdin.lock().await.take();
+            self.shared.stdin.close();
             if wait_exit(&self.shared.exit, grace).await.is_none() {
                 crate::process::kill_group(self.shared.pid);
             }

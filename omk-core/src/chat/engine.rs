@@ -190,7 +190,7 @@ type PendingApproval = (ApprovalRequest, std::sync::mpsc::Sender<Decision>);
 
 struct Live {
     agent: Arc<dyn AgentBackend>,
-    notices: UnboundedReceiver<AgentNotice>,
+    notices: agent::NoticeReceiver,
     approvals: UnboundedReceiver<PendingApproval>,
 }
 
@@ -372,7 +372,7 @@ impl ChatEngine {
             questions: false,
         };
         let runtime = self.omk.runtime()?;
-        let (tx, mut notices) = unbounded_channel();
+        let (tx, mut notices) = agent::notice_channel();
         let agent = runtime.block_on(agent::start(&spec, tx))?;
         self.session.add_engine_event(
             "agent_start",
@@ -394,6 +394,10 @@ impl ChatEngine {
                 loop {
                     tokio::select! {
                         r = &mut replay => break r,
+                        // The re-sent history is the agent's own, not this
+                        // chat's events; drained so the agent's reader never
+                        // waits on a full queue.
+                        Some(_) = notices.recv() => {}
                         // History is not decided again (and an unanswered
                         // request would hold the replay forever).
                         Some((_, reply)) = approvals.recv() => {
@@ -841,9 +845,9 @@ mod tests {
         let b = d.path().join("b.toml");
         std::fs::write(&a, "[agent]\napproval_policy = \"reject-all\"\n").unwrap();
         std::fs::write(&b, "[health]\nmin_free_disk_mb = 1\n").unwrap();
-        let c = Config::load(std::slice::from_ref(&b)).unwrap();
+        let c = Config::load(std::slice::from_ref(&b), None).unwrap();
         assert_eq!(configured_approval(&c), None);
-        let c = Config::load(&[a, b]).unwrap();
+        let c = Config::load(&[a, b], None).unwrap();
         assert_eq!(configured_approval(&c).as_deref(), Some("reject-all"));
     }
 

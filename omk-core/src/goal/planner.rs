@@ -193,7 +193,7 @@ pub fn turn_until(
     let lease = Duration::from_secs(config.team.lease_secs.max(1));
     let grace = Duration::from_secs(config.team.stop_grace_secs);
     runtime.block_on(async move {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = agent::notice_channel();
         let agent = agent::start(&spec, tx).await?;
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         // The lease bounds silence, as for team workers: a turn that keeps

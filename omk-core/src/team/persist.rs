@@ -70,7 +70,10 @@ impl Persister {
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("omk-persist".into())
-            .spawn(move || run(&worker, &mut log, &metrics))
+            .spawn(move || {
+                crate::process::block_sigpipe();
+                run(&worker, &mut log, &metrics)
+            })
             .map_err(|e| crate::Error::io("start the persister thread", e))?;
         Ok(Persister {
             shared,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::supervisor::{Claim, RunContext, TRANSCRIPT_MAX_BYTES};
 use crate::agent::{self, AgentBackend, AgentNotice, TurnStatus, WireEvent};
@@ -124,7 +123,7 @@ impl Worker {
         }
         self.agent = None;
         self.set_state("starting_agent", None);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::agent::notice_channel();
         let started = Instant::now();
         let agent = agent::start(&self.ctx.agent_spec(), tx).await?;
         self.tally
@@ -497,7 +496,7 @@ fn record(transcript: &Mutex<Option<JsonlWriter>>, kind: &str, data: Value) {
 async fn pump_notices(
     ctx: Arc<RunContext>,
     worker: String,
-    mut rx: mpsc::UnboundedReceiver<AgentNotice>,
+    mut rx: crate::agent::NoticeReceiver,
     tally: Arc<Tally>,
     transcript: Arc<Mutex<Option<JsonlWriter>>>,
 ) {
