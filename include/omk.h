@@ -318,7 +318,7 @@ omk_result omk_metrics(omk_t *h, char **out_json);
 omk_result omk_health(omk_t *h, char **out_json);
 
 // Environment diagnostics (op `doctor`): `{"status": "healthy" |
-// "issues_found", "healthy", "version", "checks": [...]}`. Finding issues
+// "unhealthy", "healthy", "version", "checks": [...]}`. Finding issues
 // is a result, not an error.
 //
 // Ownership and errors as `omk_call`. Thread safety: as `omk_call`.

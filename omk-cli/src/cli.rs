@@ -59,8 +59,7 @@ pub enum Command {
     #[command(subcommand)]
     Gates(GatesCommand),
     /// Durable goals: plan, execute, verify and prove an outcome.
-    #[command(subcommand)]
-    Goal(crate::goal::GoalCommand),
+    Goal(crate::goal::GoalArgs),
     /// Talk to the agent in a terminal REPL; sessions are kept and resumable.
     #[command(visible_alias = "c")]
     Chat(crate::chat::ChatArgs),
@@ -93,7 +92,7 @@ impl Command {
             Command::Gates(GatesCommand::Run(a)) => a.json,
             Command::Gates(GatesCommand::Status(a)) => a.json,
             Command::Gates(GatesCommand::Reset(a)) => a.json,
-            Command::Goal(g) => g.wants_json(),
+            Command::Goal(g) => g.command.wants_json(),
             Command::Chat(_) => false,
             Command::Autopilot(c) => c.wants_json(),
             Command::Ralph(c) => c.wants_json(),

@@ -13,6 +13,15 @@ use crate::cli::GlobalArgs;
 use crate::output::print_doc;
 use crate::Outcome;
 
+#[derive(Debug, Args)]
+pub struct GoalArgs {
+    /// `latest` names the newest goal of any project, not only of this one.
+    #[arg(long, global = true)]
+    pub all_projects: bool,
+    #[command(subcommand)]
+    pub command: GoalCommand,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GoalCommand {
     /// Create a goal and run its controller (planning, execution, gates, proof).
@@ -162,6 +171,27 @@ pub struct RollbackArgs {
 }
 
 impl GoalCommand {
+    /// The goal id the command names, if it names one.
+    fn id_mut(&mut self) -> Option<&mut String> {
+        match self {
+            GoalCommand::Run(_) | GoalCommand::List => None,
+            GoalCommand::Status(a) | GoalCommand::Control(a) => Some(&mut a.id),
+            GoalCommand::Show(a)
+            | GoalCommand::Proof(a)
+            | GoalCommand::Replay(a)
+            | GoalCommand::Budget(a)
+            | GoalCommand::Diagnose(a)
+            | GoalCommand::Verify(a) => Some(&mut a.id),
+            GoalCommand::BudgetAdd(a) => Some(&mut a.id),
+            GoalCommand::Rollback(a) => Some(&mut a.id),
+            GoalCommand::Recover(a)
+            | GoalCommand::Pause(a)
+            | GoalCommand::Resume(a)
+            | GoalCommand::Cancel(a)
+            | GoalCommand::Execute(a) => Some(&mut a.id),
+        }
+    }
+
     pub fn wants_json(&self) -> bool {
         match self {
             GoalCommand::Run(a) => a.json,
@@ -192,7 +222,14 @@ fn outcome_of(state: &GoalState) -> Outcome {
     }
 }
 
-pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result<Outcome> {
+pub fn run(omk: &Omk, global: &GlobalArgs, args: GoalArgs) -> omk_core::Result<Outcome> {
+    let mut cmd = args.command;
+    if let Some(id) = cmd.id_mut() {
+        // `latest` is this project's newest goal unless --all-projects.
+        if id == "latest" && args.all_projects {
+            *id = omk.goal_latest(true)?;
+        }
+    }
     match cmd {
         GoalCommand::Run(a) => {
             let req = GoalRunRequest {
@@ -478,8 +515,8 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: GoalCommand) -> omk_core::Result
                     r.label
                 );
                 crate::outln!("  Restored: {}", r.restored.join(", "));
-                if let Some(c) = &r.git_reset_to {
-                    crate::outln!("  Work tree reset to {c}");
+                if let (Some(c), Some(tree)) = (&r.git_reset_to, &r.git_work_tree) {
+                    crate::outln!("  Work tree {} reset to {c}", tree.display());
                 }
                 crate::outln!("  Status: {}  Phase: {}", r.state.status, r.state.phase);
                 crate::outln!("  Continue with: omk goal resume {}", r.goal_id);

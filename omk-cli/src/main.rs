@@ -15,6 +15,7 @@ mod output;
 mod pools;
 mod team;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -74,8 +75,11 @@ pub(crate) fn async_runtime(what: &str) -> omk_core::Result<tokio::runtime::Runt
 /// Logs go to stderr, quiet by default: warnings only unless `-v` or `RUST_LOG`.
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // Without -v, omk's own warnings only: the MCP transport's internal
+    // errors (a refused connection logged as ERROR by rmcp's worker) are
+    // reported once, as the command's own error sentence.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,rmcp=off",
         1 => "info",
         _ => "debug",
     };
@@ -83,6 +87,6 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
         .try_init();
 }

@@ -52,8 +52,13 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
             Ok(Outcome::Success)
         }
         TeamCommand::Shutdown(a) => {
-            let doc = omk.team_shutdown(&a.name, a.force)?;
-            show(&doc, a.json);
+            let r = omk.team_shutdown(&a.name, a.force)?;
+            if a.json {
+                crate::output::print_doc(&r);
+            } else {
+                show(&r.document, false);
+                crate::outln!("{}", r.outcome);
+            }
             Ok(Outcome::Success)
         }
         TeamCommand::Supervise(a) => {

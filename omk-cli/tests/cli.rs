@@ -88,7 +88,7 @@ fn doctor_with_missing_agent_exits_1() {
     let v = json(&out);
     assert_eq!(
         (v["status"].as_str(), v["healthy"].as_bool()),
-        (Some("issues_found"), Some(false))
+        (Some("unhealthy"), Some(false))
     );
     // Text mode says the same thing to a person.
     let out = omk(

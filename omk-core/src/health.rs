@@ -67,11 +67,11 @@ pub fn run_checks(paths: &StatePaths, config: Result<&Config, &Error>) -> Vec<Ch
     checks
 }
 
-/// `doctor`: `{"status": "healthy"|"issues_found", "healthy", "version", "checks": [...]}`.
+/// `doctor`: `{"status": "healthy"|"unhealthy", "healthy", "version", "checks": [...]}`.
 pub fn doctor_report(checks: &[Check]) -> Value {
     let healthy = checks.iter().all(|c| c.status != CheckStatus::Error);
     json!({
-        "status": if healthy { "healthy" } else { "issues_found" },
+        "status": if healthy { "healthy" } else { "unhealthy" },
         "healthy": healthy,
         "version": crate::VERSION,
         "checks": checks,
@@ -404,7 +404,7 @@ mod tests {
         let d = doctor_report(&checks);
         assert_eq!(
             (d["status"].as_str(), d["healthy"].as_bool()),
-            (Some("issues_found"), Some(false))
+            (Some("unhealthy"), Some(false))
         );
     }
 }

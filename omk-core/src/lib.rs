@@ -11,6 +11,7 @@
 //! # Ok::<(), omk_core::Error>(())
 //! ```
 
+pub mod admission;
 pub mod agent;
 pub mod chat;
 pub mod config;
@@ -140,7 +141,7 @@ impl Omk {
         Ok(health::health_report(&self.checks()))
     }
 
-    /// Doctor report: `{"status": "healthy"|"issues_found", "healthy", "checks"}`.
+    /// Doctor report: `{"status": "healthy"|"unhealthy", "healthy", "checks"}`.
     /// Finding issues is a result, not an error.
     pub fn doctor(&self) -> Result<Value> {
         Ok(health::doctor_report(&self.checks()))
@@ -288,7 +289,7 @@ impl Omk {
     }
 
     /// Stop a team (from any process) and wait until it has stopped.
-    pub fn team_shutdown(&self, name: &str, force: bool) -> Result<team::TeamDoc> {
+    pub fn team_shutdown(&self, name: &str, force: bool) -> Result<team::ShutdownOutcome> {
         team::shutdown(&self.inner.paths, self.config()?, name, force)
     }
 
@@ -391,6 +392,17 @@ impl Omk {
         goal::drive(self, id, one_step)
     }
 
+    /// The id `latest` names: the newest goal of this handle's project, or
+    /// (`all_projects`) of any project.
+    pub fn goal_latest(&self, all_projects: bool) -> Result<String> {
+        let scope = if all_projects {
+            goal::Latest::AnyProject
+        } else {
+            goal::Latest::Project(self.project_dir())
+        };
+        Ok(goal::resolve_in(&self.inner.paths, "latest", scope)?.0)
+    }
+
     /// Every goal, newest first.
     pub fn goal_list(&self) -> Result<goal::GoalList> {
         goal::list(&self.inner.paths)
@@ -398,7 +410,7 @@ impl Omk {
 
     /// A goal's full state (API.md GoalState).
     pub fn goal_show(&self, id: &str) -> Result<goal::GoalState> {
-        goal::show(&self.inner.paths, id)
+        goal::show(self, id)
     }
 
     /// A goal's proof (API.md GoalProof).
@@ -408,7 +420,7 @@ impl Omk {
 
     /// The deduplicated timeline (API.md GoalReplay).
     pub fn goal_replay(&self, id: &str) -> Result<goal::GoalReplay> {
-        goal::replay(&self.inner.paths, id)
+        goal::replay(self, id)
     }
 
     /// Budgets, use and checkpoints (API.md GoalBudgetReport).

@@ -47,6 +47,18 @@ pub struct QueueEntry {
     pub queued_at: DateTime<Utc>,
 }
 
+/// What [`Pools::room`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Room {
+    /// A worker would be admitted now.
+    Free,
+    /// Every slot is taken (or promised to the queue): later, maybe.
+    Busy(String),
+    /// The pool cannot admit anyone until something outside omk changes
+    /// (its disk cap is exceeded, or it does not exist).
+    Never(String),
+}
+
 /// `pools/<name>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolState {
@@ -254,6 +266,42 @@ impl Pools {
                 });
                 p.total_queued += 1;
                 Ok(Admission::Queued(t))
+            },
+        )
+    }
+
+    /// Whether a new run could be admitted now, without joining the queue:
+    /// what controllers (goal waves, fix rounds, ralph iterations, autopilot
+    /// phases) ask before they start a team, so a pool that says no makes
+    /// them wait instead of creating teams that are refused at once.
+    pub fn room(&self, pool: &str) -> Result<Room> {
+        let cfg = match self.settings(pool) {
+            Ok(c) => c,
+            Err(e) => return Ok(Room::Never(e.to_string())),
+        };
+        if let Some(why) = cfg.max_disk_gb.and_then(|cap| self.disk_over(cap)) {
+            // Waiting does not shrink the state: someone must remove teams
+            // or raise the cap.
+            return Ok(Room::Never(format!("pool {pool} admits no worker: {why}")));
+        }
+        let file = self.paths.pool_file(pool)?;
+        store::update_doc_with(
+            &file,
+            Durability::Volatile,
+            || PoolState::new(pool),
+            |p| {
+                p.reclaim(&|_| false);
+                let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
+                Ok(if free > p.queue.len() {
+                    Room::Free
+                } else {
+                    Room::Busy(format!(
+                        "pool {pool} is busy: {} of {} slots taken, {} waiting",
+                        p.active.len(),
+                        cfg.max_workers,
+                        p.queue.len()
+                    ))
+                })
             },
         )
     }

@@ -52,10 +52,7 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-async fn start(
-    dir: &Path,
-    policy: PolicyKind,
-) -> (Arc<dyn AgentBackend>, agent::NoticeReceiver) {
+async fn start(dir: &Path, policy: PolicyKind) -> (Arc<dyn AgentBackend>, agent::NoticeReceiver) {
     let (tx, rx) = agent::notice_channel();
     let a = agent::start(&spec(dir, scripted_agent(), policy), tx)
         .await

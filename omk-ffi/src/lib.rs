@@ -650,7 +650,7 @@ pub unsafe extern "C" fn omk_health(h: *mut omk_t, out_json: *mut *mut c_char) -
 }
 
 /// Environment diagnostics (op `doctor`): `{"status": "healthy" |
-/// "issues_found", "healthy", "version", "checks": [...]}`. Finding issues
+/// "unhealthy", "healthy", "version", "checks": [...]}`. Finding issues
 /// is a result, not an error.
 ///
 /// Ownership and errors as `omk_call`. Thread safety: as `omk_call`.

@@ -192,8 +192,10 @@ impl PyOmk {
     }
 
     /// Stop a team (from any process) and wait until it has stopped; return
-    /// its final document. ``force`` kills its agents at once. Idempotent: a
-    /// finished team is returned as it is.
+    /// its final document plus ``stopped`` (whether this call stopped it) and
+    /// ``outcome`` (a sentence). ``force`` kills its agents at once.
+    /// Idempotent: a team that had already ended is returned as it is, with
+    /// ``stopped`` False.
     #[pyo3(signature = (name, force=false))]
     fn team_shutdown(&self, py: Python<'_>, name: String, force: bool) -> PyResult<Py<PyAny>> {
         let doc = blocking(py, "team_shutdown", || {
@@ -292,7 +294,7 @@ impl PyOmk {
         Ok(to_py(py, &v)?.unbind())
     }
 
-    /// ``{"status": "healthy"|"issues_found", "healthy", "version", "checks":
+    /// ``{"status": "healthy"|"unhealthy", "healthy", "version", "checks":
     /// [...]}``. Finding issues is a result, not an error.
     fn doctor(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let v = blocking(py, "doctor", || self.inner.doctor())?;

@@ -93,6 +93,15 @@ class TeamDoc(TypedDict):
     output_tokens: int
     reason: str | None
 
+class ShutdownOutcome(TeamDoc):
+    """``team_shutdown``: the team document after the request, plus what
+    the request did."""
+
+    stopped: bool
+    """True when this request stopped a running team; False when the team
+    had already ended (``phase`` says how) and nothing was stopped."""
+    outcome: str
+
 class ErrorInfo(TypedDict):
     code: ErrorCode
     message: str
@@ -284,7 +293,7 @@ class Health(TypedDict):
 class Doctor(TypedDict):
     """``omk doctor --json``. Finding issues is a result, not an error."""
 
-    status: Literal["healthy", "issues_found"]
+    status: Literal["healthy", "unhealthy"]
     healthy: bool
     version: str
     checks: list[DoctorCheck]
@@ -352,7 +361,9 @@ class GateFailure(TypedDict):
     skipped: bool
     output_tail: str
 
-RunStatus = Literal["running", "complete", "exhausted", "failed", "stopped", "interrupted"]
+RunStatus = Literal[
+    "running", "complete", "exhausted", "failed", "stopped", "interrupted", "blocked_on_external"
+]
 AutopilotPhase = Literal["Expansion", "Planning", "Execution", "QA", "Validation", "Complete"]
 
 class AutopilotPhaseRecord(TypedDict):
@@ -564,6 +575,7 @@ class Rollback(TypedDict):
     label: str
     restored: list[str]
     git_reset_to: str | None
+    git_work_tree: str | None
     state: GoalState
 
 # ---------------------------------------------------------------- exceptions
@@ -669,7 +681,7 @@ class Omk:
         team down and raises ``CancelledError``."""
     def team_status(self, name: str) -> TeamDoc: ...
     def team_list(self) -> TeamList: ...
-    def team_shutdown(self, name: str, force: bool = False) -> TeamDoc: ...
+    def team_shutdown(self, name: str, force: bool = False) -> ShutdownOutcome: ...
     def team_events(
         self, name: str, follow: bool = False, poll_interval: float = 0.2
     ) -> TeamEvents: ...

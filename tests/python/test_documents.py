@@ -77,7 +77,7 @@ def test_doctor_reports_a_broken_config_instead_of_raising(env: Env) -> None:
     env.config.write_text("[team\n")
     o = env.omk()
     d = o.doctor()
-    assert d["healthy"] is False and d["status"] == "issues_found"
+    assert d["healthy"] is False and d["status"] == "unhealthy"
     assert d["checks"][0]["status"] == "error"
     with pytest.raises(omk.InvalidInputError):
         o.pools_status()

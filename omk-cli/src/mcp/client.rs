@@ -16,7 +16,74 @@ use super::config::{Server, Transport};
 use omk_core::Error;
 
 fn agent_err(what: &str, server: &str, e: impl std::fmt::Display) -> Error {
-    Error::Agent(format!("MCP server {server:?}: {what}: {e}"))
+    Error::Agent(format!(
+        "MCP server {server:?}: {what}: {}",
+        plain(&e.to_string())
+    ))
+}
+
+/// An initialize failure as a person would say it: what went wrong at the
+/// other end, not the transport's type names.
+fn initialize_err(server: &Server, e: &(dyn std::error::Error + 'static)) -> Error {
+    let mut text = String::new();
+    let mut io = None;
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        text.push_str(&c.to_string());
+        text.push('\n');
+        if let Some(x) = c.downcast_ref::<std::io::Error>() {
+            io = Some(x.kind());
+        }
+        cur = c.source();
+    }
+    let has = |needle: &str| text.to_ascii_lowercase().contains(needle);
+    use std::io::ErrorKind as K;
+    let why = match &server.transport {
+        Transport::Http { url, .. } => {
+            if io == Some(K::ConnectionRefused) || has("connection refused") {
+                format!("nothing is listening at {url} (connection refused)")
+            } else if has("dns error") || has("failed to lookup") {
+                format!("cannot resolve the host of {url}")
+            } else if io == Some(K::TimedOut) || has("timed out") {
+                format!("{url} did not answer (timed out)")
+            } else if has("error sending request") || has("tcp connect error") {
+                format!("cannot reach {url}")
+            } else {
+                format!(
+                    "{url} did not complete initialize: {}",
+                    plain(&e.to_string())
+                )
+            }
+        }
+        Transport::Stdio { command, .. } => {
+            if io == Some(K::BrokenPipe) || has("broken pipe") || has("connection closed") {
+                format!("the server process {command:?} exited before it answered initialize")
+            } else {
+                format!(
+                    "the server process {command:?} did not complete initialize: {}",
+                    plain(&e.to_string())
+                )
+            }
+        }
+    };
+    Error::Agent(format!("MCP server {:?}: {why}", server.name))
+}
+
+/// `text` without bracketed Rust type paths (`[rmcp::transport::...]`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('[') {
+        let Some(j) = rest[i..].find(']') else { break };
+        let inside = &rest[i + 1..i + j];
+        out.push_str(&rest[..i]);
+        if !inside.contains("::") {
+            out.push_str(&rest[i..=i + j]);
+        }
+        rest = &rest[i + j + 1..];
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Connect and initialize, within `timeout`.
@@ -37,7 +104,7 @@ pub async fn connect(
                     })?;
                 ().serve(transport)
                     .await
-                    .map_err(|e| agent_err("initialize failed", &server.name, e))
+                    .map_err(|e| initialize_err(server, &e))
             }
             Transport::Http { url, headers } => {
                 let mut custom = HashMap::new();
@@ -61,7 +128,7 @@ pub async fn connect(
                 let transport = StreamableHttpClientTransport::from_config(config);
                 ().serve(transport)
                     .await
-                    .map_err(|e| agent_err("initialize failed", &server.name, e))
+                    .map_err(|e| initialize_err(server, &e))
             }
         }
     };

@@ -98,7 +98,9 @@ pub struct ShutdownParams {
 /// `omk_team_shutdown` result.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TeamShutdownResult {
-    /// `shutdown`, or `error` (see stderr).
+    /// `shutdown` (this call stopped the team), `not_running` (the team
+    /// had already ended: nothing was stopped; see `document.phase`), or
+    /// `error` (see stderr).
     pub status: String,
     pub team: String,
     pub force: bool,
@@ -400,11 +402,15 @@ impl OmkServer {
         let name = p.name.clone();
         let force = p.force;
         match blocking(move || omk.team_shutdown(&name, force)).await {
-            Ok(doc) => {
+            Ok(r) => {
+                let doc = r.document;
                 let (stdout, stderr) = team_report(&doc);
+                let stdout = format!("{}\n{stdout}", r.outcome);
                 structured(
                     &TeamShutdownResult {
-                        status: "shutdown".into(),
+                        // Honest: `shutdown` only when this call stopped
+                        // the team; `not_running` when it had already ended.
+                        status: if r.stopped { "shutdown" } else { "not_running" }.into(),
                         team: p.name,
                         force: p.force,
                         stdout,

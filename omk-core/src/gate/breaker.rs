@@ -149,15 +149,38 @@ impl Breaker {
         was
     }
 
-    /// The API.md `gates status --json` entry.
+    /// The breaker as it is at `now`: an Open breaker whose recovery time
+    /// is up reads HalfOpen with all its probes available, which is what
+    /// the next run will find. (The stored document changes only when a
+    /// run is admitted; a reader never writes.)
+    pub fn as_of(&self, now: DateTime<Utc>) -> Breaker {
+        let mut b = self.clone();
+        if b.state == BreakerState::Open {
+            let since = b.opened_at.map_or(i64::MAX, |t| (now - t).num_seconds());
+            if since >= b.settings.recovery_timeout_secs as i64 {
+                b.state = BreakerState::HalfOpen;
+                b.half_open_calls_remaining = b.settings.half_open_calls;
+            }
+        }
+        b
+    }
+
+    /// The API.md `gates status --json` entry, in the state the breaker is
+    /// in now ([`Breaker::as_of`]).
     pub fn to_api_json(&self, gate: &str, project: &Path) -> Value {
+        self.to_api_json_at(gate, project, Utc::now())
+    }
+
+    /// [`Breaker::to_api_json`] as of `now`.
+    pub fn to_api_json_at(&self, gate: &str, project: &Path, now: DateTime<Utc>) -> Value {
+        let b = self.as_of(now);
         json!({
             "gate_name": gate,
-            "state": self.state,
-            "failure_count": self.failure_count,
-            "last_failure_at": self.last_failure_at,
-            "recovery_timeout_secs": self.settings.recovery_timeout_secs,
-            "half_open_calls_remaining": self.half_open_calls_remaining,
+            "state": b.state,
+            "failure_count": b.failure_count,
+            "last_failure_at": b.last_failure_at,
+            "recovery_timeout_secs": b.settings.recovery_timeout_secs,
+            "half_open_calls_remaining": b.half_open_calls_remaining,
             "project": project,
         })
     }
@@ -382,6 +405,30 @@ mod tests {
             b.admit(later + Duration::seconds(1), s()),
             Admit::Skip(_)
         ));
+    }
+
+    #[test]
+    fn readers_see_half_open_once_the_recovery_time_is_up() {
+        let mut b = Breaker::new(s());
+        b.record(t0(), false);
+        b.record(t0(), false);
+        b.record(t0(), false);
+        assert_eq!(b.state, BreakerState::Open);
+        let p = Path::new("/p");
+        let before = b.to_api_json_at("g", p, t0() + chrono::Duration::seconds(59));
+        assert_eq!(before["state"], "Open");
+        assert_eq!(before["half_open_calls_remaining"], 0);
+        let after = b.to_api_json_at("g", p, t0() + chrono::Duration::seconds(60));
+        assert_eq!(after["state"], "HalfOpen");
+        assert_eq!(after["half_open_calls_remaining"], s().half_open_calls);
+        // What readers see is what the next run finds.
+        let mut next = b.clone();
+        assert_eq!(
+            next.admit(t0() + chrono::Duration::seconds(60), s()),
+            Admit::Probe
+        );
+        // Reading never changed the stored breaker.
+        assert_eq!(b.state, BreakerState::Open);
     }
 
     #[test]

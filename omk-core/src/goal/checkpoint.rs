@@ -98,7 +98,7 @@ pub fn take(
 pub fn load(goal_dir: &Path, id: u32) -> Result<RecoveryCheckpoint> {
     store::read_doc(&file(goal_dir, id))?.ok_or_else(|| {
         Error::NotFound(format!(
-            "checkpoint {id} (this goal has: {:?})",
+            "checkpoint {id} not found (this goal has: {:?})",
             ids(goal_dir).unwrap_or_default()
         ))
     })

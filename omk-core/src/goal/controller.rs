@@ -19,6 +19,7 @@ use super::snapshot;
 use super::stagnation::{self, IterationMetrics};
 use super::state::{self, ControllerState, Failure, GoalState, Phase, Status, Usage};
 use super::{checkpoint, emit};
+use crate::admission::{self, Waited};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::store;
@@ -409,6 +410,9 @@ impl Controller<'_> {
             self.set_phase(Phase::VerificationDesign)?;
             return Ok(Step::Continue);
         }
+        if let Some(step) = self.wait_for_pool()? {
+            return Ok(step);
+        }
         let max_agents = s.max_agents.unwrap_or(1).max(1) as usize;
         let workers = ready.len().min(max_agents);
         let c = state::load_controller(&self.dir)?;
@@ -453,6 +457,22 @@ impl Controller<'_> {
         })?;
         let max = self.config()?.goal.max_task_attempts;
         match result {
+            Ok(doc) if admission::never_ran(&doc) => {
+                // Refused by the pool (another process took the room first):
+                // not an attempt. The next step waits for room again.
+                for &i in &ready {
+                    graph.tasks[i].status = TaskStatus::Pending;
+                    graph.tasks[i].team = None;
+                }
+                graph.save(&self.dir)?;
+                emit(
+                    &self.dir,
+                    &self.id,
+                    EventKind::Other("wave_refused".into()),
+                    json!({ "team": name, "reason": doc.reason }),
+                )?;
+                return Ok(Step::Continue);
+            }
             Ok(doc) => apply_team_results(&mut graph, &name, Some(&doc), max),
             Err(e) => {
                 // The wave never ran: its tasks go back to pending, and the
@@ -486,6 +506,50 @@ impl Controller<'_> {
             return Ok(Step::Stop);
         }
         Ok(Step::Continue)
+    }
+
+    /// Wait until the pool has room for the next wave. `Some(step)`: stop
+    /// waiting and return that step (the goal is blocked by a pool that can
+    /// never admit; or it was paused, cancelled or ran out of budget while
+    /// waiting, which the next step's checks record).
+    fn wait_for_pool(&self) -> Result<Option<Step>> {
+        let cfg = self.config()?.goal.clone();
+        let waited = admission::wait_for_room(self.omk, None, || {
+            let s = state::load_state(&self.dir, &self.id).ok()?;
+            if s.status != Status::Running {
+                return Some(());
+            }
+            let standing = Standing::new(&s, self.usage().ok()?, &cfg).ok()?;
+            standing.exhausted(&s).map(|_| ())
+        })?;
+        match waited {
+            Waited::Room { busy: None, .. } => Ok(None),
+            Waited::Room {
+                busy: Some(why),
+                waited,
+            } => {
+                emit(
+                    &self.dir,
+                    &self.id,
+                    EventKind::Other("pool_waited".into()),
+                    json!({ "reason": why, "waited_ms": waited.as_millis() as u64 }),
+                )?;
+                Ok(None)
+            }
+            Waited::Never(why) => {
+                self.finish(
+                    Status::BlockedOnExternal,
+                    Some(why.clone()),
+                    vec![format!(
+                        "{why}: fix the pool, then `omk goal resume {}`",
+                        self.id
+                    )],
+                    Vec::new(),
+                )?;
+                Ok(Some(Step::Stop))
+            }
+            Waited::Stopped(()) => Ok(Some(Step::Continue)),
+        }
     }
 
     /// The questions the workers of team `name` asked (dismissed at the

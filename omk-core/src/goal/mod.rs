@@ -88,37 +88,80 @@ pub fn new_goal_id() -> String {
     )
 }
 
-/// The goal an id names; `latest` is the newest goal.
-pub fn resolve(paths: &StatePaths, id: &str) -> Result<(String, PathBuf)> {
+/// Which goals `latest` may name.
+#[derive(Debug, Clone, Copy)]
+pub enum Latest<'a> {
+    /// The newest goal of this project (what `latest` means everywhere).
+    Project(&'a Path),
+    /// The newest goal of any project (`--all-projects`).
+    AnyProject,
+}
+
+/// The goal an id names; `latest` is the newest goal of the handle's
+/// project.
+pub fn resolve(omk: &Omk, id: &str) -> Result<(String, PathBuf)> {
+    resolve_in(omk.paths(), id, Latest::Project(omk.project_dir()))
+}
+
+/// The goal an id names, `latest` taken within `scope`.
+pub fn resolve_in(paths: &StatePaths, id: &str, scope: Latest<'_>) -> Result<(String, PathBuf)> {
     if id != "latest" {
         let dir = paths.goal_dir(id)?;
         if !GoalState::file(&dir).exists() {
             return Err(Error::NotFound(format!(
-                "goal {id:?} (see `omk goal list`)"
+                "goal {id:?} not found (see `omk goal list`)"
             )));
         }
         return Ok((id.to_string(), dir));
     }
     let dir = goals_dir(paths);
+    let none = || {
+        Error::NotFound(match scope {
+            Latest::Project(p) => format!(
+                "no goal found for project {}: `latest` names nothing (`--all-projects` looks at every project)",
+                p.display()
+            ),
+            Latest::AnyProject => "no goals yet: `latest` names nothing".into(),
+        })
+    };
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound(
-                "no goals yet: `latest` names nothing".into(),
-            ))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(none()),
         Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
     };
-    // Ids embed their creation time, so the greatest name is the newest.
-    let newest = entries
+    // Ids embed their creation time, so the greatest name is the newest:
+    // look from the newest down for the first goal of the project.
+    let mut ids: Vec<String> = entries
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with("goal-") && crate::paths::validate_name("goal id", n).is_ok())
-        .filter(|n| GoalState::file(&dir.join(n)).exists())
-        .max()
-        .ok_or_else(|| Error::NotFound("no goals yet: `latest` names nothing".into()))?;
-    let d = dir.join(&newest);
-    Ok((newest, d))
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    let wanted = match scope {
+        Latest::Project(p) => Some(same_dir_key(p)),
+        Latest::AnyProject => None,
+    };
+    for id in ids {
+        let d = dir.join(&id);
+        if !GoalState::file(&d).exists() {
+            continue;
+        }
+        let matches = match &wanted {
+            None => true,
+            Some(want) => state::load_controller(&d)
+                .map(|c| &same_dir_key(&c.project_dir) == want)
+                .unwrap_or(false),
+        };
+        if matches {
+            return Ok((id, d));
+        }
+    }
+    Err(none())
+}
+
+/// A directory as comparable: canonical when it exists.
+pub(crate) fn same_dir_key(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn normalize(outcome: &str) -> String {
@@ -226,7 +269,7 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
 /// one step. An error inside a step ends the goal `failed_infra` with the
 /// reason; the state stays readable.
 pub fn drive(omk: &Omk, id: &str, one_step: bool) -> Result<GoalState> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     let _lock = controller::lock(&dir, &id)?;
     state::update_controller(&dir, |c| {
         c.pid = Some(ProcessId::current());
@@ -272,7 +315,7 @@ pub fn drive(omk: &Omk, id: &str, one_step: bool) -> Result<GoalState> {
 /// controller died, one that ran out of budget (after `budget-add`), or one
 /// that ended not ready or blocked (another round).
 pub fn resume(omk: &Omk, id: &str) -> Result<GoalState> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     {
         // Refuse while a controller runs (its lock is held).
         let _probe = controller::lock(&dir, &id)?;
@@ -358,8 +401,8 @@ pub fn list(paths: &StatePaths) -> Result<GoalList> {
 }
 
 /// The goal's state (state_dir re-homed to where it is now).
-pub fn show(paths: &StatePaths, id: &str) -> Result<GoalState> {
-    let (id, dir) = resolve(paths, id)?;
+pub fn show(omk: &Omk, id: &str) -> Result<GoalState> {
+    let (id, dir) = resolve(omk, id)?;
     let mut s = state::load_state(&dir, &id)?;
     s.state_dir = dir;
     Ok(s)
@@ -368,15 +411,15 @@ pub fn show(paths: &StatePaths, id: &str) -> Result<GoalState> {
 /// The goal's proof; a goal that has none yet gets one computed (and
 /// written) from its files.
 pub fn proof(omk: &Omk, id: &str) -> Result<GoalProof> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     if let Some(p) = GoalProof::load(&dir)? {
         return Ok(p);
     }
     Controller { omk, dir, id }.write_proof(Vec::new(), Vec::new())
 }
 
-pub fn replay(paths: &StatePaths, id: &str) -> Result<GoalReplay> {
-    let (id, dir) = resolve(paths, id)?;
+pub fn replay(omk: &Omk, id: &str) -> Result<GoalReplay> {
+    let (id, dir) = resolve(omk, id)?;
     let s = state::load_state(&dir, &id)?;
     let graph = TaskGraph::load(&dir)
         .map(|g| g.map(|g| g.summary()))
@@ -385,7 +428,7 @@ pub fn replay(paths: &StatePaths, id: &str) -> Result<GoalReplay> {
 }
 
 pub fn budget(omk: &Omk, id: &str) -> Result<budget::BudgetReport> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     let s = state::load_state(&dir, &id)?;
     let ctl = Controller {
         omk,
@@ -418,7 +461,7 @@ pub fn budget_add(
             "budget-add amounts must be more than 0".into(),
         ));
     }
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     let ctl = Controller {
         omk,
         dir: dir.clone(),
@@ -461,7 +504,7 @@ pub fn budget_add(
 }
 
 pub fn diagnose(omk: &Omk, id: &str) -> Result<StagnationReport> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     let history = stagnation::load(&dir)?;
     Ok(stagnation::diagnose(&id, &history, &omk.config()?.goal))
 }
@@ -477,7 +520,7 @@ pub struct Recovery {
 
 /// Write a recovery checkpoint and propose a plan for the diagnosis.
 pub fn recover(omk: &Omk, id: &str) -> Result<Recovery> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     let cfg = omk.config()?.goal.clone();
     let history = stagnation::load(&dir)?;
     let report = stagnation::diagnose(&id, &history, &cfg);
@@ -526,6 +569,8 @@ pub struct Rollback {
     pub label: String,
     pub restored: Vec<String>,
     pub git_reset_to: Option<String>,
+    /// The work tree `--git` reset (the goal's project).
+    pub git_work_tree: Option<PathBuf>,
     pub state: GoalState,
 }
 
@@ -533,7 +578,7 @@ pub struct Rollback {
 /// latest (or the named) checkpoint; with `git`, also reset the work tree
 /// to the checkpoint's commit (refused when it has uncommitted changes).
 pub fn rollback(omk: &Omk, id: &str, checkpoint_id: Option<u32>, git: bool) -> Result<Rollback> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     let _lock = controller::lock(&dir, &id)?;
     let n = match checkpoint_id {
         Some(n) => n,
@@ -546,6 +591,16 @@ pub fn rollback(omk: &Omk, id: &str, checkpoint_id: Option<u32>, git: bool) -> R
     let cp = checkpoint::load(&dir, n)?;
     let project = state::load_controller(&dir)?.project_dir;
     let mut git_reset_to = None;
+    let mut git_work_tree = None;
+    if git && same_dir_key(&project) != same_dir_key(omk.project_dir()) {
+        // A hard reset of another project's work tree is never implied.
+        return Err(Error::Conflict(format!(
+            "goal {id} belongs to project {}, not to the current project {}: run the rollback there, or name it with -C {}",
+            project.display(),
+            omk.project_dir().display(),
+            project.display()
+        )));
+    }
     if git {
         let commit = cp.git_commit.clone().ok_or_else(|| {
             Error::InvalidInput(format!(
@@ -574,6 +629,7 @@ pub fn rollback(omk: &Omk, id: &str, checkpoint_id: Option<u32>, git: bool) -> R
             ))
         })?;
         git_reset_to = Some(commit);
+        git_work_tree = Some(project.clone());
     }
     checkpoint::restore(&dir, &cp)?;
     let mut restored = vec!["goal.json".to_string()];
@@ -605,6 +661,7 @@ pub fn rollback(omk: &Omk, id: &str, checkpoint_id: Option<u32>, git: bool) -> R
         label: cp.label,
         restored,
         git_reset_to,
+        git_work_tree,
         state: state::load_state(&dir, &id)?,
     })
 }
@@ -612,7 +669,7 @@ pub fn rollback(omk: &Omk, id: &str, checkpoint_id: Option<u32>, git: bool) -> R
 /// Set a status from outside the controller (pause, cancel), stopping the
 /// wave in progress so the controller notices promptly.
 fn interrupt(omk: &Omk, id: &str, status: Status, reason: &str) -> Result<GoalState> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     state::update_state(&dir, |s| {
         if s.status.is_final() {
             return Err(Error::Conflict(format!(
@@ -669,7 +726,7 @@ pub fn cancel(omk: &Omk, id: &str) -> Result<GoalState> {
 /// Run the gates on the goal's project now and refresh the proof; a goal
 /// whose evidence is complete becomes `ready`.
 pub fn verify(omk: &Omk, id: &str) -> Result<GoalProof> {
-    let (id, dir) = resolve(omk.paths(), id)?;
+    let (id, dir) = resolve(omk, id)?;
     let _lock = controller::lock(&dir, &id)?;
     let ctl = Controller {
         omk,

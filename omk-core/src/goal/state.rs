@@ -205,7 +205,7 @@ impl ControllerState {
 /// Read a goal's state, or `not_found`.
 pub fn load_state(dir: &Path, id: &str) -> Result<GoalState> {
     store::read_doc::<GoalState>(&GoalState::file(dir))?
-        .ok_or_else(|| Error::NotFound(format!("goal {id:?} (see `omk goal list`)")))
+        .ok_or_else(|| Error::NotFound(format!("goal {id:?} not found (see `omk goal list`)")))
 }
 
 pub fn load_controller(dir: &Path) -> Result<ControllerState> {

@@ -517,12 +517,7 @@ impl Pilot<'_> {
         subtasks: Vec<String>,
     ) -> std::result::Result<TeamDoc, End> {
         let name = format!("{}-{suffix}", self.id);
-        update(&self.dir, |s| {
-            s.active_team = Some(name.clone());
-            s.teams.push(name.clone());
-            Ok(())
-        })?;
-        let result = self.omk.team_run(&TeamRunRequest {
+        let request = TeamRunRequest {
             spec: format!("{workers}:executor"),
             task: self.task.clone(),
             name: Some(name.clone()),
@@ -532,16 +527,36 @@ impl Pilot<'_> {
             pool: None,
             detach: false,
             no_gates: true,
+        };
+        let result = super::run_team_admitted(self.omk, &self.dir, request, |name| {
+            update(&self.dir, |s| {
+                s.active_team = Some(name.to_string());
+                s.teams.push(name.to_string());
+                Ok(())
+            })
         });
         update(&self.dir, |s| {
             s.active_team = None;
-            if let Ok(doc) = &result {
+            if let Ok(super::Admitted::Ran(doc)) = &result {
                 s.tokens += doc.tokens;
             }
             Ok(())
         })?;
-        let doc = result
-            .map_err(|e| End(RunStatus::Failed, format!("team {name} could not run: {e}")))?;
+        let doc = match result {
+            Ok(super::Admitted::Ran(doc)) => doc,
+            Ok(super::Admitted::Stopped) => {
+                return Err(End(RunStatus::Stopped, "stopped on request".into()))
+            }
+            Ok(super::Admitted::Blocked(why)) => {
+                return Err(End(RunStatus::BlockedOnExternal, why))
+            }
+            Err(e) => {
+                return Err(End(
+                    RunStatus::Failed,
+                    format!("team {name} could not run: {e}"),
+                ))
+            }
+        };
         if super::stop_requested(&self.dir) {
             return Err(End(RunStatus::Stopped, "stopped on request".into()));
         }

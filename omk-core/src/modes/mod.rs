@@ -43,6 +43,8 @@ pub enum RunStatus {
     Stopped,
     /// The process running it died.
     Interrupted,
+    /// The pool can never admit its team as things are (see `reason`).
+    BlockedOnExternal,
 }
 
 impl RunStatus {
@@ -58,6 +60,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Stopped => "stopped",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::BlockedOnExternal => "blocked_on_external",
         }
     }
 }
@@ -211,6 +214,54 @@ const STOP_FILE: &str = "stop-requested";
 
 fn stop_requested(dir: &Path) -> bool {
     dir.join(STOP_FILE).exists()
+}
+
+/// How [`run_team_admitted`] ended.
+pub(crate) enum Admitted {
+    /// The team ran (to whatever end); its document.
+    Ran(crate::team::TeamDoc),
+    /// A stop was requested while waiting for the pool.
+    Stopped,
+    /// The pool can never admit the team as things are.
+    Blocked(String),
+}
+
+/// Run the team `request` names once its pool has room
+/// ([`crate::admission`]): waits while the pool is busy, ends on a stop
+/// request or a pool that can never admit. A team refused anyway (another
+/// process took the room first) is not an iteration: the loop waits again
+/// and runs `<name>-r2`, `-r3`... `on_start` is told each team's name before
+/// it starts (for `active_team`).
+pub(crate) fn run_team_admitted(
+    omk: &Omk,
+    dir: &Path,
+    mut request: crate::team::TeamRunRequest,
+    mut on_start: impl FnMut(&str) -> Result<()>,
+) -> Result<Admitted> {
+    use crate::admission::{self, Waited};
+    let base = request.name.clone().unwrap_or_default();
+    for n in 1u32.. {
+        match admission::wait_for_room(omk, request.pool.as_deref(), || {
+            stop_requested(dir).then_some(())
+        })? {
+            Waited::Room { .. } => {}
+            Waited::Never(why) => return Ok(Admitted::Blocked(why)),
+            Waited::Stopped(()) => return Ok(Admitted::Stopped),
+        }
+        let name = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-r{n}")
+        };
+        request.name = Some(name.clone());
+        on_start(&name)?;
+        let doc = omk.team_run(&request)?;
+        if !admission::never_ran(&doc) {
+            return Ok(Admitted::Ran(doc));
+        }
+        tracing::info!("team {name} was refused by its pool; waiting for room again");
+    }
+    unreachable!("the loop returns")
 }
 
 /// Ask the run in `dir` to stop, and shut down its active team now so the

@@ -220,7 +220,7 @@ fn iterate(
             });
             Ok(())
         })?;
-        let result = omk.team_run(&TeamRunRequest {
+        let request = TeamRunRequest {
             spec: "1:executor".into(),
             task: start.task.clone(),
             name: Some(team.clone()),
@@ -230,9 +230,24 @@ fn iterate(
             pool: None,
             detach: false,
             no_gates: true,
+        };
+        let result = super::run_team_admitted(omk, dir, request, |name| {
+            update(dir, |s| {
+                s.active_team = Some(name.to_string());
+                if let Some(it) = s.iterations.iter_mut().find(|it| it.iteration == i) {
+                    it.team = name.to_string();
+                }
+                Ok(())
+            })
         });
         let doc = match result {
-            Ok(doc) => doc,
+            Ok(super::Admitted::Ran(doc)) => doc,
+            Ok(super::Admitted::Stopped) => {
+                return Ok((RunStatus::Stopped, Some("stopped on request".into())))
+            }
+            Ok(super::Admitted::Blocked(why)) => {
+                return Ok((RunStatus::BlockedOnExternal, Some(why)))
+            }
             Err(e) => {
                 return Ok((
                     RunStatus::Failed,

@@ -346,12 +346,37 @@ fn kill_recorded_agents(dir: &Path) -> usize {
 /// Ask a team to stop and wait until it has. `force` kills the agents'
 /// process groups at once. Idempotent: a finished team is returned as is
 /// (after making sure none of its agents survived).
-pub fn shutdown(paths: &StatePaths, config: &Config, name: &str, force: bool) -> Result<TeamDoc> {
+/// What a shutdown request did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShutdownOutcome {
+    /// The team document after the request (its real phase).
+    #[serde(flatten)]
+    pub document: TeamDoc,
+    /// Whether this request stopped a running team (`false`: the team had
+    /// already ended and nothing was stopped).
+    pub stopped: bool,
+    /// What happened, in a sentence.
+    pub outcome: String,
+}
+
+pub fn shutdown(
+    paths: &StatePaths,
+    config: &Config,
+    name: &str,
+    force: bool,
+) -> Result<ShutdownOutcome> {
     let doc = status(paths, name)?;
     let dir = doc.state_dir.clone();
     if doc.phase.is_terminal() {
         kill_recorded_agents(&dir);
-        return Ok(doc);
+        return Ok(ShutdownOutcome {
+            outcome: format!(
+                "team {name} had already ended ({:?}); nothing was stopped",
+                doc.phase
+            ),
+            document: doc,
+            stopped: false,
+        });
     }
     let file = dir.join("shutdown.json");
     let previous = store::read_doc::<ShutdownRequest>(&file)?;
@@ -390,5 +415,13 @@ pub fn shutdown(paths: &StatePaths, config: &Config, name: &str, force: bool) ->
         std::thread::sleep(Duration::from_millis(50));
     };
     kill_recorded_agents(&dir);
-    Ok(doc)
+    Ok(ShutdownOutcome {
+        outcome: format!(
+            "team {name} was stopped{} and ended {:?}",
+            if force { " (forced)" } else { "" },
+            doc.phase
+        ),
+        document: doc,
+        stopped: true,
+    })
 }
