@@ -543,7 +543,7 @@ impl Pilot<'_> {
             Ok(())
         })?;
         let doc = match result {
-            Ok(super::Admitted::Ran(doc)) => doc,
+            Ok(super::Admitted::Ran(doc)) => *doc,
             Ok(super::Admitted::Stopped) => {
                 return Err(End(RunStatus::Stopped, "stopped on request".into()))
             }

@@ -219,7 +219,7 @@ fn stop_requested(dir: &Path) -> bool {
 /// How [`run_team_admitted`] ended.
 pub(crate) enum Admitted {
     /// The team ran (to whatever end); its document.
-    Ran(crate::team::TeamDoc),
+    Ran(Box<crate::team::TeamDoc>),
     /// A stop was requested while waiting for the pool.
     Stopped,
     /// The pool can never admit the team as things are.
@@ -257,7 +257,7 @@ pub(crate) fn run_team_admitted(
         on_start(&name)?;
         let doc = omk.team_run(&request)?;
         if !admission::never_ran(&doc) {
-            return Ok(Admitted::Ran(doc));
+            return Ok(Admitted::Ran(Box::new(doc)));
         }
         tracing::info!("team {name} was refused by its pool; waiting for room again");
     }

@@ -241,7 +241,7 @@ fn iterate(
             })
         });
         let doc = match result {
-            Ok(super::Admitted::Ran(doc)) => doc,
+            Ok(super::Admitted::Ran(doc)) => *doc,
             Ok(super::Admitted::Stopped) => {
                 return Ok((RunStatus::Stopped, Some("stopped on request".into())))
             }
