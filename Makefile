@@ -68,8 +68,11 @@ fmt-check:
 clippy: $(VPY)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## cargo-test: the agent overrides of the caller's environment would replace
+## the scripted agent the tests configure.
 cargo-test: $(VPY)
-	$(CARGO) test --workspace
+	env -u OMK_KIMI_BIN -u OMK_KIMI_ARGS -u OMK_AGENT_PROTOCOL -u OMK_CONFIG \
+	  -u OMK_SCRIPTED_BEHAVIOUR -u OMK_SCRIPTED_FAULT $(CARGO) test --workspace
 
 ## c-test: the C ABI from C (C11 strict, header also as C++17), under valgrind.
 c-test: build

@@ -208,6 +208,12 @@ fn have_tmux() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
+        // In CI a missing peer is a failure, never a skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true")
+                && std::env::var_os("OMK_REQUIRE_PEERS").is_none(),
+            "tmux is not installed (make deps installs it): the terminal chat tests cannot run"
+        );
         eprintln!(
             "SKIPPED: tmux is not installed (make deps installs it); terminal chat tests not run"
         );

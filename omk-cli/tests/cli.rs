@@ -153,3 +153,135 @@ fn bad_agent_protocol_env_is_reported_as_a_config_issue() {
         .unwrap()
         .contains("OMK_AGENT_PROTOCOL"));
 }
+
+#[test]
+fn a_broken_config_file_stops_every_command_but_doctor() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, "bad = \n").unwrap();
+    let state = d.path().join("s");
+    for args in [
+        &["team", "list"][..],
+        &["gates", "status"],
+        &["goal", "list"],
+        &["pools", "status"],
+        &["team", "status", "x"],
+    ] {
+        let mut all = vec!["--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = omk(&state, &all, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("bad.toml") && err.contains("line 1"),
+            "{args:?}: {err}"
+        );
+    }
+    // The same file named by OMK_CONFIG.
+    let out = omk(
+        &state,
+        &["team", "list"],
+        &[("OMK_CONFIG", cfg.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // Nothing was written.
+    assert!(!state.exists(), "a refused command created the state root");
+}
+
+#[test]
+fn an_explicit_config_file_that_does_not_exist_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("nope.toml");
+    let state = d.path().join("s");
+    let out = omk(
+        &state,
+        &["--config", missing.to_str().unwrap(), "team", "list"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("nope.toml") && err.contains("does not exist"),
+        "{err}"
+    );
+    let out = omk(
+        &state,
+        &["goal", "list"],
+        &[("OMK_CONFIG", missing.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // doctor reports it and still checks the agent OMK_KIMI_BIN names.
+    let agent = fake_agent(d.path());
+    let out = omk(
+        &state,
+        &["--config", missing.to_str().unwrap(), "doctor", "--json"],
+        &[("OMK_KIMI_BIN", agent.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["status"], "unhealthy", "{v}");
+    assert!(
+        v["checks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{v}"
+    );
+}
+
+#[test]
+fn doctor_with_a_broken_config_still_applies_environment_overrides() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, "bad = \n").unwrap();
+    let agent = fake_agent(d.path());
+    let out = omk(
+        &d.path().join("s"),
+        &["--config", cfg.to_str().unwrap(), "doctor", "--json"],
+        &[("OMK_KIMI_BIN", agent.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["checks"][0]["name"], "config");
+    assert_eq!(v["checks"][0]["status"], "error", "{v}");
+    let kimi = &v["checks"][1];
+    assert_eq!(kimi["name"], "kimi");
+    assert_eq!(kimi["status"], "ok", "OMK_KIMI_BIN was forgotten: {kimi}");
+    assert_eq!(kimi["path"], agent.to_str().unwrap(), "{kimi}");
+}
+
+#[test]
+fn mcp_doctor_explains_dead_servers_in_words_and_logs_nothing_without_v() {
+    let d = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // the listener is dropped: nobody listens there
+    std::fs::create_dir_all(d.path().join(".omk")).unwrap();
+    std::fs::write(
+        d.path().join(".omk/mcp.json"),
+        format!(
+            r#"{{"mcpServers": {{"dead": {{"url": "http://127.0.0.1:{port}/mcp"}}, "gone": {{"command": "false"}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let state = d.path().join("s");
+    let out = omk(&state, &["mcp", "doctor", "--timeout", "5"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains(&format!("cannot reach http://127.0.0.1:{port}/mcp")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("exited before it answered initialize"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("::") && !stderr.contains("::"),
+        "type names: {stdout}{stderr}"
+    );
+    assert!(stderr.is_empty(), "logs without -v: {stderr}");
+}

@@ -262,3 +262,39 @@ fn fifty_megabytes_of_output_do_not_blow_up_memory() {
         "omk peaked at {peak_kb} KiB for 50 MiB of output"
     );
 }
+
+#[test]
+fn an_open_breaker_reads_half_open_once_its_recovery_time_is_up() {
+    let p = project(Some(
+        "[[gate]]\nname = \"flaky\"\ncommand = \"exit 1\"\n\n[breaker]\nfailure_threshold = 2\nrecovery_timeout_secs = 2\nhalf_open_calls = 1\n",
+    ));
+    omk(&p, &["gates", "run"]);
+    omk(&p, &["gates", "run"]);
+    let flaky = |p: &Project| {
+        let s = json(&omk(p, &["gates", "status", "--json"]));
+        s["breakers"][0].clone()
+    };
+    let b = flaky(&p);
+    assert_eq!(b["state"], "Open", "{b}");
+    assert_eq!(b["half_open_calls_remaining"], 0, "{b}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Read after the timeout: HalfOpen with its probe, though no run has
+    // touched the stored breaker since it opened.
+    let b = flaky(&p);
+    assert_eq!(b["state"], "HalfOpen", "{b}");
+    assert_eq!(b["half_open_calls_remaining"], 1, "{b}");
+    let text = String::from_utf8_lossy(&omk(&p, &["gates", "status"]).stdout).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("flaky") && l.contains("HalfOpen")),
+        "{text}"
+    );
+    // The same in every project's view.
+    let all = json(&omk(&p, &["gates", "status", "--all-projects", "--json"]));
+    assert_eq!(all["breakers"][0]["state"], "HalfOpen", "{all}");
+    // What readers saw is what the next run finds: a probe, which fails
+    // and opens the breaker again.
+    let o = omk(&p, &["gates", "run", "--json"]);
+    assert_eq!(json(&o)["results"][0]["skipped"], false);
+    assert_eq!(flaky(&p)["state"], "Open");
+}

@@ -577,3 +577,144 @@ fn rollback_with_git_resets_the_work_tree_and_refuses_uncommitted_changes() {
         "work tree back at the checkpoint"
     );
 }
+
+#[test]
+fn latest_is_the_current_projects_goal_and_git_rollback_stays_in_its_project() {
+    let fx = Fx::new("[[gate]]\nname = \"hello\"\ncommand = \"test -f hello.txt\"\n");
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=omk",
+                "-c",
+                "user.email=omk@example.invalid",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Project X (the fixture's) is a git repository with a goal and a
+    // checkpoint; project Y, beside it, gets a newer goal.
+    git(&fx.project, &["init", "-q"]);
+    git(&fx.project, &["add", "-A"]);
+    git(&fx.project, &["commit", "-q", "-m", "base"]);
+    let base = git(&fx.project, &["rev-parse", "HEAD"]);
+    let x: Value = {
+        let out = fx.omk(&[
+            "goal",
+            "run",
+            "X [json-plan:Write [write:hello.txt:hi\\]]",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let x_id = x["goal_id"].as_str().unwrap().to_string();
+    git(&fx.project, &["add", "-A"]);
+    git(&fx.project, &["commit", "-q", "-m", "agent work"]);
+    let y_dir = fx.root.join("other");
+    std::fs::create_dir_all(y_dir.join(".omk")).unwrap();
+    std::fs::copy(
+        fx.project.join(".omk/gates.toml"),
+        y_dir.join(".omk/gates.toml"),
+    )
+    .unwrap();
+    let y_run = |args: &[&str]| {
+        let mut cmd = fx.cmd(args);
+        cmd.current_dir(&y_dir);
+        cmd.output().unwrap()
+    };
+    let out = y_run(&[
+        "goal",
+        "run",
+        "Y [json-plan:Write [write:hello.txt:hi\\]]",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let y_id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["goal_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // `latest` is per project; --all-projects widens it.
+    assert_eq!(
+        fx.json(&["goal", "show", "--json"])["goal_id"],
+        x_id.as_str()
+    );
+    let shown: Value = serde_json::from_slice(&y_run(&["goal", "show", "--json"]).stdout).unwrap();
+    assert_eq!(shown["goal_id"], y_id.as_str());
+    assert_eq!(
+        fx.json(&["goal", "show", "--all-projects", "--json"])["goal_id"],
+        y_id.as_str()
+    );
+    let status = fx.omk(&["goal", "status"]);
+    assert!(
+        text(&status).contains(&x_id) && !text(&status).contains(&y_id),
+        "{}",
+        text(&status)
+    );
+    // A project without goals: `latest` names nothing there.
+    let empty = fx.root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = fx.cmd(&["goal", "show"]);
+    cmd.current_dir(&empty);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("no goal found for project"),
+        "{}",
+        text(&out)
+    );
+
+    // A --git rollback of X's goal run from Y is refused and touches nothing.
+    let out = y_run(&["goal", "rollback", &x_id, "--checkpoint", "1", "--git"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("belongs to project") && text(&out).contains("-C"),
+        "{}",
+        text(&out)
+    );
+    assert_ne!(
+        git(&fx.project, &["rev-parse", "HEAD"]),
+        base,
+        "X was reset"
+    );
+    // Named with -C, it resets X and says which work tree it reset.
+    let mut cmd = fx.cmd(&[
+        "-C",
+        fx.project.to_str().unwrap(),
+        "goal",
+        "rollback",
+        &x_id,
+        "--checkpoint",
+        "1",
+        "--git",
+    ]);
+    cmd.current_dir(&y_dir);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!(
+            "Work tree {} reset to {base}",
+            fx.project.display()
+        )),
+        "{shown}"
+    );
+    assert_eq!(git(&fx.project, &["rev-parse", "HEAD"]), base);
+}
+
+#[test]
+fn an_unknown_goal_is_not_found() {
+    let fx = Fx::new("");
+    let out = fx.omk(&["goal", "show", "goal-nope"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("goal \"goal-nope\" not found"),
+        "{}",
+        text(&out)
+    );
+}

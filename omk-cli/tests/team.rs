@@ -55,9 +55,18 @@ struct Fixture {
     state: PathBuf,
     project: PathBuf,
     config: PathBuf,
+    /// `OMK_SCRIPTED_FAULT` for every agent this fixture's omk starts.
+    fault: Option<&'static str>,
 }
 
 impl Fixture {
+    /// The same fixture, with agents that misbehave as `fault` says
+    /// (omk-scripted-agent/src/fault.rs).
+    fn with_fault(mut self, fault: &'static str) -> Fixture {
+        self.fault = Some(fault);
+        self
+    }
+
     fn new(lease_secs: u64, max_attempts: u32) -> Fixture {
         agent_bin();
         let tmp = tempfile::tempdir().unwrap();
@@ -74,6 +83,7 @@ impl Fixture {
             state,
             project,
             config,
+            fault: None,
         }
     }
 
@@ -91,6 +101,10 @@ impl Fixture {
             .env_remove("RUST_LOG")
             .current_dir(&self.project)
             .stdin(Stdio::null());
+        match self.fault {
+            Some(fault) => cmd.env("OMK_SCRIPTED_FAULT", fault),
+            None => cmd.env_remove("OMK_SCRIPTED_FAULT"),
+        };
         cmd
     }
 
@@ -510,7 +524,9 @@ fn crash_once_is_retried_and_completes() {
 
 #[test]
 fn stalled_agent_loses_its_lease_is_killed_and_the_task_fails() {
-    let f = Fixture::new(1, 2);
+    // The stalled agent also ignores stdin EOF and SIGTERM: it does not go
+    // away by itself, so only omk's kill can end it.
+    let f = Fixture::new(1, 2).with_fault("ignore-term");
     let (code, doc) = run_team(&f, "1:executor", "stall", &["[stall] hang"]);
     assert_eq!(code, 1, "{doc}");
     let t = task(&doc, "t1");
@@ -526,6 +542,20 @@ fn stalled_agent_loses_its_lease_is_killed_and_the_task_fails() {
     assert_eq!(for_task(&expired, "t1"), 2, "{expired:?}");
     assert_eq!(for_task(&f.events_of("stall", "task_failed"), "t1"), 1);
     assert_eq!(f.agent_pids("stall").len(), 2);
+    // Each was killed (SIGKILL's status) when its lease expired, not later.
+    let exited = f.events_of("stall", "worker_exited");
+    assert_eq!(exited.len(), 2, "{exited:?}");
+    for (e, x) in expired.iter().zip(&exited) {
+        let exit = x["payload"]["exit"].as_str().unwrap_or_default();
+        assert!(exit.contains("signal: 9"), "not killed: {exit:?}");
+        let ts =
+            |v: &Value| chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap();
+        let late = ts(x) - ts(e);
+        assert!(
+            late < chrono::Duration::seconds(2),
+            "killed {late:?} after the lease expired"
+        );
+    }
     // omk has returned: every agent it started is gone, not just abandoned.
     f.assert_agents_dead("stall");
 }
@@ -791,7 +821,8 @@ fn shutdown_from_another_process_cancels_running_turns() {
 
 #[test]
 fn forced_shutdown_kills_an_agent_that_ignores_cancel() {
-    let f = Fixture::new(60, 3);
+    // An agent that ignores cancel, stdin EOF and SIGTERM: only a kill ends it.
+    let f = Fixture::new(60, 3).with_fault("ignore-term");
     start_detached(&f, "1:executor", "stuck", &["[stall] hang"], &[]);
     f.wait_tasks_running("stuck", &["t1"]);
     let pids = f.agent_pids("stuck");
@@ -829,6 +860,11 @@ fn forced_shutdown_kills_an_agent_that_ignores_cancel() {
         "agent {} survived --force",
         pids[0]
     );
+    // omk killed it (SIGKILL's status), within the --force deadline above.
+    let exited = f.events_of("stuck", "worker_exited");
+    assert_eq!(exited.len(), 1, "{exited:?}");
+    let exit = exited[0]["payload"]["exit"].as_str().unwrap_or_default();
+    assert!(exit.contains("signal: 9"), "{exit:?}");
     f.assert_agents_dead("stuck");
 }
 
@@ -1183,4 +1219,35 @@ fn a_pool_that_refuses_every_worker_fails_the_run_and_says_why() {
         .cloned()
         .unwrap();
     assert_eq!(tiny["total_rejected"], 1, "{pools}");
+}
+
+#[test]
+fn shutting_down_a_team_that_already_ended_says_nothing_was_stopped() {
+    let f = Fixture::new(30, 1);
+    let (code, _) = run_team(&f, "1:executor", "done", &["a [answer:a]"]);
+    assert_eq!(code, 0);
+    let out = f.omk(&["team", "shutdown", "done", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let r = json(&out);
+    assert_eq!(r["phase"], "Completed", "{r}");
+    assert_eq!(r["stopped"], false, "{r}");
+    assert!(
+        r["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stopped"),
+        "{r}"
+    );
+    let out = f.omk(&["team", "shutdown", "done"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("had already ended (Completed)"),
+        "{}",
+        describe(&out)
+    );
+    // A running team is stopped, and says so.
+    start_detached(&f, "1:executor", "busy", &["[sleep:30] slow"], &[]);
+    f.wait_tasks_running("busy", &["t1"]);
+    let r = json(&f.omk(&["team", "shutdown", "busy", "--json"]));
+    assert_eq!(r["stopped"], true, "{r}");
+    assert_eq!(r["phase"], "Shutdown", "{r}");
 }

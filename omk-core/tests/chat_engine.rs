@@ -58,11 +58,7 @@ fn ask() -> ChatOptions {
 
 #[test]
 fn a_chat_streams_asks_cancels_and_resumes() {
-    if std::env::var_os("OMK_KIMI_BIN").is_some() {
-        // The environment would replace the scripted agent of the config.
-        eprintln!("SKIPPED: OMK_KIMI_BIN is set");
-        return;
-    }
+    no_agent_override();
     let d = tempfile::tempdir().unwrap();
     let root = d.path().canonicalize().unwrap();
     std::fs::create_dir_all(root.join("proj")).unwrap();
@@ -180,10 +176,7 @@ fn an_agent_that_cannot_start_leaves_no_session() {
         config: Some(config),
     })
     .unwrap();
-    if std::env::var_os("OMK_KIMI_BIN").is_some() {
-        eprintln!("SKIPPED: OMK_KIMI_BIN is set");
-        return;
-    }
+    no_agent_override();
     let e = omk.chat_open(ChatOptions::default()).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Agent);
     assert!(omk.chat_sessions(true).unwrap().is_empty());
@@ -194,4 +187,13 @@ fn an_agent_that_cannot_start_leaves_no_session() {
         })
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidInput);
+}
+
+/// These tests drive the scripted agent their config names; `OMK_KIMI_BIN`
+/// would replace it. `make cargo-test` unsets it: fail rather than skip.
+fn no_agent_override() {
+    assert!(
+        std::env::var_os("OMK_KIMI_BIN").is_none(),
+        "OMK_KIMI_BIN is set and would replace the scripted agent: unset it (`make cargo-test` does)"
+    );
 }

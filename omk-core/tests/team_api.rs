@@ -41,10 +41,7 @@ fn request(subtasks: &[&str]) -> TeamRunRequest {
 
 #[test]
 fn a_run_counts_everything_it_did() {
-    if std::env::var_os("OMK_KIMI_BIN").is_some() {
-        eprintln!("SKIPPED: OMK_KIMI_BIN is set and would replace the scripted agent");
-        return;
-    }
+    no_agent_override();
     let d = tempfile::tempdir().unwrap();
     let omk = open(d.path());
     let doc = omk
@@ -78,10 +75,7 @@ fn a_run_counts_everything_it_did() {
 
 #[test]
 fn detached_library_runs_continue_in_the_background() {
-    if std::env::var_os("OMK_KIMI_BIN").is_some() {
-        eprintln!("SKIPPED: OMK_KIMI_BIN is set and would replace the scripted agent");
-        return;
-    }
+    no_agent_override();
     let d = tempfile::tempdir().unwrap();
     let omk = open(d.path());
     let mut req = request(&["[sleep:1] a", "b"]);
@@ -141,10 +135,7 @@ fn the_ops_table_validates_team_params() {
 
 #[test]
 fn a_host_approver_decides_for_runs_with_the_host_policy() {
-    if std::env::var_os("OMK_KIMI_BIN").is_some() {
-        eprintln!("SKIPPED: OMK_KIMI_BIN is set and would replace the scripted agent");
-        return;
-    }
+    no_agent_override();
     let d = tempfile::tempdir().unwrap();
     let omk = open(d.path());
     let mut req = request(&["[write:yes.txt:1]", "[write:no.txt:2]"]);
@@ -185,5 +176,14 @@ fn a_host_approver_decides_for_runs_with_the_host_policy() {
     assert!(
         reasons.contains(&"the host said yes".to_string())
             && reasons.contains(&"the host said no".to_string())
+    );
+}
+
+/// These tests drive the scripted agent their config names; `OMK_KIMI_BIN`
+/// would replace it. `make cargo-test` unsets it: fail rather than skip.
+fn no_agent_override() {
+    assert!(
+        std::env::var_os("OMK_KIMI_BIN").is_none(),
+        "OMK_KIMI_BIN is set and would replace the scripted agent: unset it (`make cargo-test` does)"
     );
 }

@@ -224,10 +224,11 @@ impl Shared {
         self.gone_or(during, "closed its output").await
     }
 
-    /// The agent's end, described: how it exited (waiting up to 2 s for
-    /// that), or `if_running` when it is still running.
+    /// The agent's end, described: how it exited (waiting up to 500 ms for
+    /// that: a closed output usually means an exit), or `if_running` when
+    /// it is still running.
     async fn gone_or(&self, during: &str, if_running: &str) -> Error {
-        let status = wait_exit(&self.exit, Duration::from_secs(2)).await;
+        let status = wait_exit(&self.exit, Duration::from_millis(500)).await;
         let fatal = self.state().fatal.clone();
         let how = match (fatal, status) {
             (Some(why), _) => format!("was stopped: {why}"),
@@ -401,6 +402,8 @@ async fn read_stdout(stdout: tokio::process::ChildStdout, shared: Arc<Shared>) {
     // every later request.
     let mut st = shared.state();
     st.output_closed = true;
+    // The end of the output is news too: the lease counts from it.
+    st.last_activity = Instant::now();
     st.pending.clear();
 }
 
