@@ -68,10 +68,18 @@ def test_call_reaches_omk_itself_and_python_sdk_servers_over_stdio_and_http(conf
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["status"] in {"healthy", "unhealthy"}
     r = configured.omk("mcp", "call", "omk", "omk_team_run",
-                       json.dumps({"spec": "1:executor", "task": "Hi", "name": "via-client"}))
+                       json.dumps({"spec": "1:executor", "task": "Hi [json-plan:A|B|C]", "name": "via-client"}))
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["status"] == "completed"
-    assert (configured.state / "team" / "via-client" / "team.json").exists()
+    team = configured.state / "team" / "via-client"
+    assert (team / "team.json").exists()
+    # The subtasks came from the planner turn (the scripted agent answers the
+    # plan its [json-plan:...] directive names), not from the fallback.
+    evs = [json.loads(line) for line in (team / "events.jsonl").read_text().splitlines() if line.strip()]
+    assert "plan_fallback" not in [e["kind"] for e in evs]
+    assert any(e["kind"] == "worker_started" and e["actor"] == "planner" for e in evs)
+    assert [e["payload"]["title"] for e in evs if e["kind"] == "task_created"] == ["A", "B", "C"]
+    assert [t["title"] for t in json.loads((team / "team.json").read_text())["tasks"]] == ["A", "B", "C"]
 
     r = configured.omk("mcp", "call", "echo", "echo", '{"text": "hi there"}')
     assert (r.returncode, r.stdout.strip()) == (0, "echo: hi there"), r.stderr

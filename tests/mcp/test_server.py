@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +25,26 @@ EXTRA_TOOLS = {
     "omk_team_list", "omk_goal_list", "omk_goal_show", "omk_goal_proof",
     "omk_gates_status", "omk_gates_run", "omk_pools_status",
 }
+
+
+PLANNED = "Build it [json-plan:A|B|C]"
+
+
+def events(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The team's events.jsonl, from the document's state_dir."""
+    path = Path(doc["state_dir"]) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_planned(doc: dict[str, Any], titles: list[str]) -> None:
+    """The tasks of ``doc`` came from a successful planner turn."""
+    evs = events(doc)
+    kinds = [e["kind"] for e in evs]
+    assert "plan_fallback" not in kinds, [e for e in evs if e["kind"] == "plan_fallback"]
+    assert any(e["kind"] == "worker_started" and e["actor"] == "planner" for e in evs), kinds
+    created = [e["payload"]["title"] for e in evs if e["kind"] == "task_created"]
+    assert created == titles, created
+    assert [t["title"] for t in doc["tasks"]] == titles
 
 
 def params(env: Env) -> StdioServerParameters:
@@ -71,12 +92,13 @@ def test_a_team_run_reports_progress_and_every_tool_answers(env: Env) -> None:
         out: dict[str, Any] = {}
         r = await s.call_tool(
             "omk_team_run",
-            {"spec": "2:executor", "task": "Build it", "name": "mcp-team"},
+            {"spec": "2:executor", "task": PLANNED, "name": "mcp-team"},
             progress_callback=on_progress,
         )
         out["run"] = r
         # API.md omk_team_run takes only spec/task/name: subtasks come from
-        # the planner turn, which the scripted agent answers.
+        # the planner turn, which the scripted agent answers with the JSON
+        # plan the task's [json-plan:...] directive asks for.
         for tool, args in [
             ("omk_team_status", {"name": "mcp-team"}),
             ("omk_team_shutdown", {"name": "mcp-team"}),
@@ -96,7 +118,10 @@ def test_a_team_run_reports_progress_and_every_tool_answers(env: Env) -> None:
     assert r.isError is False, r
     sc = r.structuredContent
     assert sc["status"] == "completed"
-    assert (sc["spec"], sc["task"], sc["team"]) == ("2:executor", "Build it", "mcp-team")
+    assert (sc["spec"], sc["task"], sc["team"]) == ("2:executor", PLANNED, "mcp-team")
+    # The planner path ran for real: its agent started, its plan became the
+    # tasks, and the supervisor did not fall back to the whole task.
+    assert_planned(sc["document"], ["A", "B", "C"])
     assert "team mcp-team: completed" in sc["stdout"]
     assert sc["stderr"] == ""
     assert sc["document"]["phase"] == "Completed"
@@ -110,7 +135,8 @@ def test_a_team_run_reports_progress_and_every_tool_answers(env: Env) -> None:
     assert (st["status"], st["team"]) == ("ok", "mcp-team")
     sd = out["omk_team_shutdown"].structuredContent
     assert set(sd) == {"status", "team", "force", "stdout", "stderr", "document"}
-    assert (sd["status"], sd["force"]) == ("shutdown", False)
+    # The team had already ended: nothing was stopped (an honest answer).
+    assert (sd["status"], sd["force"]) == ("not_running", False)
     doc = out["omk_doctor"].structuredContent
     assert set(doc) == {"status", "healthy", "stdout", "stderr", "document"}
     assert doc["status"] in {"healthy", "unhealthy"} and doc["healthy"] == (doc["status"] == "healthy")
@@ -139,6 +165,31 @@ def test_a_failing_team_is_an_error_result_with_its_document(env: Env) -> None:
     assert sc["stderr"], "the failure is explained"
 
 
+async def call_or_error(s: ClientSession, tool: str, args: dict[str, Any]) -> tuple[bool, str, Any]:
+    """(is an error, its text, the result or None): a JSON-RPC error (the SDK
+    raises McpError) and an isError result both count as errors."""
+    try:
+        r = await s.call_tool(tool, args)
+    except Exception as e:
+        return True, str(e), None
+    return bool(r.isError), json.dumps(r.model_dump()), r
+
+
+def test_a_task_the_planner_cannot_split_falls_back_to_one_task(env: Env) -> None:
+    # The scripted agent's default answer is not a JSON plan.
+    async def body(s: ClientSession) -> Any:
+        return await s.call_tool("omk_team_run", {"spec": "2:executor", "task": "No plan here", "name": "flat"})
+
+    r = run(env, body)
+    assert r.isError is False, r
+    doc = r.structuredContent["document"]
+    evs = events(doc)
+    fallback = [e for e in evs if e["kind"] == "plan_fallback"]
+    assert len(fallback) == 1 and "JSON array" in fallback[0]["payload"]["reason"], fallback
+    assert any(e["kind"] == "worker_started" and e["actor"] == "planner" for e in evs)
+    assert [t["title"] for t in doc["tasks"]] == ["No plan here"]
+
+
 def test_bad_arguments_and_unknown_tools_are_errors(env: Env) -> None:
     async def body(s: ClientSession) -> Any:
         bad_spec = await s.call_tool("omk_team_run", {"spec": "0:executor", "task": "x"})
@@ -148,14 +199,26 @@ def test_bad_arguments_and_unknown_tools_are_errors(env: Env) -> None:
             unknown = None
         except Exception as e:  # the SDK raises McpError for JSON-RPC errors
             unknown = str(e)
-        extra = await s.call_tool("omk_team_status", {"name": "x", "color": "red"})
-        return bad_spec, unknown_team, unknown, extra
+        # An existing team, so that the unknown argument is the only thing wrong.
+        made = await s.call_tool(
+            "omk_team_run", {"spec": "1:executor", "task": "Exists [json-plan:one]", "name": "exists"}
+        )
+        good = await call_or_error(s, "omk_team_status", {"name": "exists"})
+        extra = await call_or_error(s, "omk_team_status", {"name": "exists", "color": "red"})
+        doctor_extra = await call_or_error(s, "omk_doctor", {"color": "red"})
+        return bad_spec, unknown_team, unknown, made, good, extra, doctor_extra
 
-    bad_spec, unknown_team, unknown, extra = run(env, body)
+    bad_spec, unknown_team, unknown, made, good, extra, doctor_extra = run(env, body)
     assert bad_spec.isError and "invalid_input" in bad_spec.structuredContent["stderr"]
     assert unknown_team.isError and unknown_team.structuredContent["status"] == "error"
     assert unknown is not None and "omk_nope" in unknown, unknown
-    assert extra.isError or "color" in json.dumps(extra.model_dump())
+    assert made.isError is False, made
+    # Without the unknown argument the same call succeeds...
+    assert good[0] is False and good[2].structuredContent["status"] == "ok", good[1]
+    # ... with it, it is refused, and the error names the field.
+    for is_error, text, _ in (extra, doctor_extra):
+        assert is_error, text
+        assert "color" in text, text
 
 
 def test_detached_run_then_status(env: Env) -> None:

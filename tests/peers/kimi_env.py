@@ -57,6 +57,34 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def kimi_required() -> bool:
+    """Whether a missing real kimi is a failure rather than a skip: in CI
+    (``CI=true``, which CI services set) or with ``OMK_REQUIRE_KIMI=1`` /
+    ``OMK_REQUIRE_PEERS=1``. Locally, with none of them, the tests skip."""
+    return (
+        os.environ.get("CI") == "true"
+        or os.environ.get("OMK_REQUIRE_KIMI") == "1"
+        or os.environ.get("OMK_REQUIRE_PEERS") == "1"
+    )
+
+
+def skip_unless_kimi() -> None:
+    """Call at module level: skip the module when the real kimi cannot run
+    here, or fail it (a collection error, so the run fails) when
+    :func:`kimi_required` -- the ``.unavailable`` marker counts as missing too."""
+    why = unavailable_reason()
+    if why is None:
+        return
+    import pytest
+
+    if kimi_required():
+        pytest.fail(
+            f"real kimi-cli required (CI=true, OMK_REQUIRE_KIMI=1 or OMK_REQUIRE_PEERS=1) but: {why}",
+            pytrace=False,
+        )
+    pytest.skip("SKIPPED: " + why, allow_module_level=True)
+
+
 def config_toml(llm_port: int, max_retries_per_step: int = 2) -> str:
     return f"""\
 default_model = "fake"

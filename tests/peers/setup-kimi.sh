@@ -8,7 +8,9 @@
 # Idempotent: a venv whose `kimi --version` already reports 1.51.0 is reused.
 # On success the LAST line of stdout is the absolute path of the kimi binary.
 # Without a Python >= 3.13 it prints `SKIPPED: <reason>`, writes the reason to
-# $VENV/.unavailable (the tests read it and skip) and exits 0.
+# $VENV/.unavailable (the tests read it and skip) and exits 0 -- except with
+# CI=true, OMK_REQUIRE_KIMI=1 or OMK_REQUIRE_PEERS=1, where it exits 1 (CI must
+# not pass by skipping the real peer; the tests fail on the marker there too).
 # Progress messages go to stderr so that stdout stays machine-readable.
 #
 # Never install or run kimi-cli 1.52.0 or newer: 1.52.0 is a deprecation stub
@@ -86,6 +88,12 @@ skip() {
     mkdir -p "$VENV"
     printf '%s\n' "$reason" > "$MARKER"
     log "$reason"
+    if [ "${CI:-}" = "true" ] || [ "${OMK_REQUIRE_KIMI:-}" = "1" ] \
+        || [ "${OMK_REQUIRE_PEERS:-}" = "1" ]; then
+        log "the real kimi-cli is required here (CI=true / OMK_REQUIRE_KIMI=1 / OMK_REQUIRE_PEERS=1): failing"
+        echo "FAILED: $reason"
+        exit 1
+    fi
     echo "SKIPPED: $reason"
     exit 0
 }

@@ -2,9 +2,8 @@
 
 Needs the venv made by tests/peers/setup-kimi.sh. If that script found no
 Python >= 3.13 it left a `.unavailable` marker and this module is skipped with
-its reason. If the venv is simply missing the module is skipped too, unless
-OMK_REQUIRE_KIMI=1, in which case that is a failure (for CI, which must have
-run the setup script).
+its reason; a missing venv is skipped too. With CI=true, OMK_REQUIRE_KIMI=1 or
+OMK_REQUIRE_PEERS=1 either is a failure instead (CI must test the real peer).
 
 The tests share one kimi process and run in file order, like a real session:
 initialize, a plain turn, an approved write, a rejected write, a cancel, a
@@ -36,20 +35,11 @@ from kimi_env import (  # noqa: E402
     kimi_bin,
     kimi_env,
     kimi_venv,
+    skip_unless_kimi,
 )
 from kimi_env import readline_with_timeout as _readline_with_timeout  # noqa: E402
 
-_marker = kimi_venv() / ".unavailable"
-if _marker.exists():
-    pytest.skip(
-        "SKIPPED: " + (_marker.read_text().strip() or "kimi-cli unavailable"),
-        allow_module_level=True,
-    )
-if not os.access(kimi_bin(), os.X_OK):
-    _why = f"{kimi_bin()} not found: run tests/peers/setup-kimi.sh"
-    if os.environ.get("OMK_REQUIRE_KIMI") == "1":
-        raise RuntimeError(_why + " (OMK_REQUIRE_KIMI=1)")
-    pytest.skip("SKIPPED: " + _why, allow_module_level=True)
+skip_unless_kimi()
 
 START_TIMEOUT = 60.0  # cold start is ~2 s, but the machine may be busy building
 TURN_TIMEOUT = 30.0

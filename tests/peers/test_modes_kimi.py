@@ -3,8 +3,9 @@
 back into the second turn's prompt, makes the model write the file through
 an approved tool call; the gates pass and ralph stops at iteration 2.
 
-Skipped (with the reason) when setup-kimi.sh found no Python >= 3.13; with
-OMK_REQUIRE_KIMI=1 a missing venv is a failure instead.
+Skipped (with the reason) when setup-kimi.sh found no Python >= 3.13; with CI=true,
+OMK_REQUIRE_KIMI=1 or OMK_REQUIRE_PEERS=1 a missing venv or the marker is a
+failure instead.
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from kimi_env import FakeLLM, kimi_bin, omk_env, unavailable_reason  # noqa: E402
+from kimi_env import FakeLLM, omk_env, skip_unless_kimi  # noqa: E402
 
-_why = unavailable_reason()
-if _why is not None:
-    if os.environ.get("OMK_REQUIRE_KIMI") == "1" and not (Path(kimi_bin()).parent.parent / ".unavailable").exists():
-        raise RuntimeError(_why + " (OMK_REQUIRE_KIMI=1)")
-    pytest.skip("SKIPPED: " + _why, allow_module_level=True)
+skip_unless_kimi()
 
-OMK = os.environ.get("OMK_BIN") or str(HERE.parent.parent / "target" / "debug" / "omk")
+# Absolute: omk runs with cwd=<project>, where a relative OMK_BIN would not resolve.
+OMK = str(Path(os.environ.get("OMK_BIN") or HERE.parent.parent / "target" / "debug" / "omk").resolve())
 
 
 def test_ralph_feeds_gate_output_back_to_real_kimi(tmp_path):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from conftest import Env, assert_shape, proc_alive, wait_for
 
 import omk
+
+T = TypeVar("T")
 
 
 def test_two_worker_team_runs_end_to_end(client: omk.Omk, env: Env) -> None:
@@ -54,6 +58,22 @@ def test_failed_tasks_are_a_result_not_an_error(client: omk.Omk) -> None:
     assert doc["tasks"][0]["status"] == "failed" and doc["tasks"][0]["errors"]
 
 
+def _gil_holding_call(seconds: float) -> Callable[[], object]:
+    """A call that keeps the GIL for about ``seconds``: ``sum`` over a
+    ``range`` loops in C without running bytecode, so the interpreter never
+    reaches a point where it could hand the GIL to another thread."""
+    n = 1 << 16
+    while True:
+        t0 = time.monotonic()
+        sum(range(n))
+        took = time.monotonic() - t0
+        if took > 0.05:
+            break
+        n *= 2
+    size = int(n * seconds / took)
+    return lambda: sum(range(size))
+
+
 def test_other_threads_run_while_a_team_runs(client: omk.Omk) -> None:
     counter = 0
     stop = threading.Event()
@@ -63,20 +83,40 @@ def test_other_threads_run_while_a_team_runs(client: omk.Omk) -> None:
         while not stop.is_set():
             counter += 1
 
+    def rate(call: Callable[[], T]) -> tuple[float, float, T]:
+        """(counts per second of the other thread, seconds, result) over ``call``."""
+        before, t0 = counter, time.monotonic()
+        out = call()
+        took = time.monotonic() - t0
+        return (counter - before) / took, took, out
+
+    hold = _gil_holding_call(1.0)
     t = threading.Thread(target=count)
     t.start()
     try:
-        started = time.monotonic()
-        doc = client.team_run("1:executor", "Slow", subtasks=["[sleep:2] slow"], name="slow")
-        elapsed = time.monotonic() - started
-        seen = counter
+        time.sleep(0.1)
+        # Baselines in the same process and the same minute: a call that
+        # holds the GIL throughout, and one that releases it throughout.
+        held, held_secs, _ = rate(hold)
+        free_before, _, _ = rate(lambda: time.sleep(1.0))
+        during, elapsed, doc = rate(
+            lambda: client.team_run("1:executor", "Slow", subtasks=["[sleep:2] slow"], name="slow")
+        )
+        free_after, _, _ = rate(lambda: time.sleep(1.0))
     finally:
         stop.set()
         t.join()
     assert doc["phase"] == "Completed"
-    assert elapsed >= 1.5
-    # The GIL was free for the whole run: the other thread counted a lot.
-    assert seen > 10_000, seen
+    assert elapsed >= 1.5 and held_secs >= 0.5
+    free = (free_before + free_after) / 2  # the machine's speed drifts
+    rates = f"held {held:.0f}/s, free {free:.0f}/s, during team_run {during:.0f}/s"
+    # The baselines tell the two cases apart (else the check below proves nothing).
+    assert free > 20 * held, rates
+    # The GIL was free for the whole run: the other thread counted at about
+    # the free rate, far above the held one. Holding the GIL for 1.4 s of
+    # the 2 s run would leave it at most ~0.3 of the free rate.
+    assert during > 5 * held, rates
+    assert during > 0.5 * free, rates
 
 
 def test_call_team_run_and_detached_run(client: omk.Omk, env: Env) -> None:
