@@ -67,6 +67,7 @@ fmt-check:
 
 clippy: $(VPY)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p omk-ffi --all-targets --features test-panic -- -D warnings
 
 ## cargo-test: the agent overrides of the caller's environment would replace
 ## the scripted agent the tests configure.

@@ -322,6 +322,13 @@ pub unsafe extern "C" fn omk_call(
         let op = unsafe { str_arg(F, "op", op) }?;
         // SAFETY: as above.
         let params = unsafe { opt_str_arg(F, "params_json", params_json) }?;
+        #[cfg(feature = "test-panic")]
+        if op == TEST_PANIC_OP {
+            // SAFETY: the caller passes NULL or a live handle.
+            unsafe { handle_arg(F, h) }?;
+            out_arg(F, "out_json", out_json)?;
+            panic!("{TEST_PANIC_MESSAGE}");
+        }
         // SAFETY: the caller passes NULL or a live handle and out pointer.
         unsafe {
             run_op(F, h, out_json, op, || match params {
@@ -331,6 +338,14 @@ pub unsafe extern "C" fn omk_call(
         }
     })
 }
+
+/// The op that panics inside `omk_call` (feature `test-panic`, for the C
+/// test of the panic guard; never in a default build).
+#[cfg(feature = "test-panic")]
+const TEST_PANIC_OP: &str = "test.panic";
+/// The message of that panic.
+#[cfg(feature = "test-panic")]
+const TEST_PANIC_MESSAGE: &str = "deliberate test panic (omk-ffi feature test-panic)";
 
 /// Run an op whose params need nothing from C (the typed entry points
 /// without arguments).
@@ -815,6 +830,25 @@ mod tests {
             assert!(last_error().contains("not an array"), "{}", last_error());
             omk_close(h);
         }
+    }
+
+    #[cfg(feature = "test-panic")]
+    #[test]
+    fn a_panic_in_omk_call_is_caught_and_the_handle_still_works() {
+        let d = tempfile::tempdir().unwrap();
+        let h = open(d.path());
+        let (r, msg) = call(h, TEST_PANIC_OP, None).unwrap_err();
+        assert_eq!(r, omk_result::OMK_RESULT_PANIC);
+        assert!(
+            msg.contains("omk_call") && msg.contains(TEST_PANIC_MESSAGE),
+            "{msg}"
+        );
+        assert_eq!(
+            call(h, "version", None).unwrap()["version"],
+            omk_core::VERSION
+        );
+        // SAFETY: the live handle from `open`, closed once.
+        unsafe { omk_close(h) };
     }
 
     #[test]

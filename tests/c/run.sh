@@ -6,14 +6,17 @@
 # Assumes `cargo build --workspace` already ran (target/debug/libomk.so, the
 # omk CLI and omk-scripted-agent). Checks that include/omk.h compiles as
 # strict C11 and as C++17, builds every tests/c/test_*.c and example.c with
-# strict C11 flags (and bench_call.c, which it does not run), checks that
+# strict C11 flags (and bench_call.c, which it does not run), builds a
+# second libomk with the omk-ffi feature test-panic for test_panic.c, checks that
 # docs/c-abi.md shows example.c as it is, and runs each
 # program under valgrind when it is installed, in a private temp dir with
 # OMK_KIMI_BIN pointing at the scripted agent. Prints each program's output
 # and, last, `N passed, M failed`: the sum of the programs' own counts (a
 # program that fails without saying so, a build failure and a failed header
 # check each count as one failure). Exits non-zero when anything failed.
+# With CI=true or OMK_REQUIRE_PEERS=1 a missing valgrind is a failure.
 set -uo pipefail
+SECONDS=0
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -33,11 +36,22 @@ fi
 CC="${CC:-gcc}"
 CXX="${CXX:-g++}"
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -pedantic -pthread -g -I"$ROOT/include")
-LDFLAGS=(-L"$LIBDIR" -lomk -Wl,-rpath,"$LIBDIR")
+# A second libomk with the test-only omk-ffi feature `test-panic` (for
+# test_panic.c), in its own target dir so target/debug/libomk.so is never
+# touched. The first build there compiles omk-core's dependencies once
+# (about a minute on 2 cores); later runs only relink when omk-ffi or
+# omk-core changed. Only the cdylib is built (no 200 MB staticlib).
+PANIC_TARGET="$ROOT/target/ffi-panic"
+PANIC_LIBDIR="$PANIC_TARGET/debug"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/omk-c-tests.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$OUT" "$TMP/tmp" "$TMP/home" "$TMP/xdg-config" "$TMP/xdg-state"
+
+# cargo (rustup) finds its toolchains through HOME: pin them before HOME
+# moves, for the test-panic build below.
+export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
 
 # Private environment: nothing from the user's omk state or config leaks in.
 export TMPDIR="$TMP/tmp"
@@ -56,13 +70,22 @@ if command -v valgrind >/dev/null 2>&1; then
   echo "== running under $(valgrind --version)"
 else
   RUNNER=()
-  echo "== valgrind is not installed: running the C tests without it"
 fi
 
 passed=0
 failed=0
 
 fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+
+if [[ ${#RUNNER[@]} -eq 0 ]]; then
+  if [[ "${CI:-}" == "true" || "${OMK_REQUIRE_PEERS:-}" == "1" ]]; then
+    # In CI (or when asked to require every peer tool) a missing valgrind
+    # must not silently weaken the suite.
+    fail "valgrind is not installed (required when CI=true or OMK_REQUIRE_PEERS=1)"
+  else
+    echo "== valgrind is not installed: running the C tests without it"
+  fi
+fi
 
 # The header on its own, as strict C11 and as C++17.
 if echo '#include "omk.h"' | "$CC" -std=c11 -Wall -Wextra -Werror -pedantic \
@@ -77,8 +100,10 @@ else
   fail "include/omk.h does not compile as C++17"
 fi
 
-build() { # build NAME SOURCE
-  "$CC" "${CFLAGS[@]}" -DOMK_EXPECTED_VERSION="\"$VERSION\"" "$2" "${LDFLAGS[@]}" -o "$OUT/$1"
+build() { # build NAME SOURCE [LIBDIR]: link against LIBDIR (default target/debug)
+  local libdir="${3:-$LIBDIR}"
+  "$CC" "${CFLAGS[@]}" -DOMK_EXPECTED_VERSION="\"$VERSION\"" "$2" \
+    -L"$libdir" -lomk -Wl,-rpath,"$libdir" -o "$OUT/$1"
 }
 
 # docs/c-abi.md and README.md show example.c verbatim (the ```c block after its marker).
@@ -99,12 +124,16 @@ else
 fi
 
 run() { # run NAME [ARGS...]: one program in its own working directory
+  # (NO_VALGRIND=1 run ...: run it directly even when valgrind is installed)
   local name="$1"; shift
   local cwd="$TMP/run-$name"
   local log="$TMP/$name.log"
+  local -a runner=("${RUNNER[@]}")
+  [[ -n "${NO_VALGRIND:-}" ]] && runner=()
   mkdir -p "$cwd"
-  echo "== $name"
-  (cd "$cwd" && "${RUNNER[@]}" "$OUT/$name" "$@") >"$log" 2>&1
+  echo "== $name${NO_VALGRIND:+ (without valgrind)}"
+  local started=$SECONDS
+  (cd "$cwd" && "${runner[@]}" "$OUT/$name" "$@") >"$log" 2>&1
   local rc=$?
   cat "$log"
   local summary p=0 f=0
@@ -120,12 +149,14 @@ run() { # run NAME [ARGS...]: one program in its own working directory
     [[ $rc -eq 99 ]] && echo "FAIL: $name: valgrind reported errors" \
                      || echo "FAIL: $name exited with status $rc"
   fi
+  echo "== $name took $((SECONDS - started)) s"
   passed=$((passed + p))
   failed=$((failed + f))
 }
 
 for src in tests/c/test_*.c tests/c/example.c; do
   name="$(basename "$src" .c)"
+  case "$name" in test_panic | test_faults) continue ;; esac # below
   if build "$name" "$src"; then
     run "$name"
   else
@@ -133,5 +164,39 @@ for src in tests/c/test_*.c tests/c/example.c; do
   fi
 done
 
+# A real panic inside an extern "C" function, against the test-panic build;
+# and the same program against the default build, where the op is unknown.
+if build test_panic_absent tests/c/test_panic.c; then
+  run test_panic_absent absent
+else
+  fail "tests/c/test_panic.c does not build"
+fi
+echo "== building libomk with --features test-panic in $PANIC_TARGET"
+if "${CARGO:-cargo}" rustc -q -p omk-ffi --lib --features test-panic --crate-type cdylib \
+     --target-dir "$PANIC_TARGET" && [[ -f "$PANIC_LIBDIR/libomk.so" ]]; then
+  if build test_panic tests/c/test_panic.c "$PANIC_LIBDIR"; then
+    run test_panic
+  else
+    fail "tests/c/test_panic.c does not build against $PANIC_LIBDIR"
+  fi
+else
+  fail "cannot build libomk with the omk-ffi feature test-panic"
+fi
+
+# Agents that die, from a C host that keeps SIGPIPE's default action. Run
+# without valgrind: its 40+ team runs with agent processes take minutes
+# under valgrind, and valgrind changes the timing of the SIGPIPE races this
+# test is about. OMK_FAULTS_VALGRIND=1 runs it under valgrind too.
+if build test_faults tests/c/test_faults.c; then
+  if [[ -n "${OMK_FAULTS_VALGRIND:-}" ]]; then
+    run test_faults
+  else
+    NO_VALGRIND=1 run test_faults
+  fi
+else
+  fail "tests/c/test_faults.c does not build"
+fi
+
+echo "== total time: ${SECONDS} s"
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 REPO = Path(__file__).resolve().parent.parent.parent
-OMK = os.environ.get("OMK_BIN") or str(REPO / "target" / "debug" / "omk")
+OMK = os.path.abspath(os.environ.get("OMK_BIN") or REPO / "target" / "debug" / "omk")
 AGENT = str(REPO / "target" / "debug" / "omk-scripted-agent")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = "<img src=x onerror=alert(1)>"

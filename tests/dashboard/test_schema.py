@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
-OMK = os.environ.get("OMK_BIN") or str(REPO / "target" / "debug" / "omk")
+OMK = os.path.abspath(os.environ.get("OMK_BIN") or REPO / "target" / "debug" / "omk")
 AGENT = str(REPO / "target" / "debug" / "omk-scripted-agent")
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 
