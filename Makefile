@@ -66,8 +66,7 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy: $(VPY)
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p omk-ffi --all-targets --features test-panic -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features omk-ffi/test-panic -- -D warnings
 
 ## cargo-test: the agent overrides of the caller's environment would replace
 ## the scripted agent the tests configure.

@@ -29,6 +29,7 @@ fn spec(dir: &Path, program: PathBuf, policy: PolicyKind) -> AgentSpec {
         },
         start_timeout: Duration::from_secs(20),
         questions: false,
+        mcp_servers: Vec::new(),
     }
 }
 

@@ -185,7 +185,9 @@ fn turn_boundaries_and_token_usage() {
         );
         match status {
             TurnStatus::Finished | TurnStatus::Cancelled => assert!(rec.saw_turn_end, "{id}"),
-            TurnStatus::Error { .. } | TurnStatus::MaxStepsReached { .. } => {}
+            TurnStatus::Error { .. }
+            | TurnStatus::MaxStepsReached { .. }
+            | TurnStatus::Stopped { .. } => {}
         }
     }
     // A busy prompt gets -32000 without a turn; the cancelled one is reported as such.

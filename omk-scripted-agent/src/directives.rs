@@ -44,6 +44,10 @@ pub struct Script {
     pub provider_error: Option<String>,
     /// `[recall]`: answer with the earlier text parts of the prompt.
     pub recall: bool,
+    /// `[refuse]` (ACP only): end the turn with `stopReason` `refusal`.
+    pub refuse: bool,
+    /// `[late-update]` (ACP only): one more update right after the answer.
+    pub late_update: bool,
 }
 
 /// Parses the directives in `text`.
@@ -73,6 +77,8 @@ const FLAGS: &[&str] = &[
     "unknown-event",
     "tool-call-parts",
     "recall",
+    "refuse",
+    "late-update",
 ];
 
 const WITH_ARG: &[&str] = &[
@@ -100,6 +106,8 @@ fn directive(script: &mut Script, s: &str) -> Option<usize> {
                     "malformed" => script.malformed = true,
                     "unknown-event" => script.unknown_event = true,
                     "recall" => script.recall = true,
+                    "refuse" => script.refuse = true,
+                    "late-update" => script.late_update = true,
                     _ => script.tool_call_parts = true,
                 }
                 return Some(flag.len() + 1);

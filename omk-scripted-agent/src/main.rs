@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! omk-scripted-agent --wire [--work-dir DIR] [--yolo] [--max-steps-per-turn N] [other kimi flags]
+//! omk-scripted-agent acp
 //! omk-scripted-agent --version
 //! ```
+//!
+//! `acp` speaks the Agent Client Protocol instead, in the current directory
+//! (as `kimi acp` does): see the `acp` module for how directives map there.
 //!
 //! `--work-dir` (default: the current directory) must exist. `--yolo`, `-y`,
 //! `--yes`, `--auto-approve` and `--afk` approve every tool call without an
@@ -63,6 +67,7 @@
 //! `StatusUpdate` of a tool step reports zero usage, so summing the turn's
 //! updates or taking the last one gives the same numbers.
 
+mod acp;
 mod directives;
 mod fault;
 mod server;
@@ -89,12 +94,16 @@ enum Cmd {
     Version,
     Help,
     Serve(Config),
+    /// `acp` as the first argument: speak ACP (see the `acp` module).
+    ServeAcp(Config),
 }
 
 const USAGE: &str = "usage: omk-scripted-agent --wire [--work-dir DIR] [--yolo] \
-[--max-steps-per-turn N] [other kimi flags are ignored]\n       omk-scripted-agent --version";
+[--max-steps-per-turn N] [other kimi flags are ignored]\n       omk-scripted-agent acp\n       \
+omk-scripted-agent --version";
 
 fn parse_args(args: &[String]) -> Result<Cmd, String> {
+    let acp = args.first().is_some_and(|a| a == "acp");
     let mut wire = false;
     let mut work_dir: Option<String> = None;
     let mut yolo = false;
@@ -122,8 +131,8 @@ fn parse_args(args: &[String]) -> Result<Cmd, String> {
             }
         }
     }
-    if !wire {
-        return Err("only the Wire mode is supported: pass --wire".into());
+    if !wire && !acp {
+        return Err("pass --wire (Kimi Wire) or `acp` (Agent Client Protocol)".into());
     }
     let dir = match work_dir {
         Some(d) => PathBuf::from(d),
@@ -134,7 +143,7 @@ fn parse_args(args: &[String]) -> Result<Cmd, String> {
     if !dir.is_dir() {
         return Err(format!("work dir {} is not a directory", dir.display()));
     }
-    Ok(Cmd::Serve(Config {
+    let cfg = Config {
         work_dir: dir,
         yolo,
         max_steps,
@@ -145,7 +154,12 @@ fn parse_args(args: &[String]) -> Result<Cmd, String> {
             Ok(f) if !f.is_empty() => Some(fault::Fault::parse(&f)?),
             _ => None,
         },
-    }))
+    };
+    Ok(if acp {
+        Cmd::ServeAcp(cfg)
+    } else {
+        Cmd::Serve(cfg)
+    })
 }
 
 fn parse_steps(v: &str) -> Result<u32, String> {
@@ -170,6 +184,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Cmd::Serve(cfg)) => server::serve(cfg),
+        Ok(Cmd::ServeAcp(cfg)) => acp::serve(cfg),
         Err(msg) => {
             eprintln!("omk-scripted-agent: {msg}\n{USAGE}");
             ExitCode::from(2)

@@ -262,6 +262,10 @@ impl<'a> Repl<'a> {
                     TurnStatus::MaxStepsReached { steps } => {
                         self.say_error(&format!("the agent stopped after {steps} steps"))
                     }
+                    TurnStatus::Stopped { reason } => {
+                        self.failed_turns += 1;
+                        self.say_error(&format!("the agent stopped the turn: {reason}"));
+                    }
                     TurnStatus::Error { message, .. } => {
                         self.failed_turns += 1;
                         self.say_error(&format!("the turn failed: {message}"));

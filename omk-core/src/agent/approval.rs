@@ -117,6 +117,19 @@ impl ApprovalPolicy {
         }
     }
 
+    /// [`ApprovalPolicy::decide`] from async code: a host callback (a
+    /// person deciding may take minutes) runs on a blocking thread, never on
+    /// the runtime's workers.
+    pub async fn decide_async(&self, req: &ApprovalRequest, work_dir: &Path) -> Decision {
+        if self.kind != PolicyKind::Host {
+            return self.decide(req, work_dir);
+        }
+        let (policy, req, wd) = (self.clone(), req.clone(), work_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || policy.decide(&req, &wd))
+            .await
+            .unwrap_or_else(|_| Decision::reject("the host approver failed"))
+    }
+
     /// Ask the host callback; a missing callback, a panic or an answer other
     /// than approve/reject is a rejection that says so.
     fn ask_host(&self, req: &ApprovalRequest) -> Decision {

@@ -1,12 +1,15 @@
-//! Agents: the [`AgentBackend`] trait and its Kimi Wire 1.10 implementation.
+//! Agents: the [`AgentBackend`] trait and its two implementations, Kimi
+//! Wire 1.10 ([`wire`]) and the Agent Client Protocol ([`acp`]).
 //!
 //! An agent is a child process in its own process group, speaking JSON-RPC
 //! on stdio. The backend starts it, sends prompts, reports every event and
 //! approval decision to its owner as an [`AgentNotice`], answers every
 //! request the agent makes, and cancels, stops or kills it.
 
+pub mod acp;
 pub mod approval;
 pub mod input;
+pub mod peer;
 pub mod protocol;
 pub mod wire;
 
@@ -24,7 +27,7 @@ pub use approval::{ApprovalPolicy, Approver, Decision, PolicyKind};
 pub use protocol::{ApprovalRequest, TokenUsage, TurnRecord, TurnStatus, WireEvent};
 
 use crate::config::AgentProtocol;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A boxed, sendable future (keeps [`AgentBackend`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -34,7 +37,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct AgentSpec {
     /// The executable (already resolved).
     pub program: PathBuf,
-    /// Extra arguments, after omk's own (`--wire --work-dir DIR`).
+    /// Arguments: for Wire after omk's own (`--wire --work-dir DIR`); for
+    /// ACP the whole argument list (`acp` for `kimi acp`).
     pub extra_args: Vec<String>,
     /// Where the agent works.
     pub work_dir: PathBuf,
@@ -48,6 +52,9 @@ pub struct AgentSpec {
     /// omk never answers a question itself: it dismisses it and reports it as
     /// [`AgentNotice::Question`], so the owner can stop for a human.
     pub questions: bool,
+    /// MCP servers offered to the agent's sessions (ACP `session/new`
+    /// `mcpServers`, already in ACP's shape).
+    pub mcp_servers: Vec<serde_json::Value>,
 }
 
 /// What an agent reports to its owner while it runs.
@@ -64,8 +71,11 @@ pub enum AgentNotice {
     RequestAnswered { kind: String, answer: String },
     /// The agent asked the user (`QuestionRequest`); omk dismissed it.
     Question { questions: Vec<String> },
-    /// A line that was not a valid Wire message.
+    /// A line that was not a valid protocol message.
     ProtocolViolation { line: String, reason: String },
+    /// A line that is not JSON at all (an ACP agent's start-up banner or
+    /// warning): recorded and tolerated, up to [`acp::MAX_STRAY_LINES`].
+    StrayOutput { line: String },
 }
 
 /// The result of one prompt turn.
@@ -113,6 +123,13 @@ pub trait AgentBackend: Send + Sync {
         })
     }
 
+    /// Start the next task with no context from earlier ones: ACP opens a
+    /// fresh session in the same agent process (no cold start per task).
+    /// Wire keeps its one session (a no-op).
+    fn fresh_context(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Ask the agent to re-send the history of the session it resumed (Wire
     /// `replay`). `Ok(None)` when the backend has no such request; the
     /// events it re-sends arrive as notices like any other.
@@ -153,8 +170,6 @@ pub fn notice_channel() -> (NoticeSender, NoticeReceiver) {
 pub async fn start(spec: &AgentSpec, notices: NoticeSender) -> Result<Arc<dyn AgentBackend>> {
     match spec.protocol {
         AgentProtocol::Wire => Ok(wire::WireAgent::start(spec, notices).await?),
-        AgentProtocol::Acp => Err(Error::InvalidInput(
-            "the ACP backend is not available yet; use OMK_AGENT_PROTOCOL=wire".into(),
-        )),
+        AgentProtocol::Acp => Ok(acp::AcpAgent::start(spec, notices).await?),
     }
 }

@@ -73,6 +73,15 @@ impl TokenUsage {
     }
 }
 
+/// Money (or credits) an agent reports having spent (ACP `usage_update`
+/// `cost`), in the agent's own unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub amount: f64,
+    /// ISO 4217 code such as `USD`, or the agent's own unit.
+    pub currency: String,
+}
+
 /// An `ApprovalRequest` from the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalRequest {
@@ -206,6 +215,17 @@ pub enum WireEvent {
     ApprovalResponse {
         request_id: String,
         response: String,
+    },
+    /// The agent's plan (ACP `plan`): its entries as sent.
+    Plan {
+        entries: Value,
+    },
+    /// Context window use (ACP `usage_update`): tokens in context, the
+    /// window size, and the session's cumulative cost when reported.
+    ContextUsage {
+        used: Option<u64>,
+        size: Option<u64>,
+        cost: Option<Cost>,
     },
     /// A nested event from a subagent.
     Subagent {
@@ -491,6 +511,11 @@ pub enum TurnStatus {
     MaxStepsReached {
         steps: u64,
     },
+    /// The agent ended the turn without finishing the work (ACP
+    /// `stopReason` `max_tokens`, `max_turn_requests` or `refusal`).
+    Stopped {
+        reason: String,
+    },
     /// The turn ended with a JSON-RPC error (provider error, LLM not set...).
     Error {
         code: i64,
@@ -536,6 +561,9 @@ pub struct TurnRecord {
     pub saw_turn_end: bool,
     /// The answer was longer than [`MAX_ANSWER_BYTES`]; `text` holds its start.
     pub text_truncated: bool,
+    /// What the turn cost, when the agent reports cost (ACP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
 }
 
 impl TurnRecord {

@@ -5,53 +5,27 @@
 //! from the agent gets an answer or the agent waits forever; unknown events
 //! and fields are tolerated; graceful stop is closing stdin.
 
-use std::collections::{HashMap, VecDeque};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::{oneshot, watch};
+use tokio::process::Command;
 
-use super::input::AgentInput;
-use super::protocol::{
-    self, codes, AgentRequest, Incoming, RpcError, TurnRecord, TurnStatus, MAX_LINE_BYTES,
-};
+use super::peer::{Answer, LineSink, Peer};
+use super::protocol::{self, codes, AgentRequest, Incoming, TurnRecord, TurnStatus};
 use super::{
     AgentBackend, AgentNotice, AgentSpec, ApprovalPolicy, BoxFuture, NoticeSender, TurnOutcome,
 };
 use crate::error::{Error, Result};
 
-/// How much of the agent's stderr is kept for error messages.
-const STDERR_TAIL_BYTES: usize = 8 * 1024;
-
-type Pending = HashMap<String, oneshot::Sender<std::result::Result<Value, RpcError>>>;
-
-struct State {
-    pending: Pending,
-    turn: TurnRecord,
-    violations: u64,
-    last_activity: Instant,
-    /// Why omk stopped the agent itself (an over-long line), if it did.
-    fatal: Option<String>,
-    /// The agent's stdout is closed: no response will come.
-    output_closed: bool,
-}
-
 struct Shared {
-    pid: u32,
-    stdin: AgentInput,
-    state: Mutex<State>,
-    stderr: Mutex<VecDeque<u8>>,
-    notices: NoticeSender,
+    peer: Arc<Peer>,
+    turn: Mutex<TurnRecord>,
     policy: ApprovalPolicy,
     work_dir: std::path::PathBuf,
     next_id: AtomicU64,
-    exit: watch::Receiver<Option<ExitStatus>>,
 }
 
 /// A running Wire agent. Cheap to share (`Arc`).
@@ -70,50 +44,20 @@ impl WireAgent {
             .arg(&spec.work_dir)
             .args(&spec.extra_args)
             .current_dir(&spec.work_dir)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Agent(format!(
-                "cannot start agent {}: {e}; install kimi-cli or set OMK_KIMI_BIN",
-                spec.program.display()
-            ))
-        })?;
-        let pid = child.id().unwrap_or(0);
-        let stdin = child.stdin.take();
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Agent("agent has no stdout".into()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| Error::Agent("agent has no stderr".into()))?;
-        let (exit_tx, exit_rx) = watch::channel(None);
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let what = format!(
+            "{}; install kimi-cli or set OMK_KIMI_BIN",
+            spec.program.display()
+        );
+        let (peer, stdout) = Peer::spawn(cmd, notices, &what)?;
         let shared = Arc::new(Shared {
-            pid,
-            stdin: AgentInput::spawn(stdin),
-            state: Mutex::new(State {
-                pending: HashMap::new(),
-                turn: TurnRecord::default(),
-                violations: 0,
-                last_activity: Instant::now(),
-                fatal: None,
-                output_closed: false,
-            }),
-            stderr: Mutex::new(VecDeque::new()),
-            notices,
+            peer: peer.clone(),
+            turn: Mutex::new(TurnRecord::default()),
             policy: spec.policy.clone(),
             work_dir: spec.work_dir.clone(),
             next_id: AtomicU64::new(1),
-            exit: exit_rx,
         });
-        tokio::spawn(wait_for_exit(child, exit_tx));
-        tokio::spawn(read_stderr(stderr, shared.clone()));
-        tokio::spawn(read_stdout(stdout, shared.clone()));
+        peer.read(stdout, shared.clone());
         let agent = Arc::new(WireAgent { shared });
         match tokio::time::timeout(
             spec.start_timeout,
@@ -149,118 +93,38 @@ impl WireAgent {
     /// Run one turn with `user_input` (a string or a `ContentPart` list).
     async fn prompt_input(&self, input: Value) -> Result<TurnOutcome> {
         let violations_before = {
-            let mut st = self.shared.state();
-            st.turn = TurnRecord::default();
-            st.violations
+            *self.shared.turn() = TurnRecord::default();
+            self.shared.peer.violations()
         };
         let response = self
             .request("prompt", json!({ "user_input": input }))
             .await?;
-        let mut st = self.shared.state();
+        let record = std::mem::take(&mut *self.shared.turn());
         Ok(TurnOutcome {
             status: TurnStatus::from_response(&response),
-            record: std::mem::take(&mut st.turn),
-            protocol_violations: st.violations - violations_before,
+            record,
+            protocol_violations: self.shared.peer.violations() - violations_before,
         })
     }
 
     /// Send a request and wait for its response.
-    async fn request(
-        &self,
-        method: &str,
-        params: Value,
-    ) -> Result<std::result::Result<Value, RpcError>> {
+    async fn request(&self, method: &str, params: Value) -> Result<Answer> {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{method}-{n}");
-        let (tx, rx) = oneshot::channel();
-        let closed = {
-            let mut st = self.shared.state();
-            if !st.output_closed {
-                st.pending.insert(id.clone(), tx);
-            }
-            st.output_closed
-        };
-        if closed {
-            // No answer can ever arrive.
-            return Err(self.shared.gone_error(method).await);
-        }
-        if let Err(e) = self
-            .shared
-            .write_line(&protocol::encode_request(&id, method, params))
-            .await
-        {
-            self.shared.state().pending.remove(&id);
-            // A broken pipe means the agent exited (or closed its input):
-            // say which, as for a closed output.
-            let running = format!("stopped reading its input ({e})");
-            return Err(self.shared.gone_or(method, &running).await);
-        }
-        match rx.await {
-            Ok(r) => Ok(r),
-            Err(_) => Err(self.shared.gone_error(method).await),
-        }
+        let line = protocol::encode_request(&id, method, params);
+        self.shared.peer.request(id, &line, method).await
     }
 }
 
 impl Shared {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind; keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn write_line(&self, line: &str) -> Result<()> {
-        self.stdin.write_line(line).await
-    }
-
-    fn stderr_tail(&self) -> String {
-        let buf = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes: Vec<u8> = buf.iter().copied().collect();
-        crate::redact::redact_str(String::from_utf8_lossy(&bytes).trim()).into_owned()
-    }
-
-    /// Describe why the agent stopped answering, waiting briefly for its exit
-    /// status so the message can name it.
-    async fn gone_error(&self, during: &str) -> Error {
-        self.gone_or(during, "closed its output").await
-    }
-
-    /// The agent's end, described: how it exited (waiting up to 500 ms for
-    /// that: a closed output usually means an exit), or `if_running` when
-    /// it is still running.
-    async fn gone_or(&self, during: &str, if_running: &str) -> Error {
-        let status = wait_exit(&self.exit, Duration::from_millis(500)).await;
-        let fatal = self.state().fatal.clone();
-        let how = match (fatal, status) {
-            (Some(why), _) => format!("was stopped: {why}"),
-            (None, Some(s)) => describe_exit(s),
-            (None, None) => if_running.to_string(),
-        };
-        let tail = self.stderr_tail();
-        let tail = if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; stderr: {tail}")
-        };
-        Error::Agent(format!(
-            "agent (pid {}) {how} during {during}{tail}",
-            self.pid
-        ))
+    fn turn(&self) -> std::sync::MutexGuard<'_, TurnRecord> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn answer(&self, req: AgentRequest) {
         let (line, notice) = match req {
             AgentRequest::Approval(request) => {
-                let decision = if self.policy.kind == super::PolicyKind::Host {
-                    // The host may take its time (a person deciding): not on
-                    // the runtime's threads.
-                    let (policy, req, wd) =
-                        (self.policy.clone(), request.clone(), self.work_dir.clone());
-                    tokio::task::spawn_blocking(move || policy.decide(&req, &wd))
-                        .await
-                        .unwrap_or_else(|_| super::Decision::reject("the host approver failed"))
-                } else {
-                    self.policy.decide(&request, &self.work_dir)
-                };
+                let decision = self.policy.decide_async(&request, &self.work_dir).await;
                 let mut result = json!({ "request_id": request.id, "response": decision.response });
                 if !decision.approved() {
                     result["feedback"] = Value::from(decision.reason.clone());
@@ -314,169 +178,33 @@ impl Shared {
         };
         // If the agent is gone the answer has nowhere to go; the turn's
         // owner learns that from the closed output.
-        let _ = self.write_line(&line).await;
-        let _ = self.notices.send(notice).await;
+        let _ = self.peer.write_line(&line).await;
+        let _ = self.peer.notices().send(notice).await;
     }
 }
 
-async fn wait_for_exit(mut child: Child, exit: watch::Sender<Option<ExitStatus>>) {
-    let status = child.wait().await.ok();
-    let _ = exit.send(status.or(Some(ExitStatus::from_raw(-1))));
-}
-
-async fn read_stderr(mut stderr: tokio::process::ChildStderr, shared: Arc<Shared>) {
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = stderr.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        let mut buf = shared.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        buf.extend(&chunk[..n]);
-        let excess = buf.len().saturating_sub(STDERR_TAIL_BYTES);
-        buf.drain(..excess);
-    }
-}
-
-async fn read_stdout(stdout: tokio::process::ChildStdout, shared: Arc<Shared>) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match read_bounded_line(&mut reader, &mut line).await {
-            Ok(Line::End) | Err(_) => break,
-            Ok(Line::Complete) => {}
-            Ok(Line::TooLong) => {
-                // Nothing after a line omk cannot hold can be trusted (the
-                // rest of the line is not read): a protocol violation that
-                // ends the agent, so its worker is replaced and the task
-                // retried, with the start of the line kept as evidence.
-                let reason = format!(
-                    "the agent sent a line longer than the {} MiB cap",
-                    MAX_LINE_BYTES >> 20
-                );
-                shared.state().violations += 1;
-                shared.state().fatal = Some(reason.clone());
-                let shown = String::from_utf8_lossy(&line[..line.len().min(512)]);
-                let shown = crate::redact::redact_str(&shown).into_owned();
-                let _ = shared
-                    .notices
-                    .send(AgentNotice::ProtocolViolation {
-                        line: shown,
-                        reason,
-                    })
-                    .await;
-                crate::process::kill_group(shared.pid);
-                break;
-            }
-        }
-        shared.state().last_activity = Instant::now();
-        let text = String::from_utf8_lossy(&line);
-        match protocol::parse_line(&text) {
-            Ok(None) => {}
-            Ok(Some(Incoming::Response { id, result })) => {
-                let waiter = shared.state().pending.remove(&id);
-                if let Some(tx) = waiter {
-                    let _ = tx.send(result);
+impl LineSink for Shared {
+    fn line<'a>(&'a self, text: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match protocol::parse_line(text) {
+                Ok(None) => {}
+                Ok(Some(Incoming::Response { id, result })) => {
+                    self.peer.resolve(&id, result);
                 }
+                Ok(Some(Incoming::Event(event))) => {
+                    self.turn().observe(&event);
+                    let _ = self.peer.notices().send(AgentNotice::Event(event)).await;
+                }
+                Ok(Some(Incoming::Request(req))) => self.answer(req).await,
+                Err(violation) => self.peer.violation(text, violation.0).await,
             }
-            Ok(Some(Incoming::Event(event))) => {
-                shared.state().turn.observe(&event);
-                let _ = shared.notices.send(AgentNotice::Event(event)).await;
-            }
-            Ok(Some(Incoming::Request(req))) => shared.answer(req).await,
-            Err(violation) => {
-                shared.state().violations += 1;
-                let mut shown: String = text.chars().take(512).collect();
-                shown = crate::redact::redact_str(&shown).into_owned();
-                let _ = shared
-                    .notices
-                    .send(AgentNotice::ProtocolViolation {
-                        line: shown,
-                        reason: violation.0,
-                    })
-                    .await;
-            }
-        }
-    }
-    // Output closed: every waiter learns the agent is gone, and so does
-    // every later request.
-    let mut st = shared.state();
-    st.output_closed = true;
-    // The end of the output is news too: the lease counts from it.
-    st.last_activity = Instant::now();
-    st.pending.clear();
-}
-
-/// What [`read_bounded_line`] read.
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    /// A line (its `\n`, or the last bytes before end of output).
-    Complete,
-    /// End of output, nothing read.
-    End,
-    /// More than [`MAX_LINE_BYTES`] without a newline: `out` holds the
-    /// first `MAX_LINE_BYTES`, the rest is left unread.
-    TooLong,
-}
-
-/// Read one `\n`-terminated line, never buffering more than
-/// [`MAX_LINE_BYTES`].
-async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-    out: &mut Vec<u8>,
-) -> std::io::Result<Line> {
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(if out.is_empty() {
-                Line::End
-            } else {
-                Line::Complete
-            });
-        }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..=i], true),
-            None => (available, false),
-        };
-        let len = chunk.len();
-        if out.len() + len > MAX_LINE_BYTES + usize::from(done) {
-            let room = MAX_LINE_BYTES - out.len();
-            out.extend_from_slice(&chunk[..room]);
-            reader.consume(room);
-            return Ok(Line::TooLong);
-        }
-        out.extend_from_slice(chunk);
-        reader.consume(len);
-        if done {
-            return Ok(Line::Complete);
-        }
-    }
-}
-
-/// The exit status once known, waiting at most `limit`.
-async fn wait_exit(
-    exit: &watch::Receiver<Option<ExitStatus>>,
-    limit: Duration,
-) -> Option<ExitStatus> {
-    let mut exit = exit.clone();
-    let waited = tokio::time::timeout(limit, async {
-        let r = exit.wait_for(|s| s.is_some()).await;
-        r.ok().and_then(|s| *s)
-    });
-    waited.await.ok().flatten()
-}
-
-fn describe_exit(s: ExitStatus) -> String {
-    match (s.code(), s.signal()) {
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => "exited".to_string(),
+        })
     }
 }
 
 impl AgentBackend for WireAgent {
     fn pid(&self) -> u32 {
-        self.shared.pid
+        self.shared.peer.pid()
     }
 
     fn prompt<'a>(&'a self, input: &'a str) -> BoxFuture<'a, Result<TurnOutcome>> {
@@ -536,45 +264,37 @@ impl AgentBackend for WireAgent {
     }
 
     fn stop(&self, grace: Duration) -> BoxFuture<'_, Option<ExitStatus>> {
-        Box::pin(async move {
-            // Closing stdin is the Wire way to say goodbye.
-            self.shared.stdin.close();
-            if wait_exit(&self.shared.exit, grace).await.is_none() {
-                crate::process::kill_group(self.shared.pid);
-            }
-            let status = wait_exit(&self.shared.exit, Duration::from_secs(5)).await;
-            // Whatever the agent left in its group goes with it.
-            crate::process::kill_group(self.shared.pid);
-            status
-        })
+        // Closing stdin is the Wire way to say goodbye.
+        Box::pin(self.shared.peer.stop(grace))
     }
 
     fn kill(&self) {
-        crate::process::kill_group(self.shared.pid);
+        self.shared.peer.kill();
     }
 
     fn last_activity(&self) -> Instant {
-        self.shared.state().last_activity
+        self.shared.peer.last_activity()
     }
 
     fn partial_turn(&self) -> TurnRecord {
-        self.shared.state().turn.clone()
+        self.shared.turn().clone()
     }
 
     fn exit_status(&self) -> Option<ExitStatus> {
-        *self.shared.exit.borrow()
+        self.shared.peer.exit_status()
     }
 
     fn stderr_tail(&self) -> String {
-        self.shared.stderr_tail()
+        self.shared.peer.stderr_tail()
     }
 }
 
 impl Drop for WireAgent {
     fn drop(&mut self) {
-        // Never leave an agent running behind a dropped handle.
-        if self.shared.exit.borrow().is_none() {
-            crate::process::kill_group(self.shared.pid);
+        // Never leave an agent running behind a dropped handle (the reader
+        // task keeps the peer alive while the agent's output is open).
+        if self.shared.peer.exit_status().is_none() {
+            self.shared.peer.kill();
         }
     }
 }

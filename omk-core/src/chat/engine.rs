@@ -370,6 +370,7 @@ impl ChatEngine {
             // The person at the prompt is right there: the model asks in
             // its answer instead of through a dismissed question.
             questions: false,
+            mcp_servers: Vec::new(),
         };
         let runtime = self.omk.runtime()?;
         let (tx, mut notices) = agent::notice_channel();
@@ -690,6 +691,7 @@ fn notice_record(n: &AgentNotice) -> (String, Value) {
             "protocol_violation".into(),
             json!({ "line": line, "reason": reason }),
         ),
+        AgentNotice::StrayOutput { line } => ("stray_output".into(), json!({ "line": line })),
     }
 }
 
@@ -735,6 +737,11 @@ fn event_record(e: &WireEvent) -> (String, Value) {
         } => (
             "ApprovalResponse",
             json!({ "request_id": request_id, "response": response }),
+        ),
+        WireEvent::Plan { entries } => ("plan", json!({ "entries": entries })),
+        WireEvent::ContextUsage { used, size, cost } => (
+            "usage_update",
+            json!({ "used": used, "size": size, "cost": cost }),
         ),
         WireEvent::Subagent { agent_id, event } => {
             let (k, p) = event_record(event);

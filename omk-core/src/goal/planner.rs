@@ -189,6 +189,7 @@ pub fn turn_until(
         start_timeout: Duration::from_secs(config.agent.start_timeout_secs.max(1)),
         // The planner asks for decisions in its JSON answer instead.
         questions: false,
+        mcp_servers: Vec::new(),
     };
     let lease = Duration::from_secs(config.team.lease_secs.max(1));
     let grace = Duration::from_secs(config.team.stop_grace_secs);

@@ -384,6 +384,7 @@ impl RunContext {
             // Let workers ask: the question is dismissed (the team runs
             // unattended) but recorded, and a goal stops on it for a human.
             questions: true,
+            mcp_servers: Vec::new(),
         }
     }
 }

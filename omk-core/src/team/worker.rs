@@ -280,6 +280,11 @@ impl Worker {
                     let why = format!("the agent stopped at its step limit ({steps} steps)");
                     self.ctx.attempt_failed(i, &self.id, &why, tokens);
                 }
+                TurnStatus::Stopped { reason } => {
+                    self.ctx.count(&[(Counter::AskErrors, 1)]);
+                    let why = format!("the agent stopped the turn without finishing: {reason}");
+                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                }
                 TurnStatus::Error { code, message } => {
                     self.ctx.count(&[(Counter::AskErrors, 1)]);
                     let why = format!(
@@ -550,6 +555,9 @@ async fn pump_notices(
                     "request",
                     json!({ "type": kind, "answer": answer }),
                 );
+            }
+            AgentNotice::StrayOutput { line } => {
+                record(&transcript, "stray_output", json!({ "line": line }));
             }
             AgentNotice::ProtocolViolation { line, reason } => {
                 tally.violations.fetch_add(1, Ordering::Relaxed);
