@@ -52,6 +52,9 @@ pub enum Command {
     /// Run and control teams of agents.
     #[command(subcommand)]
     Team(TeamCommand),
+    /// Agent profiles: which agents omk can run, and whether they are installed.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Agent pool admission control.
     #[command(subcommand)]
     Pools(PoolsCommand),
@@ -88,6 +91,7 @@ impl Command {
             Command::Team(TeamCommand::Shutdown(a)) => a.json,
             Command::Team(TeamCommand::Supervise(_)) => false,
             Command::Pools(PoolsCommand::Status(a) | PoolsCommand::Cleanup(a)) => a.json,
+            Command::Agents(AgentsCommand::List(a)) => a.json,
             Command::Gates(GatesCommand::List(a)) => a.json,
             Command::Gates(GatesCommand::Run(a)) => a.json,
             Command::Gates(GatesCommand::Status(a)) => a.json,
@@ -101,6 +105,13 @@ impl Command {
             Command::Dashboard(_) => false,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// The profiles (built-in and `[agents.NAME]`), where each comes from,
+    /// and whether its executable is installed.
+    List(JsonArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +131,8 @@ pub enum TeamCommand {
 
 #[derive(Debug, Args)]
 pub struct TeamRunArgs {
-    /// Worker spec N:role, 1 <= N <= 64 (e.g. 3:executor).
+    /// Worker spec: N:role[@agent] terms joined by ',', 1 to 64 workers in
+    /// all (e.g. 3:executor, or 2:executor@claude,1:reviewer@kimi-acp).
     pub spec: String,
     /// What the team should achieve.
     pub task: String,
@@ -136,6 +148,10 @@ pub struct TeamRunArgs {
     /// Approval policy: reject-all, workdir-edits (default) or approve-all.
     #[arg(long, value_name = "POLICY")]
     pub approval: Option<String>,
+    /// Agent profile of spec terms without @agent, and of the planner turn
+    /// (default `[team] agent`).
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
     /// Pool to admit workers through (default from config: default).
     #[arg(long)]
     pub pool: Option<String>,

@@ -84,6 +84,9 @@ pub struct RunArgs {
     /// Approval policy of the goal's agents (reject-all, workdir-edits, approve-all).
     #[arg(long)]
     pub approval: Option<String>,
+    /// Agent profile (`omk agents list`); default `[team] agent`.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
     /// Return once the goal is created; the controller runs in the background.
     #[arg(long)]
     pub detach: bool,
@@ -240,6 +243,7 @@ pub fn run(omk: &Omk, global: &GlobalArgs, args: GoalArgs) -> omk_core::Result<O
                 budget_usd: a.budget_usd,
                 max_agents: a.max_agents,
                 approval: a.approval.clone(),
+                agent: a.agent.clone(),
                 detach: false,
             };
             let created = omk.goal_create(&req)?;

@@ -2,6 +2,7 @@
 //! parses its arguments, calls one operation, and renders the result as text
 //! or (with `--json`) as the operation's JSON document.
 
+mod agents;
 mod chat;
 mod cli;
 mod dashboard;
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::Doctor(args) => doctor::run(&omk, &args),
         Command::Team(cmd) => team::run(&omk, &cli.global, cmd),
         Command::Pools(cmd) => pools::run(&omk, cmd),
+        Command::Agents(cli::AgentsCommand::List(a)) => agents::list(&omk, a.json),
         Command::Gates(cmd) => gates::run(&omk, cmd),
         Command::Goal(cmd) => goal::run(&omk, &cli.global, cmd),
         Command::Chat(args) => chat::run(&omk, args),

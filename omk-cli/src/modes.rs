@@ -34,6 +34,9 @@ pub struct AutopilotRunArgs {
     /// Approval policy of the agents (default from config).
     #[arg(long)]
     pub approval: Option<String>,
+    /// Agent profile (`omk agents list`); default `[team] agent`.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
     /// Print the final state as JSON.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +66,9 @@ pub struct RalphRunArgs {
     /// Approval policy of the agent (default from config).
     #[arg(long)]
     pub approval: Option<String>,
+    /// Agent profile (`omk agents list`); default `[team] agent`.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
     /// Print the final state as JSON.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +142,7 @@ pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> 
                 name: Some(name),
                 max_agents: Some(a.max_agents),
                 approval: a.approval,
+                agent: a.agent,
             })?;
             if a.json {
                 print_doc(&s);
@@ -202,6 +209,7 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
                 max_iterations: Some(a.max_iterations),
                 name: Some(name),
                 approval: a.approval,
+                agent: a.agent,
             })?;
             if a.json {
                 print_doc(&s);

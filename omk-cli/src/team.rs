@@ -79,6 +79,7 @@ fn request(args: &TeamRunArgs) -> TeamRunRequest {
         pool: args.pool.clone(),
         detach: false,
         no_gates: args.no_gates,
+        agent: args.agent.clone(),
     }
 }
 

@@ -21,6 +21,14 @@ pub enum AgentProtocol {
 }
 
 impl AgentProtocol {
+    /// `wire` or `acp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentProtocol::Wire => "wire",
+            AgentProtocol::Acp => "acp",
+        }
+    }
+
     fn parse(s: &str) -> Option<AgentProtocol> {
         match s {
             "wire" => Some(AgentProtocol::Wire),
@@ -30,16 +38,18 @@ impl AgentProtocol {
     }
 }
 
-/// `[agent]`: which agent to run and how.
+/// `[agent]`: settings shared by every agent, and overrides of the default
+/// agent profile (`[team] agent`, see [`crate::agents`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Executable name or path (`$OMK_KIMI_BIN` overrides). Default `kimi`.
-    pub bin: String,
-    /// Extra arguments appended after omk's own (`$OMK_KIMI_ARGS` adds more).
+    /// Replaces the default profile's executable (`$OMK_KIMI_BIN` overrides).
+    pub bin: Option<String>,
+    /// Appended to the default profile's arguments (`$OMK_KIMI_ARGS` adds more).
     pub args: Vec<String>,
-    /// `wire` or `acp` (`$OMK_AGENT_PROTOCOL` overrides).
-    pub protocol: AgentProtocol,
+    /// Replaces the default profile's protocol, `wire` or `acp`
+    /// (`$OMK_AGENT_PROTOCOL` overrides).
+    pub protocol: Option<AgentProtocol>,
     /// Seconds to wait for `<agent> --version` before calling it unhealthy.
     pub version_timeout_secs: u64,
     /// Seconds an agent may take to start and answer `initialize`.
@@ -53,9 +63,9 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            bin: "kimi".into(),
+            bin: None,
             args: Vec::new(),
-            protocol: AgentProtocol::Wire,
+            protocol: None,
             version_timeout_secs: 10,
             start_timeout_secs: 60,
             approval_policy: "workdir-edits".into(),
@@ -99,6 +109,8 @@ pub struct TeamConfig {
     pub max_subtasks: usize,
     /// The pool team workers are admitted through.
     pub pool: String,
+    /// The agent profile workers run when a spec term names none (`kimi`).
+    pub agent: String,
 }
 
 impl Default for TeamConfig {
@@ -111,8 +123,30 @@ impl Default for TeamConfig {
             stop_grace_secs: 5,
             max_subtasks: 64,
             pool: "default".into(),
+            agent: "kimi".into(),
         }
     }
+}
+
+/// `[agents.NAME]`: a named way to start an agent (docs/agents.md). A
+/// profile with the name of a built-in one replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentProfileConfig {
+    /// The executable and its fixed arguments, e.g. `["kimi", "acp"]`.
+    pub command: Vec<String>,
+    /// `wire` or `acp`.
+    pub protocol: AgentProtocol,
+    /// More arguments, after `command`'s.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables for the agent process.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Seconds the agent may take to start (default `[agent]
+    /// start_timeout_secs`).
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
 }
 
 /// `[pools.NAME]`: admission limits (DESIGN.md §8).
@@ -191,6 +225,8 @@ pub struct Config {
     pub goal: GoalConfig,
     /// Pools by name; `default` always exists.
     pub pools: std::collections::BTreeMap<String, PoolConfig>,
+    /// Agent profiles by name, beside (or replacing) the built-in ones.
+    pub agents: std::collections::BTreeMap<String, AgentProfileConfig>,
     /// The files that were found and merged, earliest first.
     #[serde(skip)]
     pub sources: Vec<PathBuf>,
@@ -275,12 +311,23 @@ impl Config {
             return Err(Error::invalid("[team] max_attempts must be at least 1"));
         }
         crate::paths::validate_name("pool name", &self.team.pool)?;
+        for (name, profile) in &self.agents {
+            crate::paths::validate_name("agent profile name", name)
+                .map_err(|e| Error::invalid(format!("[agents.{name}]: {e}")))?;
+            if profile.command.first().is_none_or(|c| c.trim().is_empty()) {
+                return Err(Error::invalid(format!(
+                    "[agents.{name}] command must name an executable, e.g. [\"kimi\", \"acp\"]"
+                )));
+            }
+        }
+        crate::paths::validate_name("agent profile name", &self.team.agent)
+            .map_err(|e| Error::invalid(format!("[team] agent: {e}")))?;
         Ok(())
     }
 
     fn apply_env(&mut self) -> Result<()> {
         if let Some(bin) = non_empty_env("OMK_KIMI_BIN") {
-            self.agent.bin = bin;
+            self.agent.bin = Some(bin);
         }
         if let Some(args) = non_empty_env("OMK_KIMI_ARGS") {
             let words = shell_words::split(&args)
@@ -288,11 +335,11 @@ impl Config {
             self.agent.args.extend(words);
         }
         if let Some(p) = non_empty_env("OMK_AGENT_PROTOCOL") {
-            self.agent.protocol = AgentProtocol::parse(&p).ok_or_else(|| {
+            self.agent.protocol = Some(AgentProtocol::parse(&p).ok_or_else(|| {
                 Error::invalid(format!(
                     "OMK_AGENT_PROTOCOL={p:?}: expected \"wire\" or \"acp\""
                 ))
-            })?;
+            })?);
         }
         Ok(())
     }
@@ -358,7 +405,7 @@ mod tests {
         assert_eq!(c.health.min_free_disk_mb, 1);
         assert_eq!(c.sources, vec![a, b]);
         if std::env::var_os("OMK_KIMI_BIN").is_none() {
-            assert_eq!(c.agent.bin, "b");
+            assert_eq!(c.agent.bin.as_deref(), Some("b"));
         }
     }
 

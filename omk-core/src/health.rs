@@ -211,7 +211,13 @@ impl Document for AgentProbe {
 }
 
 fn check_agent(paths: &StatePaths, cfg: &Config) -> Check {
-    let bin = &cfg.agent.bin;
+    // The default profile's executable (`[team] agent`, with the `[agent]`
+    // and OMK_KIMI_BIN overrides); a profile name that does not exist
+    // leaves the built-in `kimi` command.
+    let bin = crate::agents::get(cfg, crate::agents::default_name(cfg))
+        .map(|p| p.command[0].clone())
+        .unwrap_or_else(|_| "kimi".into());
+    let bin = &bin;
     let Some(path) = resolve_agent_bin(bin) else {
         return Check::new(
             "kimi",
@@ -237,6 +243,118 @@ fn check_agent(paths: &StatePaths, cfg: &Config) -> Check {
     }
 }
 
+/// One check per profile `doctor` looks at ([`crate::agents::checked`]),
+/// named `agent:NAME`: the executable found; for Wire its `--version`; for
+/// ACP an `initialize` handshake (in a scratch directory, within the
+/// profile's start timeout) reporting `agentInfo` and `protocolVersion`.
+pub fn check_profiles(
+    paths: &StatePaths,
+    cfg: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Vec<Check> {
+    crate::agents::checked(cfg)
+        .iter()
+        .map(|p| check_profile(paths, cfg, p, rt))
+        .collect()
+}
+
+fn check_profile(
+    paths: &StatePaths,
+    cfg: &Config,
+    profile: &crate::agents::Profile,
+    rt: &tokio::runtime::Runtime,
+) -> Check {
+    let name = format!("agent:{}", profile.name);
+    let protocol = profile.protocol.as_str();
+    let resolved = match profile.resolve(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            return Check::new(
+                &name,
+                CheckStatus::Error,
+                e.to_string(),
+                json!({ "protocol": protocol, "command": profile.command, "installed": false }),
+            )
+        }
+    };
+    let path = resolved.program.clone();
+    match resolved.protocol {
+        crate::config::AgentProtocol::Wire => {
+            let timeout = Duration::from_secs(cfg.agent.version_timeout_secs.max(1));
+            match probe_version(paths, &path, timeout) {
+                Ok((v, cached)) => Check::new(
+                    &name,
+                    CheckStatus::Ok,
+                    v.clone(),
+                    json!({ "protocol": protocol, "path": path, "installed": true,
+                            "version": v, "cached": cached }),
+                ),
+                Err(why) => Check::new(
+                    &name,
+                    CheckStatus::Error,
+                    format!("{} --version: {why}", path.display()),
+                    json!({ "protocol": protocol, "path": path, "installed": true }),
+                ),
+            }
+        }
+        crate::config::AgentProtocol::Acp => {
+            let scratch = match tempfile_dir(paths) {
+                Ok(d) => d,
+                Err(e) => return Check::new(&name, CheckStatus::Error, e, json!({ "path": path })),
+            };
+            let spec = crate::agent::AgentSpec {
+                program: path.clone(),
+                extra_args: resolved.args.clone(),
+                work_dir: scratch.clone(),
+                env: resolved.env.clone(),
+                protocol: resolved.protocol,
+                policy: crate::agent::ApprovalPolicy {
+                    kind: crate::agent::PolicyKind::RejectAll,
+                    ..Default::default()
+                },
+                start_timeout: resolved.start_timeout().min(Duration::from_secs(30)),
+                questions: false,
+                mcp_servers: Vec::new(),
+            };
+            let shaken = rt.block_on(crate::agent::acp::AcpAgent::handshake(&spec));
+            let _ = std::fs::remove_dir_all(&scratch);
+            match shaken {
+                Ok(info) => Check::new(
+                    &name,
+                    CheckStatus::Ok,
+                    format!(
+                        "{} {} (ACP protocol {})",
+                        info.name.as_deref().unwrap_or("ACP agent"),
+                        info.version.as_deref().unwrap_or("(no version)"),
+                        info.protocol_version
+                    ),
+                    json!({ "protocol": protocol, "path": path, "installed": true,
+                            "agent_info": { "name": info.name, "version": info.version },
+                            "protocol_version": info.protocol_version,
+                            "load_session": info.load_session }),
+                ),
+                Err(e) => Check::new(
+                    &name,
+                    CheckStatus::Error,
+                    format!("ACP initialize with {}: {e}", path.display()),
+                    json!({ "protocol": protocol, "path": path, "installed": true }),
+                ),
+            }
+        }
+    }
+}
+
+/// A fresh scratch directory under the state root's cache.
+fn tempfile_dir(paths: &StatePaths) -> Result<PathBuf, String> {
+    let dir = paths.cache_dir().join(format!(
+        "probe-{}-{}",
+        std::process::id(),
+        crate::ids::random_hex(4)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 /// `<bin> --version`, cached per executable identity so health polls do not
 /// spawn a process each time. Returns (first output line, from cache).
 fn probe_version(
@@ -249,7 +367,17 @@ fn probe_version(
         meta.size(),
         i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
     );
-    let cache_file = paths.cache_dir().join("agent-version.json");
+    // One cache file per executable path.
+    let key = path
+        .display()
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let cache_file = paths
+        .cache_dir()
+        .join(format!("agent-version-{key:016x}.json"));
     if let Ok(Some(c)) = store::read_doc::<AgentProbe>(&cache_file) {
         let fresh = (Utc::now() - c.probed_at)
             .to_std()
@@ -339,7 +467,7 @@ mod tests {
 
     fn cfg_with_bin(bin: &Path, timeout: u64) -> Config {
         let mut c = Config::default();
-        c.agent.bin = bin.display().to_string();
+        c.agent.bin = Some(bin.display().to_string());
         c.agent.version_timeout_secs = timeout;
         c
     }

@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod agent;
+pub mod agents;
 pub mod chat;
 pub mod config;
 pub mod error;
@@ -144,7 +145,20 @@ impl Omk {
     /// Doctor report: `{"status": "healthy"|"unhealthy", "healthy", "checks"}`.
     /// Finding issues is a result, not an error.
     pub fn doctor(&self) -> Result<Value> {
-        Ok(health::doctor_report(&self.checks()))
+        let mut checks = self.checks();
+        // Each configured profile (and the default): found, and for ACP an
+        // `initialize` handshake. Not in `health`: a poll must not start agents.
+        if let Ok(config) = self.inner.config.as_ref() {
+            let rt = self.runtime()?;
+            checks.extend(health::check_profiles(&self.inner.paths, config, rt));
+        }
+        Ok(health::doctor_report(&checks))
+    }
+
+    /// `agents list`: every agent profile, where it comes from, and
+    /// whether its executable is installed.
+    pub fn agents_list(&self) -> Result<Value> {
+        Ok(agents::list(self.config()?))
     }
 
     fn checks(&self) -> Vec<health::Check> {

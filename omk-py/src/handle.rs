@@ -143,7 +143,11 @@ impl PyOmk {
     /// ``"Planning"``) at once while a background thread of this process
     /// runs the team: the process must outlive the run. Follow it with
     /// ``team_status`` or ``team_events(name, follow=True)``.
-    #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false))]
+    ///
+    /// ``spec`` is ``N:role[@agent]`` terms joined by ``,`` (for example
+    /// ``"2:executor@claude,1:reviewer@kimi-acp"``); ``agent`` is the
+    /// profile of terms without ``@agent`` (default ``[team] agent``).
+    #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false, agent=None))]
     #[allow(clippy::too_many_arguments)]
     fn team_run(
         &self,
@@ -157,6 +161,7 @@ impl PyOmk {
         pool: Option<String>,
         detach: bool,
         no_gates: bool,
+        agent: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let request = TeamRunRequest {
             spec,
@@ -168,6 +173,7 @@ impl PyOmk {
             pool,
             detach,
             no_gates,
+            agent,
         };
         let doc = self.run_team(py, request)?;
         doc_to_py(py, &doc)
@@ -315,7 +321,8 @@ impl PyOmk {
     /// attribute (continue it with ``goal_resume``). With ``detach=True`` it
     /// returns the created goal at once while a thread of this process runs
     /// the controller.
-    #[pyo3(signature = (outcome, *, until_ready=false, budget_time=None, budget_tokens=None, budget_usd=None, max_agents=None, approval=None, detach=false))]
+    /// ``agent`` names the agent profile of the goal's planner and teams.
+    #[pyo3(signature = (outcome, *, until_ready=false, budget_time=None, budget_tokens=None, budget_usd=None, max_agents=None, approval=None, detach=false, agent=None))]
     #[allow(clippy::too_many_arguments)]
     fn goal_run(
         &self,
@@ -328,6 +335,7 @@ impl PyOmk {
         max_agents: Option<u32>,
         approval: Option<String>,
         detach: bool,
+        agent: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let request = GoalRunRequest {
             outcome,
@@ -338,6 +346,7 @@ impl PyOmk {
             max_agents,
             approval,
             detach,
+            agent,
         };
         if detach {
             let state = blocking(py, "goal_run", || self.inner.goal_run(&request))?;
@@ -487,7 +496,7 @@ impl PyOmk {
     /// workers of the execution team (default 2). Blocks with the GIL
     /// released; on Ctrl-C the run is stopped and ``omk.CancelledError`` is
     /// raised with the run id in its ``run`` attribute.
-    #[pyo3(signature = (task, *, name=None, max_agents=None, approval=None))]
+    #[pyo3(signature = (task, *, name=None, max_agents=None, approval=None, agent=None))]
     fn autopilot_run(
         &self,
         py: Python<'_>,
@@ -495,6 +504,7 @@ impl PyOmk {
         name: Option<String>,
         max_agents: Option<u32>,
         approval: Option<String>,
+        agent: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let id = name.unwrap_or_else(omk_core::modes::autopilot::new_id);
         let request = omk_core::modes::autopilot::AutopilotRequest {
@@ -502,6 +512,7 @@ impl PyOmk {
             name: Some(id.clone()),
             max_agents,
             approval,
+            agent,
         };
         self.run_stoppable(
             py,
@@ -535,7 +546,7 @@ impl PyOmk {
     /// (``"exhausted"``); returns the final state. Blocks with the GIL
     /// released; on Ctrl-C the loop is stopped and ``omk.CancelledError``
     /// is raised with the run id in its ``run`` attribute.
-    #[pyo3(signature = (task, *, max_iterations=None, name=None, approval=None))]
+    #[pyo3(signature = (task, *, max_iterations=None, name=None, approval=None, agent=None))]
     fn ralph_run(
         &self,
         py: Python<'_>,
@@ -543,6 +554,7 @@ impl PyOmk {
         max_iterations: Option<u32>,
         name: Option<String>,
         approval: Option<String>,
+        agent: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let id = name.unwrap_or_else(omk_core::modes::ralph::new_id);
         let request = omk_core::modes::ralph::RalphRequest {
@@ -550,6 +562,7 @@ impl PyOmk {
             max_iterations,
             name: Some(id.clone()),
             approval,
+            agent,
         };
         self.run_stoppable(
             py,

@@ -68,6 +68,29 @@ class TaskEntry(TypedDict):
     errors: list[str]
     started_at: str | None
     finished_at: str | None
+    agent: NotRequired[str]
+    """The agent profile of the worker that ran the last attempt."""
+
+class WorkerEntry(TypedDict):
+    """One worker of a team: its role and agent profile."""
+
+    id: str
+    role: str
+    agent: str
+
+class Cost(TypedDict):
+    amount: float
+    currency: str
+
+class AgentUsage(TypedDict):
+    """What one agent profile used in a team run."""
+
+    protocol: Literal["wire", "acp"]
+    workers: int
+    tokens: int
+    output_tokens: int
+    cost: NotRequired[Cost]
+    """Only when the agent reports cost (ACP)."""
 
 class TeamDoc(TypedDict):
     """A team document (``omk team status NAME --json``). Timestamps are
@@ -92,6 +115,9 @@ class TeamDoc(TypedDict):
     tokens: int
     output_tokens: int
     reason: str | None
+    workers: list[WorkerEntry]
+    agents: dict[str, AgentUsage]
+    """Usage by agent profile, the planner turn included."""
 
 class ShutdownOutcome(TeamDoc):
     """``team_shutdown``: the team document after the request, plus what
@@ -675,6 +701,7 @@ class Omk:
         pool: str | None = None,
         detach: bool = False,
         no_gates: bool = False,
+        agent: str | None = None,
     ) -> TeamDoc:
         """Run a team to its end (or, with ``detach``, start it on a background
         thread of this process) and return its team document. Ctrl-C shuts the
@@ -700,6 +727,7 @@ class Omk:
         max_agents: int | None = None,
         approval: str | None = None,
         detach: bool = False,
+        agent: str | None = None,
     ) -> GoalState:
         """Create a goal and run its controller until it stops. Ctrl-C pauses
         the goal and raises ``CancelledError`` (its ``goal`` attribute)."""
@@ -733,6 +761,7 @@ class Omk:
         name: str | None = None,
         max_agents: int | None = None,
         approval: str | None = None,
+        agent: str | None = None,
     ) -> AutopilotState:
         """Expansion, Planning, Execution, QA, Validation; ``complete`` only
         when the gates passed on the final tree. Ctrl-C stops the run and
@@ -747,6 +776,7 @@ class Omk:
         max_iterations: int | None = None,
         name: str | None = None,
         approval: str | None = None,
+        agent: str | None = None,
     ) -> RalphState:
         """Agent turn, gates, failures fed back, until the gates pass or
         ``max_iterations``. Ctrl-C stops the loop and raises

@@ -33,6 +33,9 @@ pub struct ChatArgs {
     /// sets it, else ask on a terminal and workdir-edits otherwise.
     #[arg(long, value_name = "MODE")]
     pub approval: Option<String>,
+    /// Agent profile (`omk agents list`); default `[team] agent`.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
     /// Theme recorded in the session: `default`, or `plain` (no colour).
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub theme: String,
@@ -117,6 +120,7 @@ pub fn run(omk: &Omk, args: ChatArgs) -> omk_core::Result<Outcome> {
         session,
         approval,
         theme: args.theme.clone(),
+        agent: args.agent.clone(),
     };
     repl::Repl::run(omk, options, term, interrupts)
 }

@@ -304,6 +304,7 @@ impl<'a> Repl<'a> {
             session: id,
             approval: self.engine.approval(),
             theme: self.engine.meta().theme.clone(),
+            agent: self.engine.agent().map(str::to_owned),
         };
         let engine = match self.omk.chat_open(options) {
             Ok(e) => e,

@@ -30,11 +30,12 @@ use serde_json::{json, Value};
 
 use super::frame;
 
-/// `omk_team_run` parameters (API.md, plus `detach`).
+/// `omk_team_run` parameters (API.md, plus `detach` and `agent`).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamRunParams {
-    /// Worker spec, for example 3:executor.
+    /// Worker spec, for example 3:executor; N:role[@agent] terms joined by
+    /// ',' mix agents, e.g. 2:executor@claude,1:reviewer@kimi-acp.
     pub spec: String,
     /// Task description.
     pub task: String,
@@ -44,6 +45,9 @@ pub struct TeamRunParams {
     /// Return as soon as the team is prepared; it runs on in the server.
     #[serde(default)]
     pub detach: bool,
+    /// Agent profile of spec terms without @agent (default: [team] agent).
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 /// `omk_team_run` result: the API.md fields, the team's name and document.
@@ -266,6 +270,7 @@ impl OmkServer {
             task: p.task.clone(),
             name: p.name.clone(),
             detach: p.detach,
+            agent: p.agent.clone(),
             ..Default::default()
         };
         let failed = |e: omk_core::Error| {

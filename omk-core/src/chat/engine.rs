@@ -93,6 +93,8 @@ pub struct ChatOptions {
     pub approval: ApprovalMode,
     /// Recorded in `meta.json` of a new session.
     pub theme: String,
+    /// The agent profile to chat with; default `[team] agent`.
+    pub agent: Option<String>,
 }
 
 impl Default for ChatOptions {
@@ -101,6 +103,7 @@ impl Default for ChatOptions {
             session: None,
             approval: ApprovalMode::Policy(PolicyKind::WorkdirEdits),
             theme: "default".into(),
+            agent: None,
         }
     }
 }
@@ -201,6 +204,8 @@ pub struct ChatEngine {
     _lock: FileLock,
     work_dir: PathBuf,
     approval: ApprovalMode,
+    /// The agent profile (`None`: the default one).
+    agent: Option<String>,
     live: Option<Live>,
     /// Earlier conversation to send with the next prompt.
     context: Option<String>,
@@ -222,6 +227,11 @@ impl std::fmt::Debug for ChatEngine {
 }
 
 impl ChatEngine {
+    /// The agent profile this chat runs (`None`: the default one).
+    pub fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
     /// Open (or create) the session, claim it, and start its agent.
     pub fn open(omk: &Omk, options: ChatOptions) -> Result<ChatEngine> {
         if options.approval == ApprovalMode::Policy(PolicyKind::Host) && omk.approver().is_none() {
@@ -249,6 +259,7 @@ impl ChatEngine {
             _lock: lock,
             work_dir,
             approval: options.approval,
+            agent: options.agent.clone(),
             live: None,
             context: None,
             resume: Resume::New,
@@ -320,19 +331,15 @@ impl ChatEngine {
 
     fn start_agent(&mut self) -> Result<()> {
         let config = self.omk.config()?;
-        let program = crate::health::resolve_agent_bin(&config.agent.bin).ok_or_else(|| {
-            Error::Agent(format!(
-                "agent executable {:?} not found (install kimi-cli, or set [agent] bin or OMK_KIMI_BIN)",
-                config.agent.bin
-            ))
-        })?;
+        let resolved = crate::agents::resolve(config, self.agent.as_deref())?;
+        let program = resolved.program.clone();
         let id = self.session.meta().id.clone();
         let mut extra_args = Vec::new();
-        if config.agent.protocol == AgentProtocol::Wire {
+        if resolved.protocol == AgentProtocol::Wire {
             // kimi reopens (or creates) its own session under this id.
             extra_args.extend(["--session".to_string(), id.clone()]);
         }
-        extra_args.extend(config.agent.args.iter().cloned());
+        extra_args.extend(resolved.args.iter().cloned());
         let (approval_tx, mut approvals) = unbounded_channel::<PendingApproval>();
         let policy = match self.approval {
             ApprovalMode::Ask => {
@@ -363,10 +370,10 @@ impl ChatEngine {
             program: program.clone(),
             extra_args,
             work_dir: self.work_dir.clone(),
-            env: Vec::new(),
-            protocol: config.agent.protocol,
+            env: resolved.env.clone(),
+            protocol: resolved.protocol,
             policy,
-            start_timeout: Duration::from_secs(config.agent.start_timeout_secs.max(1)),
+            start_timeout: resolved.start_timeout(),
             // The person at the prompt is right there: the model asks in
             // its answer instead of through a dismissed question.
             questions: false,

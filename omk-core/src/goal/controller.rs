@@ -256,8 +256,15 @@ impl Controller<'_> {
                 state::load_state(&self.dir, &self.id)
                     .is_ok_and(|s| matches!(s.status, Status::Paused | Status::Cancelled))
             };
-            let turn =
-                planner::turn_until(self.omk.runtime()?, &cfg, &project, &prompt, &interrupted);
+            let agent = state::load_controller(&self.dir)?.agent;
+            let turn = planner::turn_until(
+                self.omk.runtime()?,
+                &cfg,
+                &project,
+                &prompt,
+                agent.as_deref(),
+                &interrupted,
+            );
             let turn = match turn {
                 Ok(t) => t,
                 Err(Error::Cancelled(_)) => return Ok(Step::Stop),
@@ -449,6 +456,7 @@ impl Controller<'_> {
             pool: None,
             detach: false,
             no_gates: true,
+            agent: c.agent.clone(),
         };
         let result = self.omk.team_run(&request);
         state::update_controller(&self.dir, |c| {
@@ -896,11 +904,16 @@ pub fn lock(dir: &Path, id: &str) -> Result<store::FileLock> {
     })
 }
 
-pub(super) fn new_controller(project: &Path, approval: Option<String>) -> ControllerState {
+pub(super) fn new_controller(
+    project: &Path,
+    approval: Option<String>,
+    agent: Option<String>,
+) -> ControllerState {
     ControllerState {
         version: 1,
         project_dir: project.to_path_buf(),
         approval,
+        agent,
         iteration: 0,
         teams: Vec::new(),
         active_team: None,

@@ -56,6 +56,8 @@ pub struct GoalRunRequest {
     pub max_agents: Option<u32>,
     /// Approval policy of the goal's agents (default: the configured one).
     pub approval: Option<String>,
+    /// Agent profile of the goal's planner and teams (default `[team] agent`).
+    pub agent: Option<String>,
     /// Return once the goal is created; the controller runs on.
     pub detach: bool,
 }
@@ -201,12 +203,7 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
         crate::agent::PolicyKind::parse(p)?;
     }
     let config = omk.config()?;
-    crate::health::resolve_agent_bin(&config.agent.bin).ok_or_else(|| {
-        Error::Agent(format!(
-            "agent executable {:?} not found (set [agent] bin or OMK_KIMI_BIN)",
-            config.agent.bin
-        ))
-    })?;
+    crate::agents::resolve(config, req.agent.as_deref())?;
     let id = new_goal_id();
     let dir = omk.paths().goal_dir(&id)?;
     store::ensure_dir(&dir)?;
@@ -245,7 +242,7 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
     let project = omk.project_dir().to_path_buf();
     store::write_doc(
         &state::ControllerState::file(&dir),
-        &controller::new_controller(&project, req.approval.clone()),
+        &controller::new_controller(&project, req.approval.clone(), req.agent.clone()),
     )?;
     store::write_doc(&snapshot::baseline_file(&dir), &snapshot::take(&project))?;
     // goal.json last: a goal is listed only once it is complete on disk.

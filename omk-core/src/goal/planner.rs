@@ -157,7 +157,7 @@ pub fn turn(
     work_dir: &std::path::Path,
     prompt: &str,
 ) -> Result<TurnResult> {
-    turn_until(runtime, config, work_dir, prompt, &|| false)
+    turn_until(runtime, config, work_dir, prompt, None, &|| false)
 }
 
 /// [`turn`], cancelled (`Error::Cancelled`) when `stop` turns true; it is
@@ -167,26 +167,22 @@ pub fn turn_until(
     config: &Config,
     work_dir: &std::path::Path,
     prompt: &str,
+    agent: Option<&str>,
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<TurnResult> {
-    let program = crate::health::resolve_agent_bin(&config.agent.bin).ok_or_else(|| {
-        Error::Agent(format!(
-            "agent executable {:?} not found (set [agent] bin or OMK_KIMI_BIN)",
-            config.agent.bin
-        ))
-    })?;
+    let resolved = crate::agents::resolve(config, agent)?;
     let spec = AgentSpec {
-        program,
-        extra_args: config.agent.args.clone(),
+        program: resolved.program.clone(),
+        extra_args: resolved.args.clone(),
         work_dir: work_dir.to_path_buf(),
-        env: Vec::new(),
-        protocol: config.agent.protocol,
+        env: resolved.env.clone(),
+        protocol: resolved.protocol,
         policy: ApprovalPolicy {
             kind: PolicyKind::RejectAll,
             allow_commands: Vec::new(),
             host: None,
         },
-        start_timeout: Duration::from_secs(config.agent.start_timeout_secs.max(1)),
+        start_timeout: resolved.start_timeout(),
         // The planner asks for decisions in its JSON answer instead.
         questions: false,
         mcp_servers: Vec::new(),

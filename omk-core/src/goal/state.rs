@@ -175,6 +175,9 @@ pub struct ControllerState {
     pub project_dir: PathBuf,
     /// Approval policy for the goal's agents (`None`: the configured one).
     pub approval: Option<String>,
+    /// Agent profile of the goal's planner and teams (`None`: the default).
+    #[serde(default)]
+    pub agent: Option<String>,
     /// Completed controller iterations.
     pub iteration: u32,
     /// Every team the goal started, in order (their token use counts).
@@ -237,6 +240,7 @@ pub fn update_controller<R>(
             version: 0,
             project_dir: PathBuf::new(),
             approval: None,
+            agent: None,
             iteration: 0,
             teams: Vec::new(),
             active_team: None,

@@ -59,6 +59,8 @@ pub struct AutopilotRequest {
     pub max_agents: Option<u32>,
     /// Approval policy of the agents; default from config.
     pub approval: Option<String>,
+    /// Agent profile of every turn and team; default `[team] agent`.
+    pub agent: Option<String>,
 }
 
 /// `autopilot/<id>/state.json`. The first five fields are the API.md
@@ -80,6 +82,9 @@ pub struct AutopilotState {
     pub reason: Option<String>,
     pub max_agents: u32,
     pub approval: Option<String>,
+    /// The agent profile (`None`: the default).
+    #[serde(default)]
+    pub agent: Option<String>,
     /// The team running now.
     pub active_team: Option<String>,
     /// Every team the run started.
@@ -170,6 +175,7 @@ struct Pilot<'a> {
     project: PathBuf,
     max_agents: u32,
     approval: Option<String>,
+    agent: Option<String>,
     gates: GateSet,
 }
 
@@ -195,7 +201,7 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
     if let Some(a) = &request.approval {
         crate::agent::PolicyKind::parse(a)?;
     }
-    omk.config()?;
+    crate::agents::resolve(omk.config()?, request.agent.as_deref())?;
     let gates = super::require_gates(omk, "autopilot")?;
     let id = super::new_id("ap", WHAT, request.name.as_deref())?;
     let dir = super::create_run_dir(omk.paths(), MODE, WHAT, &id)?;
@@ -216,6 +222,7 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
         reason: None,
         max_agents,
         approval: request.approval.clone(),
+        agent: request.agent.clone(),
         active_team: None,
         teams: Vec::new(),
         tokens: 0,
@@ -233,6 +240,7 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
         project: state.project_dir.clone(),
         max_agents,
         approval: request.approval.clone(),
+        agent: request.agent.clone(),
         gates,
     };
     let (status, reason) = match pilot.fly() {
@@ -347,12 +355,12 @@ impl Pilot<'_> {
         let runtime = self.omk.runtime()?;
         let config = self.omk.config()?;
         let stop = || super::stop_requested(&self.dir);
-        let turn = planner::turn_until(runtime, config, &self.project, prompt, &stop).map_err(
-            |e| match e {
+        let agent = self.agent.as_deref();
+        let turn = planner::turn_until(runtime, config, &self.project, prompt, agent, &stop)
+            .map_err(|e| match e {
                 Error::Cancelled(_) => End(RunStatus::Stopped, "stopped on request".into()),
                 e => End(RunStatus::Failed, format!("the {what} turn failed: {e}")),
-            },
-        )?;
+            })?;
         self.add_tokens(turn.usage.input_tokens + turn.usage.output_tokens)?;
         Ok(turn.text)
     }
@@ -527,6 +535,7 @@ impl Pilot<'_> {
             pool: None,
             detach: false,
             no_gates: true,
+            agent: self.agent.clone(),
         };
         let result = super::run_team_admitted(self.omk, &self.dir, request, |name| {
             update(&self.dir, |s| {

@@ -36,6 +36,8 @@ pub struct RalphRequest {
     pub name: Option<String>,
     /// Approval policy of the agent; default from config.
     pub approval: Option<String>,
+    /// Agent profile; default `[team] agent`.
+    pub agent: Option<String>,
 }
 
 /// `ralph/<id>/state.json`. The first five fields are the API.md
@@ -61,6 +63,9 @@ pub struct RalphState {
     /// Tokens the iterations' agents reported.
     pub tokens: u64,
     pub approval: Option<String>,
+    /// The agent profile of every iteration (`None`: the default).
+    #[serde(default)]
+    pub agent: Option<String>,
     pub iterations: Vec<RalphIteration>,
     /// The process running the loop.
     pub pid: Option<ProcessId>,
@@ -149,6 +154,7 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
     if let Some(a) = &request.approval {
         crate::agent::PolicyKind::parse(a)?;
     }
+    crate::agents::resolve(omk.config()?, request.agent.as_deref())?;
     let gates = super::require_gates(omk, "ralph")?;
     let id = super::new_id(MODE, WHAT, request.name.as_deref())?;
     let dir = super::create_run_dir(omk.paths(), MODE, WHAT, &id)?;
@@ -169,6 +175,7 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
         active_team: None,
         tokens: 0,
         approval: request.approval.clone(),
+        agent: request.agent.clone(),
         iterations: Vec::new(),
         pid: Some(ProcessId::current()),
     };
@@ -230,6 +237,7 @@ fn iterate(
             pool: None,
             detach: false,
             no_gates: true,
+            agent: start.agent.clone(),
         };
         let result = super::run_team_admitted(omk, dir, request, |name| {
             update(dir, |s| {

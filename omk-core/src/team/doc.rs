@@ -67,6 +67,31 @@ pub struct TaskEntry {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The agent profile of the worker that ran its last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// One worker of the team: its role and agent profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerEntry {
+    pub id: String,
+    pub role: String,
+    pub agent: String,
+}
+
+/// What one agent profile used in the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentUsage {
+    /// `wire` or `acp`.
+    pub protocol: String,
+    /// Workers that run it (the planner not counted).
+    pub workers: u32,
+    pub tokens: u64,
+    pub output_tokens: u64,
+    /// What the agent reported its turns cost, when it reports cost (ACP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::agent::protocol::Cost>,
 }
 
 impl TaskEntry {
@@ -82,6 +107,7 @@ impl TaskEntry {
             errors: Vec::new(),
             started_at: None,
             finished_at: None,
+            agent: None,
         }
     }
 }
@@ -114,6 +140,12 @@ pub struct TeamDoc {
     pub output_tokens: u64,
     /// Why the run failed, was shut down or was interrupted.
     pub reason: Option<String>,
+    /// Every worker with its role and agent profile.
+    #[serde(default)]
+    pub workers: Vec<WorkerEntry>,
+    /// Usage by agent profile (the planner's turn included).
+    #[serde(default)]
+    pub agents: std::collections::BTreeMap<String, AgentUsage>,
 }
 
 impl Document for TeamDoc {

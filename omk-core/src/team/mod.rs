@@ -22,8 +22,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use doc::{Phase, TaskEntry, TaskStatus, TeamDoc};
-pub use spec::WorkerSpec;
+pub use doc::{AgentUsage, Phase, TaskEntry, TaskStatus, TeamDoc, WorkerEntry};
+pub use spec::{TeamSpec, WorkerSpec};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -39,7 +39,8 @@ pub use worker::Heartbeat;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TeamRunRequest {
-    /// `N:role`, e.g. `3:executor`.
+    /// `N:role[@agent]` terms joined by `,`, e.g. `3:executor` or
+    /// `2:executor@claude,1:reviewer@kimi-acp`.
     pub spec: String,
     /// What the team should achieve.
     pub task: String,
@@ -57,6 +58,9 @@ pub struct TeamRunRequest {
     pub detach: bool,
     /// Skip the verification gates (the proof says so).
     pub no_gates: bool,
+    /// The agent profile of spec terms without `@agent` (and of the
+    /// planner turn); default `[team] agent`.
+    pub agent: Option<String>,
 }
 
 /// What the supervisor needs beyond the team document (`request.json`).
@@ -64,7 +68,10 @@ pub struct TeamRunRequest {
 pub(crate) struct StoredRequest {
     pub version: u32,
     pub subtasks: Vec<String>,
-    pub program: PathBuf,
+    /// Every agent profile the run uses, resolved when it was prepared.
+    pub agents: std::collections::BTreeMap<String, crate::agents::Resolved>,
+    /// The profile of the planner turn.
+    pub planner_agent: String,
     #[serde(default)]
     pub no_gates: bool,
 }
@@ -88,7 +95,7 @@ pub fn prepare(
     project: &Path,
     req: &TeamRunRequest,
 ) -> Result<TeamDoc> {
-    let spec = WorkerSpec::parse(&req.spec)?;
+    let spec = TeamSpec::parse(&req.spec)?;
     if req.task.trim().is_empty() {
         return Err(Error::InvalidInput("the task must not be empty".into()));
     }
@@ -97,7 +104,7 @@ pub fn prepare(
             validate_name("team name", n)?;
             n.clone()
         }
-        None => spec::default_team_name(&spec.role),
+        None => spec::default_team_name(&spec.groups[0].role),
     };
     let max = config.team.max_subtasks;
     if req.subtasks.len() > max {
@@ -133,12 +140,49 @@ pub fn prepare(
             workdir.display()
         )));
     }
-    let program = crate::health::resolve_agent_bin(&config.agent.bin).ok_or_else(|| {
-        Error::Agent(format!(
-            "agent executable {:?} not found; install kimi-cli or set OMK_KIMI_BIN",
-            config.agent.bin
-        ))
-    })?;
+    if let Some(a) = &req.agent {
+        validate_name("agent profile", a)?;
+    }
+    let default_agent = req
+        .agent
+        .clone()
+        .unwrap_or_else(|| crate::agents::default_name(config).to_string());
+    let mut workers = Vec::new();
+    for g in &spec.groups {
+        let agent = g.agent.clone().unwrap_or_else(|| default_agent.clone());
+        for _ in 0..g.count {
+            workers.push(WorkerEntry {
+                id: format!("w{}", workers.len() + 1),
+                role: g.role.clone(),
+                agent: agent.clone(),
+            });
+        }
+    }
+    let planner_agent = workers[0].agent.clone();
+    // Every profile known before anything is written, then every
+    // executable found.
+    let mut agents = std::collections::BTreeMap::new();
+    for w in &workers {
+        if !agents.contains_key(&w.agent) {
+            agents.insert(w.agent.clone(), crate::agents::get(config, &w.agent)?);
+        }
+    }
+    let agents = agents
+        .into_iter()
+        .map(|(name, p)| Ok((name, p.resolve(config)?)))
+        .collect::<Result<std::collections::BTreeMap<_, _>>>()?;
+    let usage = agents
+        .iter()
+        .map(|(name, r)| {
+            let n = workers.iter().filter(|w| &w.agent == name).count();
+            let u = AgentUsage {
+                protocol: r.protocol.as_str().to_string(),
+                workers: n as u32,
+                ..AgentUsage::default()
+            };
+            (name.clone(), u)
+        })
+        .collect();
 
     let dir = paths.team_dir(&name)?;
     store::ensure_dir(&paths.teams_dir())?;
@@ -157,8 +201,8 @@ pub fn prepare(
         name: name.clone(),
         task: crate::redact::redact_str(&req.task).into_owned(),
         created_at: now,
-        worker_count: spec.count,
-        worker_role: spec.role.clone(),
+        worker_count: spec.total(),
+        worker_role: spec.roles(),
         phase: Phase::Planning,
         tasks: Vec::new(),
         state_dir: dir.clone(),
@@ -172,13 +216,16 @@ pub fn prepare(
         tokens: 0,
         output_tokens: 0,
         reason: None,
+        workers,
+        agents: usage,
     };
     store::write_doc(
         &dir.join("request.json"),
         &StoredRequest {
             version: StoredRequest::VERSION,
             subtasks: req.subtasks.clone(),
-            program,
+            agents,
+            planner_agent,
             no_gates: req.no_gates,
         },
     )?;

@@ -12,7 +12,9 @@ use crate::metrics::Counter;
 /// Run the planner turn: one agent asked for a JSON list of subtasks.
 pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<String>, String> {
     let (task, max) = (ctx.lock().doc.task.clone(), ctx.config.team.max_subtasks);
-    let mut worker = Worker::new(ctx.clone(), "planner".into()).map_err(|e| e.to_string())?;
+    let agent_name = ctx.planner_agent.clone();
+    let mut worker = Worker::new(ctx.clone(), "planner".into(), "planner", &agent_name)
+        .map_err(|e| e.to_string())?;
     let Some(_slot) = worker.admit().await else {
         return Err("the planner was not admitted by the pool".into());
     };
@@ -28,14 +30,12 @@ pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Strin
     worker.record("prompt", json!({ "text": prompt }));
     ctx.count(&[(Counter::AskCalls, 1)]);
     let end = worker.turn(&agent, &prompt).await;
-    let usage = match &end {
-        TurnEnd::Finished(o) => o.record.usage,
-        _ => agent.partial_turn().usage,
+    let record = match &end {
+        TurnEnd::Finished(o) => o.record.clone(),
+        _ => agent.partial_turn(),
     };
-    ctx.update(|r| {
-        r.doc.tokens += usage.total();
-        r.doc.output_tokens += usage.output;
-    });
+    ctx.add_usage(&agent_name, &record.usage, record.cost.as_ref());
+    ctx.update(|r| r.doc.tokens += record.usage.total());
     worker.drop_agent(true).await;
     match end {
         TurnEnd::Finished(o) if o.status == TurnStatus::Finished => parse_plan(&o.record.text, max),

@@ -78,7 +78,10 @@ pub struct RunContext {
     pub(super) observer: Option<Observer>,
     pub(super) shutdown: watch::Receiver<Option<bool>>,
     pub(super) policy: ApprovalPolicy,
-    pub(super) program: PathBuf,
+    /// Every agent profile of the run, resolved when it was prepared.
+    pub(super) agents: std::collections::BTreeMap<String, crate::agents::Resolved>,
+    /// The profile of the planner turn.
+    pub(super) planner_agent: String,
     pub(super) pools: Pools,
     pub(super) subtasks: Vec<String>,
     /// `shutdown.json`, read directly when the watcher has not yet
@@ -107,7 +110,8 @@ impl RunContext {
     ) -> Result<RunContext> {
         let super::StoredRequest {
             subtasks,
-            program,
+            agents,
+            planner_agent,
             no_gates,
             ..
         } = request;
@@ -139,7 +143,8 @@ impl RunContext {
             observer,
             shutdown,
             policy,
-            program,
+            agents,
+            planner_agent,
             subtasks,
             shutdown_file,
         })
@@ -245,9 +250,16 @@ impl RunContext {
             };
         };
         let (id, attempt) = self.update(|r| {
+            let agent = r
+                .doc
+                .workers
+                .iter()
+                .find(|w| w.id == worker)
+                .map(|w| w.agent.clone());
             let t = &mut r.doc.tasks[i];
             t.status = TaskStatus::Running;
             t.worker = Some(worker.to_string());
+            t.agent = agent;
             t.attempts += 1;
             t.started_at.get_or_insert_with(Utc::now);
             (t.id.clone(), t.attempts)
@@ -266,7 +278,7 @@ impl RunContext {
         (t.id.clone(), t.title.clone(), t.attempts)
     }
 
-    pub(super) fn prompt_for(&self, i: usize) -> String {
+    pub(super) fn prompt_for(&self, i: usize, role: &str) -> String {
         let run = self.lock();
         let d = &run.doc;
         let t = &d.tasks[i];
@@ -274,9 +286,9 @@ impl RunContext {
             "You work in an omk team as its {role}, in {workdir}.\n{instructions}\n\n\
              Overall task: {task}\n\nYour subtask ({n} of {total}): {title}\n\n\
              When you are done, reply with a short summary of what you changed and how you checked it.",
-            role = d.worker_role,
+            role = role,
             workdir = d.workdir.display(),
-            instructions = role_instructions(&d.worker_role),
+            instructions = role_instructions(role),
             task = d.task,
             n = i + 1,
             total = d.tasks.len(),
@@ -371,21 +383,48 @@ impl RunContext {
         self.tasks_changed();
     }
 
-    pub(super) fn agent_spec(&self) -> AgentSpec {
+    /// Count one turn's usage against agent profile `agent` (the run's
+    /// totals are counted where the turn's task is).
+    pub(super) fn add_usage(
+        &self,
+        agent: &str,
+        usage: &crate::agent::TokenUsage,
+        cost: Option<&crate::agent::protocol::Cost>,
+    ) {
+        self.update(|r| {
+            r.doc.output_tokens += usage.output;
+            let a = r.doc.agents.entry(agent.to_string()).or_default();
+            a.tokens += usage.total();
+            a.output_tokens += usage.output;
+            if let Some(c) = cost {
+                let total = a.cost.get_or_insert_with(|| crate::agent::protocol::Cost {
+                    amount: 0.0,
+                    currency: c.currency.clone(),
+                });
+                total.amount += c.amount;
+            }
+        });
+    }
+
+    /// How to start an agent of profile `agent` for this run.
+    pub(super) fn agent_spec(&self, agent: &str) -> Result<AgentSpec> {
+        let resolved = self.agents.get(agent).ok_or_else(|| {
+            crate::error::Error::Agent(format!("the run has no agent profile {agent:?}"))
+        })?;
         let doc = self.lock();
-        AgentSpec {
-            program: self.program.clone(),
-            extra_args: self.config.agent.args.clone(),
+        Ok(AgentSpec {
+            program: resolved.program.clone(),
+            extra_args: resolved.args.clone(),
             work_dir: doc.doc.workdir.clone(),
-            env: Vec::new(),
-            protocol: self.config.agent.protocol,
+            env: resolved.env.clone(),
+            protocol: resolved.protocol,
             policy: self.policy.clone(),
-            start_timeout: Duration::from_secs(self.config.agent.start_timeout_secs.max(1)),
+            start_timeout: resolved.start_timeout(),
             // Let workers ask: the question is dismissed (the team runs
             // unattended) but recorded, and a goal stops on it for a human.
             questions: true,
             mcp_servers: Vec::new(),
-        }
+        })
     }
 }
 
@@ -448,10 +487,11 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
 
         // Executing.
         ctx.set_phase(Phase::Executing);
-        let workers = (ctx.lock().doc.worker_count as usize).min(tasks.len());
+        let plan = ctx.lock().doc.workers.clone();
+        let workers = plan.len().min(tasks.len());
         let mut handles = Vec::new();
-        for n in 1..=workers {
-            let w = Worker::new(ctx.clone(), format!("w{n}"))?;
+        for entry in &plan[..workers] {
+            let w = Worker::new(ctx.clone(), entry.id.clone(), &entry.role, &entry.agent)?;
             handles.push(tokio::spawn(w.run()));
         }
         for h in handles {

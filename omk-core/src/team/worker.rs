@@ -68,6 +68,9 @@ fn now_ms() -> u64 {
 pub(super) struct Worker {
     pub(super) ctx: Arc<RunContext>,
     pub(super) id: String,
+    /// Its role (the prompt's instructions) and agent profile.
+    pub(super) role: String,
+    pub(super) agent_name: String,
     pub(super) dir: PathBuf,
     pub(super) agent: Option<Arc<dyn AgentBackend>>,
     pub(super) tally: Arc<Tally>,
@@ -78,7 +81,7 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) fn new(ctx: Arc<RunContext>, id: String) -> Result<Worker> {
+    pub(super) fn new(ctx: Arc<RunContext>, id: String, role: &str, agent: &str) -> Result<Worker> {
         let dir = ctx.lock().doc.state_dir.join("workers").join(&id);
         store::ensure_dir(&dir)?;
         let transcript = JsonlWriter::open(&dir.join("transcript.jsonl"), FsyncPolicy::Grouped)?
@@ -86,6 +89,8 @@ impl Worker {
         Ok(Worker {
             ctx,
             id,
+            role: role.to_string(),
+            agent_name: agent.to_string(),
             dir,
             agent: None,
             tally: Arc::new(Tally::default()),
@@ -125,7 +130,7 @@ impl Worker {
         self.set_state("starting_agent", None);
         let (tx, rx) = crate::agent::notice_channel();
         let started = Instant::now();
-        let agent = agent::start(&self.ctx.agent_spec(), tx).await?;
+        let agent = agent::start(&self.ctx.agent_spec(&self.agent_name)?, tx).await?;
         self.tally
             .last_activity_ms
             .store(now_ms(), Ordering::Relaxed);
@@ -139,9 +144,13 @@ impl Worker {
         self.ctx.emit(
             EventKind::WorkerStarted,
             Some(&self.id),
-            json!({ "agent_pid": agent.pid(), "startup_ms": started.elapsed().as_millis() as u64 }),
+            json!({ "agent_pid": agent.pid(), "agent": self.agent_name,
+                    "startup_ms": started.elapsed().as_millis() as u64 }),
         );
-        self.record("agent_started", json!({ "pid": agent.pid() }));
+        self.record(
+            "agent_started",
+            json!({ "pid": agent.pid(), "agent": self.agent_name }),
+        );
         self.agent = Some(agent.clone());
         self.agent_pid
             .store(u64::from(agent.pid()), Ordering::Relaxed);
@@ -231,9 +240,17 @@ impl Worker {
                 return;
             }
         };
+        // No context from the worker's earlier tasks (ACP: a new session in
+        // the same agent process).
+        if let Err(e) = agent.fresh_context().await {
+            self.drop_agent(false).await;
+            let why = format!("agent failed to open a session: {e}");
+            self.ctx.attempt_failed(i, &self.id, &why, 0);
+            return;
+        }
         // Starting a fresh agent reported `starting_agent`: back to the task.
         self.set_state("running", Some(task_id.clone()));
-        let prompt = self.ctx.prompt_for(i);
+        let prompt = self.ctx.prompt_for(i, &self.role);
         self.ctx.emit(
             EventKind::TaskStarted,
             Some(&self.id),
@@ -247,12 +264,13 @@ impl Worker {
         let end = self.turn(&agent, &prompt).await;
         // Usage as the agent's reader saw it, before the turn's answer (or
         // its death) was known: complete even when the turn failed.
-        let usage = match &end {
-            TurnEnd::Finished(o) => o.record.usage,
-            _ => agent.partial_turn().usage,
+        let record = match &end {
+            TurnEnd::Finished(o) => o.record.clone(),
+            _ => agent.partial_turn(),
         };
-        let tokens = usage.total();
-        self.ctx.update(|r| r.doc.output_tokens += usage.output);
+        let tokens = record.usage.total();
+        self.ctx
+            .add_usage(&self.agent_name, &record.usage, record.cost.as_ref());
         let how = match &end {
             TurnEnd::Finished(o) => serde_json::to_value(&o.status).unwrap_or(Value::Null),
             TurnEnd::Errored(why) => json!({ "status": "agent_error", "error": why }),
@@ -328,10 +346,16 @@ impl Worker {
         let lease = Duration::from_secs(self.ctx.config.team.lease_secs.max(1));
         let grace = Duration::from_secs(self.ctx.config.team.stop_grace_secs);
         let mut shutdown = self.ctx.shutdown.clone();
+        // A stop asked for while the agent was starting: no turn at all
+        // (the clone above would never see that change).
+        if self.ctx.shutdown_requested().is_some() {
+            return TurnEnd::Shutdown;
+        }
         let turn = agent.prompt(prompt);
         tokio::pin!(turn);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut cancel_deadline: Option<Instant> = None;
+        let mut cancel_sent = Instant::now();
         loop {
             tokio::select! {
                 r = &mut turn => {
@@ -346,6 +370,12 @@ impl Worker {
                             agent.kill();
                             return TurnEnd::Shutdown;
                         }
+                        // A cancel that reached the agent before its turn
+                        // began may be lost (kimi acp drops it): ask again.
+                        if cancel_sent.elapsed() >= Duration::from_secs(1) {
+                            cancel_sent = Instant::now();
+                            let _ = agent.cancel().await;
+                        }
                     } else if agent.last_activity().elapsed() > lease {
                         return TurnEnd::LeaseExpired;
                     }
@@ -359,6 +389,7 @@ impl Worker {
                         }
                         Some(false) => {
                             cancel_deadline = Some(Instant::now() + grace);
+                            cancel_sent = Instant::now();
                             let _ = agent.cancel().await;
                         }
                         None => {}

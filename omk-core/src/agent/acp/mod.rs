@@ -135,6 +135,44 @@ impl AcpAgent {
         }
     }
 
+    /// Start the agent, `initialize` it (no session) and stop it: what
+    /// `doctor` checks. Returns what the agent said about itself.
+    pub async fn handshake(spec: &AgentSpec) -> Result<AgentInfo> {
+        let (tx, mut rx) = super::notice_channel();
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.extra_args)
+            .current_dir(&spec.work_dir)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let (peer, stdout) = Peer::spawn(cmd, tx, &spec.program.display().to_string())?;
+        let shared = Arc::new(Shared {
+            peer: peer.clone(),
+            policy: spec.policy.clone(),
+            work_dir: spec.work_dir.clone(),
+            next_id: AtomicU64::new(1),
+            session: Mutex::new(Session::default()),
+            stray: AtomicU64::new(0),
+            running: watch::channel(false).0,
+        });
+        peer.read(stdout, shared.clone());
+        let answer = tokio::time::timeout(
+            spec.start_timeout,
+            shared.request("initialize", messages::initialize_params(false)),
+        )
+        .await;
+        peer.stop(Duration::from_secs(1)).await;
+        drain.abort();
+        let answer = answer.map_err(|_| {
+            Error::Timeout(format!(
+                "no answer to initialize within {}s",
+                spec.start_timeout.as_secs()
+            ))
+        })??;
+        let result = answer
+            .map_err(|e| Error::Agent(format!("initialize refused: {} ({})", e.message, e.code)))?;
+        messages::parse_initialize(&result).map_err(Error::Agent)
+    }
+
     /// What the agent said about itself in `initialize`.
     pub fn info(&self) -> &AgentInfo {
         &self.info
