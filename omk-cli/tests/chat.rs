@@ -708,6 +708,59 @@ fn piped_chat_prints_only_answers() {
     assert!(stderr.contains("[rejected] edit file"), "{stderr}");
 }
 
+/// `--agent NAME`: a chat with an ACP profile (the scripted agent over ACP)
+/// for two turns, then a resume, where the conversation is replayed as
+/// context (ACP agents get no `--session`).
+#[test]
+fn piped_chat_with_an_acp_agent_profile_and_a_resume() {
+    let fx = Fixture::new();
+    let mut cfg = std::fs::read_to_string(&fx.config).unwrap();
+    cfg.push_str(&format!(
+        "\n[agents.acp-a]\ncommand = [{:?}, \"acp\"]\nprotocol = \"acp\"\n",
+        agent_bin().display().to_string()
+    ));
+    std::fs::write(&fx.config, cfg).unwrap();
+    let out = fx.chat_piped(
+        &["--new", "--agent", "acp-a"],
+        "first [answer:one]\nsecond [answer:two]\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["one", "two"],
+        "{stdout}"
+    );
+    let id = &fx.sessions()[0];
+    let start = fx
+        .engine_events(id)
+        .into_iter()
+        .find(|e| e["type"] == "agent_start")
+        .unwrap();
+    assert_eq!(start["payload"]["agent"], "acp-a", "{start}");
+    assert_eq!(start["payload"]["protocol"], "acp", "{start}");
+    assert_eq!(fx.conversation(id).len(), 4);
+
+    let out = fx.chat_piped(&["--session", id, "--agent", "acp-a"], "[recall]\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("Recall: "), "{stdout}");
+    assert!(stdout.contains("first [answer:one]"), "{stdout}");
+    assert_eq!(fx.conversation(id).len(), 6);
+
+    let out = fx.chat_piped(&["--new", "--agent", "nope"], "x\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown agent profile"));
+}
+
 /// Failures: a failed turn makes a piped chat exit 1 but the chat goes on;
 /// a crashed agent is restarted with the conversation as context.
 #[test]

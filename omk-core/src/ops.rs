@@ -19,6 +19,14 @@ pub struct Op {
 /// Every operation, sorted by name.
 pub const OPS: &[Op] = &[
     Op {
+        name: "agents.list",
+        summary: "Agent profiles, where each comes from and whether it is installed",
+        run: |omk, p| {
+            no_params("agents.list", p)?;
+            omk.agents_list()
+        },
+    },
+    Op {
         name: "autopilot.list",
         summary: "Autopilot runs, newest first: {autopilots: [...]}",
         run: |omk, p| {
@@ -28,7 +36,7 @@ pub const OPS: &[Op] = &[
     },
     Op {
         name: "autopilot.run",
-        summary: "Run a task through the autopilot phases (task, name, max_agents, approval)",
+        summary: "Run a task through the autopilot phases (task, name, max_agents, approval, agent)",
         run: |omk, p| {
             let r: crate::modes::autopilot::AutopilotRequest = params("autopilot.run", p)?;
             to_json(&omk.autopilot_run(&r)?)

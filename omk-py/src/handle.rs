@@ -275,6 +275,14 @@ impl PyOmk {
         Ok(to_py(py, &v)?.unbind())
     }
 
+    /// ``{"default": NAME, "agents": [...]}``: every agent profile (built-in
+    /// and ``[agents.NAME]``), where it comes from, its protocol, and whether
+    /// its executable is installed (docs/agents.md).
+    fn agents_list(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "agents_list", || self.inner.agents_list())?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
     /// ``{"pools": [...]}``: every configured pool with live numbers.
     fn pools_status(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let v = blocking(py, "pools_status", || self.inner.pools_status())?;

@@ -92,6 +92,24 @@ class AgentUsage(TypedDict):
     cost: NotRequired[Cost]
     """Only when the agent reports cost (ACP)."""
 
+class AgentProfile(TypedDict):
+    """One agent profile (``omk agents list --json``)."""
+
+    name: str
+    command: list[str]
+    args: list[str]
+    protocol: Literal["wire", "acp"]
+    source: Literal["built_in", "config"]
+    overridden: bool
+    default: bool
+    installed: bool
+    path: str | None
+    install: str | None
+
+class AgentsList(TypedDict):
+    default: str
+    agents: list[AgentProfile]
+
 class TeamDoc(TypedDict):
     """A team document (``omk team status NAME --json``). Timestamps are
     RFC 3339 UTC strings, paths absolute strings."""
@@ -784,6 +802,8 @@ class Omk:
     def ralph_list(self) -> RalphList: ...
     def ralph_status(self, id: str) -> RalphState: ...
     def ralph_stop(self, id: str) -> RalphState: ...
+    def agents_list(self) -> AgentsList:
+        """Every agent profile, where it comes from, and whether it is installed."""
     def pools_status(self) -> PoolsStatus: ...
     def pools_cleanup(self) -> PoolsCleanup: ...
     def metrics(self) -> Metrics: ...

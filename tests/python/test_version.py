@@ -29,7 +29,7 @@ def test_public_names_and_docstrings() -> None:
     methods = [
         "team_run", "team_status", "team_list", "team_shutdown", "team_events",
         "gates_list", "gates_run", "gates_status", "gates_reset",
-        "pools_status", "pools_cleanup", "metrics", "health", "doctor", "call",
+        "pools_status", "pools_cleanup", "metrics", "health", "doctor", "call", "agents_list",
     ]
     for m in methods:
         doc = getattr(omk.Omk, m).__doc__

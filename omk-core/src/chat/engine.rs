@@ -385,6 +385,7 @@ impl ChatEngine {
         self.session.add_engine_event(
             "agent_start",
             json!({ "pid": agent.pid(), "program": program, "work_dir": self.work_dir,
+                    "agent": resolved.name, "protocol": resolved.protocol.as_str(),
                     "agent_session": id, "approval": self.approval.as_str() }),
         )?;
 
