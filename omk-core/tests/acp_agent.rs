@@ -257,3 +257,78 @@ fn a_crash_mid_turn_is_an_error_naming_the_exit() {
         assert_eq!(a.partial_turn().text, "Working on it...");
     });
 }
+
+#[test]
+fn commands_run_in_omks_terminal_only_as_the_policy_allows() {
+    let d = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        // approve-all: the command runs in a terminal omk serves, in the
+        // work dir, and its output comes back to the agent.
+        let (a, mut rx) = start(d.path(), PolicyKind::ApproveAll).await;
+        let o = a.prompt("[run:pwd; echo from-terminal]").await.unwrap();
+        assert_eq!(o.status, TurnStatus::Finished);
+        assert!(o.record.text.contains("from-terminal"), "{}", o.record.text);
+        let here = d.path().canonicalize().unwrap();
+        assert!(
+            o.record.text.contains(&here.display().to_string()),
+            "{}",
+            o.record.text
+        );
+        let notices = drain(&mut rx);
+        assert!(notices.iter().any(|n| matches!(n,
+            AgentNotice::RequestAnswered { kind, answer } if kind == "terminal/create" && answer.contains("started"))));
+        a.stop(Duration::from_secs(5)).await;
+    });
+    rt().block_on(async {
+        // workdir-edits with an allow pattern for the permission but not
+        // for the exact terminal command line: the terminal is refused.
+        let (tx, mut rx) = agent::notice_channel();
+        let mut s = spec(d.path(), scripted_agent(), PolicyKind::WorkdirEdits);
+        s.policy.allow_commands = vec!["touch ran.txt".into()];
+        let a = agent::start(&s, tx).await.unwrap();
+        let o = a.prompt("[run:touch ran.txt]").await.unwrap();
+        assert_eq!(o.status, TurnStatus::Finished);
+        assert!(!d.path().join("ran.txt").exists(), "{}", o.record.text);
+        assert!(o.record.text.contains("refused by the approval policy"), "{}", o.record.text);
+        assert!(drain(&mut rx).iter().any(|n| matches!(n,
+            AgentNotice::Approval { request, decision } if request.sender == "terminal" && !decision.approved())));
+        a.stop(Duration::from_secs(5)).await;
+    });
+}
+
+#[test]
+fn a_cancelled_turn_kills_its_terminal_commands() {
+    let d = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let (a, _rx) = start(d.path(), PolicyKind::ApproveAll).await;
+        let turn = {
+            let a = a.clone();
+            tokio::spawn(async move { a.prompt("[run:echo $$ > pid.txt; exec sleep 60]").await })
+        };
+        let pid_file = d.path().join("pid.txt");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Some(p) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(alive(pid));
+        a.cancel().await.unwrap();
+        let o = turn.await.unwrap().unwrap();
+        assert_eq!(o.status, TurnStatus::Cancelled);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "the terminal's command outlived the cancel");
+        a.stop(Duration::from_secs(5)).await;
+    });
+}

@@ -14,7 +14,10 @@
 //! asks `session/request_permission` (kind `edit`) and, when allowed, writes
 //! through the client's `fs/write_text_file` (the path is sent as given,
 //! made absolute against the work dir; the client decides whether it may be
-//! written); `[run:COMMAND]` asks (kind `execute`) and runs `sh -c` itself;
+//! written); `[run:COMMAND]` asks (kind `execute`) and, when allowed, runs
+//! `sh -c COMMAND` in the client's terminal (`terminal/create`,
+//! `wait_for_exit`, `output`, `release`) when the client offered
+//! `terminal`, else itself;
 //! `[provider-error:MSG]` answers the prompt with error `-32603` MSG;
 //! `[unknown-event]` sends an update of kind `future_update_kind`, a vendor
 //! notification and a vendor request (`_omk/future_request`); `[malformed]`
@@ -51,6 +54,8 @@ struct State {
     replies: HashMap<u64, Value>,
     /// Each session's cumulative cost (ACP reports the session's total).
     costs: HashMap<String, f64>,
+    /// The client offered `terminal` in `initialize`.
+    terminal: bool,
 }
 
 struct Shared {
@@ -196,6 +201,7 @@ fn request(shared: &Arc<Shared>, method: &str, id: Value, params: Value) {
             if params["protocolVersion"].as_u64().is_none() {
                 return shared.respond_error(&id, -32602, "protocolVersion is required");
             }
+            shared.state().terminal = params["clientCapabilities"]["terminal"] == true;
             shared.respond(
                 &id,
                 json!({
@@ -482,6 +488,9 @@ impl Turn {
                 self.finish_tool(&call, true, &format!("wrote {path}"));
                 Ok(format!("wrote {path}"))
             }
+            ToolStep::Run { command } if self.shared.state().terminal => {
+                self.in_terminal(&call, command)
+            }
             ToolStep::Run { command } => {
                 let out = Command::new("sh")
                     .arg("-c")
@@ -501,6 +510,60 @@ impl Turn {
             }
             ToolStep::Ask { .. } => unreachable!("answered above"),
         }
+    }
+
+    /// `[run]` through the client's terminal: create, wait, output, release.
+    fn in_terminal(&self, call: &str, command: &str) -> Result<String, Stop> {
+        let reply = self
+            .shared
+            .ask(
+                "terminal/create",
+                json!({"sessionId": self.session, "command": "sh", "args": ["-c", command],
+                       "outputByteLimit": 65536}),
+            )
+            .ok_or(Stop::Abandon)?;
+        if let Some(e) = reply.get("error") {
+            let msg = e["message"].as_str().unwrap_or("error").to_string();
+            self.finish_tool(call, false, &msg);
+            return Ok(format!("terminal failed: {msg}"));
+        }
+        let term = reply["result"]["terminalId"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        self.update(
+            json!({"sessionUpdate": "tool_call_update", "toolCallId": call,
+            "status": "in_progress", "content": [{"type": "terminal", "terminalId": term}]}),
+        );
+        let exit = self
+            .shared
+            .ask(
+                "terminal/wait_for_exit",
+                json!({"sessionId": self.session, "terminalId": term}),
+            )
+            .ok_or(Stop::Abandon)?;
+        let out = self
+            .shared
+            .ask(
+                "terminal/output",
+                json!({"sessionId": self.session, "terminalId": term}),
+            )
+            .ok_or(Stop::Abandon)?;
+        self.shared
+            .ask(
+                "terminal/release",
+                json!({"sessionId": self.session, "terminalId": term}),
+            )
+            .ok_or(Stop::Abandon)?;
+        let text = out["result"]["output"]
+            .as_str()
+            .unwrap_or("")
+            .trim_end()
+            .to_string();
+        let ok = exit["result"]["exitCode"] == 0;
+        self.finish_tool(call, ok, &text);
+        self.wait(Some(Instant::now()), true)?;
+        Ok(text)
     }
 
     fn finish_tool(&self, call: &str, ok: bool, text: &str) {

@@ -9,7 +9,8 @@
 //! `stopReason`). omk answers every request the agent makes:
 //! `session/request_permission` through the same approval policies as Wire,
 //! `fs/read_text_file` and `fs/write_text_file` itself, confined to the work
-//! dir ([`fs`]), anything else with `-32601`.
+//! dir ([`fs`]), `terminal/*` itself, for commands the policy allows
+//! ([`terminal`]), anything else with `-32601`.
 //!
 //! The client is written on omk's own process layer ([`super::peer`])
 //! rather than the `agent-client-protocol` crate: that crate queues every
@@ -25,6 +26,7 @@
 
 pub mod fs;
 pub mod messages;
+pub mod terminal;
 
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +73,7 @@ struct Shared {
     stray: AtomicU64,
     /// Whether a turn is running (for `stop`: cancel it first).
     running: watch::Sender<bool>,
+    terminals: Arc<terminal::Terminals>,
 }
 
 /// A running ACP agent. Cheap to share (`Arc`).
@@ -97,11 +100,12 @@ impl AcpAgent {
             session: Mutex::new(Session::default()),
             stray: AtomicU64::new(0),
             running: watch::channel(false).0,
+            terminals: Arc::new(terminal::Terminals::default()),
         });
         peer.read(stdout, shared.clone());
         let handshake = async {
             let answer = shared
-                .request("initialize", messages::initialize_params(false))
+                .request("initialize", messages::initialize_params(true))
                 .await?;
             let result = answer.map_err(|e| {
                 Error::Agent(format!(
@@ -153,11 +157,12 @@ impl AcpAgent {
             session: Mutex::new(Session::default()),
             stray: AtomicU64::new(0),
             running: watch::channel(false).0,
+            terminals: Arc::new(terminal::Terminals::default()),
         });
         peer.read(stdout, shared.clone());
         let answer = tokio::time::timeout(
             spec.start_timeout,
-            shared.request("initialize", messages::initialize_params(false)),
+            shared.request("initialize", messages::initialize_params(true)),
         )
         .await;
         peer.stop(Duration::from_secs(1)).await;
@@ -269,6 +274,8 @@ impl AcpAgent {
 
     async fn send_cancel(&self) -> Result<()> {
         let session = self.shared.session().id.clone();
+        // The turn's commands go with it.
+        self.shared.terminals.kill_session(&session);
         let line = messages::encode_notification("session/cancel", json!({ "sessionId": session }));
         self.shared.peer.write_line(&line).await
     }
@@ -343,6 +350,72 @@ impl Shared {
                 })
                 .await;
                 line
+            }
+            "terminal/create" => {
+                let command = terminal::command_line(&params);
+                let request = crate::agent::ApprovalRequest {
+                    id: crate::agent::peer::id_key(&id).unwrap_or_default(),
+                    tool_call_id: None,
+                    sender: "terminal".into(),
+                    action: "run command".into(),
+                    description: format!("terminal/create: {command}"),
+                    display: vec![json!({ "type": "shell", "command": command })],
+                    agent_id: None,
+                    raw: params.clone(),
+                };
+                let decision = self.policy.decide_async(&request, &self.work_dir).await;
+                let approved = decision.approved();
+                let reason = decision.reason.clone();
+                self.notice(AgentNotice::Approval { request, decision })
+                    .await;
+                let (line, answer) = if !approved {
+                    let why = format!("refused by the approval policy: {reason}");
+                    (
+                        messages::encode_error(&id, codes::RESOURCE, &why),
+                        format!("refused: {why}"),
+                    )
+                } else {
+                    match self.terminals.create(&self.work_dir, &params) {
+                        Ok(v) => {
+                            let what = format!("{} started {command}", v["terminalId"]);
+                            (messages::encode_response(&id, v), what)
+                        }
+                        Err(fs::Refused(why)) => (
+                            messages::encode_error(&id, codes::RESOURCE, &why),
+                            format!("refused: {why}"),
+                        ),
+                    }
+                };
+                self.notice(AgentNotice::RequestAnswered {
+                    kind: method.to_string(),
+                    answer,
+                })
+                .await;
+                line
+            }
+            "terminal/wait_for_exit" => {
+                // Waits for the command on a task of its own: the reader
+                // (and so the agent's other messages) must not wait with it.
+                let (terminals, peer) = (self.terminals.clone(), self.peer.clone());
+                tokio::spawn(async move {
+                    let line = match terminals.wait_for_exit(&params).await {
+                        Ok(v) => messages::encode_response(&id, v),
+                        Err(fs::Refused(why)) => messages::encode_error(&id, codes::RESOURCE, &why),
+                    };
+                    let _ = peer.write_line(&line).await;
+                });
+                return;
+            }
+            "terminal/output" | "terminal/kill" | "terminal/release" => {
+                let served = match method {
+                    "terminal/output" => self.terminals.output(&params),
+                    "terminal/kill" => self.terminals.kill(&params),
+                    _ => self.terminals.release(&params),
+                };
+                match served {
+                    Ok(v) => messages::encode_response(&id, v),
+                    Err(fs::Refused(why)) => messages::encode_error(&id, codes::RESOURCE, &why),
+                }
             }
             other => {
                 self.notice(AgentNotice::RequestAnswered {
@@ -465,14 +538,18 @@ impl AgentBackend for AcpAgent {
                 let mut running = self.shared.running.subscribe();
                 let _ = tokio::time::timeout(grace, running.wait_for(|r| !*r)).await;
             }
-            self.shared
+            let status = self
+                .shared
                 .peer
                 .stop(grace.saturating_sub(started.elapsed()))
-                .await
+                .await;
+            self.shared.terminals.kill_all();
+            status
         })
     }
 
     fn kill(&self) {
+        self.shared.terminals.kill_all();
         self.shared.peer.kill();
     }
 
@@ -495,6 +572,7 @@ impl AgentBackend for AcpAgent {
 
 impl Drop for AcpAgent {
     fn drop(&mut self) {
+        self.shared.terminals.kill_all();
         // Never leave an agent running behind a dropped handle.
         if self.shared.peer.exit_status().is_none() {
             self.shared.peer.kill();
