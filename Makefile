@@ -98,13 +98,16 @@ mcp-test: build
 dashboard-test: build
 	OMK_BIN=$(OMK) $(VPY) -m pytest -q -p no:cacheprovider tests/dashboard
 
-## peers: the real kimi-cli 1.51.0 in .kimi-venv (SKIPPED marker when no Python 3.13).
+## peers: the real kimi-cli 1.51.0 in .kimi-venv (SKIPPED marker when no Python 3.13),
+## and the real ACP agents (Claude Code's adapter, qwen-code, a Node 22) in .acp-agents.
 peers:
 	bash tests/peers/setup-kimi.sh
+	bash tests/peers/setup-acp-agents.sh
 
-## peer-test: the real kimi-cli over Wire, directly and driven by omk.
+## peer-test: the real kimi-cli over Wire and ACP, Claude Code and qwen-code over
+## ACP, directly and driven by omk, in a network namespace with only loopback.
 peer-test: build peers
-	OMK_BIN=$(OMK) OMK_REQUIRE_KIMI=1 $(VPY) -m pytest -q tests/peers
+	OMK_BIN=$(OMK) OMK_REQUIRE_KIMI=1 bash tests/peers/loopback-only.sh $(VPY) -m pytest -q tests/peers
 
 ## header: regenerate include/omk.h after changing the C ABI.
 header:

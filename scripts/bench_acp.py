@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "peers"))
 
-from kimi_env import FakeLLM, kimi_bin, omk_env, unavailable_reason  # noqa: E402
+from kimi_env import FakeLLM, kimi_bin, omk_env, prepare_kimi_acp, team_events, unavailable_reason  # noqa: E402
 
 TASKS = 16
 WORKERS = 4
@@ -40,12 +40,7 @@ WORKERS = 4
 
 def rig(tmp: Path, port: int) -> dict:
     env = omk_env(tmp, port)
-    share = Path(env["KIMI_SHARE_DIR"])
-    (share / "config.toml").write_text((tmp / "kimi-config.toml").read_text())
-    (share / "credentials").mkdir(parents=True, exist_ok=True)
-    (share / "credentials" / "kimi-code.json").write_text(json.dumps(
-        {"access_token": "offline", "refresh_token": "offline", "expires_at": 4102444800,
-         "scope": "", "token_type": "Bearer"}))
+    prepare_kimi_acp(env, tmp)
     cfg = tmp / "omk.toml"
     cfg.write_text(
         "[pools.default]\nmax_workers = 64\n\n"
@@ -71,8 +66,7 @@ def team(omk: str, r: dict, spec: str, name: str, subtasks: list[str]) -> dict:
 
 
 def agents_started(r: dict, name: str) -> int:
-    events = (r["state"] / "team" / name / "events.jsonl").read_text().splitlines()
-    return sum(1 for l in events if json.loads(l)["kind"] == "worker_started")
+    return sum(1 for e in team_events(r["state"], name) if e["kind"] == "worker_started")
 
 
 def main() -> None:

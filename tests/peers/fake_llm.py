@@ -18,9 +18,14 @@ text parts, WIRE.md 2.9.1), and within it the last reply directive wins:
     [answer:TEXT]          text TEXT
     [write:PATH:CONTENT]   tool call WriteFile {"path": PATH, "content": CONTENT};
                            after the tool result: "wrote PATH"
-                           (or "WriteFile failed: <error>" if it was rejected)
-    [run:CMD]              tool call Shell {"command": CMD}; after the tool
-                           result: the command output (or "Shell failed: <error>")
+                           (or "WriteFile failed: <error>" if it was rejected).
+                           When the request offers qwen-code's write_file tool
+                           instead: write_file {"file_path": PATH made absolute
+                           against the working directory its system prompt
+                           names, "content": CONTENT}
+    [run:CMD]              tool call Shell {"command": CMD} (qwen-code:
+                           run_shell_command); after the tool result: the
+                           command output (or "Shell failed: <error>")
     [http-error:CODE]      HTTP status CODE with an OpenAI-style error body
                            (use 4xx: kimi and the OpenAI SDK retry 5xx and 429)
     [json-plan:A|B|C]      text ["A","B","C"]
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import re
 import signal
 import sys
@@ -51,6 +57,8 @@ DIRECTIVE_RE = re.compile(
 )
 REPLY_KINDS = {"answer", "write", "run", "http-error", "json-plan"}
 SYSTEM_RE = re.compile(r"^\s*<system>(.*?)</system>\s*", re.S)
+# qwen-code's system prompt names the directory it works in.
+WORKDIR_RE = re.compile(r"I'm currently working in the directory: (/\S+)")
 
 
 # --------------------------------------------------------------------------- scripting
@@ -121,8 +129,19 @@ def _find_tool_call(messages: list, tool_call_id: str):
     return None
 
 
-def plan_reply(messages: list, script: dict, prompt: str) -> dict:
-    """Decide the reply: {"error": (code, message)} | {"text": s} | {"tool": (name, args)}."""
+def _workdir(messages: list) -> str | None:
+    for m in messages:
+        for t in _text_parts(m.get("content")):
+            found = WORKDIR_RE.search(t)
+            if found:
+                return found.group(1).rstrip(".")
+    return None
+
+
+def plan_reply(messages: list, script: dict, prompt: str, tools: list | None = None) -> dict:
+    """Decide the reply: {"error": (code, message)} | {"text": s} | {"tool": (name, args)}.
+    ``tools`` names the tools the request offers (qwen-code's differ from kimi's)."""
+    tools = tools or []
     last = messages[-1] if messages else {}
     if last.get("role") == "tool":
         # Follow-up step: the tool ran (or was rejected). Summarise and end the turn.
@@ -140,10 +159,17 @@ def plan_reply(messages: list, script: dict, prompt: str) -> dict:
             return {"text": f"{name} failed: {sys_msg}"}
         if name == "WriteFile":
             return {"text": f"wrote {args.get('path', '?')}"}
-        if name == "Shell":
+        if name == "write_file":
+            if raw.lstrip().lower().startswith("error"):
+                return {"text": f"write_file failed: {raw}"}
+            return {"text": f"wrote {args.get('file_path', '?')}"}
+        if name in ("Shell", "run_shell_command"):
             return {"text": output if output.strip() else (sys_msg or "(no output)")}
         return {"text": f"{name} finished: {output or sys_msg}"}
 
+    if prompt.lstrip().startswith("[SUGGESTION MODE"):
+        # qwen-code's follow-up suggestions: not the user's turn.
+        return {"text": ""}
     reply = script["reply"]
     if reply is None:
         return {"text": f"Done: {excerpt(prompt)}"}
@@ -155,8 +181,15 @@ def plan_reply(messages: list, script: dict, prompt: str) -> dict:
         return {"text": json.dumps(items, separators=(",", ":"))}
     if kind == "write":
         path, _, content = arg.partition(":")
+        if "write_file" in tools and "WriteFile" not in tools:
+            wd = _workdir(messages)
+            if wd and not path.startswith("/"):
+                path = os.path.normpath(os.path.join(wd, path))
+            return {"tool": ("write_file", {"file_path": path, "content": content})}
         return {"tool": ("WriteFile", {"path": path, "content": content})}
     if kind == "run":
+        if "run_shell_command" in tools and "Shell" not in tools:
+            return {"tool": ("run_shell_command", {"command": arg})}
         return {"tool": ("Shell", {"command": arg})}
     if kind == "http-error":
         try:
@@ -259,7 +292,8 @@ class Handler(BaseHTTPRequestHandler):
         messages = body.get("messages") or []
         prompt = last_prompt_text(messages)
         script = parse_directives(prompt)
-        plan = plan_reply(messages, script, prompt)
+        offered = [t.get("function", {}).get("name") for t in body.get("tools") or []]
+        plan = plan_reply(messages, script, prompt, offered)
         n = next(self.server.counter)
         cid = f"chatcmpl-fake-{n}"
         self._record(

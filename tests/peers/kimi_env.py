@@ -163,10 +163,13 @@ def readline_with_timeout(stream, timeout: float) -> str:
 
 
 class FakeLLM:
-    def __init__(self, log_path: Path):
+    """A fake LLM server on 127.0.0.1: fake_llm.py (OpenAI chat completions)
+    by default, or ``script="fake_anthropic.py"`` (Anthropic Messages)."""
+
+    def __init__(self, log_path: Path, script: str = "fake_llm.py"):
         self.log_path = log_path
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "fake_llm.py"), "--port", "0", "--log", str(log_path)],
+            [sys.executable, str(HERE / script), "--port", "0", "--log", str(log_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -193,3 +196,31 @@ class FakeLLM:
                 self.proc.wait()
                 return None
         return self.proc.returncode
+
+
+def prepare_kimi_acp(env: dict, tmpdir) -> None:
+    """Make `kimi acp` runnable offline with the env of :func:`omk_env`:
+    it takes no --config-file (the share dir's config.toml) and wants a login
+    file before `session/new` (a dummy one is enough offline, docs/ACP.md)."""
+    share = Path(env["KIMI_SHARE_DIR"])
+    (share / "config.toml").write_text((Path(tmpdir) / "kimi-config.toml").read_text())
+    (share / "credentials").mkdir(parents=True, exist_ok=True)
+    (share / "credentials" / "kimi-code.json").write_text(
+        json.dumps({"access_token": "offline", "refresh_token": "offline",
+                    "expires_at": 4102444800, "scope": "", "token_type": "Bearer"})
+    )
+
+
+def team_events(state_dir, team: str) -> list[dict]:
+    """The events of team ``team`` under an omk state dir."""
+    path = Path(state_dir) / "team" / team / "events.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def proc_alive(pid: int) -> bool:
+    """True while ``pid`` runs (zombies count as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")

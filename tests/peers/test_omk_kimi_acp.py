@@ -21,7 +21,15 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from kimi_env import FakeLLM, kimi_bin, omk_env, skip_unless_kimi  # noqa: E402
+from kimi_env import (  # noqa: E402
+    FakeLLM,
+    kimi_bin,
+    omk_env,
+    prepare_kimi_acp,
+    proc_alive,
+    skip_unless_kimi,
+    team_events,
+)
 
 skip_unless_kimi()
 
@@ -32,14 +40,7 @@ OMK = str(Path(os.environ.get("OMK_BIN") or HERE.parent.parent / "target" / "deb
 def rig(tmp_path):
     llm = FakeLLM(tmp_path / "llm-requests.jsonl")
     env = omk_env(tmp_path, llm.port)
-    share = Path(env["KIMI_SHARE_DIR"])
-    # `kimi acp` takes no --config-file: the share dir's config.toml.
-    (share / "config.toml").write_text((tmp_path / "kimi-config.toml").read_text())
-    (share / "credentials").mkdir(parents=True, exist_ok=True)
-    (share / "credentials" / "kimi-code.json").write_text(
-        json.dumps({"access_token": "offline", "refresh_token": "offline",
-                    "expires_at": 4102444800, "scope": "", "token_type": "Bearer"})
-    )
+    prepare_kimi_acp(env, tmp_path)
     env["OMK_STATE_DIR"] = str(tmp_path / "state")
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
     cfg = tmp_path / "omk.toml"
@@ -63,16 +64,11 @@ def omk(rig, *args, timeout=180):
 
 
 def events(rig, team):
-    path = rig["state"] / "team" / team / "events.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    return team_events(rig["state"], team)
 
 
 def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return proc_alive(pid)
 
 
 def test_kimi_acp_and_kimi_wire_in_one_team_write_through_approvals(rig):

@@ -223,8 +223,17 @@ pub fn turn_status(answer: &Answer) -> TurnStatus {
 
 /// Token usage on a `session/prompt` answer (`usage`), when present.
 pub fn response_usage(answer: &Answer) -> Option<TokenUsage> {
-    let u = answer.as_ref().ok()?.get("usage")?;
-    if !u.is_object() {
+    usage_of(answer.as_ref().ok()?.get("usage")?)
+}
+
+/// Vendor token usage on an update (`update._meta.usage`, as qwen-code
+/// sends it at the end of each model step), when present.
+pub fn meta_usage(params: &Value) -> Option<TokenUsage> {
+    usage_of(params["update"].get("_meta")?.get("usage")?)
+}
+
+fn usage_of(u: &Value) -> Option<TokenUsage> {
+    if !u.is_object() || u.get("inputTokens").is_none() && u.get("outputTokens").is_none() {
         return None;
     }
     let n = |k: &str| u[k].as_u64().unwrap_or(0);

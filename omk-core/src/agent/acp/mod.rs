@@ -62,6 +62,9 @@ struct Session {
     /// The session's cumulative cost as last reported, and at turn start.
     cost: Option<Cost>,
     cost_at_start: f64,
+    /// Vendor usage seen on the turn's updates (`_meta.usage`): counted
+    /// only when the answer carries no `usage` of its own.
+    meta_usage: Option<crate::agent::TokenUsage>,
 }
 
 struct Shared {
@@ -225,6 +228,7 @@ impl AcpAgent {
             s.used = true;
             s.turn = TurnRecord::default();
             s.cost_at_start = s.cost.as_ref().map_or(0.0, |c| c.amount);
+            s.meta_usage = None;
             let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             s.prompt_key = Some(n.to_string());
             s.held = None;
@@ -239,7 +243,8 @@ impl AcpAgent {
             .await;
         self.shared.running.send_replace(false);
         let answer = answer?;
-        let usage = messages::response_usage(&answer);
+        let meta = self.shared.session().meta_usage.take();
+        let usage = messages::response_usage(&answer).or(meta);
         if let Some(u) = usage {
             // Tokens reach the worker's tally as they do for Wire.
             let event = WireEvent::StatusUpdate {
@@ -304,6 +309,9 @@ impl Shared {
                     if s.id == session {
                         if let WireEvent::ContextUsage { cost: Some(c), .. } = &event {
                             s.cost = Some(c.clone());
+                        }
+                        if let Some(u) = messages::meta_usage(params) {
+                            s.meta_usage.get_or_insert_with(Default::default).add(&u);
                         }
                         s.turn.observe(&event);
                     }
