@@ -281,3 +281,31 @@ fn the_environment_still_overrides_the_default_profile() {
     ]);
     assert_eq!(doc["workers"][0]["agent"], "acp-a");
 }
+
+#[test]
+fn acp_sessions_get_the_projects_mcp_servers() {
+    let fx = fx();
+    std::fs::write(
+        fx.project.join(".omk/mcp.json"),
+        r#"{"mcpServers": {"files": {"command": "mcp-files", "args": ["--root", "."]},
+                            "web": {"url": "http://127.0.0.1:9/mcp"}}}"#,
+    )
+    .unwrap();
+    let doc = fx.json(&[
+        "team",
+        "run",
+        "1:executor@acp-a",
+        "t",
+        "--subtask",
+        "[mcp]",
+        "--json",
+    ]);
+    assert_eq!(doc["phase"], "Completed", "{doc:#}");
+    // The scripted agent offers no HTTP MCP: only the stdio server is sent.
+    assert_eq!(doc["tasks"][0]["summary"], "mcp: files (stdio)", "{doc:#}");
+    // A broken mcp.json stops the run before anything is written.
+    std::fs::write(fx.project.join(".omk/mcp.json"), "{").unwrap();
+    let out = fx.omk(&["team", "run", "1:executor@acp-a", "t", "--subtask", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mcp.json"));
+}

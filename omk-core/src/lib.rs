@@ -22,6 +22,7 @@ pub mod gate;
 pub mod goal;
 pub mod health;
 pub mod ids;
+pub mod mcp_config;
 pub mod metrics;
 pub mod modes;
 pub mod ops;

@@ -24,7 +24,8 @@
 //! prints a line that is not JSON mid-turn; `[refuse]` ends the turn with
 //! `stopReason` `refusal`; `[late-update]` writes one more
 //! `agent_message_chunk` (` (late)`) right after the prompt answer, in the
-//! same write. `[ask]` is not supported (the tool fails).
+//! same write. `[mcp]` answers `mcp: NAME (TYPE), ...`, the MCP servers
+//! `session/new` gave the session. `[ask]` is not supported (the tool fails).
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Write};
@@ -56,6 +57,8 @@ struct State {
     costs: HashMap<String, f64>,
     /// The client offered `terminal` in `initialize`.
     terminal: bool,
+    /// Each session's MCP servers (`name (type)`), from `session/new`.
+    mcp: HashMap<String, Vec<String>>,
 }
 
 struct Shared {
@@ -223,7 +226,19 @@ fn request(shared: &Arc<Shared>, method: &str, id: Value, params: Value) {
                 return shared.respond_error(&id, -32602, "cwd must be an absolute path");
             }
             let session = format!("sess-{}", shared.state().sessions.len() + 1);
-            shared.state().sessions.push(session.clone());
+            let servers = params["mcpServers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let kind = s["type"].as_str().unwrap_or("stdio");
+                    format!("{} ({kind})", s["name"].as_str().unwrap_or("?"))
+                })
+                .collect();
+            let mut st = shared.state();
+            st.sessions.push(session.clone());
+            st.mcp.insert(session.clone(), servers);
+            drop(st);
             shared.respond(&id, json!({"sessionId": session}));
             shared.update(
                 &session,
@@ -378,6 +393,11 @@ impl Turn {
             results.push(self.tool(tool)?);
         }
         let answer = match &s.answer {
+            None if s.mcp => {
+                let st = self.shared.state();
+                let names = st.mcp.get(&self.session).cloned().unwrap_or_default();
+                format!("mcp: {}", names.join(", "))
+            }
             Some(Answer::Text(t)) => t.clone(),
             Some(Answer::JsonPlan(items)) => Value::from(items.clone()).to_string(),
             None if s.recall => {

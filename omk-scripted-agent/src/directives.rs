@@ -48,6 +48,8 @@ pub struct Script {
     pub refuse: bool,
     /// `[late-update]` (ACP only): one more update right after the answer.
     pub late_update: bool,
+    /// `[mcp]` (ACP only): answer with the MCP servers of the session.
+    pub mcp: bool,
 }
 
 /// Parses the directives in `text`.
@@ -79,6 +81,7 @@ const FLAGS: &[&str] = &[
     "recall",
     "refuse",
     "late-update",
+    "mcp",
 ];
 
 const WITH_ARG: &[&str] = &[
@@ -108,6 +111,7 @@ fn directive(script: &mut Script, s: &str) -> Option<usize> {
                     "recall" => script.recall = true,
                     "refuse" => script.refuse = true,
                     "late-update" => script.late_update = true,
+                    "mcp" => script.mcp = true,
                     _ => script.tool_call_parts = true,
                 }
                 return Some(flag.len() + 1);

@@ -3,7 +3,7 @@
 //! Both sides are built on rmcp, the official Rust SDK.
 
 pub mod client;
-pub mod config;
+pub use omk_core::mcp_config as config;
 pub mod frame;
 pub mod server;
 

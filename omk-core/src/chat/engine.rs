@@ -377,7 +377,7 @@ impl ChatEngine {
             // The person at the prompt is right there: the model asks in
             // its answer instead of through a dismissed question.
             questions: false,
-            mcp_servers: Vec::new(),
+            mcp_servers: crate::mcp_config::acp_servers(&crate::mcp_config::load(&self.work_dir)?),
         };
         let runtime = self.omk.runtime()?;
         let (tx, mut notices) = agent::notice_channel();

@@ -72,6 +72,9 @@ pub(crate) struct StoredRequest {
     pub agents: std::collections::BTreeMap<String, crate::agents::Resolved>,
     /// The profile of the planner turn.
     pub planner_agent: String,
+    /// The project's MCP servers in ACP's shape, for ACP agents' sessions.
+    #[serde(default)]
+    pub mcp_servers: Vec<serde_json::Value>,
     #[serde(default)]
     pub no_gates: bool,
 }
@@ -171,6 +174,9 @@ pub fn prepare(
         .into_iter()
         .map(|(name, p)| Ok((name, p.resolve(config)?)))
         .collect::<Result<std::collections::BTreeMap<_, _>>>()?;
+    // The project's MCP servers go to ACP agents (a broken mcp.json is an
+    // error here, before anything is written, as a broken config is).
+    let mcp_servers = crate::mcp_config::acp_servers(&crate::mcp_config::load(project)?);
     let usage = agents
         .iter()
         .map(|(name, r)| {
@@ -226,6 +232,7 @@ pub fn prepare(
             subtasks: req.subtasks.clone(),
             agents,
             planner_agent,
+            mcp_servers,
             no_gates: req.no_gates,
         },
     )?;

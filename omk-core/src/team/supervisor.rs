@@ -82,6 +82,8 @@ pub struct RunContext {
     pub(super) agents: std::collections::BTreeMap<String, crate::agents::Resolved>,
     /// The profile of the planner turn.
     pub(super) planner_agent: String,
+    /// The project's MCP servers, for ACP agents' sessions.
+    pub(super) mcp_servers: Vec<Value>,
     pub(super) pools: Pools,
     pub(super) subtasks: Vec<String>,
     /// `shutdown.json`, read directly when the watcher has not yet
@@ -112,6 +114,7 @@ impl RunContext {
             subtasks,
             agents,
             planner_agent,
+            mcp_servers,
             no_gates,
             ..
         } = request;
@@ -145,6 +148,7 @@ impl RunContext {
             policy,
             agents,
             planner_agent,
+            mcp_servers,
             subtasks,
             shutdown_file,
         })
@@ -423,7 +427,7 @@ impl RunContext {
             // Let workers ask: the question is dismissed (the team runs
             // unattended) but recorded, and a goal stops on it for a human.
             questions: true,
-            mcp_servers: Vec::new(),
+            mcp_servers: self.mcp_servers.clone(),
         })
     }
 }

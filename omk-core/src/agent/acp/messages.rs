@@ -150,6 +150,8 @@ pub struct AgentInfo {
     pub version: Option<String>,
     /// `agentCapabilities.loadSession`.
     pub load_session: bool,
+    /// `agentCapabilities.mcpCapabilities.http`: MCP servers over HTTP.
+    pub mcp_http: bool,
     /// Names of the `authMethods` it offers (for the error when a session
     /// needs a login).
     pub auth_methods: Vec<String>,
@@ -172,6 +174,9 @@ pub fn parse_initialize(result: &Value) -> Result<AgentInfo, String> {
         name: info["name"].as_str().map(str::to_owned),
         version: info["version"].as_str().map(str::to_owned),
         load_session: result["agentCapabilities"]["loadSession"]
+            .as_bool()
+            .unwrap_or(false),
+        mcp_http: result["agentCapabilities"]["mcpCapabilities"]["http"]
             .as_bool()
             .unwrap_or(false),
         auth_methods: result["authMethods"]

@@ -117,10 +117,18 @@ impl AcpAgent {
                 ))
             })?;
             let info = messages::parse_initialize(&result).map_err(Error::Agent)?;
+            // Every agent takes stdio MCP servers; HTTP ones only when it
+            // says it can.
+            let mcp_servers = spec
+                .mcp_servers
+                .iter()
+                .filter(|s| s["type"] != "http" || info.mcp_http)
+                .cloned()
+                .collect();
             let agent = AcpAgent {
                 shared: shared.clone(),
                 info,
-                mcp_servers: spec.mcp_servers.clone(),
+                mcp_servers,
             };
             agent.new_session().await?;
             Ok::<_, Error>(agent)

@@ -2,11 +2,15 @@
 //! `$XDG_CONFIG_HOME/omk/mcp.json` (or `~/.config/omk/mcp.json`), both in
 //! the common `{"mcpServers": {NAME: {...}}}` shape. A server named in the
 //! project file wins over the user file's server of the same name.
+//!
+//! `omk mcp list|doctor|call` use these servers as omk's own MCP client;
+//! teams hand them to ACP agents in `session/new` ([`acp_servers`]), so an
+//! agent gets the project's MCP servers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use omk_core::Error;
+use crate::error::Error;
 use serde::{Deserialize, Serialize};
 
 /// How to reach a server.
@@ -63,14 +67,14 @@ struct Entry {
 /// The config files, most specific first.
 pub fn files(project: &Path) -> Vec<PathBuf> {
     let mut out = vec![project.join(".omk").join("mcp.json")];
-    if let Some(home) = omk_core::paths::config_home() {
+    if let Some(home) = crate::paths::config_home() {
         out.push(home.join("omk").join("mcp.json"));
     }
     out
 }
 
 /// Every configured server, by name; a broken file is an error naming it.
-pub fn load(project: &Path) -> omk_core::Result<Vec<Server>> {
+pub fn load(project: &Path) -> crate::Result<Vec<Server>> {
     let mut servers: BTreeMap<String, Server> = BTreeMap::new();
     for path in files(project) {
         let text = match std::fs::read_to_string(&path) {
@@ -124,7 +128,7 @@ pub fn load(project: &Path) -> omk_core::Result<Vec<Server>> {
 }
 
 /// The server named `name`.
-pub fn find(project: &Path, name: &str) -> omk_core::Result<Server> {
+pub fn find(project: &Path, name: &str) -> crate::Result<Server> {
     let all = load(project)?;
     let known: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
     all.into_iter().find(|s| s.name == name).ok_or_else(|| {
@@ -142,4 +146,26 @@ pub fn find(project: &Path, name: &str) -> omk_core::Result<Server> {
             }
         ))
     })
+}
+
+/// The servers in ACP's `McpServer` shape for `session/new`: stdio servers
+/// as `{name, command, args, env: [{name, value}]}`, streamable HTTP ones as
+/// `{type: "http", name, url, headers: [{name, value}]}`.
+pub fn acp_servers(servers: &[Server]) -> Vec<serde_json::Value> {
+    let pairs = |m: &BTreeMap<String, String>| -> Vec<serde_json::Value> {
+        m.iter()
+            .map(|(k, v)| serde_json::json!({ "name": k, "value": v }))
+            .collect()
+    };
+    servers
+        .iter()
+        .map(|s| match &s.transport {
+            Transport::Stdio { command, args, env } => serde_json::json!({
+                "name": s.name, "command": command, "args": args, "env": pairs(env),
+            }),
+            Transport::Http { url, headers } => serde_json::json!({
+                "type": "http", "name": s.name, "url": url, "headers": pairs(headers),
+            }),
+        })
+        .collect()
 }
