@@ -167,6 +167,11 @@ impl ChatSession {
         self.engine.sync()
     }
 
+    /// The engine events so far (torn or unparsable lines counted, skipped).
+    pub fn engine_events(&self) -> Result<LogRead<Value>> {
+        store::read_jsonl_with_rotated(&self.dir.join("engine-events.jsonl"))
+    }
+
     /// The conversation so far (torn or unparsable lines counted, skipped).
     pub fn conversation(&self) -> Result<LogRead<Message>> {
         store::read_jsonl_with_rotated(&self.dir.join("conversation.jsonl"))

@@ -148,3 +148,28 @@ def test_shutdown_mid_turn_cancels_kimi_acp_and_leaves_no_process(rig):
     for e in events(rig, "slow"):
         if e["kind"] == "worker_started":
             assert not alive(e["payload"]["agent_pid"])
+
+
+def test_chat_with_kimi_acp_resumes_through_session_load(rig):
+    r = subprocess.run([OMK, "chat", "--new", "--agent", "kimi-acp"], cwd=rig["work"], env=rig["env"],
+                       input="first [answer:one]\nsecond [answer:two]\n", capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines() == ["one", "two"], r.stdout
+    sessions = sorted((rig["state"] / "sessions").iterdir(), key=lambda p: p.stat().st_mtime)
+    sid = sessions[-1].name
+    r = subprocess.run([OMK, "chat", "--session", sid, "--agent", "kimi-acp"], cwd=rig["work"],
+                       env=rig["env"], input="third [answer:three]\n", capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "three"
+    engine = [json.loads(l) for l in (sessions[-1] / "engine-events.jsonl").read_text().splitlines()]
+    resume = [e["payload"] for e in engine if e["type"] == "resume"]
+    # kimi acp advertises loadSession: it reopened its own session and
+    # re-sent its history (no context replayed by omk).
+    assert resume and resume[-1]["mode"] == "agent" and resume[-1]["events"] > 0, resume
+    ids = {e["payload"]["id"] for e in engine if e["type"] == "agent_session"}
+    assert len(ids) == 1, engine
+    # The agent's own history reached the LLM with the third prompt.
+    last = rig["llm"].completions()[-1]
+    assert "first [answer:one]" in json.dumps(last["body"]), last["body"]

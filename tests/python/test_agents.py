@@ -65,3 +65,34 @@ def test_agents_list_and_unknown_profiles(env: Env) -> None:
     # agent= picks the profile of terms without @agent.
     doc = client.team_run("1:executor", "x", subtasks=["x"], agent="acp-a")
     assert doc["workers"][0]["agent"] == "acp-a" and doc["phase"] == "Completed"
+
+
+def test_a_python_host_approver_decides_for_an_acp_agent(env: Env) -> None:
+    add_profiles(env)
+    seen: list[dict] = []
+
+    def approve(request):  # type: ignore[no-untyped-def]
+        seen.append(dict(request))
+        if request["action"] == "edit file":
+            return True, "edits are fine"
+        return False, "no commands, please"
+
+    client = omk.Omk(state_dir=env.state, project_dir=env.project, config=env.config, approval=approve)
+    doc = client.team_run(
+        "1:executor@acp-a",
+        "host decides",
+        name="hosted",
+        subtasks=["[write:ok.txt:yes] [run:touch no.txt]"],
+        approval="host",
+    )
+    assert doc["phase"] == "Completed", doc
+    assert (env.project / "ok.txt").read_text() == "yes"
+    assert not (env.project / "no.txt").exists()
+    # The same ApprovalRequest summary as for Wire agents.
+    assert [r["action"] for r in seen] == ["edit file", "run command"], seen
+    assert seen[0]["paths"] == [str(env.project / "ok.txt")]
+    assert seen[1]["commands"] == ["touch no.txt"]
+    assert set(seen[0]) >= {"id", "sender", "action", "description", "paths", "commands", "agent_id"}
+    decided = [e["payload"] for e in env.events("hosted") if e["kind"] == "approval_decided"]
+    assert [d["decision"] for d in decided] == ["approve", "reject"]
+    assert decided[1]["reason"] == "no commands, please"

@@ -130,6 +130,20 @@ pub trait AgentBackend: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
+    /// The agent's own id of the session it talks in, when the protocol
+    /// has one the client must remember (ACP); `None` for Wire, whose
+    /// session id is the client's (`--session`).
+    fn session_id(&self) -> Option<String> {
+        None
+    }
+
+    /// Reopen the agent's earlier session `id` (ACP `session/load`, when the
+    /// agent advertises `loadSession`); the agent re-sends its history as
+    /// notices. `Ok(None)` when the agent cannot.
+    fn load_session<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Result<Option<ReplaySummary>>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Ask the agent to re-send the history of the session it resumed (Wire
     /// `replay`). `Ok(None)` when the backend has no such request; the
     /// events it re-sends arrive as notices like any other.

@@ -391,12 +391,19 @@ impl ChatEngine {
 
         // Pick up the conversation so far, if any.
         let earlier = self.conversation()?;
+        // An ACP agent's earlier session of this chat (recorded below).
+        let acp_session = self.last_agent_session(&resolved.name);
         self.resume = Resume::New;
         self.context = None;
         if !earlier.is_empty() {
             let limit = Duration::from_secs(config.agent.start_timeout_secs.max(1));
             let replayed = runtime.block_on(async {
-                let replay = agent.replay();
+                let replay = async {
+                    match &acp_session {
+                        Some(id) => agent.load_session(id).await,
+                        None => agent.replay().await,
+                    }
+                };
                 tokio::pin!(replay);
                 let deadline = tokio::time::sleep(limit);
                 tokio::pin!(deadline);
@@ -441,6 +448,14 @@ impl ChatEngine {
             let resume = serde_json::to_value(&self.resume).unwrap_or_default();
             self.session.add_engine_event("resume", resume)?;
         }
+        // An ACP agent names its session itself: remember it, so a resume
+        // can `session/load` it.
+        if let Some(id) = agent.session_id() {
+            self.session.add_engine_event(
+                "agent_session",
+                json!({ "agent": resolved.name, "id": id }),
+            )?;
+        }
         self.session.sync()?;
         self.live = Some(Live {
             agent,
@@ -448,6 +463,18 @@ impl ChatEngine {
             approvals,
         });
         Ok(())
+    }
+
+    /// The ACP session id the agent of profile `agent` last used in this
+    /// chat, if it recorded one.
+    fn last_agent_session(&self, agent: &str) -> Option<String> {
+        let events = self.session.engine_events().ok()?;
+        events
+            .records
+            .iter()
+            .rev()
+            .find(|e| e["type"] == "agent_session" && e["payload"]["agent"] == agent)
+            .and_then(|e| e["payload"]["id"].as_str().map(str::to_owned))
     }
 
     /// Run one turn: send `input`, stream the answer to `observer`, and

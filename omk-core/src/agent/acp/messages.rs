@@ -363,10 +363,15 @@ pub fn permission_request(id: &Value, params: &Value) -> ApprovalRequest {
         }
     }
     let raw_input = &call["rawInput"];
-    for key in ["file_path", "path", "filePath", "notebook_path"] {
-        if let Some(p) = raw_input[key].as_str() {
-            if !paths.iter().any(|q| q == p) {
-                paths.push(p.to_string());
+    // The tool's own input names the file when the diff and locations do
+    // not (Claude Code's Write); otherwise it is the same file, spelled
+    // relative to the agent's cwd.
+    if paths.is_empty() {
+        for key in ["file_path", "path", "filePath", "notebook_path"] {
+            if let Some(p) = raw_input[key].as_str() {
+                if !paths.iter().any(|q| q == p) {
+                    paths.push(p.to_string());
+                }
             }
         }
     }

@@ -65,6 +65,9 @@ struct Session {
     /// Vendor usage seen on the turn's updates (`_meta.usage`): counted
     /// only when the answer carries no `usage` of its own.
     meta_usage: Option<crate::agent::TokenUsage>,
+    /// A `session/load` in progress: the session and the history updates
+    /// it re-sent so far.
+    loading: Option<(String, u64)>,
 }
 
 struct Shared {
@@ -314,6 +317,11 @@ impl Shared {
             Ok((session, event)) => {
                 {
                     let mut s = self.session();
+                    if let Some((id, n)) = s.loading.as_mut() {
+                        if *id == session {
+                            *n += 1;
+                        }
+                    }
                     if s.id == session {
                         if let WireEvent::ContextUsage { cost: Some(c), .. } = &event {
                             s.cost = Some(c.clone());
@@ -525,6 +533,51 @@ impl AgentBackend for AcpAgent {
 
     fn prompt_parts<'a>(&'a self, parts: &'a [String]) -> BoxFuture<'a, Result<TurnOutcome>> {
         Box::pin(self.run_turn(parts))
+    }
+
+    fn session_id(&self) -> Option<String> {
+        Some(self.session_id())
+    }
+
+    fn load_session<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<super::ReplaySummary>>> {
+        Box::pin(async move {
+            if !self.info.load_session {
+                return Ok(None);
+            }
+            self.shared.session().loading = Some((id.to_string(), 0));
+            let params = json!({
+                "sessionId": id,
+                "cwd": self.shared.work_dir,
+                "mcpServers": self.mcp_servers,
+            });
+            let answer = self.shared.request("session/load", params).await;
+            let events = {
+                let mut s = self.shared.session();
+                s.loading.take().map_or(0, |(_, n)| n)
+            };
+            match answer? {
+                Ok(_) => {
+                    // The agent talks in the loaded session from now on.
+                    *self.shared.session() = Session {
+                        id: id.to_string(),
+                        used: true,
+                        ..Session::default()
+                    };
+                    Ok(Some(super::ReplaySummary {
+                        status: "finished".into(),
+                        events,
+                        requests: 0,
+                    }))
+                }
+                Err(e) => Err(Error::Agent(format!(
+                    "session/load refused: {} ({})",
+                    e.message, e.code
+                ))),
+            }
+        })
     }
 
     fn fresh_context(&self) -> BoxFuture<'_, Result<()>> {
