@@ -745,7 +745,8 @@ fn piped_chat_with_an_acp_agent_profile_and_a_resume() {
     assert_eq!(start["payload"]["protocol"], "acp", "{start}");
     assert_eq!(fx.conversation(id).len(), 4);
 
-    let out = fx.chat_piped(&["--session", id, "--agent", "acp-a"], "[recall]\n");
+    // The resumed session keeps its profile without --agent.
+    let out = fx.chat_piped(&["--session", id], "[recall]\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

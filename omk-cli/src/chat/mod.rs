@@ -33,7 +33,8 @@ pub struct ChatArgs {
     /// sets it, else ask on a terminal and workdir-edits otherwise.
     #[arg(long, value_name = "MODE")]
     pub approval: Option<String>,
-    /// Agent profile (`omk agents list`); default `[team] agent`.
+    /// Agent profile (`omk agents list`); default: the one a resumed session
+    /// ran, else `[team] agent`.
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
     /// Theme recorded in the session: `default`, or `plain` (no colour).

@@ -93,7 +93,8 @@ pub struct ChatOptions {
     pub approval: ApprovalMode,
     /// Recorded in `meta.json` of a new session.
     pub theme: String,
-    /// The agent profile to chat with; default `[team] agent`.
+    /// The agent profile to chat with; default: the one a resumed session
+    /// last ran, else `[team] agent`.
     pub agent: Option<String>,
 }
 
@@ -253,13 +254,24 @@ impl ChatEngine {
         } else {
             omk.project_dir().to_path_buf()
         };
+        // A resumed session keeps the agent profile it ran, unless told
+        // otherwise.
+        let agent = options.agent.clone().or_else(|| {
+            let events = session.engine_events().ok()?;
+            events
+                .records
+                .iter()
+                .rev()
+                .find(|e| e["type"] == "agent_start")
+                .and_then(|e| e["payload"]["agent"].as_str().map(str::to_owned))
+        });
         let mut engine = ChatEngine {
             omk: omk.clone(),
             session,
             _lock: lock,
             work_dir,
             approval: options.approval,
-            agent: options.agent.clone(),
+            agent,
             live: None,
             context: None,
             resume: Resume::New,
@@ -451,10 +463,8 @@ impl ChatEngine {
         // An ACP agent names its session itself: remember it, so a resume
         // can `session/load` it.
         if let Some(id) = agent.session_id() {
-            self.session.add_engine_event(
-                "agent_session",
-                json!({ "agent": resolved.name, "id": id }),
-            )?;
+            self.session
+                .add_engine_event("agent_session", json!({ "agent": resolved.name, "id": id }))?;
         }
         self.session.sync()?;
         self.live = Some(Live {
