@@ -435,6 +435,8 @@ class AutopilotState(TypedDict):
     reason: str | None
     max_agents: int
     approval: str | None
+    agent: str | None
+    """The agent profile (None: the default one)."""
     active_team: str | None
     teams: list[str]
     tokens: int
@@ -473,6 +475,8 @@ class RalphState(TypedDict):
     active_team: str | None
     tokens: int
     approval: str | None
+    agent: str | None
+    """The agent profile of every iteration (None: the default one)."""
     iterations: list[RalphIteration]
     pid: ProcessRef | None
 

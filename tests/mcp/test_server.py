@@ -76,7 +76,7 @@ def test_tools_are_listed_with_input_and_output_schemas(env: Env) -> None:
         assert t.outputSchema is not None, t.name
         assert t.description
     run_schema = tools["omk_team_run"].inputSchema
-    assert set(run_schema["properties"]) == {"spec", "task", "name", "detach"}
+    assert set(run_schema["properties"]) == {"spec", "task", "name", "detach", "agent"}
     assert set(run_schema["required"]) == {"spec", "task"}
     assert set(tools["omk_team_shutdown"].inputSchema["properties"]) == {"name", "force"}
     assert set(tools["omk_team_run"].outputSchema["required"]) >= {"status", "stdout", "stderr", "spec", "task"}
@@ -236,6 +236,27 @@ def test_detached_run_then_status(env: Env) -> None:
     started, st = run(env, body)
     assert started.structuredContent["status"] == "running"
     assert st.structuredContent["document"]["phase"] == "Completed"
+
+
+def test_mixed_agent_specs_and_unknown_profiles(env: Env) -> None:
+    async def body(s: ClientSession) -> Any:
+        unknown = await s.call_tool(
+            "omk_team_run", {"spec": "1:executor@nope", "task": "x", "name": "bad"}
+        )
+        mixed = await s.call_tool(
+            "omk_team_run",
+            {"spec": "1:executor,1:reviewer", "task": "two roles [answer:ok]", "name": "roles",
+             "agent": "kimi"},
+        )
+        return unknown, mixed
+
+    unknown, mixed = run(env, body)
+    assert unknown.isError and unknown.structuredContent["status"] == "error"
+    assert 'unknown agent profile "nope"' in unknown.structuredContent["stderr"]
+    doc = mixed.structuredContent["document"]
+    assert mixed.structuredContent["status"] == "completed", mixed.structuredContent
+    assert [(w["role"], w["agent"]) for w in doc["workers"]] == [("executor", "kimi"), ("reviewer", "kimi")]
+    assert doc["worker_role"] == "executor,reviewer"
 
 
 # ---- raw JSON-RPC: what the SDK never sends ----
