@@ -245,14 +245,16 @@ impl AcpAgent {
             s.held = None;
             (messages::prompt_params(&s.id, parts), n)
         };
-        self.shared.running.send_replace(true);
+        // "A turn runs" until this returns, or until its future is dropped
+        // (a worker that gave up on the turn): a guard clears it either way.
+        let running = Running::set(&self.shared.running);
         let line = messages::encode_request(key, "session/prompt", params);
         let answer = self
             .shared
             .peer
             .request(key.to_string(), &line, "session/prompt")
             .await;
-        self.shared.running.send_replace(false);
+        drop(running);
         let answer = answer?;
         let meta = self.shared.session().meta_usage.take();
         let usage = messages::response_usage(&answer).or(meta);
@@ -294,6 +296,22 @@ impl AcpAgent {
         self.shared.terminals.kill_session(&session);
         let line = messages::encode_notification("session/cancel", json!({ "sessionId": session }));
         self.shared.peer.write_line(&line).await
+    }
+}
+
+/// Marks a turn as running while it lives.
+struct Running<'a>(&'a watch::Sender<bool>);
+
+impl<'a> Running<'a> {
+    fn set(flag: &'a watch::Sender<bool>) -> Running<'a> {
+        flag.send_replace(true);
+        Running(flag)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
     }
 }
 
