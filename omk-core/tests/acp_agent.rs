@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::scripted_agent;
+use common::{alive, rt, scripted_agent};
 use omk_core::agent::{
     self, AgentBackend, AgentNotice, AgentSpec, ApprovalPolicy, PolicyKind, TurnStatus, WireEvent,
 };
@@ -30,26 +30,6 @@ fn spec(dir: &Path, program: PathBuf, policy: PolicyKind) -> AgentSpec {
         start_timeout: Duration::from_secs(20),
         questions: false,
         mcp_servers: Vec::new(),
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !matches!(
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next()),
-            Some("Z" | "X")
-        ),
-        Err(_) => false,
     }
 }
 

@@ -220,7 +220,9 @@ pub fn inside(work_dir: &Path, path: &Path) -> bool {
     target.starts_with(&root)
 }
 
-fn normalize(p: &Path) -> Option<PathBuf> {
+/// `p` with `.` and `..` resolved lexically; `None` when it climbs above
+/// the root.
+pub(crate) fn normalize(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

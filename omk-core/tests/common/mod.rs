@@ -21,3 +21,27 @@ pub fn scripted_agent() -> PathBuf {
     }
     bin
 }
+
+/// A runtime like omk's own: two workers, I/O and timers.
+#[allow(dead_code)]
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Whether `pid` still runs (a zombie or a reaped process does not).
+#[allow(dead_code)]
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !matches!(
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        Err(_) => false,
+    }
+}

@@ -11,7 +11,9 @@
 //! that read before they write (Gemini CLI) could otherwise not create new
 //! files (docs/agents.md).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::agent::approval::normalize;
 
 use serde_json::{json, Value};
 
@@ -162,22 +164,6 @@ pub fn write(work_dir: &Path, params: &Value) -> Result<(Value, Served), Refused
         missing: false,
     };
     Ok((Value::Null, served))
-}
-
-fn normalize(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -93,22 +93,8 @@ impl AcpAgent {
     /// Spawn the agent's command, `initialize` it and open a session in the
     /// work dir, all within the spec's start timeout.
     pub async fn start(spec: &AgentSpec, notices: super::NoticeSender) -> Result<Arc<AcpAgent>> {
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.extra_args)
-            .current_dir(&spec.work_dir)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)));
-        let (peer, stdout) = Peer::spawn(cmd, notices, &spec.program.display().to_string())?;
-        let shared = Arc::new(Shared {
-            peer: peer.clone(),
-            policy: spec.policy.clone(),
-            work_dir: spec.work_dir.clone(),
-            next_id: AtomicU64::new(1),
-            session: Mutex::new(Session::default()),
-            stray: AtomicU64::new(0),
-            running: watch::channel(false).0,
-            terminals: Arc::new(terminal::Terminals::default()),
-        });
-        peer.read(stdout, shared.clone());
+        let shared = Shared::spawn(spec, notices)?;
+        let peer = shared.peer.clone();
         let handshake = async {
             let answer = shared
                 .request("initialize", messages::initialize_params(true))
@@ -158,22 +144,8 @@ impl AcpAgent {
     pub async fn handshake(spec: &AgentSpec) -> Result<AgentInfo> {
         let (tx, mut rx) = super::notice_channel();
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.extra_args)
-            .current_dir(&spec.work_dir)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)));
-        let (peer, stdout) = Peer::spawn(cmd, tx, &spec.program.display().to_string())?;
-        let shared = Arc::new(Shared {
-            peer: peer.clone(),
-            policy: spec.policy.clone(),
-            work_dir: spec.work_dir.clone(),
-            next_id: AtomicU64::new(1),
-            session: Mutex::new(Session::default()),
-            stray: AtomicU64::new(0),
-            running: watch::channel(false).0,
-            terminals: Arc::new(terminal::Terminals::default()),
-        });
-        peer.read(stdout, shared.clone());
+        let shared = Shared::spawn(spec, tx)?;
+        let peer = shared.peer.clone();
         let answer = tokio::time::timeout(
             spec.start_timeout,
             shared.request("initialize", messages::initialize_params(true)),
@@ -316,6 +288,28 @@ impl Drop for Running<'_> {
 }
 
 impl Shared {
+    /// Start the agent's command as the spec gives it (no flags of omk's
+    /// own) and begin reading its output.
+    fn spawn(spec: &AgentSpec, notices: super::NoticeSender) -> Result<Arc<Shared>> {
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.extra_args)
+            .current_dir(&spec.work_dir)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let (peer, stdout) = Peer::spawn(cmd, notices, &spec.program.display().to_string())?;
+        let shared = Arc::new(Shared {
+            peer: peer.clone(),
+            policy: spec.policy.clone(),
+            work_dir: spec.work_dir.clone(),
+            next_id: AtomicU64::new(1),
+            session: Mutex::new(Session::default()),
+            stray: AtomicU64::new(0),
+            running: watch::channel(false).0,
+            terminals: Arc::new(terminal::Terminals::default()),
+        });
+        peer.read(stdout, shared.clone());
+        Ok(shared)
+    }
+
     fn session(&self) -> MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
