@@ -46,17 +46,15 @@ logged as one JSON line (with the full body) when --log is given.
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
 import posixpath
 import re
-import signal
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fake_llm import FakeLLMServer, serve
 
 MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
 DIRECTIVE_RE = re.compile(
@@ -317,27 +315,8 @@ def error_body(code: int, message: str) -> dict:
 # --------------------------------------------------------------------------- HTTP
 
 
-class FakeAnthropicServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, addr, log_path: str | None):
-        super().__init__(addr, Handler)
-        self.log_path = log_path
-        self.log_lock = threading.Lock()
-        self.counter = itertools.count(1)
-        self.stopping = threading.Event()
-
-    def log_request_record(self, record: dict) -> None:
-        if not self.log_path:
-            return
-        line = json.dumps(record, ensure_ascii=False)
-        with self.log_lock, open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
-
 class Handler(BaseHTTPRequestHandler):
-    server: FakeAnthropicServer
+    server: FakeLLMServer
     protocol_version = "HTTP/1.1"
     server_version = "fake-anthropic/1.0"
 
@@ -556,26 +535,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = pick a free one)")
-    ap.add_argument("--log", default=None, help="append one JSON line per request to this file")
-    args = ap.parse_args(argv)
-
-    server = FakeAnthropicServer(("127.0.0.1", args.port), args.log)
-    print(f"PORT {server.server_address[1]}", flush=True)
-
-    def on_signal(signum, frame):
-        server.stopping.set()
-        # shutdown() blocks until serve_forever returns: call it from another thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    finally:
-        server.server_close()
-    return 0
+    return serve(Handler, __doc__, argv)
 
 
 if __name__ == "__main__":

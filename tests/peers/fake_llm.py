@@ -210,11 +210,15 @@ def _split(s: str, n: int) -> list[str]:
 
 
 class FakeLLMServer(ThreadingHTTPServer):
+    """The HTTP side both fakes share (fake_anthropic.py brings its own
+    ``handler``): a request log, a request counter, and a stop event that
+    cuts slow streams short."""
+
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, log_path: str | None):
-        super().__init__(addr, Handler)
+    def __init__(self, addr, log_path: str | None, handler=None):
+        super().__init__(addr, handler or Handler)
         self.log_path = log_path
         self.log_lock = threading.Lock()
         self.counter = itertools.count(1)
@@ -424,12 +428,18 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return serve(Handler, __doc__, argv)
+
+
+def serve(handler, description: str | None, argv=None) -> int:
+    """The command line of both fakes: ``--port``, ``--log``, ``PORT <n>`` on
+    stdout, a clean stop on SIGTERM/SIGINT."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = pick a free one)")
     ap.add_argument("--log", default=None, help="append one JSON line per request to this file")
     args = ap.parse_args(argv)
 
-    server = FakeLLMServer(("127.0.0.1", args.port), args.log)
+    server = FakeLLMServer(("127.0.0.1", args.port), args.log, handler)
     print(f"PORT {server.server_address[1]}", flush=True)
 
     def on_signal(signum, frame):
