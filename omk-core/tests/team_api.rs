@@ -74,6 +74,26 @@ fn a_run_counts_everything_it_did() {
 }
 
 #[test]
+fn idle_workers_woken_together_never_share_a_task() {
+    // Sixteen idle workers all wait out the crashing task's backoff and wake
+    // at the same instant: exactly one may claim each attempt.
+    no_agent_override();
+    let d = tempfile::tempdir().unwrap();
+    let omk = open(d.path());
+    for _ in 0..10 {
+        let doc = omk
+            .team_run(&TeamRunRequest {
+                spec: "16:executor".into(),
+                ..request(&["[crash] broken", "fine"])
+            })
+            .unwrap();
+        let t = &doc.tasks[0];
+        assert_eq!((t.status, t.attempts), (TaskStatus::Failed, 2), "{t:?}");
+        assert_eq!(t.errors.len(), 2, "{:?}", t.errors);
+    }
+}
+
+#[test]
 fn detached_library_runs_continue_in_the_background() {
     no_agent_override();
     let d = tempfile::tempdir().unwrap();

@@ -168,22 +168,36 @@ impl RunContext {
 
     /// Mutate the document, hand it to the persister, tell the observer.
     pub(super) fn update<R>(&self, f: impl FnOnce(&mut Run) -> R) -> R {
-        let (out, snapshot) = {
-            let mut run = self.lock();
-            let out = f(&mut run);
-            run.doc.updated_at = Utc::now();
-            match store::encode_doc(&run.doc) {
-                Ok(bytes) => self
-                    .persister
-                    .document(TeamDoc::file(&run.doc.state_dir), bytes),
-                Err(e) => tracing::error!("cannot encode the team document: {e}"),
-            }
-            (out, self.observer.as_ref().map(|_| run.doc.clone()))
-        };
+        let mut run = self.lock();
+        let out = f(&mut run);
+        self.publish(run);
+        out
+    }
+
+    /// [`RunContext::update`] when `f` returns `Some`; when it returns
+    /// `None` nothing changed and nothing is written.
+    pub(super) fn update_if<R>(&self, f: impl FnOnce(&mut Run) -> Option<R>) -> Option<R> {
+        let mut run = self.lock();
+        let out = f(&mut run)?;
+        self.publish(run);
+        Some(out)
+    }
+
+    /// Persist the changed document and show it to the observer (after the
+    /// lock is released).
+    fn publish(&self, mut run: std::sync::MutexGuard<'_, Run>) {
+        run.doc.updated_at = Utc::now();
+        match store::encode_doc(&run.doc) {
+            Ok(bytes) => self
+                .persister
+                .document(TeamDoc::file(&run.doc.state_dir), bytes),
+            Err(e) => tracing::error!("cannot encode the team document: {e}"),
+        }
+        let snapshot = self.observer.as_ref().map(|_| run.doc.clone());
+        drop(run);
         if let (Some(obs), Some(doc)) = (&self.observer, snapshot) {
             obs(&doc);
         }
-        out
     }
 
     pub(super) fn emit(&self, kind: EventKind, actor: Option<&str>, payload: Value) {
@@ -228,12 +242,14 @@ impl RunContext {
 
     pub(super) fn claim(&self, worker: &str) -> Claim {
         let now = Instant::now();
-        let (next, mut earliest, mut busy) = (None::<usize>, None::<Instant>, false);
-        let mut next = next;
-        {
-            let run = self.lock();
-            for (i, t) in run.doc.tasks.iter().enumerate() {
-                match (t.status, run.not_before[i]) {
+        let mut earliest = None::<Instant>;
+        let mut busy = false;
+        // The look and the claim under one lock: two idle workers woken by
+        // the same change must not both take the same task.
+        let claimed = self.update_if(|r| {
+            let mut next = None;
+            for (i, t) in r.doc.tasks.iter().enumerate() {
+                match (t.status, r.not_before[i]) {
                     (TaskStatus::Pending, Some(at)) if at > now => {
                         earliest = Some(earliest.map_or(at, |e: Instant| e.min(at)));
                     }
@@ -245,15 +261,7 @@ impl RunContext {
                     _ => {}
                 }
             }
-        }
-        let Some(i) = next else {
-            return if earliest.is_some() || busy {
-                Claim::Wait(earliest)
-            } else {
-                Claim::Done
-            };
-        };
-        let (id, attempt) = self.update(|r| {
+            let i = next?;
             let agent = r
                 .doc
                 .workers
@@ -266,8 +274,15 @@ impl RunContext {
             t.agent = agent;
             t.attempts += 1;
             t.started_at.get_or_insert_with(Utc::now);
-            (t.id.clone(), t.attempts)
+            Some((i, t.id.clone(), t.attempts))
         });
+        let Some((i, id, attempt)) = claimed else {
+            return if earliest.is_some() || busy {
+                Claim::Wait(earliest)
+            } else {
+                Claim::Done
+            };
+        };
         self.emit(
             EventKind::TaskClaimed,
             Some(worker),
