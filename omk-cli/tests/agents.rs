@@ -1,8 +1,9 @@
 //! Agent profiles and mixed teams through the CLI, with the scripted agent
 //! standing in for vendors: `[agents.NAME]` profiles over Wire and ACP in
 //! one team, the spec syntax and its validation, tokens and cost per
-//! agent, an ACP team's approvals, refused writes, shutdown mid-turn and a
-//! dying agent replaced, and the `OMK_*` overrides of the default profile.
+//! agent, an ACP team's approvals, refused writes, shutdown mid-turn, a
+//! turn the agent cancels itself, a dying agent replaced, and the `OMK_*`
+//! overrides of the default profile.
 
 mod common;
 
@@ -247,6 +248,37 @@ fn an_acp_agent_that_dies_mid_turn_is_replaced_and_the_task_retried() {
     let pids = agent_pids(&doc);
     assert_eq!(pids.len(), 2, "a new agent for the retry");
     assert!(pids.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn an_agent_that_cancels_a_turn_on_its_own_fails_the_attempt_instead_of_looping() {
+    // Codex answers a refused permission with stopReason "cancelled": only a
+    // cancel omk asked for (shutdown) may hand the task back uncounted;
+    // this one fails after its 3 attempts (the default max_attempts).
+    let fx = fx();
+    let doc = fx.json(&[
+        "team",
+        "run",
+        "1:executor@acp-a",
+        "t",
+        "--subtask",
+        "[give-up]",
+        "--json",
+    ]);
+    assert_eq!(doc["phase"], "Failed", "{doc:#}");
+    let t = &doc["tasks"][0];
+    assert_eq!(
+        (t["status"].as_str(), t["attempts"].as_u64()),
+        (Some("failed"), Some(3)),
+        "{t}"
+    );
+    assert!(
+        t["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("cancelled the turn without being asked"),
+        "{t}"
+    );
 }
 
 #[test]

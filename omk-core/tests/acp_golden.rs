@@ -196,3 +196,96 @@ fn qwen_code_traffic_maps_onto_omk_events() {
         ]
     );
 }
+
+/// Every turn of a recording finished but the last, which was cancelled.
+fn finished_then_cancelled(statuses: &[TurnStatus]) {
+    let (last, rest) = statuses.split_last().expect("no turn answered");
+    assert_eq!(last, &TurnStatus::Cancelled, "{statuses:?}");
+    assert!(
+        rest.iter().all(|s| *s == TurnStatus::Finished),
+        "{statuses:?}"
+    );
+}
+
+/// The recording's one permission request is an edit of `hello.txt`.
+fn edit_of_hello(permissions: &[omk_core::agent::ApprovalRequest]) {
+    let edits: Vec<_> = permissions
+        .iter()
+        .filter(|p| p.action == "edit file")
+        .collect();
+    assert_eq!(edits.len(), 1, "{permissions:?}");
+    assert!(
+        edits[0].paths().iter().any(|p| p.ends_with("/hello.txt")),
+        "{:?}",
+        edits[0]
+    );
+}
+
+#[test]
+fn gemini_cli_traffic_maps_onto_omk_events() {
+    let r = replay("acp_gemini.jsonl");
+    for kind in [
+        "agent_message_chunk",
+        "tool_call",
+        "tool_call_update",
+        "available_commands_update",
+    ] {
+        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
+    }
+    assert!(r.text.contains("hello from gemini"), "{}", r.text);
+    // Gemini's write first appears in its permission request, then goes
+    // through the client: read (a new file reads as ""), ask, read, write.
+    assert_eq!(r.permissions.len(), 1, "{:?}", r.permissions);
+    edit_of_hello(&r.permissions);
+    assert_eq!(r.requests.get("fs/write_text_file"), Some(&1));
+    assert_eq!(r.requests.get("fs/read_text_file"), Some(&2));
+    // Tokens only in the answers' vendor `_meta.quota`.
+    assert!(r.tokens > 0);
+    assert_eq!(r.meta_tokens, 0);
+    finished_then_cancelled(&r.statuses);
+}
+
+#[test]
+fn codex_traffic_maps_onto_omk_events() {
+    let r = replay("acp_codex.jsonl");
+    for kind in [
+        "agent_message_chunk",
+        "tool_call",
+        "tool_call_update",
+        "usage_update",
+        "session_info_update",
+    ] {
+        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
+    }
+    assert!(r.text.contains("hello from codex"), "{}", r.text);
+    // `_auth/status_update`, before the session exists.
+    assert_eq!(r.vendor, 1);
+    // In read-only mode Codex asks before each edit (with the file's path)
+    // and then writes the file itself: no fs/* at all.
+    assert_eq!(r.permissions.len(), 1, "{:?}", r.permissions);
+    edit_of_hello(&r.permissions);
+    assert!(r.requests.is_empty(), "{:?}", r.requests);
+    assert!(r.tokens > 0);
+    finished_then_cancelled(&r.statuses);
+}
+
+#[test]
+fn opencode_traffic_maps_onto_omk_events() {
+    let r = replay("acp_opencode.jsonl");
+    for kind in [
+        "agent_message_chunk",
+        "tool_call",
+        "tool_call_update",
+        "available_commands_update",
+    ] {
+        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
+    }
+    assert!(r.text.contains("hello from opencode"), "{}", r.text);
+    // opencode asks for the edit and for the shell command.
+    edit_of_hello(&r.permissions);
+    assert_eq!(r.permissions.len(), 2, "{:?}", r.permissions);
+    assert_eq!(r.requests.get("fs/write_text_file"), Some(&1));
+    // Tokens on the answers (the turn's last model call).
+    assert!(r.tokens > 0);
+    finished_then_cancelled(&r.statuses);
+}

@@ -22,7 +22,8 @@
 //! `[unknown-event]` sends an update of kind `future_update_kind`, a vendor
 //! notification and a vendor request (`_omk/future_request`); `[malformed]`
 //! prints a line that is not JSON mid-turn; `[refuse]` ends the turn with
-//! `stopReason` `refusal`; `[late-update]` writes one more
+//! `stopReason` `refusal`, `[give-up]` with `cancelled` though no
+//! `session/cancel` came; `[late-update]` writes one more
 //! `agent_message_chunk` (` (late)`) right after the prompt answer, in the
 //! same write. `[mcp]` answers `mcp: NAME (TYPE), ...`, the MCP servers
 //! `session/new` gave the session. `[ask]` is not supported (the tool fails).
@@ -318,6 +319,7 @@ impl Turn {
                            "totalTokens": input + output});
         let reply = match outcome {
             Ok(_) if script.refuse => json!({"stopReason": "refusal", "usage": usage}),
+            Ok(_) if script.give_up => json!({"stopReason": "cancelled"}),
             Ok(_) => json!({"stopReason": "end_turn", "usage": usage}),
             Err(Stop::Cancelled) => json!({"stopReason": "cancelled"}),
             Err(Stop::Abandon) => return,

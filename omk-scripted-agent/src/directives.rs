@@ -46,6 +46,9 @@ pub struct Script {
     pub recall: bool,
     /// `[refuse]` (ACP only): end the turn with `stopReason` `refusal`.
     pub refuse: bool,
+    /// `[give-up]` (ACP only): end the turn with `stopReason` `cancelled`
+    /// though nobody asked (as Codex does when a permission is refused).
+    pub give_up: bool,
     /// `[late-update]` (ACP only): one more update right after the answer.
     pub late_update: bool,
     /// `[mcp]` (ACP only): answer with the MCP servers of the session.
@@ -80,6 +83,7 @@ const FLAGS: &[&str] = &[
     "tool-call-parts",
     "recall",
     "refuse",
+    "give-up",
     "late-update",
     "mcp",
 ];
@@ -110,6 +114,7 @@ fn directive(script: &mut Script, s: &str) -> Option<usize> {
                     "unknown-event" => script.unknown_event = true,
                     "recall" => script.recall = true,
                     "refuse" => script.refuse = true,
+                    "give-up" => script.give_up = true,
                     "late-update" => script.late_update = true,
                     "mcp" => script.mcp = true,
                     _ => script.tool_call_parts = true,

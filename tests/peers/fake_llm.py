@@ -22,16 +22,23 @@ text parts, WIRE.md 2.9.1), and within it the last reply directive wins:
                            When the request offers qwen-code's write_file tool
                            instead: write_file {"file_path": PATH made absolute
                            against the working directory its system prompt
-                           names, "content": CONTENT}
+                           names, "content": CONTENT}. When it offers
+                           opencode's write tool: write {"filePath": PATH made
+                           absolute the same way ("Working directory: DIR" in
+                           opencode's system prompt), "content": CONTENT}
     [run:CMD]              tool call Shell {"command": CMD} (qwen-code:
-                           run_shell_command); after the tool result: the
-                           command output (or "Shell failed: <error>")
+                           run_shell_command, opencode: bash); after the tool
+                           result: the command output (or "Shell failed: <error>")
     [http-error:CODE]      HTTP status CODE with an OpenAI-style error body
                            (use 4xx: kimi and the OpenAI SDK retry 5xx and 429)
     [json-plan:A|B|C]      text ["A","B","C"]
 Modifiers, combined with the reply:
     [sleep:SECS]           stream the reply slowly over SECS seconds (cancel tests)
     [tokens:IN:OUT]        report prompt_tokens=IN, completion_tokens=OUT
+
+opencode also asks the model for a session title (a tool-less request whose
+system prompt starts "You are a title generator"): that one gets the
+"Done: ..." text at once, whatever the prompt's directives say.
 
 Without [tokens], usage is estimated as characters / 4 (request messages for
 prompt_tokens, reply text or tool arguments for completion_tokens).
@@ -57,8 +64,9 @@ DIRECTIVE_RE = re.compile(
 )
 REPLY_KINDS = {"answer", "write", "run", "http-error", "json-plan"}
 SYSTEM_RE = re.compile(r"^\s*<system>(.*?)</system>\s*", re.S)
-# qwen-code's system prompt names the directory it works in.
-WORKDIR_RE = re.compile(r"I'm currently working in the directory: (/\S+)")
+# qwen-code's and opencode's system prompts name the directory they work in.
+WORKDIR_RE = re.compile(r"(?:I'm currently working in the directory|Working directory): (/\S+)")
+TITLE_PROMPT = "You are a title generator"
 
 
 # --------------------------------------------------------------------------- scripting
@@ -138,6 +146,12 @@ def _workdir(messages: list) -> str | None:
     return None
 
 
+def _is_title_request(messages: list) -> bool:
+    """opencode's session-title request (not the user's turn)."""
+    first = messages[0] if messages else {}
+    return first.get("role") == "system" and "".join(_text_parts(first.get("content"))).startswith(TITLE_PROMPT)
+
+
 def plan_reply(messages: list, script: dict, prompt: str, tools: list | None = None) -> dict:
     """Decide the reply: {"error": (code, message)} | {"text": s} | {"tool": (name, args)}.
     ``tools`` names the tools the request offers (qwen-code's differ from kimi's)."""
@@ -163,7 +177,11 @@ def plan_reply(messages: list, script: dict, prompt: str, tools: list | None = N
             if raw.lstrip().lower().startswith("error"):
                 return {"text": f"write_file failed: {raw}"}
             return {"text": f"wrote {args.get('file_path', '?')}"}
-        if name in ("Shell", "run_shell_command"):
+        if name == "write":
+            if raw.lstrip().lower().startswith("error"):
+                return {"text": f"write failed: {raw}"}
+            return {"text": f"wrote {args.get('filePath', '?')}"}
+        if name in ("Shell", "run_shell_command", "bash"):
             return {"text": output if output.strip() else (sys_msg or "(no output)")}
         return {"text": f"{name} finished: {output or sys_msg}"}
 
@@ -174,6 +192,7 @@ def plan_reply(messages: list, script: dict, prompt: str, tools: list | None = N
     if reply is None:
         return {"text": f"Done: {excerpt(prompt)}"}
     kind, arg = reply
+    opencode = "write" in tools and "bash" in tools and "WriteFile" not in tools
     if kind == "answer":
         return {"text": arg}
     if kind == "json-plan":
@@ -181,13 +200,17 @@ def plan_reply(messages: list, script: dict, prompt: str, tools: list | None = N
         return {"text": json.dumps(items, separators=(",", ":"))}
     if kind == "write":
         path, _, content = arg.partition(":")
-        if "write_file" in tools and "WriteFile" not in tools:
+        if opencode or ("write_file" in tools and "WriteFile" not in tools):
             wd = _workdir(messages)
             if wd and not path.startswith("/"):
                 path = os.path.normpath(os.path.join(wd, path))
+            if opencode:
+                return {"tool": ("write", {"filePath": path, "content": content})}
             return {"tool": ("write_file", {"file_path": path, "content": content})}
         return {"tool": ("WriteFile", {"path": path, "content": content})}
     if kind == "run":
+        if opencode:
+            return {"tool": ("bash", {"command": arg})}
         if "run_shell_command" in tools and "Shell" not in tools:
             return {"tool": ("run_shell_command", {"command": arg})}
         return {"tool": ("Shell", {"command": arg})}
@@ -295,7 +318,7 @@ class Handler(BaseHTTPRequestHandler):
 
         messages = body.get("messages") or []
         prompt = last_prompt_text(messages)
-        script = parse_directives(prompt)
+        script = parse_directives("" if _is_title_request(messages) else prompt)
         offered = [t.get("function", {}).get("name") for t in body.get("tools") or []]
         plan = plan_reply(messages, script, prompt, offered)
         n = next(self.server.counter)

@@ -1,8 +1,11 @@
-"""End to end: omk driving REAL ACP agents of three vendors, offline --
+"""End to end: omk driving REAL ACP agents of six vendors, offline --
 Claude Code (through @agentclientprotocol/claude-agent-acp, against
 fake_anthropic.py), qwen-code (`qwen --acp --auth-type openai`, against
-fake_llm.py) and `kimi acp` (kimi-cli 1.51.0, against fake_llm.py) -- in one
-team, in doctor and agents list, and in a chat.
+fake_llm.py), Gemini CLI (`gemini --acp`, against fake_gemini.py), Codex
+(through @agentclientprotocol/codex-acp, against fake_responses.py), opencode
+(`opencode acp`, against fake_llm.py) and `kimi acp` (kimi-cli 1.51.0,
+against fake_llm.py) -- in mixed teams, alone, in doctor and agents list, and
+in a chat.
 
 tests/peers/setup-acp-agents.sh installs the npm agents (and a Node 22)
 into .acp-agents/; `make peers` runs it. A missing agent skips locally and
@@ -39,6 +42,9 @@ OMK = str(Path(os.environ.get("OMK_BIN") or REPO / "target" / "debug" / "omk").r
 AGENTS_DIR = Path(os.environ.get("ACP_AGENTS_DIR") or REPO / ".acp-agents")
 
 
+NPM_AGENTS = ("claude", "qwen", "gemini", "codex", "opencode")
+
+
 def installed_agents() -> dict[str, list[str]]:
     """`setup-acp-agents.sh` prints `NAME=<command line>` per agent (it is
     idempotent: a second run only checks)."""
@@ -47,7 +53,7 @@ def installed_agents() -> dict[str, list[str]]:
     else:
         r = subprocess.run(["bash", str(HERE / "setup-acp-agents.sh")], capture_output=True, text=True)
         found = dict(l.split("=", 1) for l in r.stdout.splitlines() if "=" in l)
-        if r.returncode == 0 and {"claude", "qwen"} <= found.keys():
+        if r.returncode == 0 and set(NPM_AGENTS) <= found.keys():
             return {k: v.split() for k, v in found.items()}
         why = f"setup-acp-agents.sh: {r.stderr.strip()[-500:]}"
     if os.environ.get("CI") == "true" or os.environ.get("OMK_REQUIRE_PEERS") == "1":
@@ -82,6 +88,88 @@ QWEN_SETTINGS = {
     "ui": {"enableFollowupSuggestions": False},
 }
 
+GEMINI_ENV = {
+    "GEMINI_API_KEY": "fake-gemini-key",
+    # One process instead of a relaunched child (half the start-up time).
+    "GEMINI_CLI_NO_RELAUNCH": "1",
+}
+GEMINI_SETTINGS = {
+    "security": {"auth": {"selectedType": "gemini-api-key"}},
+    # "default" asks before edits (session/request_permission).
+    "general": {"defaultApprovalMode": "default", "enableAutoUpdate": False,
+                "enableAutoUpdateNotification": False},
+    # Usage statistics are what it would otherwise try to reach at start.
+    "privacy": {"usageStatisticsEnabled": False},
+    "telemetry": {"enabled": False},
+}
+CODEX_ENV = {
+    "FAKE_RESPONSES_API_KEY": "sk-fake",
+    # The only mode in which the Codex adapter asks before an edit (docs/ACP.md).
+    "INITIAL_AGENT_MODE": "read-only",
+}
+
+
+def codex_config(port: int) -> str:
+    """$CODEX_HOME/config.toml: a Responses provider on the fake, nothing
+    that reaches out (plugins would `git ls-remote` GitHub at start)."""
+    return f"""model = "gpt-5.5"
+model_provider = "fake"
+check_for_update_on_startup = false
+web_search = "disabled"
+
+[model_providers.fake]
+name = "Fake Responses"
+base_url = "http://127.0.0.1:{port}/v1"
+env_key = "FAKE_RESPONSES_API_KEY"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+
+[features]
+plugins = false
+apps = false
+plugin_discovery_prefetch = false
+multi_agent = false
+
+[analytics]
+enabled = false
+
+[feedback]
+enabled = false
+
+[history]
+persistence = "none"
+"""
+
+
+OPENCODE_ENV = {
+    "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+    "OPENCODE_DISABLE_SHARE": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+    "OPENCODE_DISABLE_CLAUDE_CODE": "1",
+    "OPENCODE_DISABLE_EXTERNAL_SKILLS": "1",
+}
+
+
+def opencode_config(port: int) -> dict:
+    """An openai-compatible provider on the fake; edits and commands ask."""
+    return {
+        "$schema": "https://opencode.ai/config.json",
+        "model": "fake/fake-model",
+        "small_model": "fake/fake-model",
+        "autoupdate": False,
+        "share": "disabled",
+        "enabled_providers": ["fake"],
+        "provider": {"fake": {
+            "npm": "@ai-sdk/openai-compatible", "name": "Fake",
+            "options": {"baseURL": f"http://127.0.0.1:{port}/v1", "apiKey": "fake"},
+            "models": {"fake-model": {"name": "fake-model"}},
+        }},
+        "permission": {"edit": "ask", "bash": "ask"},
+    }
+
 
 def toml_profile(name: str, command: list[str], env: dict[str, str]) -> str:
     pairs = ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items())
@@ -93,6 +181,8 @@ def toml_profile(name: str, command: list[str], env: dict[str, str]) -> str:
 def rig(tmp_path):
     openai = FakeLLM(tmp_path / "openai.jsonl")
     anthropic = FakeLLM(tmp_path / "anthropic.jsonl", script="fake_anthropic.py")
+    gemini = FakeLLM(tmp_path / "gemini.jsonl", script="fake_gemini.py")
+    responses = FakeLLM(tmp_path / "responses.jsonl", script="fake_responses.py")
     env = omk_env(tmp_path, openai.port)
     home = Path(env["HOME"])
     prepare_kimi_acp(env, tmp_path)
@@ -100,6 +190,14 @@ def rig(tmp_path):
     (home / ".claude" / "settings.json").write_text('{"permissions":{"defaultMode":"default"}}')
     (home / ".qwen").mkdir(parents=True, exist_ok=True)
     (home / ".qwen" / "settings.json").write_text(json.dumps(QWEN_SETTINGS))
+    (home / ".gemini").mkdir(parents=True, exist_ok=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps(GEMINI_SETTINGS))
+    codex_home = tmp_path / "codex-home"
+    codex_home.mkdir()
+    (codex_home / "config.toml").write_text(codex_config(responses.port))
+    opencode_cfg = tmp_path / "opencode.json"
+    opencode_cfg.write_text(json.dumps(opencode_config(openai.port)))
+    xdg = {f"XDG_{k}_HOME": str(tmp_path / "xdg" / k.lower()) for k in ("DATA", "CACHE", "STATE")}
     cfg = tmp_path / "omk.toml"
     cfg.write_text(
         "[team]\nstop_grace_secs = 3\nheartbeat_secs = 1\nlease_secs = 120\n\n"
@@ -107,6 +205,11 @@ def rig(tmp_path):
                        {**CLAUDE_ENV, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{anthropic.port}"})
         + toml_profile("qwen", AGENTS["qwen"],
                        {**QWEN_ENV, "OPENAI_BASE_URL": f"http://127.0.0.1:{openai.port}/v1"})
+        + toml_profile("gemini", AGENTS["gemini"],
+                       {**GEMINI_ENV, "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{gemini.port}"})
+        + toml_profile("codex", AGENTS["codex"], {**CODEX_ENV, "CODEX_HOME": str(codex_home)})
+        + toml_profile("opencode", AGENTS["opencode"],
+                       {**OPENCODE_ENV, **xdg, "OPENCODE_CONFIG": str(opencode_cfg)})
         + toml_profile("kimi-acp", [str(kimi_bin()), "acp"], {})
         + '[agents.ghost]\ncommand = ["/nonexistent/ghost-agent"]\nprotocol = "acp"\n'
     )
@@ -117,10 +220,10 @@ def rig(tmp_path):
     work.mkdir()
     try:
         yield {"env": env, "work": work, "state": tmp_path / "state",
-               "openai": openai, "anthropic": anthropic}
+               "openai": openai, "anthropic": anthropic, "gemini": gemini, "responses": responses}
     finally:
-        openai.stop()
-        anthropic.stop()
+        for fake in (openai, anthropic, gemini, responses):
+            fake.stop()
 
 
 def omk(rig, *args, stdin=None, timeout=300):
@@ -169,22 +272,65 @@ def test_a_team_of_claude_qwen_and_kimi_acp_writes_through_approvals(rig):
             assert not alive(e["payload"]["agent_pid"])
 
 
-def test_each_vendor_alone_completes_a_task(rig):
-    for agent in ("claude", "qwen"):
-        r = omk(rig, "team", "run", f"1:executor@{agent}", "alone",
-                "--subtask", f"[write:{agent}.txt:by {agent}]", "--name", f"solo-{agent}", "--json")
-        assert r.returncode == 0, r.stderr[-3000:]
-        doc = json.loads(r.stdout)
-        assert doc["phase"] == "Completed", doc
-        assert (rig["work"] / f"{agent}.txt").read_text() == f"by {agent}"
-        assert doc["tasks"][0]["agent"] == agent
+@pytest.mark.parametrize("agent", NPM_AGENTS)
+def test_each_vendor_alone_writes_a_new_file_through_an_approval(rig, agent):
+    r = omk(rig, "team", "run", f"1:executor@{agent}", "alone",
+            "--subtask", f"[write:{agent}.txt:by {agent}]", "--name", f"solo-{agent}", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["phase"] == "Completed", json.dumps(doc, indent=1)[-3000:]
+    assert (rig["work"] / f"{agent}.txt").read_text().rstrip("\n") == f"by {agent}"
+    assert doc["tasks"][0]["agent"] == agent
+    decisions = [e["payload"] for e in events(rig, f"solo-{agent}") if e["kind"] == "approval_decided"]
+    assert [(d["action"], d["decision"]) for d in decisions] == [("edit file", "approve")], decisions
+    assert doc["agents"][agent]["tokens"] > 0, doc["agents"]
+    for e in events(rig, f"solo-{agent}"):
+        if e["kind"] == "worker_started":
+            assert not alive(e["payload"]["agent_pid"])
+
+
+@pytest.mark.parametrize("agent", ("codex", "opencode"))
+def test_agents_that_write_files_themselves_are_confined_by_the_permission_decision(rig, agent):
+    # Codex and opencode write files themselves after asking (not through
+    # fs/write_text_file): workdir-edits must refuse an edit outside the work
+    # dir in the permission answer, and then nothing may be written.
+    outside = rig["work"].parent / f"outside-{agent}.txt"
+    r = omk(rig, "team", "run", f"1:executor@{agent}", "escape",
+            "--subtask", f"[write:{outside}:escaped]", "--name", f"escape-{agent}", "--json")
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    decisions = [e["payload"] for e in events(rig, f"escape-{agent}") if e["kind"] == "approval_decided"]
+    assert decisions and all(d["decision"] == "reject" for d in decisions), decisions
+    assert any(str(outside.parent) in json.dumps(d) for d in decisions), json.dumps(decisions, indent=1)
+    assert not outside.exists()
+
+
+def test_a_team_of_gemini_codex_and_opencode_writes_through_approvals(rig):
+    r = omk(
+        rig, "team", "run", "1:executor@gemini,1:executor@codex,1:executor@opencode",
+        "three more vendors, three files",
+        "--subtask", "[write:four.txt:fourth file]",
+        "--subtask", "[write:five.txt:fifth file]",
+        "--subtask", "[write:six.txt:sixth file]",
+        "--name", "more-vendors", "--json",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["phase"] == "Completed", json.dumps(doc, indent=1)[-3000:]
+    assert [w["agent"] for w in doc["workers"]] == ["gemini", "codex", "opencode"]
+    written = {p.name: p.read_text().rstrip("\n") for p in rig["work"].iterdir() if p.suffix == ".txt"}
+    assert written == {"four.txt": "fourth file", "five.txt": "fifth file", "six.txt": "sixth file"}
+    decisions = [e["payload"] for e in events(rig, "more-vendors") if e["kind"] == "approval_decided"]
+    assert len(decisions) == 3 and all(d["decision"] == "approve" for d in decisions), decisions
+    ran = {t["agent"] for t in doc["tasks"]}
+    assert all(doc["agents"][a]["tokens"] > 0 for a in ran), doc["agents"]
+    assert sum(a["tokens"] for a in doc["agents"].values()) == doc["tokens"]
 
 
 def test_doctor_and_agents_list_on_installed_and_missing_agents(rig):
     r = omk(rig, "doctor", "--json", timeout=240)
     report = json.loads(r.stdout)
     checks = {c["name"]: c for c in report["checks"]}
-    for name in ("claude", "qwen", "kimi-acp"):
+    for name in (*NPM_AGENTS, "kimi-acp"):
         c = checks[f"agent:{name}"]
         assert c["status"] == "ok", c
         assert c["protocol_version"] == 1, c

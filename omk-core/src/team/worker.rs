@@ -290,8 +290,16 @@ impl Worker {
                         self.drop_agent(false).await;
                     }
                 }
-                TurnStatus::Cancelled => {
+                TurnStatus::Cancelled if self.ctx.shutdown_requested().is_some() => {
                     self.ctx.release(i);
+                }
+                TurnStatus::Cancelled => {
+                    // Nobody asked: the agent gave up on its own (Codex does
+                    // when a permission is refused). That is a failed
+                    // attempt, or a refusal would be retried forever.
+                    self.ctx.count(&[(Counter::AskErrors, 1)]);
+                    let why = "the agent cancelled the turn without being asked to";
+                    self.ctx.attempt_failed(i, &self.id, why, tokens);
                 }
                 TurnStatus::MaxStepsReached { steps } => {
                     self.ctx.count(&[(Counter::AskErrors, 1)]);

@@ -227,8 +227,26 @@ pub fn turn_status(answer: &Answer) -> TurnStatus {
 }
 
 /// Token usage on a `session/prompt` answer (`usage`), when present.
+///
+/// Where the answer has no `usage`, the vendor `_meta.quota.token_count`
+/// Gemini CLI sends (`input_tokens` / `output_tokens`, summed over the
+/// turn's model calls) is read instead.
 pub fn response_usage(answer: &Answer) -> Option<TokenUsage> {
-    usage_of(answer.as_ref().ok()?.get("usage")?)
+    let result = answer.as_ref().ok()?;
+    if let Some(u) = result.get("usage").and_then(usage_of) {
+        return Some(u);
+    }
+    let q = result.get("_meta")?.get("quota")?.get("token_count")?;
+    if q.get("input_tokens").is_none() && q.get("output_tokens").is_none() {
+        return usage_of(q);
+    }
+    let n = |k: &str| q[k].as_u64().unwrap_or(0);
+    Some(TokenUsage {
+        input_other: n("input_tokens"),
+        output: n("output_tokens"),
+        input_cache_read: n("cached_input_tokens"),
+        input_cache_creation: 0,
+    })
 }
 
 /// Vendor token usage on an update (`update._meta.usage`, as qwen-code
