@@ -50,55 +50,78 @@ pub struct Profile {
     pub install: Option<&'static str>,
 }
 
-/// The built-in profiles: (name, command, protocol, how to install).
-const BUILT_IN: &[(&str, &[&str], AgentProtocol, &str)] = &[
-    (
-        "kimi",
-        &["kimi"],
-        AgentProtocol::Wire,
-        "pip install kimi-cli==1.51.0 (Python 3.13)",
-    ),
-    (
-        "kimi-acp",
-        &["kimi", "acp"],
-        AgentProtocol::Acp,
-        "pip install kimi-cli==1.51.0 (Python 3.13)",
-    ),
-    (
-        "claude",
-        &["claude-agent-acp"],
-        AgentProtocol::Acp,
-        "npm install -g @agentclientprotocol/claude-agent-acp",
-    ),
-    (
-        "gemini",
-        &["gemini", "--acp"],
-        AgentProtocol::Acp,
-        "npm install -g @google/gemini-cli",
-    ),
-    (
-        "codex",
-        &["codex-acp"],
-        AgentProtocol::Acp,
-        "npm install -g @agentclientprotocol/codex-acp @openai/codex",
-    ),
-    (
-        "qwen",
-        &["qwen", "--acp"],
-        AgentProtocol::Acp,
-        "npm install -g @qwen-code/qwen-code",
-    ),
-    (
-        "opencode",
-        &["opencode", "acp"],
-        AgentProtocol::Acp,
-        "npm install -g opencode-ai",
-    ),
+/// A built-in profile.
+struct BuiltIn {
+    name: &'static str,
+    command: &'static [&'static str],
+    protocol: AgentProtocol,
+    /// Environment that makes the agent ask before it acts, so omk's
+    /// approval policy decides (agents that otherwise edit unasked).
+    env: &'static [(&'static str, &'static str)],
+    install: &'static str,
+}
+
+const KIMI_INSTALL: &str = "pip install kimi-cli==1.51.0 (Python 3.13)";
+
+/// The built-in profiles.
+const BUILT_IN: &[BuiltIn] = &[
+    BuiltIn {
+        name: "kimi",
+        command: &["kimi"],
+        protocol: AgentProtocol::Wire,
+        env: &[],
+        install: KIMI_INSTALL,
+    },
+    BuiltIn {
+        name: "kimi-acp",
+        command: &["kimi", "acp"],
+        protocol: AgentProtocol::Acp,
+        env: &[],
+        install: KIMI_INSTALL,
+    },
+    BuiltIn {
+        name: "claude",
+        command: &["claude-agent-acp"],
+        protocol: AgentProtocol::Acp,
+        env: &[],
+        install: "npm install -g @agentclientprotocol/claude-agent-acp",
+    },
+    BuiltIn {
+        name: "gemini",
+        command: &["gemini", "--acp"],
+        protocol: AgentProtocol::Acp,
+        env: &[],
+        install: "npm install -g @google/gemini-cli",
+    },
+    BuiltIn {
+        name: "codex",
+        command: &["codex-acp"],
+        protocol: AgentProtocol::Acp,
+        // In its default mode Codex edits without asking; read-only is the
+        // mode in which it asks before each edit.
+        env: &[("INITIAL_AGENT_MODE", "read-only")],
+        install: "npm install -g @agentclientprotocol/codex-acp @openai/codex",
+    },
+    BuiltIn {
+        name: "qwen",
+        command: &["qwen", "--acp"],
+        protocol: AgentProtocol::Acp,
+        env: &[],
+        install: "npm install -g @qwen-code/qwen-code",
+    },
+    BuiltIn {
+        name: "opencode",
+        command: &["opencode", "acp"],
+        protocol: AgentProtocol::Acp,
+        // opencode's default permission lets it edit and run unasked.
+        env: &[("OPENCODE_PERMISSION", r#"{"edit":"ask","bash":"ask"}"#)],
+        install: "npm install -g opencode-ai",
+    },
 ];
 
 /// Names of the built-in profiles.
 pub fn built_in_names() -> impl Iterator<Item = &'static str> {
-    BUILT_IN.iter().map(|b| b.0)
+    BUILT_IN.iter().map(|b| b.name)
 }
 
 /// The default profile's name (`[team] agent`).
@@ -110,19 +133,23 @@ pub fn default_name(config: &Config) -> &str {
 /// the overrides applied to the default.
 pub fn all(config: &Config) -> Vec<Profile> {
     let mut by_name: BTreeMap<String, Profile> = BTreeMap::new();
-    for (name, command, protocol, install) in BUILT_IN {
+    for b in BUILT_IN {
         by_name.insert(
-            name.to_string(),
+            b.name.to_string(),
             Profile {
-                name: name.to_string(),
-                command: command.iter().map(|s| s.to_string()).collect(),
-                protocol: *protocol,
+                name: b.name.to_string(),
+                command: b.command.iter().map(|s| s.to_string()).collect(),
+                protocol: b.protocol,
                 args: Vec::new(),
-                env: BTreeMap::new(),
+                env: b
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 start_timeout_secs: None,
                 source: Source::BuiltIn,
                 overridden: false,
-                install: Some(install),
+                install: Some(b.install),
             },
         );
     }
@@ -254,15 +281,19 @@ pub fn list(config: &Config) -> serde_json::Value {
     serde_json::json!({ "default": default, "agents": agents })
 }
 
-/// The profiles `doctor` checks: every configured one, and the default
-/// (unless it is plain `kimi` over Wire, which doctor's `kimi` check covers).
+/// The profiles `doctor` checks: every configured one, the default, and
+/// every built-in one whose executable is installed (a built-in agent that
+/// is not installed is no fault; `agents list` shows it). Plain `kimi` over
+/// Wire is left to doctor's own `kimi` check.
 pub fn checked(config: &Config) -> Vec<Profile> {
     let default = default_name(config);
     all(config)
         .into_iter()
         .filter(|p| {
-            let plain_kimi = p.name == "kimi" && p.protocol == AgentProtocol::Wire;
-            p.source == Source::Config || (p.name == default && !plain_kimi)
+            if p.name == "kimi" && p.protocol == AgentProtocol::Wire {
+                return false;
+            }
+            p.source == Source::Config || p.name == default || p.resolve(config).is_ok()
         })
         .collect()
 }
@@ -294,6 +325,17 @@ mod tests {
         for name in built_in_names() {
             assert!(all.iter().any(|p| p.name == name), "{name}");
         }
+    }
+
+    #[test]
+    fn built_ins_that_would_act_unasked_are_made_to_ask() {
+        let all = all(&Config::default());
+        let env = |name: &str| all.iter().find(|p| p.name == name).unwrap().env.clone();
+        assert_eq!(env("codex")["INITIAL_AGENT_MODE"], "read-only");
+        let perm: serde_json::Value =
+            serde_json::from_str(&env("opencode")["OPENCODE_PERMISSION"]).unwrap();
+        assert_eq!(perm, serde_json::json!({"edit": "ask", "bash": "ask"}));
+        assert!(env("claude").is_empty());
     }
 
     #[test]

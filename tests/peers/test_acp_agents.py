@@ -43,6 +43,8 @@ AGENTS_DIR = Path(os.environ.get("ACP_AGENTS_DIR") or REPO / ".acp-agents")
 
 
 NPM_AGENTS = ("claude", "qwen", "gemini", "codex", "opencode")
+# Run through omk's built-in profiles (the others through [agents.NAME]).
+BUILT_IN_AGENTS = ("gemini", "codex", "opencode")
 
 
 def installed_agents() -> dict[str, list[str]]:
@@ -102,11 +104,11 @@ GEMINI_SETTINGS = {
     "privacy": {"usageStatisticsEnabled": False},
     "telemetry": {"enabled": False},
 }
-CODEX_ENV = {
-    "FAKE_RESPONSES_API_KEY": "sk-fake",
-    # The only mode in which the Codex adapter asks before an edit (docs/ACP.md).
-    "INITIAL_AGENT_MODE": "read-only",
-}
+# omk's built-in `codex` profile sets INITIAL_AGENT_MODE=read-only (the only
+# mode in which Codex asks before an edit) and `opencode` sets
+# OPENCODE_PERMISSION to ask: the rig runs both (and `gemini`) as built-in
+# profiles, found on PATH, so those defaults are what is tested.
+CODEX_ENV = {"FAKE_RESPONSES_API_KEY": "sk-fake"}
 
 
 def codex_config(port: int) -> str:
@@ -154,7 +156,8 @@ OPENCODE_ENV = {
 
 
 def opencode_config(port: int) -> dict:
-    """An openai-compatible provider on the fake; edits and commands ask."""
+    """An openai-compatible provider on the fake (no permissions: the
+    built-in profile's OPENCODE_PERMISSION makes edits and commands ask)."""
     return {
         "$schema": "https://opencode.ai/config.json",
         "model": "fake/fake-model",
@@ -167,7 +170,6 @@ def opencode_config(port: int) -> dict:
             "options": {"baseURL": f"http://127.0.0.1:{port}/v1", "apiKey": "fake"},
             "models": {"fake-model": {"name": "fake-model"}},
         }},
-        "permission": {"edit": "ask", "bash": "ask"},
     }
 
 
@@ -205,14 +207,17 @@ def rig(tmp_path):
                        {**CLAUDE_ENV, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{anthropic.port}"})
         + toml_profile("qwen", AGENTS["qwen"],
                        {**QWEN_ENV, "OPENAI_BASE_URL": f"http://127.0.0.1:{openai.port}/v1"})
-        + toml_profile("gemini", AGENTS["gemini"],
-                       {**GEMINI_ENV, "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{gemini.port}"})
-        + toml_profile("codex", AGENTS["codex"], {**CODEX_ENV, "CODEX_HOME": str(codex_home)})
-        + toml_profile("opencode", AGENTS["opencode"],
-                       {**OPENCODE_ENV, **xdg, "OPENCODE_CONFIG": str(opencode_cfg)})
         + toml_profile("kimi-acp", [str(kimi_bin()), "acp"], {})
         + '[agents.ghost]\ncommand = ["/nonexistent/ghost-agent"]\nprotocol = "acp"\n'
     )
+    # gemini, codex and opencode as omk's built-in profiles: on PATH, with
+    # Node 22 first (their launchers are `#!/usr/bin/env node`).
+    bins = [str(AGENTS_DIR / a / "node_modules" / ".bin") for a in BUILT_IN_AGENTS]
+    node_dir = str(Path(AGENTS["gemini"][0]).parent)
+    env["PATH"] = os.pathsep.join([node_dir, *bins, env.get("PATH", os.defpath)])
+    env.update(GEMINI_ENV, GOOGLE_GEMINI_BASE_URL=f"http://127.0.0.1:{gemini.port}")
+    env.update(CODEX_ENV, CODEX_HOME=str(codex_home))
+    env.update(OPENCODE_ENV, **xdg, OPENCODE_CONFIG=str(opencode_cfg))
     env["OMK_CONFIG"] = str(cfg)
     env["OMK_STATE_DIR"] = str(tmp_path / "state")
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
@@ -343,6 +348,8 @@ def test_doctor_and_agents_list_on_installed_and_missing_agents(rig):
     listed = {a["name"]: a for a in json.loads(r.stdout)["agents"]}
     assert listed["claude"]["installed"] and listed["claude"]["source"] == "config"
     assert listed["qwen"]["installed"]
+    for name in BUILT_IN_AGENTS:
+        assert listed[name]["installed"] and listed[name]["source"] == "built_in", listed[name]
     assert not listed["ghost"]["installed"]
 
 
