@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod gate;
+pub mod git;
 pub mod goal;
 pub mod health;
 pub mod ids;

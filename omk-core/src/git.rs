@@ -1,0 +1,602 @@
+//! Git plumbing for isolated workers: a snapshot commit of a project as it
+//! is (uncommitted and untracked files included) without touching the
+//! user's index, HEAD or files; detached worktrees; commits of a work tree
+//! under hidden refs; three-way merges that need no work tree
+//! (`merge-tree --write-tree`); and refs moved only from the value the
+//! caller saw (compare-and-swap).
+//!
+//! Everything runs the `git` executable (>= 2.38, for `merge-tree
+//! --write-tree`) with the user's config but no hooks, no prompts, the C
+//! locale and a fixed identity for omk's own commits, so a repository with
+//! no `user.name` works and a user's hooks never run on omk's plumbing.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// Oldest git omk isolates workers with (`merge-tree --write-tree`).
+pub const MIN_VERSION: (u32, u32) = (2, 38);
+/// Most bytes of a git command's stdout omk reads.
+const STDOUT_MAX: u64 = 64 * 1024 * 1024;
+/// Most bytes of a git command's stderr kept for an error message.
+const STDERR_MAX: u64 = 64 * 1024;
+/// The identity of omk's commits.
+const IDENTITY: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "omk"),
+    ("GIT_AUTHOR_EMAIL", "omk@localhost"),
+    ("GIT_COMMITTER_NAME", "omk"),
+    ("GIT_COMMITTER_EMAIL", "omk@localhost"),
+];
+/// Variables that would point git at another repository or index.
+const SCRUBBED: [&str; 6] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+];
+
+/// A git work tree: its top directory and the git executable that serves it.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    git: PathBuf,
+    top: PathBuf,
+}
+
+/// What a command printed, when it exited with one of the accepted codes.
+struct Out {
+    code: i32,
+    stdout: String,
+}
+
+/// A snapshot commit: the project's files as git would add them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub commit: String,
+    pub tree: String,
+    /// The commit the snapshot sits on (`None` in a repository with no
+    /// commit yet).
+    pub parent: Option<String>,
+    /// Whether the files differ from `parent` (uncommitted or untracked
+    /// work went into the snapshot).
+    pub dirty: bool,
+}
+
+/// The outcome of a three-way merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    Clean {
+        tree: String,
+    },
+    /// `tree` holds the conflicted files with conflict markers.
+    Conflict {
+        tree: String,
+        files: Vec<String>,
+        messages: String,
+    },
+}
+
+/// `git version 2.47.3` -> (2, 47).
+pub fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let v = s.trim().strip_prefix("git version ")?;
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn io_err(context: String, message: impl Into<String>) -> Error {
+    Error::Io {
+        context,
+        source: std::io::Error::other(message.into()),
+    }
+}
+
+impl Repo {
+    /// The git work tree `dir` is in, or `None` when it is in none (or git
+    /// is not installed and no `.git` is above `dir`). A work tree with a
+    /// git older than [`MIN_VERSION`], or without git, is an error.
+    pub fn discover(dir: &Path) -> Result<Option<Repo>> {
+        let git = match which::which("git") {
+            Ok(g) => g,
+            Err(_) if dir.ancestors().any(|d| d.join(".git").exists()) => {
+                return Err(Error::invalid(format!(
+                    "{} is a git work tree but git is not installed (needed to isolate workers; \
+                     --isolation none works without it)",
+                    dir.display()
+                )))
+            }
+            Err(_) => return Ok(None),
+        };
+        let probe = Repo {
+            git,
+            top: dir.to_path_buf(),
+        };
+        let out = probe.run_codes(&["rev-parse", "--show-toplevel"], &[0, 128])?;
+        if out.code != 0 {
+            return Ok(None);
+        }
+        let repo = Repo {
+            top: PathBuf::from(out.stdout.trim()),
+            ..probe
+        };
+        let version = repo.run(&["version"])?;
+        match parse_version(&version) {
+            Some(v) if v >= MIN_VERSION => Ok(Some(repo)),
+            _ => Err(Error::invalid(format!(
+                "{} is too old to isolate workers (need git >= {}.{} for merge-tree --write-tree; \
+                 --isolation none works without it)",
+                version.trim(),
+                MIN_VERSION.0,
+                MIN_VERSION.1
+            ))),
+        }
+    }
+
+    /// The work tree's top directory.
+    pub fn top(&self) -> &Path {
+        &self.top
+    }
+
+    fn command(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.git);
+        c.arg("-C")
+            .arg(dir)
+            .args(["-c", "core.hooksPath=/dev/null", "-c", "gc.auto=0"])
+            .args(args)
+            .env("LC_ALL", "C")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .envs(IDENTITY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for v in SCRUBBED {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    /// Run `git ARGS` in the top directory; any exit but 0 is an error.
+    fn run(&self, args: &[&str]) -> Result<String> {
+        Ok(self.run_codes(args, &[0])?.stdout)
+    }
+
+    fn run_codes(&self, args: &[&str], ok: &[i32]) -> Result<Out> {
+        self.exec(self.command(&self.top, args), args, ok)
+    }
+
+    /// Run `git ARGS` in `dir` (a worktree of this repository).
+    fn run_in(&self, dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<String> {
+        let mut c = self.command(dir, args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Ok(self.exec(c, args, &[0])?.stdout)
+    }
+
+    fn exec(&self, mut c: Command, args: &[&str], ok: &[i32]) -> Result<Out> {
+        let what = || format!("git {} (in {})", args.join(" "), self.top.display());
+        let mut child = c.spawn().map_err(|e| Error::io(what(), e))?;
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut stderr).take(STDERR_MAX).read_to_end(&mut buf);
+            // Drain the rest so git never blocks on a full pipe.
+            let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            buf
+        });
+        let mut stdout = Vec::new();
+        let read = child
+            .stdout
+            .take()
+            .expect("piped")
+            .take(STDOUT_MAX + 1)
+            .read_to_end(&mut stdout);
+        if read.is_err() || stdout.len() as u64 > STDOUT_MAX {
+            let _ = child.kill();
+        }
+        let status = child.wait().map_err(|e| Error::io(what(), e))?;
+        let err = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+        read.map_err(|e| Error::io(what(), e))?;
+        if stdout.len() as u64 > STDOUT_MAX {
+            return Err(io_err(
+                what(),
+                format!("more than {STDOUT_MAX} bytes of output"),
+            ));
+        }
+        let code = status.code().unwrap_or(-1);
+        if !ok.contains(&code) {
+            return Err(io_err(
+                what(),
+                format!("exit status {code}: {}", err.trim()),
+            ));
+        }
+        Ok(Out {
+            code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        })
+    }
+
+    /// The commit `rev` names, if any.
+    pub fn resolve(&self, rev: &str) -> Result<Option<String>> {
+        let spec = format!("{rev}^{{commit}}");
+        let out = self.run_codes(&["rev-parse", "--verify", "--quiet", &spec], &[0, 1, 128])?;
+        Ok((out.code == 0).then(|| out.stdout.trim().to_string()))
+    }
+
+    /// The tree of commit `rev`.
+    pub fn tree_of(&self, rev: &str) -> Result<String> {
+        let spec = format!("{rev}^{{tree}}");
+        Ok(self
+            .run(&["rev-parse", "--verify", &spec])?
+            .trim()
+            .to_string())
+    }
+
+    /// Commit the files of work tree `dir` (this repository's top or one of
+    /// its worktrees) as git would add them, ignored files excepted, on
+    /// `parent` (default: `dir`'s HEAD, if it has one), without touching
+    /// `dir`'s index, HEAD or files: a temporary index starts as a copy of
+    /// `dir`'s (so unchanged files are not re-read) and takes `add -A`.
+    pub fn snapshot(&self, dir: &Path, parent: Option<&str>, message: &str) -> Result<Snapshot> {
+        let parent = match parent {
+            Some(p) => Some(p.to_string()),
+            None => {
+                let out = self.exec(
+                    self.command(dir, &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]),
+                    &["rev-parse", "HEAD"],
+                    &[0, 1, 128],
+                )?;
+                (out.code == 0).then(|| out.stdout.trim().to_string())
+            }
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("omk-index-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a temporary git index", e))?;
+        let index = scratch.path().join("index");
+        let own_index = PathBuf::from(
+            self.run_in(
+                dir,
+                &["rev-parse", "--path-format=absolute", "--git-path", "index"],
+                &[],
+            )?
+            .trim(),
+        );
+        let env = [("GIT_INDEX_FILE", index.as_path())];
+        match &parent {
+            Some(p) if own_index.exists() => {
+                std::fs::copy(&own_index, &index)
+                    .map_err(|e| Error::io(format!("copying {}", own_index.display()), e))?;
+                // The copy may hold staged work against another commit:
+                // start from `parent`'s tree, keeping the stat cache.
+                self.run_in(dir, &["read-tree", p], &env)?;
+            }
+            Some(p) => {
+                self.run_in(dir, &["read-tree", p], &env)?;
+            }
+            None => {}
+        }
+        self.run_in(dir, &["add", "-A", "--", "."], &env)?;
+        let tree = self.run_in(dir, &["write-tree"], &env)?.trim().to_string();
+        let dirty = match &parent {
+            Some(p) => self.tree_of(p)? != tree,
+            None => true,
+        };
+        let commit = self.commit_tree(
+            &tree,
+            parent.as_deref().into_iter().collect::<Vec<_>>().as_slice(),
+            message,
+        )?;
+        Ok(Snapshot {
+            commit,
+            tree,
+            parent,
+            dirty,
+        })
+    }
+
+    /// A commit of `tree` on `parents` with `message`.
+    pub fn commit_tree(&self, tree: &str, parents: &[&str], message: &str) -> Result<String> {
+        let mut args = vec!["commit-tree", tree, "-m", message];
+        for p in parents {
+            args.push("-p");
+            args.push(p);
+        }
+        Ok(self.run(&args)?.trim().to_string())
+    }
+
+    /// Point `name` at `new`, only if it still points at `old` (`None`:
+    /// only if it does not exist). `false` when someone moved it first.
+    pub fn update_ref(&self, name: &str, new: &str, old: Option<&str>) -> Result<bool> {
+        const ZERO: &str = "0000000000000000000000000000000000000000";
+        let old = old.unwrap_or(ZERO);
+        let out = self.run_codes(&["update-ref", "-m", "omk", name, new, old], &[0, 1, 128])?;
+        Ok(out.code == 0)
+    }
+
+    /// Delete ref `name` (no error when it is gone).
+    pub fn delete_ref(&self, name: &str) -> Result<()> {
+        self.run_codes(&["update-ref", "-d", name], &[0, 1])?;
+        Ok(())
+    }
+
+    /// The refs under `prefix` (e.g. `refs/omk/team-a/`), with their commits.
+    pub fn refs(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let out = self.run(&["for-each-ref", "--format=%(refname) %(objectname)", prefix])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(r, o)| (r.to_string(), o.to_string()))
+            .collect())
+    }
+
+    /// Three-way merge of `theirs` into `ours` (their merge base found by
+    /// git), written as a tree; no work tree, index or ref is touched.
+    pub fn merge(&self, ours: &str, theirs: &str) -> Result<Merge> {
+        let out = self.run_codes(
+            &[
+                "merge-tree",
+                "--write-tree",
+                "--name-only",
+                "-z",
+                ours,
+                theirs,
+            ],
+            &[0, 1],
+        )?;
+        // -z: "<tree>\0<file>\0<file>\0\0<messages>" (files only on conflict).
+        let mut parts = out.stdout.splitn(2, '\0');
+        let tree = parts.next().unwrap_or("").trim().to_string();
+        if out.code == 0 {
+            return Ok(Merge::Clean { tree });
+        }
+        let rest = parts.next().unwrap_or("");
+        let (files, messages) = rest.split_once("\0\0").unwrap_or((rest, ""));
+        let mut files: Vec<String> = files
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        files.dedup();
+        Ok(Merge::Conflict {
+            tree,
+            files,
+            messages: messages.replace('\0', "\n").trim().to_string(),
+        })
+    }
+
+    /// The text of `path` in tree-ish `rev`, if it is there.
+    pub fn show(&self, rev: &str, path: &str) -> Result<Option<String>> {
+        let spec = format!("{rev}:{path}");
+        let out = self.run_codes(&["cat-file", "-p", &spec], &[0, 128])?;
+        Ok((out.code == 0).then_some(out.stdout))
+    }
+
+    /// `git diff --stat` between two tree-ish.
+    pub fn diff_stat(&self, from: &str, to: &str) -> Result<String> {
+        self.run(&["diff", "--stat", "--no-color", "--no-ext-diff", from, to])
+    }
+
+    /// The files that differ between two tree-ish.
+    pub fn changed_files(&self, from: &str, to: &str) -> Result<Vec<String>> {
+        let out = self.run(&["diff", "--name-only", "-z", "--no-renames", from, to])?;
+        Ok(out
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Add a worktree at `path`, detached at `commit`.
+    pub fn add_worktree(&self, path: &Path, commit: &str) -> Result<()> {
+        let p = path.to_string_lossy();
+        self.run(&["worktree", "add", "--detach", "--force", &p, commit])?;
+        Ok(())
+    }
+
+    /// Make worktree `path` exactly `commit`: checked out detached, and
+    /// every file git does not track there (ignored ones too) removed.
+    pub fn reset_worktree(&self, path: &Path, commit: &str) -> Result<()> {
+        self.run_in(
+            path,
+            &["checkout", "--detach", "--force", "--quiet", commit],
+            &[],
+        )?;
+        self.run_in(path, &["clean", "-ffdxq"], &[])?;
+        Ok(())
+    }
+
+    /// Remove worktree `path` (locked or dirty) and prune what is left of
+    /// it; a worktree already gone is no error.
+    pub fn remove_worktree(&self, path: &Path) -> Result<()> {
+        let p = path.to_string_lossy();
+        self.run_codes(&["worktree", "remove", "--force", "--force", &p], &[0, 128])?;
+        if path.exists() {
+            std::fs::remove_dir_all(path)
+                .map_err(|e| Error::io(format!("removing worktree {}", path.display()), e))?;
+        }
+        self.prune_worktrees()
+    }
+
+    /// Forget worktrees whose directories are gone.
+    pub fn prune_worktrees(&self) -> Result<()> {
+        self.run(&["worktree", "prune"])?;
+        Ok(())
+    }
+
+    /// The directories of the repository's worktrees (the main one first).
+    pub fn worktrees(&self) -> Result<Vec<PathBuf>> {
+        let out = self.run(&["worktree", "list", "--porcelain", "-z"])?;
+        Ok(out
+            .split('\0')
+            .filter_map(|l| l.strip_prefix("worktree "))
+            .map(PathBuf::from)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn repo() -> (tempfile::TempDir, Repo) {
+        let d = tempfile::tempdir().unwrap();
+        git(d.path(), &["init", "-q", "-b", "main"]);
+        std::fs::write(d.path().join("a.txt"), "one\ntwo\nthree\n").unwrap();
+        std::fs::write(d.path().join(".gitignore"), "target/\n").unwrap();
+        git(d.path(), &["add", "-A"]);
+        git(d.path(), &["commit", "-qm", "first"]);
+        let r = Repo::discover(d.path()).unwrap().unwrap();
+        (d, r)
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("git version 2.47.3\n"), Some((2, 47)));
+        assert_eq!(parse_version("git version 2.38.0.windows.1"), Some((2, 38)));
+        assert_eq!(parse_version("nope"), None);
+        assert!((2, 37) < MIN_VERSION && (3, 0) > MIN_VERSION);
+    }
+
+    #[test]
+    fn a_plain_directory_is_no_repository() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(Repo::discover(d.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_snapshot_holds_uncommitted_and_untracked_work_and_touches_nothing() {
+        let (d, r) = repo();
+        let p = d.path();
+        std::fs::write(p.join("a.txt"), "one\nTWO\nthree\n").unwrap();
+        std::fs::write(p.join("new.txt"), "new\n").unwrap();
+        std::fs::create_dir(p.join("target")).unwrap();
+        std::fs::write(p.join("target/out"), "ignored").unwrap();
+        git(p, &["add", "new.txt"]); // something staged, too
+        let head = git(p, &["rev-parse", "HEAD"]);
+        let status = git(p, &["status", "--porcelain"]);
+        let index = std::fs::read(p.join(".git/index")).unwrap();
+
+        let s = r.snapshot(p, None, "omk base").unwrap();
+        assert!(s.dirty);
+        assert_eq!(s.parent.as_deref(), Some(head.trim()));
+        assert_eq!(
+            r.show(&s.commit, "a.txt").unwrap().unwrap(),
+            "one\nTWO\nthree\n"
+        );
+        assert_eq!(r.show(&s.commit, "new.txt").unwrap().unwrap(), "new\n");
+        assert_eq!(r.show(&s.commit, "target/out").unwrap(), None);
+        // The user's HEAD, index and status are as they were.
+        assert_eq!(git(p, &["rev-parse", "HEAD"]), head);
+        assert_eq!(git(p, &["status", "--porcelain"]), status);
+        assert_eq!(std::fs::read(p.join(".git/index")).unwrap(), index);
+        assert_eq!(git(p, &["branch", "--list"]).trim(), "* main");
+
+        // A clean tree snapshots as not dirty.
+        git(p, &["add", "-A"]);
+        git(p, &["commit", "-qm", "second"]);
+        assert!(!r.snapshot(p, None, "again").unwrap().dirty);
+    }
+
+    #[test]
+    fn a_repository_without_commits_snapshots_too() {
+        let d = tempfile::tempdir().unwrap();
+        git(d.path(), &["init", "-q"]);
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let r = Repo::discover(d.path()).unwrap().unwrap();
+        let s = r.snapshot(d.path(), None, "base").unwrap();
+        assert_eq!((s.parent, s.dirty), (None, true));
+        assert_eq!(r.show(&s.commit, "f").unwrap().unwrap(), "x");
+    }
+
+    #[test]
+    fn worktrees_commit_and_merge_disjoint_hunks_and_report_conflicts() {
+        let (d, r) = repo();
+        let base = r.snapshot(d.path(), None, "base").unwrap().commit;
+        let state = tempfile::tempdir().unwrap();
+        let (w1, w2) = (state.path().join("w1"), state.path().join("w2"));
+        r.add_worktree(&w1, &base).unwrap();
+        r.add_worktree(&w2, &base).unwrap();
+        std::fs::write(w1.join("a.txt"), "ONE\ntwo\nthree\n").unwrap();
+        std::fs::write(w2.join("a.txt"), "one\ntwo\nTHREE\n").unwrap();
+        let c1 = r.snapshot(&w1, Some(&base), "t1").unwrap().commit;
+        let c2 = r.snapshot(&w2, Some(&base), "t2").unwrap().commit;
+
+        let head = "refs/omk/t/integration";
+        assert!(r.update_ref(head, &base, None).unwrap());
+        let Merge::Clean { tree } = r.merge(&base, &c1).unwrap() else {
+            panic!("conflict")
+        };
+        let i1 = r.commit_tree(&tree, &[&base, &c1], "integrate t1").unwrap();
+        assert!(r.update_ref(head, &i1, Some(&base)).unwrap());
+        // A stale expectation is refused.
+        assert!(!r.update_ref(head, &c2, Some(&base)).unwrap());
+        let Merge::Clean { tree } = r.merge(&i1, &c2).unwrap() else {
+            panic!("conflict")
+        };
+        assert_eq!(
+            r.show(&tree, "a.txt").unwrap().unwrap(),
+            "ONE\ntwo\nTHREE\n"
+        );
+
+        // The same line changed twice: a conflict naming the file, markers in its tree.
+        r.reset_worktree(&w2, &base).unwrap();
+        std::fs::write(w2.join("a.txt"), "uno\ntwo\nthree\n").unwrap();
+        std::fs::write(w2.join("junk"), "x").unwrap();
+        let c3 = r.snapshot(&w2, Some(&base), "t3").unwrap().commit;
+        match r.merge(&i1, &c3).unwrap() {
+            Merge::Conflict {
+                tree,
+                files,
+                messages,
+            } => {
+                assert_eq!(files, ["a.txt"]);
+                assert!(messages.contains("CONFLICT"), "{messages}");
+                let text = r.show(&tree, "a.txt").unwrap().unwrap();
+                assert!(text.contains("<<<<<<<") && text.contains("uno") && text.contains("ONE"));
+            }
+            m => panic!("{m:?}"),
+        }
+        assert_eq!(r.changed_files(&base, &c3).unwrap(), ["a.txt", "junk"]);
+
+        // Reset cleans untracked and ignored files; removal leaves only the main worktree.
+        std::fs::create_dir_all(w1.join("target")).unwrap();
+        std::fs::write(w1.join("target/x"), "x").unwrap();
+        r.reset_worktree(&w1, &i1).unwrap();
+        assert!(!w1.join("target").exists());
+        assert_eq!(r.worktrees().unwrap().len(), 3);
+        r.remove_worktree(&w1).unwrap();
+        std::fs::remove_dir_all(&w2).unwrap(); // gone behind git's back
+        r.remove_worktree(&w2).unwrap();
+        let left = r.worktrees().unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(r.refs("refs/omk/t/").unwrap(), [(head.to_string(), i1)]);
+        // No branch was made, the user's checkout is untouched.
+        assert_eq!(git(d.path(), &["branch", "--list"]).trim(), "* main");
+        assert_eq!(git(d.path(), &["status", "--porcelain"]), "");
+    }
+}
