@@ -8,6 +8,7 @@
 //! - [`status`], [`list`] and [`shutdown`] work from any process.
 
 pub mod doc;
+pub mod isolation;
 mod persist;
 mod plan;
 pub mod proof;

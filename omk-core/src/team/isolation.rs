@@ -1,0 +1,419 @@
+//! Worker isolation (`--isolation worktree`): each worker edits its own git
+//! worktree outside the project, omk commits what a turn changed under
+//! hidden refs, and one integration ref advances by three-way merges, task
+//! by task, without a work tree. The user's checkout is never touched until
+//! delivery.
+//!
+//! Refs of team `T` (none of them a branch):
+//! - `refs/omk/T/base`: the snapshot of the project when the run started
+//!   (uncommitted and untracked work included);
+//! - `refs/omk/T/integration`: the integrated result so far;
+//! - `refs/omk/T/tasks/<task>/<attempt>`: what each attempt changed.
+//!
+//! Delivery leaves the result on branch `omk/T`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::git::{Merge, Repo};
+
+/// How a team's workers share the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Everyone edits the project directory itself.
+    #[default]
+    None,
+    /// A git worktree per worker, integrated by omk.
+    Worktree,
+}
+
+impl Isolation {
+    pub fn parse(s: &str) -> Result<Isolation> {
+        match s {
+            "none" => Ok(Isolation::None),
+            "worktree" => Ok(Isolation::Worktree),
+            other => Err(Error::invalid(format!(
+                "unknown isolation {other:?}; expected worktree or none"
+            ))),
+        }
+    }
+}
+
+/// What the team document records of an isolated run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationRecord {
+    /// The repository's top directory.
+    pub repo: PathBuf,
+    /// The snapshot commit the workers started from.
+    pub base_commit: String,
+    /// The user's HEAD when the run started (`None`: no commit yet).
+    pub base_head: Option<String>,
+    /// Whether uncommitted or untracked work went into the base.
+    pub base_dirty: bool,
+    /// The integrated result so far.
+    pub integrated_commit: String,
+    /// The branch the result was delivered to, once it was.
+    #[serde(default)]
+    pub branch: Option<String>,
+}
+
+/// An attempt's changes, committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCommit {
+    pub commit: String,
+    /// The integration head the attempt started from.
+    pub parent: String,
+    pub files: Vec<String>,
+}
+
+/// What integrating an attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integration {
+    /// The integration ref moved to `commit`.
+    Integrated { commit: String },
+    /// The attempt changed nothing.
+    Unchanged,
+    /// The attempt's changes conflict with what was integrated since it
+    /// started: the files, git's messages, and the conflicted files' text
+    /// with conflict markers.
+    Conflict {
+        files: Vec<String>,
+        messages: String,
+        marked: Vec<(String, String)>,
+    },
+}
+
+/// Most bytes of one conflicted file's marked text handed back.
+const MARKED_MAX_BYTES: usize = 16 * 1024;
+
+/// The git side of one isolated run.
+pub struct Integrator {
+    repo: Repo,
+    team: String,
+    /// Where the worker worktrees live (under the team's state dir).
+    root: PathBuf,
+    record: Mutex<IsolationRecord>,
+}
+
+impl Integrator {
+    /// Snapshot `project` and start the team's refs there.
+    pub fn start(repo: Repo, project: &Path, team: &str, root: PathBuf) -> Result<Integrator> {
+        let snap = repo.snapshot(project, None, &format!("omk base of team {team}"))?;
+        let base_ref = format!("refs/omk/{team}/base");
+        let integration = format!("refs/omk/{team}/integration");
+        for r in [&base_ref, &integration] {
+            if !repo.update_ref(r, &snap.commit, None)? {
+                return Err(Error::Conflict(format!(
+                    "{r} already exists in {}: a team of this name ran here before \
+                     (omk team gc removes old teams' refs)",
+                    repo.top().display()
+                )));
+            }
+        }
+        Ok(Integrator {
+            record: Mutex::new(IsolationRecord {
+                repo: repo.top().to_path_buf(),
+                base_commit: snap.commit.clone(),
+                base_head: snap.parent.clone(),
+                base_dirty: snap.dirty,
+                integrated_commit: snap.commit,
+                branch: None,
+            }),
+            repo,
+            team: team.to_string(),
+            root,
+        })
+    }
+
+    pub fn record(&self) -> IsolationRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn head(&self) -> String {
+        self.record().integrated_commit
+    }
+
+    /// The worktree of `worker`.
+    pub fn worktree(&self, worker: &str) -> PathBuf {
+        self.root.join(worker)
+    }
+
+    /// Make `worker`'s worktree the current integration head, clean;
+    /// returns the head it now holds.
+    pub fn checkout(&self, worker: &str) -> Result<String> {
+        let head = self.head();
+        let path = self.worktree(worker);
+        if path.join(".git").exists() {
+            self.repo.reset_worktree(&path, &head)?;
+        } else {
+            std::fs::create_dir_all(&self.root)
+                .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
+            self.repo.add_worktree(&path, &head)?;
+        }
+        Ok(head)
+    }
+
+    /// Commit what `worker`'s worktree holds on `parent` as attempt
+    /// `attempt` of `task`; `None` when nothing changed.
+    pub fn commit_attempt(
+        &self,
+        worker: &str,
+        task: &str,
+        attempt: u32,
+        parent: &str,
+        title: &str,
+    ) -> Result<Option<AttemptCommit>> {
+        let message = format!(
+            "omk: {task} attempt {attempt}: {}\n\nOmk-Team: {}\nOmk-Task: {task}\nOmk-Attempt: {attempt}\n",
+            title.lines().next().unwrap_or(""),
+            self.team
+        );
+        let snap = self
+            .repo
+            .snapshot(&self.worktree(worker), Some(parent), &message)?;
+        if !snap.dirty {
+            return Ok(None);
+        }
+        let name = format!("refs/omk/{}/tasks/{task}/{attempt}", self.team);
+        // An attempt is committed once; a stale ref of the same name (a
+        // resumed run) is replaced.
+        let old = self.repo.resolve(&name)?;
+        self.repo.update_ref(&name, &snap.commit, old.as_deref())?;
+        let files = self.repo.changed_files(parent, &snap.commit)?;
+        Ok(Some(AttemptCommit {
+            commit: snap.commit,
+            parent: parent.to_string(),
+            files,
+        }))
+    }
+
+    /// Merge `attempt` into the integration head and move the ref, only
+    /// from the head it merged onto.
+    pub fn integrate(&self, task: &str, attempt: &AttemptCommit) -> Result<Integration> {
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        let head = record.integrated_commit.clone();
+        match self.repo.merge(&head, &attempt.commit)? {
+            Merge::Clean { tree } => {
+                if tree == self.repo.tree_of(&head)? {
+                    return Ok(Integration::Unchanged);
+                }
+                let message = format!(
+                    "omk: integrate {task}\n\nOmk-Team: {}\nOmk-Task: {task}\n",
+                    self.team
+                );
+                let commit = self
+                    .repo
+                    .commit_tree(&tree, &[&head, &attempt.commit], &message)?;
+                let name = format!("refs/omk/{}/integration", self.team);
+                if !self.repo.update_ref(&name, &commit, Some(&head))? {
+                    return Err(Error::Conflict(format!(
+                        "{name} moved under the integrator (another process wrote it)"
+                    )));
+                }
+                record.integrated_commit = commit.clone();
+                Ok(Integration::Integrated { commit })
+            }
+            Merge::Conflict {
+                tree,
+                files,
+                messages,
+            } => {
+                let mut marked = Vec::new();
+                for f in &files {
+                    if let Some(mut text) = self.repo.show(&tree, f)? {
+                        if text.len() > MARKED_MAX_BYTES {
+                            let mut cut = MARKED_MAX_BYTES;
+                            while !text.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            text.truncate(cut);
+                            text.push_str("\n[... cut]");
+                        }
+                        marked.push((f.clone(), text));
+                    }
+                }
+                Ok(Integration::Conflict {
+                    files,
+                    messages,
+                    marked,
+                })
+            }
+        }
+    }
+
+    /// The diff stat of what was integrated since the base.
+    pub fn diff_stat(&self) -> Result<String> {
+        let r = self.record();
+        self.repo.diff_stat(&r.base_commit, &r.integrated_commit)
+    }
+
+    /// Leave the integrated result on branch `omk/<team>`.
+    pub fn deliver_branch(&self) -> Result<String> {
+        let branch = format!("omk/{}", self.team);
+        let name = format!("refs/heads/{branch}");
+        let head = self.head();
+        let old = self.repo.resolve(&name)?;
+        if !self.repo.update_ref(&name, &head, old.as_deref())? {
+            return Err(Error::Conflict(format!("branch {branch} moved meanwhile")));
+        }
+        self.record.lock().unwrap_or_else(|p| p.into_inner()).branch = Some(branch.clone());
+        Ok(branch)
+    }
+
+    /// Remove every worktree of the run and prune git's records of them;
+    /// the refs stay. Returns what could not be removed.
+    pub fn cleanup(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                if let Err(err) = self.repo.remove_worktree(&e.path()) {
+                    left.push(format!("{}: {err}", e.path().display()));
+                }
+            }
+        }
+        if let Err(err) = self.repo.prune_worktrees() {
+            left.push(format!("git worktree prune: {err}"));
+        }
+        left
+    }
+}
+
+/// The prompt addition for an attempt retried after a conflict.
+pub fn conflict_context(files: &[String], messages: &str, marked: &[(String, String)]) -> String {
+    let mut s = format!(
+        "\n\nYour previous attempt conflicted with work integrated meanwhile, in: {}.\n\
+         Your work dir now holds the integrated result; redo your change on top of it.\n",
+        files.join(", ")
+    );
+    if !messages.is_empty() {
+        s.push_str(&format!("git said:\n{messages}\n"));
+    }
+    for (f, text) in marked {
+        s.push_str(&format!(
+            "\nThe merge of {f}, with conflict markers:\n{text}\n"
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn two_workers_integrate_disjoint_edits_and_a_third_conflicts() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("proj");
+        std::fs::create_dir(&p).unwrap();
+        git(&p, &["init", "-q", "-b", "main"]);
+        std::fs::write(p.join("a.txt"), "1\n2\n3\n4\n5\n").unwrap();
+        git(&p, &["add", "-A"]);
+        git(&p, &["commit", "-qm", "c"]);
+        std::fs::write(p.join("wip.txt"), "user's wip\n").unwrap();
+        let repo = Repo::discover(&p).unwrap().unwrap();
+        let it = Integrator::start(repo, &p, "t", d.path().join("wt")).unwrap();
+        assert!(it.record().base_dirty);
+        // A second run of the same name is refused before it writes anything.
+        let again = Integrator::start(
+            Repo::discover(&p).unwrap().unwrap(),
+            &p,
+            "t",
+            d.path().join("x"),
+        );
+        assert!(matches!(again, Err(Error::Conflict(_))));
+
+        let h1 = it.checkout("w1").unwrap();
+        let h2 = it.checkout("w2").unwrap();
+        assert!(
+            it.worktree("w1").join("wip.txt").exists(),
+            "the base has the user's wip"
+        );
+        std::fs::write(it.worktree("w1").join("a.txt"), "ONE\n2\n3\n4\n5\n").unwrap();
+        std::fs::write(it.worktree("w2").join("a.txt"), "1\n2\n3\n4\nFIVE\n").unwrap();
+        let a1 = it
+            .commit_attempt("w1", "t1", 1, &h1, "first")
+            .unwrap()
+            .unwrap();
+        let a2 = it
+            .commit_attempt("w2", "t2", 1, &h2, "second")
+            .unwrap()
+            .unwrap();
+        assert_eq!(a1.files, ["a.txt"]);
+        assert!(matches!(
+            it.integrate("t1", &a1).unwrap(),
+            Integration::Integrated { .. }
+        ));
+        assert!(matches!(
+            it.integrate("t2", &a2).unwrap(),
+            Integration::Integrated { .. }
+        ));
+
+        // w1 again, from the stale base: the same line as t1 -> conflict.
+        it.checkout("w1").unwrap();
+        std::fs::write(it.worktree("w1").join("a.txt"), "uno\n2\n3\n4\n5\n").unwrap();
+        let a3 = it
+            .commit_attempt("w1", "t3", 1, &h1, "third")
+            .unwrap()
+            .unwrap();
+        match it.integrate("t3", &a3).unwrap() {
+            Integration::Conflict { files, marked, .. } => {
+                assert_eq!(files, ["a.txt"]);
+                assert!(marked[0].1.contains("<<<<<<<"));
+                assert!(conflict_context(&files, "", &marked).contains("a.txt"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An attempt that changed nothing commits nothing.
+        let h = it.checkout("w2").unwrap();
+        assert!(it
+            .commit_attempt("w2", "t4", 1, &h, "noop")
+            .unwrap()
+            .is_none());
+
+        let branch = it.deliver_branch().unwrap();
+        assert_eq!(branch, "omk/t");
+        assert_eq!(git(&p, &["show", "omk/t:a.txt"]), "ONE\n2\n3\n4\nFIVE\n");
+        assert!(it.cleanup().is_empty());
+        // The user's checkout: untouched, its WIP still uncommitted.
+        assert_eq!(
+            std::fs::read_to_string(p.join("a.txt")).unwrap(),
+            "1\n2\n3\n4\n5\n"
+        );
+        assert_eq!(git(&p, &["status", "--porcelain"]), "?? wip.txt\n");
+        assert_eq!(
+            git(&p, &["worktree", "list", "--porcelain"])
+                .matches("worktree ")
+                .count(),
+            1
+        );
+        let refs = git(&p, &["for-each-ref", "--format=%(refname)", "refs/omk/t/"]);
+        assert_eq!(refs.lines().count(), 5, "{refs}"); // base, integration, 3 attempts
+    }
+}
