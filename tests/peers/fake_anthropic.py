@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A scripted fake of the Anthropic Messages API for omk's end-to-end tests.
 
-Standard library only; the twin of fake_llm.py (same CLI, same directives) for
-agents that speak Anthropic's dialect (Claude Code, through the ACP adapter
-@agentclientprotocol/claude-agent-acp). Serves on 127.0.0.1 only:
+Standard library only; the twin of fake_llm.py (same CLI, same directives, both
+from fake_common.py) for agents that speak Anthropic's dialect (Claude Code,
+through the ACP adapter @agentclientprotocol/claude-agent-acp). Serves on
+127.0.0.1 only:
 
     POST /v1/messages              -> SSE when "stream": true, JSON otherwise
     POST /v1/messages/count_tokens -> {"input_tokens": n}
@@ -47,38 +48,20 @@ logged as one JSON line (with the full body) when --log is given.
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import sys
-import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 
-from fake_llm import FakeLLMServer, serve
+from fake_common import (DIRECTIVE_RE, FakeHandler, file_and_command_tools, fill_schema, parse_directives, plain_script,
+                         scripted_reply, scripted_write_path, serve, stream_pieces, text_parts, token_counts)
 
 MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
-DIRECTIVE_RE = re.compile(
-    r"\[(answer|write|run|sleep|http-error|json-plan|tokens):(.*?)\](?=[\s.,;:!?)\[\"']|$)", re.S
-)
-REPLY_KINDS = {"answer", "write", "run", "http-error", "json-plan"}
 WORKDIR_RE = re.compile(r"(?:Primary working directory|Working directory|cwd):\s*(/[^\s<>\"']*)")
 WRITE_TOOL = "Write"
 SHELL_TOOL = "Bash"
 
 
 # --------------------------------------------------------------------------- scripting
-
-
-def _text_parts(content) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    out = []
-    for part in content:
-        if isinstance(part, dict) and part.get("type") == "text":
-            out.append(part.get("text") or "")
-    return out
 
 
 def _is_injected(text: str) -> bool:
@@ -93,7 +76,7 @@ def _is_injected(text: str) -> bool:
 
 
 def _user_prompt_parts(msg: dict) -> list[str]:
-    return [p for p in _text_parts(msg.get("content")) if not _is_injected(p)]
+    return [p for p in text_parts(msg.get("content")) if not _is_injected(p)]
 
 
 def last_prompt_text(messages: list) -> str:
@@ -108,44 +91,18 @@ def last_prompt_text(messages: list) -> str:
     return ""
 
 
-def parse_directives(text: str) -> dict:
-    """Return {"reply": (kind, arg) | None, "sleep": float | None, "tokens": (in, out) | None}."""
-    script = {"reply": None, "sleep": None, "tokens": None}
-    for m in DIRECTIVE_RE.finditer(text):
-        kind, arg = m.group(1), m.group(2)
-        if kind in REPLY_KINDS:
-            script["reply"] = (kind, arg)
-        elif kind == "sleep":
-            try:
-                script["sleep"] = max(0.0, float(arg))
-            except ValueError:
-                pass
-        elif kind == "tokens":
-            try:
-                a, b = arg.split(":", 1)
-                script["tokens"] = (int(a), int(b))
-            except ValueError:
-                pass
-    return script
-
-
-def excerpt(text: str, limit: int = 80) -> str:
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
-
-
 def system_text(body: dict) -> str:
     system = body.get("system")
     if isinstance(system, str):
         return system
-    return "\n".join(_text_parts(system or []))
+    return "\n".join(text_parts(system or []))
 
 
 def find_workdir(body: dict) -> str | None:
     """Claude Code states its cwd in the system prompt (or in a first-turn reminder)."""
     texts = [system_text(body)]
     for msg in body.get("messages") or []:
-        texts.extend(_text_parts(msg.get("content")))
+        texts.extend(text_parts(msg.get("content")))
     for t in texts:
         m = WORKDIR_RE.search(t)
         if m:
@@ -171,7 +128,7 @@ def _find_tool_use(messages: list, tool_use_id: str):
 
 def _result_text(result: dict) -> str:
     content = result.get("content")
-    return "".join(_text_parts(content)) if not isinstance(content, str) else content
+    return "".join(text_parts(content)) if not isinstance(content, str) else content
 
 
 SUGGESTION_MARK = "[SUGGESTION MODE"
@@ -183,34 +140,12 @@ def is_side_request(body: dict, prompt: str) -> bool:
     return not body.get("tools") or prompt.lstrip().startswith(SUGGESTION_MARK)
 
 
-def _fill_schema(schema: dict, key: str = ""):
-    """A minimal value matching a JSON schema (structured-output side requests)."""
-    t = schema.get("type")
-    if isinstance(t, list):
-        t = next((x for x in t if x != "null"), "null")
-    if "enum" in schema and schema["enum"]:
-        return schema["enum"][0]
-    if t == "object":
-        props = schema.get("properties") or {}
-        return {k: _fill_schema(v or {}, k) for k, v in props.items()
-                if k in (schema.get("required") or props.keys())}
-    if t == "array":
-        return []
-    if t == "boolean":
-        return False
-    if t in ("integer", "number"):
-        return 0
-    if t == "null":
-        return None
-    return "Fake session" if "title" in key.lower() else "ok"
-
-
 def side_reply(body: dict, prompt: str) -> str:
     if prompt.lstrip().startswith(SUGGESTION_MARK):
         return ""  # "stay silent": no suggestion
     fmt = ((body.get("output_config") or {}).get("format")) or {}
     if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
-        return json.dumps(_fill_schema(fmt["schema"]))
+        return json.dumps(fill_schema(fmt["schema"]))
     sys_t = system_text(body).lower()
     if "json" in sys_t:
         if "title" in sys_t:
@@ -227,8 +162,7 @@ def plan_reply(body: dict) -> dict:
     prompt = last_prompt_text(messages)
     script = parse_directives(prompt)
     if is_side_request(body, prompt):
-        return {"text": side_reply(body, prompt), "script": {"reply": None, "sleep": None, "tokens": None},
-                "prompt": prompt, "side": True}
+        return {"text": side_reply(body, prompt), "script": plain_script(), "prompt": prompt, "side": True}
 
     # Claude Code may append role "system" messages (environment notes) after
     # the user turn: the conversation's state is its last user/assistant message.
@@ -243,54 +177,18 @@ def plan_reply(body: dict) -> dict:
         name = tu.get("name", "tool")
         inp = tu.get("input") or {}
         # Keep [sleep]/[tokens] of the turn's prompt out of the follow-up.
-        plain = {"reply": None, "sleep": None, "tokens": script["tokens"]}
+        plain = plain_script(script["tokens"])
         if res.get("is_error"):
             return {"text": f"{name} failed: {raw}", "script": plain, "prompt": prompt}
         if name == WRITE_TOOL:
-            shown = inp.get("file_path", "?")
-            reply = script["reply"]
-            if reply and reply[0] == "write":
-                shown = reply[1].partition(":")[0] or shown
+            shown = scripted_write_path(script) or inp.get("file_path", "?")
             return {"text": f"wrote {shown}", "script": plain, "prompt": prompt}
         if name == SHELL_TOOL:
             return {"text": raw if raw.strip() else "(no output)", "script": plain, "prompt": prompt}
         return {"text": f"{name} finished: {raw}", "script": plain, "prompt": prompt}
 
-    out = {"script": script, "prompt": prompt}
-    reply = script["reply"]
-    if reply is None:
-        out["text"] = f"Done: {excerpt(prompt)}"
-        return out
-    kind, arg = reply
-    if kind == "answer":
-        out["text"] = arg
-    elif kind == "json-plan":
-        items = [s.strip() for s in arg.split("|") if s.strip()]
-        out["text"] = json.dumps(items, separators=(",", ":"))
-    elif kind == "write":
-        path, _, content = arg.partition(":")
-        if not path.startswith("/"):
-            wd = find_workdir(body)
-            if wd:
-                path = posixpath.normpath(posixpath.join(wd, path))
-        out["tool"] = (WRITE_TOOL, {"file_path": path, "content": content})
-    elif kind == "run":
-        out["tool"] = (SHELL_TOOL, {"command": arg, "description": f"Run {excerpt(arg, 40)}"})
-    elif kind == "http-error":
-        try:
-            code = int(arg)
-        except ValueError:
-            code = 400
-        out["error"] = (code, f"scripted failure {code}")
-    else:
-        out["text"] = f"Done: {excerpt(prompt)}"
-    return out
-
-
-def _split(s: str, n: int) -> list[str]:
-    n = max(1, min(n, len(s)))
-    size = -(-len(s) // n) if s else 1
-    return [s[i : i + size] for i in range(0, len(s), size)] or [""]
+    write, run = file_and_command_tools(WRITE_TOOL, SHELL_TOOL, lambda: find_workdir(body))
+    return {"script": script, "prompt": prompt, **scripted_reply(script, prompt, write, run)}
 
 
 def _estimate_input_tokens(body: dict) -> int:
@@ -315,53 +213,16 @@ def error_body(code: int, message: str) -> dict:
 # --------------------------------------------------------------------------- HTTP
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: FakeLLMServer
-    protocol_version = "HTTP/1.1"
+class Handler(FakeHandler):
     server_version = "fake-anthropic/1.0"
-
-    def log_message(self, format, *args):  # noqa: A002 - silence stderr access log
-        pass
-
-    # -- helpers
-    def _send_json(self, code: int, obj) -> None:
-        body = json.dumps(obj).encode()
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("request-id", f"req_fake_{uuid.uuid4().hex[:16]}")
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            self.close_connection = True
-
-    def _record(self, **extra) -> None:
-        self.server.log_request_record(
-            {
-                "t": time.time(),
-                "client": self.client_address[0],
-                "method": self.command,
-                "path": self.path,
-                "host": self.headers.get("Host"),
-                "user_agent": self.headers.get("User-Agent"),
-                "anthropic_beta": self.headers.get("anthropic-beta"),
-                **extra,
-            }
-        )
-
-    def _read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            return json.loads(raw or b"{}")
-        except ValueError:
-            return None
+    request_id_header = "request-id"
+    sse_content_type = "text/event-stream; charset=utf-8"
+    logged_headers = {"anthropic_beta": "anthropic-beta"}
+    error_body = staticmethod(error_body)
 
     # -- routes
     def do_GET(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
+        path = self._route()
         self._record()
         if path.endswith("/v1/models"):
             data = [
@@ -373,20 +234,14 @@ class Handler(BaseHTTPRequestHandler):
             m = path.rsplit("/", 1)[1]
             self._send_json(200, {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"})
         else:
-            self._send_json(404, error_body(404, f"no route {self.path}"))
+            self._no_route()
 
-    def do_HEAD(self):
-        self._record()
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+    do_HEAD = FakeHandler.head_ok
 
     def do_POST(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
-        body = self._read_body()
-        if body is None or not isinstance(body, dict):
-            self._record(error="bad json")
-            self._send_json(400, error_body(400, "invalid JSON body"))
+        path = self._route()
+        body = self._json_body()
+        if body is None:
             return
         if path.endswith("/v1/messages/count_tokens"):
             n = _estimate_input_tokens(body)
@@ -395,36 +250,21 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not path.endswith("/v1/messages"):
             self._record(body=body)
-            self._send_json(404, error_body(404, f"no route {self.path}"))
+            self._no_route()
             return
 
         plan = plan_reply(body)
         script = plan.pop("script")
-        n = next(self.server.counter)
-        mid = f"msg_fake_{n:04d}_{uuid.uuid4().hex[:8]}"
         model = body.get("model") or MODELS[0]
-        self._record(
-            n=n,
-            model=model,
-            stream=bool(body.get("stream")),
-            side=bool(plan.get("side")),
-            prompt=plan.get("prompt"),
-            tools=[t.get("name") for t in body.get("tools") or []],
-            reply={k: v for k, v in plan.items() if k not in ("prompt", "side")},
-            body=body,
-        )
-
-        if "error" in plan:
-            code, message = plan["error"]
-            self._send_json(code, error_body(code, message))
+        tools = [t.get("name") for t in body.get("tools") or []]
+        n = self._begin_turn(plan, body, tools, model=model, stream=bool(body.get("stream")))
+        if n is None:
             return
+        mid = f"msg_fake_{n:04d}_{uuid.uuid4().hex[:8]}"
 
-        if script["tokens"]:
-            in_tok, out_tok = script["tokens"]
-        else:
-            in_tok = _estimate_input_tokens(body)
-            produced = plan.get("text") or json.dumps(plan.get("tool", ("", {}))[1])
-            out_tok = max(1, len(produced) // 4)
+        in_tok, out_tok = token_counts(
+            script, _estimate_input_tokens(body), plan.get("text") or json.dumps(plan.get("tool", ("", {}))[1])
+        )
         tool = None
         if "tool" in plan:
             name, inp = plan["tool"]
@@ -479,8 +319,7 @@ class Handler(BaseHTTPRequestHandler):
             events.append((False, event("content_block_start", {
                 "type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""},
             })))
-            pieces = _split(text, max(2, int(sleep_s * 4)) if sleep_s else 2)
-            for p in pieces:
+            for p in stream_pieces(text, sleep_s):
                 events.append((True, event("content_block_delta", {
                     "type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": p},
                 })))
@@ -507,28 +346,7 @@ class Handler(BaseHTTPRequestHandler):
         })))
         events.append((False, event("message_stop", {"type": "message_stop"})))
 
-        n_deltas = sum(1 for d, _ in events if d) or 1
-        interval = (sleep_s / n_deltas) if sleep_s else 0.0
-
-        self.close_connection = True
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.send_header("request-id", f"req_fake_{uuid.uuid4().hex[:16]}")
-            self.end_headers()
-            first_delta = True
-            for is_delta, payload in events:
-                if is_delta and interval:
-                    if not first_delta and self.server.stopping.wait(interval):
-                        return
-                    first_delta = False
-                self.wfile.write(payload)
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            # The client went away (e.g. the agent cancelled the turn mid-stream).
-            self.server.log_request_record({"t": time.time(), "n_aborted": mid})
+        self._send_events(events, sleep_s, mid)
 
 
 # --------------------------------------------------------------------------- main

@@ -2,9 +2,9 @@
 """A scripted fake of the Gemini API (generativelanguage v1beta) for omk's end-to-end tests.
 
 Standard library only; the twin of fake_llm.py / fake_anthropic.py (same CLI,
-same directives) for agents that speak Google's Gemini dialect (Gemini CLI,
-``gemini --acp``, pointed here with GOOGLE_GEMINI_BASE_URL). Serves on
-127.0.0.1 only:
+same directives, both from fake_common.py) for agents that speak Google's
+Gemini dialect (Gemini CLI, ``gemini --acp``, pointed here with
+GOOGLE_GEMINI_BASE_URL). Serves on 127.0.0.1 only:
 
     POST /v1beta/models/M:streamGenerateContent?alt=sse -> SSE, one JSON
                                            GenerateContentResponse per event
@@ -52,21 +52,15 @@ logged as one JSON line (with the full body) when --log is given.
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import sys
-import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 
-from fake_llm import FakeLLMServer, serve
+from fake_common import (DIRECTIVE_RE, FakeHandler, file_and_command_tools, fill_schema, parse_directives, plain_script,
+                         scripted_reply, scripted_write_path, serve, stream_pieces, token_counts)
 
 MODELS = ["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview",
           "gemini-3-flash-preview"]
-DIRECTIVE_RE = re.compile(
-    r"\[(answer|write|run|sleep|http-error|json-plan|tokens):(.*?)\](?=[\s.,;:!?)\[\"']|$)", re.S
-)
-REPLY_KINDS = {"answer", "write", "run", "http-error", "json-plan"}
 # Where Gemini CLI states the directory it works in (its first-turn context and system prompt).
 WORKDIR_RES = [
     re.compile(r"I'm currently working in the directory:\s*(/[^\s<>\"'`]*)"),
@@ -125,32 +119,6 @@ def last_prompt_text(contents: list) -> str:
     return ""
 
 
-def parse_directives(text: str) -> dict:
-    """Return {"reply": (kind, arg) | None, "sleep": float | None, "tokens": (in, out) | None}."""
-    script = {"reply": None, "sleep": None, "tokens": None}
-    for m in DIRECTIVE_RE.finditer(text):
-        kind, arg = m.group(1), m.group(2)
-        if kind in REPLY_KINDS:
-            script["reply"] = (kind, arg)
-        elif kind == "sleep":
-            try:
-                script["sleep"] = max(0.0, float(arg))
-            except ValueError:
-                pass
-        elif kind == "tokens":
-            try:
-                a, b = arg.split(":", 1)
-                script["tokens"] = (int(a), int(b))
-            except ValueError:
-                pass
-    return script
-
-
-def excerpt(text: str, limit: int = 80) -> str:
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
-
-
 def system_text(body: dict) -> str:
     si = body.get("systemInstruction") or body.get("system_instruction")
     if isinstance(si, str):
@@ -204,34 +172,27 @@ def _response_text(fr: dict) -> tuple[str, bool]:
     return (resp if isinstance(resp, str) else json.dumps(resp)), False
 
 
-def _fill_schema(schema: dict, key: str = ""):
-    """A minimal value matching a JSON schema (structured-output side requests)."""
+def _schema_type(schema: dict):
+    """Gemini's schemas may spell a type in capitals ("OBJECT") and leave an object's out."""
     t = schema.get("type")
     if isinstance(t, list):
         t = next((x for x in t if str(x).lower() != "null"), "null")
     t = str(t).lower() if t else t
-    if schema.get("enum"):
-        return schema["enum"][0]
-    if key == "next_speaker":
-        return "user"
-    if t == "object" or (t is None and "properties" in schema):
-        props = schema.get("properties") or {}
-        req = schema.get("required") or list(props.keys())
-        return {k: _fill_schema(v or {}, k) for k, v in props.items() if k in req}
-    if t == "array":
-        return []
-    if t == "boolean":
-        return False
-    if t in ("integer", "number"):
-        # 1 rather than 0: Gemini CLI's router wants a complexity_score in 1..100.
-        if "minimum" in schema:
-            return schema["minimum"]
-        if "exclusiveMinimum" in schema:
-            return schema["exclusiveMinimum"] + 1
-        return 1
-    if t == "null":
-        return None
-    return "Fake session" if "title" in key.lower() else "ok"
+    return "object" if t is None and "properties" in schema else t
+
+
+def _schema_number(schema: dict):
+    # 1 rather than 0: Gemini CLI's router wants a complexity_score in 1..100.
+    if "minimum" in schema:
+        return schema["minimum"]
+    if "exclusiveMinimum" in schema:
+        return schema["exclusiveMinimum"] + 1
+    return 1
+
+
+def _fill_schema(schema: dict):
+    """A minimal value matching a response schema; a next-speaker check gets "user"."""
+    return fill_schema(schema, type_of=_schema_type, number=_schema_number, fixed={"next_speaker": "user"})
 
 
 def response_schema(body: dict):
@@ -263,8 +224,7 @@ def plan_reply(body: dict, method: str) -> dict:
     prompt = last_prompt_text(contents)
     script = parse_directives(prompt)
     if is_side_request(body, method):
-        return {"text": side_reply(body), "script": {"reply": None, "sleep": None, "tokens": None},
-                "prompt": prompt, "side": True}
+        return {"text": side_reply(body), "script": plain_script(), "prompt": prompt, "side": True}
 
     last = contents[-1] if contents else {}
     results = _function_responses(last) if last.get("role", "user") == "user" else []
@@ -275,14 +235,11 @@ def plan_reply(body: dict, method: str) -> dict:
         raw, is_error = _response_text(fr)
         fc = _find_function_call(contents, name, fr.get("id")) or {}
         args = fc.get("args") or {}
-        plain = {"reply": None, "sleep": None, "tokens": script["tokens"]}
+        plain = plain_script(script["tokens"])
         if is_error or raw.lstrip().lower().startswith(("error", "tool execution denied", "user rejected")):
             return {"text": f"{name} failed: {raw}", "script": plain, "prompt": prompt}
         if name == WRITE_TOOL:
-            shown = args.get("file_path", "?")
-            reply = script["reply"]
-            if reply and reply[0] == "write":
-                shown = reply[1].partition(":")[0] or shown
+            shown = scripted_write_path(script) or args.get("file_path", "?")
             return {"text": f"wrote {shown}", "script": plain, "prompt": prompt}
         if name == SHELL_TOOL:
             out = raw
@@ -293,41 +250,8 @@ def plan_reply(body: dict, method: str) -> dict:
                     "script": plain, "prompt": prompt}
         return {"text": f"{name} finished: {raw}", "script": plain, "prompt": prompt}
 
-    out = {"script": script, "prompt": prompt}
-    reply = script["reply"]
-    if reply is None:
-        out["text"] = f"Done: {excerpt(prompt)}"
-        return out
-    kind, arg = reply
-    if kind == "answer":
-        out["text"] = arg
-    elif kind == "json-plan":
-        items = [s.strip() for s in arg.split("|") if s.strip()]
-        out["text"] = json.dumps(items, separators=(",", ":"))
-    elif kind == "write":
-        path, _, content = arg.partition(":")
-        if not path.startswith("/"):
-            wd = find_workdir(body)
-            if wd:
-                path = posixpath.normpath(posixpath.join(wd, path))
-        out["tool"] = (WRITE_TOOL, {"file_path": path, "content": content})
-    elif kind == "run":
-        out["tool"] = (SHELL_TOOL, {"command": arg, "description": f"Run {excerpt(arg, 40)}"})
-    elif kind == "http-error":
-        try:
-            code = int(arg)
-        except ValueError:
-            code = 400
-        out["error"] = (code, f"scripted failure {code}")
-    else:
-        out["text"] = f"Done: {excerpt(prompt)}"
-    return out
-
-
-def _split(s: str, n: int) -> list[str]:
-    n = max(1, min(n, len(s)))
-    size = -(-len(s) // n) if s else 1
-    return [s[i : i + size] for i in range(0, len(s), size)] or [""]
+    write, run = file_and_command_tools(WRITE_TOOL, SHELL_TOOL, lambda: find_workdir(body))
+    return {"script": script, "prompt": prompt, **scripted_reply(script, prompt, write, run)}
 
 
 def _estimate_input_tokens(body: dict) -> int:
@@ -354,77 +278,34 @@ def model_obj(m: str) -> dict:
 # --------------------------------------------------------------------------- HTTP
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: FakeLLMServer
-    protocol_version = "HTTP/1.1"
+class Handler(FakeHandler):
     server_version = "fake-gemini/1.0"
-
-    def log_message(self, format, *args):  # noqa: A002 - silence stderr access log
-        pass
-
-    # -- helpers
-    def _send_json(self, code: int, obj) -> None:
-        body = json.dumps(obj).encode()
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            self.close_connection = True
-
-    def _record(self, **extra) -> None:
-        self.server.log_request_record(
-            {
-                "t": time.time(),
-                "client": self.client_address[0],
-                "method": self.command,
-                "path": self.path,
-                "host": self.headers.get("Host"),
-                "user_agent": self.headers.get("User-Agent"),
-                "api_client": self.headers.get("x-goog-api-client"),
-                **extra,
-            }
-        )
-
-    def _read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            return json.loads(raw or b"{}")
-        except ValueError:
-            return None
+    json_content_type = "application/json; charset=UTF-8"
+    logged_headers = {"api_client": "x-goog-api-client"}
+    error_body = staticmethod(error_body)
 
     # -- routes
     def do_GET(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
+        path = self._route()
         self._record()
         if path.endswith("/models"):
             self._send_json(200, {"models": [model_obj(m) for m in MODELS]})
         elif re.search(r"/models/[^/:]+$", path):
             self._send_json(200, model_obj(path.rsplit("/", 1)[1]))
         else:
-            self._send_json(404, error_body(404, f"no route {self.path}"))
+            self._no_route()
 
-    def do_HEAD(self):
-        self._record()
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+    do_HEAD = FakeHandler.head_ok
 
     def do_POST(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
-        body = self._read_body()
-        if body is None or not isinstance(body, dict):
-            self._record(error="bad json")
-            self._send_json(400, error_body(400, "invalid JSON body"))
+        path = self._route()
+        body = self._json_body()
+        if body is None:
             return
         m = SERVED_ROUTE_RE.search(path)
         if not m:
             self._record(body=body)
-            self._send_json(404, error_body(404, f"no route {self.path}"))
+            self._no_route()
             return
         model, method = m.group(1), m.group(2)
         if method == "countTokens":
@@ -444,30 +325,14 @@ class Handler(BaseHTTPRequestHandler):
 
         plan = plan_reply(body, method)
         script = plan.pop("script")
-        n = next(self.server.counter)
-        rid = f"fake-{n:04d}-{uuid.uuid4().hex[:8]}"
-        self._record(
-            n=n,
-            model=model,
-            rpc=method,
-            side=bool(plan.get("side")),
-            prompt=plan.get("prompt"),
-            tools=offered_tools(body),
-            reply={k: v for k, v in plan.items() if k not in ("prompt", "side")},
-            body=body,
-        )
-
-        if "error" in plan:
-            code, message = plan["error"]
-            self._send_json(code, error_body(code, message))
+        n = self._begin_turn(plan, body, offered_tools(body), model=model, rpc=method)
+        if n is None:
             return
+        rid = f"fake-{n:04d}-{uuid.uuid4().hex[:8]}"
 
-        if script["tokens"]:
-            in_tok, out_tok = script["tokens"]
-        else:
-            in_tok = _estimate_input_tokens(body)
-            produced = plan.get("text") or json.dumps(plan.get("tool", ("", {}))[1])
-            out_tok = max(1, len(produced) // 4)
+        in_tok, out_tok = token_counts(
+            script, _estimate_input_tokens(body), plan.get("text") or json.dumps(plan.get("tool", ("", {}))[1])
+        )
         usage = {"promptTokenCount": in_tok, "candidatesTokenCount": out_tok, "totalTokenCount": in_tok + out_tok}
         fcall = None
         if "tool" in plan:
@@ -497,8 +362,7 @@ class Handler(BaseHTTPRequestHandler):
     def _stream(self, text, fcall, usage, model, rid, sleep_s) -> None:
         chunks: list[dict] = []  # each a GenerateContentResponse
         if text:
-            pieces = _split(text, max(2, int(sleep_s * 4)) if sleep_s else 2)
-            for p in pieces:
+            for p in stream_pieces(text, sleep_s):
                 chunks.append(self._response([{"text": p}], None, None, model, rid))
         if fcall:
             chunks.append(self._response([{"functionCall": fcall}], None, None, model, rid))
@@ -508,24 +372,7 @@ class Handler(BaseHTTPRequestHandler):
         last = chunks[-1]
         last["candidates"][0]["finishReason"] = "STOP"
         last["usageMetadata"] = usage
-        interval = (sleep_s / len(chunks)) if sleep_s else 0.0
-
-        self.close_connection = True
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            for i, c in enumerate(chunks):
-                if i and interval:
-                    if self.server.stopping.wait(interval):
-                        return
-                self.wfile.write(b"data: " + json.dumps(c).encode() + b"\r\n\r\n")
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            # The client went away (e.g. the agent cancelled the turn mid-stream).
-            self.server.log_request_record({"t": time.time(), "n_aborted": rid})
+        self._send_events([(True, b"data: " + json.dumps(c).encode() + b"\r\n\r\n") for c in chunks], sleep_s, rid)
 
 
 # --------------------------------------------------------------------------- main

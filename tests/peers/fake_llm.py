@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A scripted, OpenAI-compatible fake LLM for omk's end-to-end tests.
 
-Standard library only. Serves on 127.0.0.1 only:
+Standard library only; the directives, the HTTP server and the command line
+are those every fake shares (fake_common.py). Serves on 127.0.0.1 only:
 
     GET  /v1/models                -> one model, "fake-model"
     POST /v1/chat/completions      -> SSE chunks when "stream": true, JSON otherwise
@@ -46,23 +47,16 @@ prompt_tokens, reply text or tool arguments for completion_tokens).
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
-import os
 import re
-import signal
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fake_common import (DIRECTIVE_RE, FakeHandler, absolute, parse_directives, scripted_reply, serve, stream_pieces,
+                         text_parts, token_counts)
 
 MODEL = "fake-model"
-DIRECTIVE_RE = re.compile(
-    r"\[(answer|write|run|sleep|http-error|json-plan|tokens):(.*?)\](?=[\s.,;:!?)\[\"']|$)", re.S
-)
-REPLY_KINDS = {"answer", "write", "run", "http-error", "json-plan"}
 SYSTEM_RE = re.compile(r"^\s*<system>(.*?)</system>\s*", re.S)
 # qwen-code's and opencode's system prompts name the directory they work in.
 WORKDIR_RE = re.compile(r"(?:I'm currently working in the directory|Working directory): (/\S+)")
@@ -70,18 +64,6 @@ TITLE_PROMPT = "You are a title generator"
 
 
 # --------------------------------------------------------------------------- scripting
-
-
-def _text_parts(content) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    out = []
-    for part in content:
-        if isinstance(part, dict) and part.get("type") == "text":
-            out.append(part.get("text") or "")
-    return out
 
 
 def _is_injected(text: str) -> bool:
@@ -93,39 +75,13 @@ def _is_injected(text: str) -> bool:
 def last_prompt_text(messages: list) -> str:
     for msg in reversed(messages):
         if msg.get("role") == "user":
-            parts = [p for p in _text_parts(msg.get("content")) if not _is_injected(p)]
+            parts = [p for p in text_parts(msg.get("content")) if not _is_injected(p)]
             return parts[-1] if parts else ""
     return ""
 
 
-def parse_directives(text: str) -> dict:
-    """Return {"reply": (kind, arg) | None, "sleep": float | None, "tokens": (in, out) | None}."""
-    script = {"reply": None, "sleep": None, "tokens": None}
-    for m in DIRECTIVE_RE.finditer(text):
-        kind, arg = m.group(1), m.group(2)
-        if kind in REPLY_KINDS:
-            script["reply"] = (kind, arg)
-        elif kind == "sleep":
-            try:
-                script["sleep"] = max(0.0, float(arg))
-            except ValueError:
-                pass
-        elif kind == "tokens":
-            try:
-                a, b = arg.split(":", 1)
-                script["tokens"] = (int(a), int(b))
-            except ValueError:
-                pass
-    return script
-
-
-def excerpt(text: str, limit: int = 80) -> str:
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
-
-
 def _tool_content_text(content) -> str:
-    return "".join(_text_parts(content))
+    return "".join(text_parts(content))
 
 
 def _find_tool_call(messages: list, tool_call_id: str):
@@ -139,7 +95,7 @@ def _find_tool_call(messages: list, tool_call_id: str):
 
 def _workdir(messages: list) -> str | None:
     for m in messages:
-        for t in _text_parts(m.get("content")):
+        for t in text_parts(m.get("content")):
             found = WORKDIR_RE.search(t)
             if found:
                 return found.group(1).rstrip(".")
@@ -149,7 +105,7 @@ def _workdir(messages: list) -> str | None:
 def _is_title_request(messages: list) -> bool:
     """opencode's session-title request (not the user's turn)."""
     first = messages[0] if messages else {}
-    return first.get("role") == "system" and "".join(_text_parts(first.get("content"))).startswith(TITLE_PROMPT)
+    return first.get("role") == "system" and "".join(text_parts(first.get("content"))).startswith(TITLE_PROMPT)
 
 
 def plan_reply(messages: list, script: dict, prompt: str, tools: list | None = None) -> dict:
@@ -188,107 +144,41 @@ def plan_reply(messages: list, script: dict, prompt: str, tools: list | None = N
     if prompt.lstrip().startswith("[SUGGESTION MODE"):
         # qwen-code's follow-up suggestions: not the user's turn.
         return {"text": ""}
-    reply = script["reply"]
-    if reply is None:
-        return {"text": f"Done: {excerpt(prompt)}"}
-    kind, arg = reply
     opencode = "write" in tools and "bash" in tools and "WriteFile" not in tools
-    if kind == "answer":
-        return {"text": arg}
-    if kind == "json-plan":
-        items = [s.strip() for s in arg.split("|") if s.strip()]
-        return {"text": json.dumps(items, separators=(",", ":"))}
-    if kind == "write":
-        path, _, content = arg.partition(":")
+
+    def write(path: str, content: str) -> tuple:
         if opencode or ("write_file" in tools and "WriteFile" not in tools):
-            wd = _workdir(messages)
-            if wd and not path.startswith("/"):
-                path = os.path.normpath(os.path.join(wd, path))
+            path = absolute(path, _workdir(messages))
             if opencode:
-                return {"tool": ("write", {"filePath": path, "content": content})}
-            return {"tool": ("write_file", {"file_path": path, "content": content})}
-        return {"tool": ("WriteFile", {"path": path, "content": content})}
-    if kind == "run":
+                return ("write", {"filePath": path, "content": content})
+            return ("write_file", {"file_path": path, "content": content})
+        return ("WriteFile", {"path": path, "content": content})
+
+    def run(cmd: str) -> tuple:
         if opencode:
-            return {"tool": ("bash", {"command": arg})}
+            return ("bash", {"command": cmd})
         if "run_shell_command" in tools and "Shell" not in tools:
-            return {"tool": ("run_shell_command", {"command": arg})}
-        return {"tool": ("Shell", {"command": arg})}
-    if kind == "http-error":
-        try:
-            code = int(arg)
-        except ValueError:
-            code = 400
-        return {"error": (code, f"scripted failure {code}")}
-    return {"text": f"Done: {excerpt(prompt)}"}
+            return ("run_shell_command", {"command": cmd})
+        return ("Shell", {"command": cmd})
+
+    return scripted_reply(script, prompt, write, run)
 
 
-def _split(s: str, n: int) -> list[str]:
-    n = max(1, min(n, len(s)))
-    size = -(-len(s) // n) if s else 1
-    return [s[i : i + size] for i in range(0, len(s), size)] or [""]
+def error_body(code: int, message: str) -> dict:
+    """The server's own errors (a scripted [http-error] is of type "fake_error")."""
+    return {"error": {"message": message, "type": "not_found" if code == 404 else "invalid_request_error"}}
 
 
 # --------------------------------------------------------------------------- HTTP
 
 
-class FakeLLMServer(ThreadingHTTPServer):
-    """The HTTP side both fakes share (fake_anthropic.py brings its own
-    ``handler``): a request log, a request counter, and a stop event that
-    cuts slow streams short."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, addr, log_path: str | None, handler=None):
-        super().__init__(addr, handler or Handler)
-        self.log_path = log_path
-        self.log_lock = threading.Lock()
-        self.counter = itertools.count(1)
-        self.stopping = threading.Event()
-
-    def log_request_record(self, record: dict) -> None:
-        if not self.log_path:
-            return
-        line = json.dumps(record, ensure_ascii=False)
-        with self.log_lock, open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FakeLLMServer
-    protocol_version = "HTTP/1.1"
+class Handler(FakeHandler):
     server_version = "fake-llm/1.0"
-
-    def log_message(self, format, *args):  # noqa: A002 - silence stderr access log
-        pass
-
-    # -- helpers
-    def _send_json(self, code: int, obj) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-    def _record(self, **extra) -> None:
-        self.server.log_request_record(
-            {
-                "t": time.time(),
-                "client": self.client_address[0],
-                "method": self.command,
-                "path": self.path,
-                "host": self.headers.get("Host"),
-                "user_agent": self.headers.get("User-Agent"),
-                **extra,
-            }
-        )
+    error_body = staticmethod(error_body)
 
     # -- routes
     def do_GET(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
+        path = self._route()
         self._record()
         if path.endswith("/models"):
             self._send_json(
@@ -299,21 +189,19 @@ class Handler(BaseHTTPRequestHandler):
                 },
             )
         else:
-            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            self._no_route()
 
     def do_POST(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        path = self._route()
         try:
-            body = json.loads(raw or b"{}")
+            body = self._read_json()
         except ValueError:
             self._record(error="bad json")
-            self._send_json(400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}})
+            self._send_json(400, error_body(400, "invalid JSON body"))
             return
         if not path.endswith("/chat/completions"):
             self._record(body=body)
-            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            self._no_route()
             return
 
         messages = body.get("messages") or []
@@ -339,12 +227,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(code, {"error": {"message": message, "type": "fake_error"}})
             return
 
-        if script["tokens"]:
-            prompt_tokens, completion_tokens = script["tokens"]
-        else:
-            prompt_tokens = max(1, len(json.dumps(messages)) // 4)
-            produced = plan.get("text") or json.dumps(plan.get("tool", ("", {}))[1])
-            completion_tokens = max(1, len(produced) // 4)
+        prompt_tokens, completion_tokens = token_counts(
+            script,
+            max(1, len(json.dumps(messages)) // 4),
+            plan.get("text") or json.dumps(plan.get("tool", ("", {}))[1]),
+        )
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -403,8 +290,7 @@ class Handler(BaseHTTPRequestHandler):
         deltas: list[dict] = []
         text = plan.get("text")
         if text:
-            pieces = _split(text, max(2, int((sleep_s or 0) * 4)) if sleep_s else 2)
-            deltas += [{"content": p} for p in pieces]
+            deltas += [{"content": p} for p in stream_pieces(text, sleep_s)]
         if tool_call:
             args = tool_call["function"]["arguments"]
             half = len(args) // 2
@@ -423,28 +309,11 @@ class Handler(BaseHTTPRequestHandler):
             deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]})
         if deltas:
             deltas[0] = {"role": "assistant", **deltas[0]}
-        interval = (sleep_s / len(deltas)) if sleep_s and deltas else 0.0
-
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        try:
-            for i, d in enumerate(deltas):
-                if i and interval:
-                    if self.server.stopping.wait(interval):
-                        return
-                self.wfile.write(chunk(d))
-                self.wfile.flush()
-            self.wfile.write(chunk({}, "tool_calls" if tool_call else "stop"))
-            self.wfile.write(chunk(usage_obj=usage, choices=False))
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            # The client went away (e.g. kimi cancelled the turn mid-stream).
-            self.server.log_request_record({"t": time.time(), "n_aborted": cid})
+        events = [(True, chunk(d)) for d in deltas]
+        events.append((False, chunk({}, "tool_calls" if tool_call else "stop")))
+        events.append((False, chunk(usage_obj=usage, choices=False)))
+        events.append((False, b"data: [DONE]\n\n"))
+        self._send_events(events, sleep_s, cid)
 
 
 # --------------------------------------------------------------------------- main
@@ -452,31 +321,6 @@ class Handler(BaseHTTPRequestHandler):
 
 def main(argv=None) -> int:
     return serve(Handler, __doc__, argv)
-
-
-def serve(handler, description: str | None, argv=None) -> int:
-    """The command line of both fakes: ``--port``, ``--log``, ``PORT <n>`` on
-    stdout, a clean stop on SIGTERM/SIGINT."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = pick a free one)")
-    ap.add_argument("--log", default=None, help="append one JSON line per request to this file")
-    args = ap.parse_args(argv)
-
-    server = FakeLLMServer(("127.0.0.1", args.port), args.log, handler)
-    print(f"PORT {server.server_address[1]}", flush=True)
-
-    def on_signal(signum, frame):
-        server.stopping.set()
-        # shutdown() blocks until serve_forever returns: call it from another thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    finally:
-        server.server_close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 """A scripted fake of the OpenAI Responses API for omk's end-to-end tests.
 
 Standard library only; the twin of fake_llm.py and fake_anthropic.py (same
-CLI, same directives) for agents that speak the Responses dialect: Codex
-(`codex app-server`, driven through the ACP adapter
+CLI, same directives, both from fake_common.py) for agents that speak the
+Responses dialect: Codex (`codex app-server`, driven through the ACP adapter
 @agentclientprotocol/codex-acp), pointed at it by a model provider in
 ``$CODEX_HOME/config.toml`` with ``wire_api = "responses"``. Serves on
 127.0.0.1 only:
@@ -51,20 +51,17 @@ Every request is logged as one JSON line (with the full body) when --log is give
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 
-from fake_llm import FakeLLMServer, serve
+from fake_common import (DIRECTIVE_RE, FakeHandler, fill_schema, parse_directives, plain_script, scripted_reply,
+                         scripted_write_path, serve, stream_pieces, text_parts, token_counts)
 
 MODELS = ["fake-model", "gpt-5-codex", "gpt-5"]
-DIRECTIVE_RE = re.compile(
-    r"\[(answer|write|run|sleep|http-error|json-plan|tokens):(.*?)\](?=[\s.,;:!?)\[\"']|$)", re.S
-)
-REPLY_KINDS = {"answer", "write", "run", "http-error", "json-plan"}
 PATCH_TOOL = "apply_patch"
 SHELL_TOOLS = ("exec_command", "shell_command", "shell", "local_shell")
 OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output", "local_shell_call_output"}
@@ -86,15 +83,7 @@ INJECTED_PREFIXES = (
 
 
 def _text_parts(content) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    out = []
-    for part in content:
-        if isinstance(part, dict) and part.get("type") in ("input_text", "output_text", "text"):
-            out.append(part.get("text") or "")
-    return out
+    return text_parts(content, ("input_text", "output_text", "text"))
 
 
 def _is_injected(text: str) -> bool:
@@ -124,32 +113,6 @@ def last_prompt(items: list[dict]) -> tuple[str, int]:
     return "", -1
 
 
-def parse_directives(text: str) -> dict:
-    """Return {"reply": (kind, arg) | None, "sleep": float | None, "tokens": (in, out) | None}."""
-    script = {"reply": None, "sleep": None, "tokens": None}
-    for m in DIRECTIVE_RE.finditer(text):
-        kind, arg = m.group(1), m.group(2)
-        if kind in REPLY_KINDS:
-            script["reply"] = (kind, arg)
-        elif kind == "sleep":
-            try:
-                script["sleep"] = max(0.0, float(arg))
-            except ValueError:
-                pass
-        elif kind == "tokens":
-            try:
-                a, b = arg.split(":", 1)
-                script["tokens"] = (int(a), int(b))
-            except ValueError:
-                pass
-    return script
-
-
-def excerpt(text: str, limit: int = 80) -> str:
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
-
-
 def _tool_name(tool: dict) -> str | None:
     if tool.get("type") == "local_shell":
         return "local_shell"
@@ -164,28 +127,6 @@ def offered_tools(body: dict) -> dict[str, dict]:
             if name:
                 out[name] = t
     return out
-
-
-def _fill_schema(schema: dict, key: str = ""):
-    """A minimal value matching a JSON schema (structured-output side requests)."""
-    t = schema.get("type")
-    if isinstance(t, list):
-        t = next((x for x in t if x != "null"), "null")
-    if "enum" in schema and schema["enum"]:
-        return schema["enum"][0]
-    if t == "object":
-        props = schema.get("properties") or {}
-        return {k: _fill_schema(v or {}, k) for k, v in props.items()
-                if k in (schema.get("required") or props.keys())}
-    if t == "array":
-        return []
-    if t == "boolean":
-        return False
-    if t in ("integer", "number"):
-        return 0
-    if t == "null":
-        return None
-    return "Fake session" if "title" in key.lower() else "ok"
 
 
 def _output_schema(body: dict):
@@ -270,12 +211,11 @@ def plan_reply(body: dict) -> dict:
     items = _input_items(body)
     prompt, p_idx = last_prompt(items)
     script = parse_directives(prompt)
-    plain_script = {"reply": None, "sleep": None, "tokens": None}
     tools = offered_tools(body)
     schema = _output_schema(body)
     if schema is not None or not tools:
-        text = json.dumps(_fill_schema(schema)) if schema is not None else "ok"
-        return {"text": text, "script": plain_script, "prompt": prompt, "side": True}
+        text = json.dumps(fill_schema(schema)) if schema is not None else "ok"
+        return {"text": text, "script": plain_script(), "prompt": prompt, "side": True}
 
     after = items[p_idx + 1:] if p_idx >= 0 else items
     outputs = [i for i in after if i.get("type") in OUTPUT_TYPES]
@@ -287,10 +227,9 @@ def plan_reply(body: dict) -> dict:
         name = call.get("name") or ("local_shell" if call.get("type") == "local_shell_call" else "tool")
         raw = _output_text(out.get("output"))
         # Keep [sleep] of the turn's prompt out of the follow-up.
-        plain = {"reply": None, "sleep": None, "tokens": script["tokens"]}
-        reply = script["reply"]
-        if reply and reply[0] == "write":
-            path = reply[1].partition(":")[0]
+        plain = plain_script(script["tokens"])
+        path = scripted_write_path(script)
+        if path is not None:
             text, code = shell_output(raw)
             failed = code not in (None, 0) or not text.lstrip().startswith("Success")
             if failed or re.search(r"(?i)\b(rejected|declined|denied|aborted)\b", raw):
@@ -301,37 +240,8 @@ def plan_reply(body: dict) -> dict:
             return {"text": f"{name} failed: {raw}", "script": plain, "prompt": prompt}
         return {"text": text if text.strip() else "(no output)", "script": plain, "prompt": prompt}
 
-    out = {"script": script, "prompt": prompt}
-    reply = script["reply"]
-    if reply is None:
-        out["text"] = f"Done: {excerpt(prompt)}"
-        return out
-    kind, arg = reply
-    if kind == "answer":
-        out["text"] = arg
-    elif kind == "json-plan":
-        items_ = [s.strip() for s in arg.split("|") if s.strip()]
-        out["text"] = json.dumps(items_, separators=(",", ":"))
-    elif kind == "write":
-        path, _, content = arg.partition(":")
-        out["tool"] = patch_call(tools, path, content)
-    elif kind == "run":
-        out["tool"] = shell_call(tools, arg)
-    elif kind == "http-error":
-        try:
-            code = int(arg)
-        except ValueError:
-            code = 400
-        out["error"] = (code, f"scripted failure {code}")
-    else:
-        out["text"] = f"Done: {excerpt(prompt)}"
-    return out
-
-
-def _split(s: str, n: int) -> list[str]:
-    n = max(1, min(n, len(s)))
-    size = -(-len(s) // n) if s else 1
-    return [s[i : i + size] for i in range(0, len(s), size)] or [""]
+    write, run = functools.partial(patch_call, tools), functools.partial(shell_call, tools)
+    return {"script": script, "prompt": prompt, **scripted_reply(script, prompt, write, run)}
 
 
 def _estimate_input_tokens(body: dict) -> int:
@@ -380,55 +290,22 @@ def output_items(plan: dict) -> list[dict]:
 # --------------------------------------------------------------------------- HTTP
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: FakeLLMServer
-    protocol_version = "HTTP/1.1"
+class Handler(FakeHandler):
     server_version = "fake-responses/1.0"
-
-    def log_message(self, format, *args):  # noqa: A002 - silence stderr access log
-        pass
-
-    # -- helpers
-    def _send_json(self, code: int, obj) -> None:
-        body = json.dumps(obj).encode()
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("x-request-id", f"req_fake_{uuid.uuid4().hex[:16]}")
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            self.close_connection = True
-
-    def _record(self, **extra) -> None:
-        self.server.log_request_record(
-            {
-                "t": time.time(),
-                "client": self.client_address[0],
-                "method": self.command,
-                "path": self.path,
-                "host": self.headers.get("Host"),
-                "user_agent": self.headers.get("User-Agent"),
-                "originator": self.headers.get("originator"),
-                **extra,
-            }
-        )
+    request_id_header = "x-request-id"
+    sse_content_type = "text/event-stream; charset=utf-8"
+    logged_headers = {"originator": "originator"}
+    error_body = staticmethod(error_body)
 
     def _read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        body = super()._read_body()
         if self.headers.get("Content-Encoding", "").lower() == "zstd":
             return None  # not decodable with the standard library; Codex sends plain JSON to API keys
-        try:
-            return json.loads(raw or b"{}")
-        except ValueError:
-            return None
+        return body
 
     # -- routes
     def do_GET(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
+        path = self._route()
         self._record()
         if path.endswith("/v1/models"):
             data = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "fake"} for m in MODELS]
@@ -437,54 +314,35 @@ class Handler(BaseHTTPRequestHandler):
             m = path.rsplit("/", 1)[1]
             self._send_json(200, {"id": m, "object": "model", "created": 1735689600, "owned_by": "fake"})
         else:
-            self._send_json(404, error_body(404, f"no route {self.path}"))
+            self._no_route()
 
-    def do_HEAD(self):
-        self._record()
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+    do_HEAD = FakeHandler.head_ok
 
     def do_POST(self):
-        path = self.path.split("?", 1)[0].rstrip("/")
-        body = self._read_body()
-        if body is None or not isinstance(body, dict):
-            self._record(error="bad json", content_encoding=self.headers.get("Content-Encoding"))
-            self._send_json(400, error_body(400, "invalid JSON body"))
+        path = self._route()
+        body = self._json_body(content_encoding=self.headers.get("Content-Encoding"))
+        if body is None:
             return
         if not path.endswith("/v1/responses"):
             self._record(body=body)
-            self._send_json(404, error_body(404, f"no route {self.path}"))
+            self._no_route()
             return
 
         plan = plan_reply(body)
         script = plan.pop("script")
-        n = next(self.server.counter)
-        rid = f"resp_fake_{n:04d}_{uuid.uuid4().hex[:8]}"
         model = body.get("model") or MODELS[0]
-        self._record(
-            n=n,
-            model=model,
-            stream=bool(body.get("stream")),
-            side=bool(plan.get("side")),
-            prompt=plan.get("prompt"),
-            tools=[_tool_name(t) for t in body.get("tools") or [] if isinstance(t, dict)],
-            reply={k: v for k, v in plan.items() if k not in ("prompt", "side")},
-            body=body,
-        )
-
-        if "error" in plan:
-            code, message = plan["error"]
-            self._send_json(code, error_body(code, message))
+        tools = [_tool_name(t) for t in body.get("tools") or [] if isinstance(t, dict)]
+        n = self._begin_turn(plan, body, tools, model=model, stream=bool(body.get("stream")))
+        if n is None:
             return
+        rid = f"resp_fake_{n:04d}_{uuid.uuid4().hex[:8]}"
 
         items = output_items(plan)
-        if script["tokens"]:
-            in_tok, out_tok = script["tokens"]
-        else:
-            in_tok = _estimate_input_tokens(body)
-            produced = plan.get("text") if "tool" not in plan else json.dumps(plan["tool"][2])
-            out_tok = max(1, len(produced or "") // 4)
+        in_tok, out_tok = token_counts(
+            script,
+            _estimate_input_tokens(body),
+            plan.get("text") if "tool" not in plan else json.dumps(plan["tool"][2]),
+        )
         usage = {
             "input_tokens": in_tok,
             "input_tokens_details": {"cached_tokens": 0},
@@ -522,8 +380,7 @@ class Handler(BaseHTTPRequestHandler):
                 events.append((False, event({"type": "response.content_part.added", "item_id": item["id"],
                                              "output_index": idx, "content_index": 0,
                                              "part": {"type": "output_text", "text": "", "annotations": []}})))
-                pieces = _split(text, max(2, int(sleep_s * 4)) if sleep_s else 2)
-                for p in pieces:
+                for p in stream_pieces(text, sleep_s):
                     events.append((True, event({"type": "response.output_text.delta", "item_id": item["id"],
                                                 "output_index": idx, "content_index": 0, "delta": p})))
                 events.append((False, event({"type": "response.output_text.done", "item_id": item["id"],
@@ -558,28 +415,7 @@ class Handler(BaseHTTPRequestHandler):
             events.append((False, event({"type": "response.output_item.done", "output_index": idx, "item": item})))
         events.append((False, event({"type": "response.completed", "response": response})))
 
-        n_deltas = sum(1 for d, _ in events if d) or 1
-        interval = (sleep_s / n_deltas) if sleep_s else 0.0
-
-        self.close_connection = True
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.send_header("x-request-id", f"req_fake_{uuid.uuid4().hex[:16]}")
-            self.end_headers()
-            first_delta = True
-            for is_delta, payload in events:
-                if is_delta and interval:
-                    if not first_delta and self.server.stopping.wait(interval):
-                        return
-                    first_delta = False
-                self.wfile.write(payload)
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            # The client went away (e.g. the agent cancelled the turn mid-stream).
-            self.server.log_request_record({"t": time.time(), "n_aborted": response["id"]})
+        self._send_events(events, sleep_s, response["id"])
 
 
 # --------------------------------------------------------------------------- main
