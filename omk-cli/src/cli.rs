@@ -152,6 +152,11 @@ pub struct TeamRunArgs {
     /// (default `[team] agent`).
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
+    /// worktree: a git worktree per worker, committed and integrated by omk,
+    /// the result left on branch omk/<team>; none (default): everyone edits
+    /// the work dir.
+    #[arg(long, value_name = "MODE", value_parser = ["worktree", "none"])]
+    pub isolation: Option<String>,
     /// Pool to admit workers through (default from config: default).
     #[arg(long)]
     pub pool: Option<String>,

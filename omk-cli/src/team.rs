@@ -80,6 +80,7 @@ fn request(args: &TeamRunArgs) -> TeamRunRequest {
         detach: false,
         no_gates: args.no_gates,
         agent: args.agent.clone(),
+        isolation: args.isolation.clone(),
     }
 }
 

@@ -111,6 +111,10 @@ pub struct TeamConfig {
     pub pool: String,
     /// The agent profile workers run when a spec term names none (`kimi`).
     pub agent: String,
+    /// `--isolation worktree`: how often a task whose changes conflict
+    /// with what was integrated meanwhile is redone on the new head before
+    /// it fails with the conflict as evidence.
+    pub conflict_retries: u32,
 }
 
 impl Default for TeamConfig {
@@ -124,6 +128,7 @@ impl Default for TeamConfig {
             max_subtasks: 64,
             pool: "default".into(),
             agent: "kimi".into(),
+            conflict_retries: 2,
         }
     }
 }

@@ -174,6 +174,7 @@ impl PyOmk {
             detach,
             no_gates,
             agent,
+            isolation: None,
         };
         let doc = self.run_team(py, request)?;
         doc_to_py(py, &doc)

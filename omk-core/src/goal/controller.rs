@@ -457,6 +457,7 @@ impl Controller<'_> {
             detach: false,
             no_gates: true,
             agent: c.agent.clone(),
+            isolation: None,
         };
         let result = self.omk.team_run(&request);
         state::update_controller(&self.dir, |c| {

@@ -536,6 +536,7 @@ impl Pilot<'_> {
             detach: false,
             no_gates: true,
             agent: self.agent.clone(),
+            isolation: None,
         };
         let result = super::run_team_admitted(self.omk, &self.dir, request, |name| {
             update(&self.dir, |s| {

@@ -238,6 +238,7 @@ fn iterate(
             detach: false,
             no_gates: true,
             agent: start.agent.clone(),
+            isolation: None,
         };
         let result = super::run_team_admitted(omk, dir, request, |name| {
             update(dir, |s| {

@@ -146,6 +146,12 @@ pub struct TeamDoc {
     /// Usage by agent profile (the planner's turn included).
     #[serde(default)]
     pub agents: std::collections::BTreeMap<String, AgentUsage>,
+    /// How the workers share the project (`none` or `worktree`).
+    #[serde(default)]
+    pub isolation: super::isolation::Isolation,
+    /// The git side of a `worktree` run: base, integrated commit, branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<super::isolation::IsolationRecord>,
 }
 
 impl Document for TeamDoc {

@@ -62,6 +62,9 @@ pub struct TeamRunRequest {
     /// The agent profile of spec terms without `@agent` (and of the
     /// planner turn); default `[team] agent`.
     pub agent: Option<String>,
+    /// `worktree` (a git worktree per worker, integrated by omk; the work
+    /// dir must be in a git work tree) or `none`; default `none`.
+    pub isolation: Option<String>,
 }
 
 /// What the supervisor needs beyond the team document (`request.json`).
@@ -147,6 +150,18 @@ pub fn prepare(
     if let Some(a) = &req.agent {
         validate_name("agent profile", a)?;
     }
+    let isolation = match &req.isolation {
+        Some(i) => isolation::Isolation::parse(i)?,
+        None => isolation::Isolation::None,
+    };
+    if isolation == isolation::Isolation::Worktree
+        && crate::git::Repo::discover(&workdir)?.is_none()
+    {
+        return Err(Error::InvalidInput(format!(
+            "--isolation worktree needs a git work tree, and {} is in none",
+            workdir.display()
+        )));
+    }
     let default_agent = req
         .agent
         .clone()
@@ -225,6 +240,8 @@ pub fn prepare(
         reason: None,
         workers,
         agents: usage,
+        isolation,
+        worktree: None,
     };
     store::write_doc(
         &dir.join("request.json"),

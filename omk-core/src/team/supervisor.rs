@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::doc::{Phase, TaskEntry, TaskStatus, TeamDoc};
+use super::isolation::{AttemptCommit, Integration, Integrator, Isolation};
 use super::persist::Persister;
 use super::plan::plan;
 use super::proof::GatesOutcome;
@@ -60,6 +61,9 @@ pub(super) struct Run {
     pub(super) not_before: Vec<Option<Instant>>,
     /// Why the pool refused a worker, if it did.
     pub(super) not_admitted: Option<String>,
+    /// Per task: integration conflicts so far, and what the next attempt's
+    /// prompt must say about the last one.
+    pub(super) conflicts: Vec<(u32, Option<String>)>,
 }
 
 /// Everything the workers of one run share.
@@ -89,6 +93,8 @@ pub struct RunContext {
     /// `shutdown.json`, read directly when the watcher has not yet
     /// published a request.
     pub(super) shutdown_file: PathBuf,
+    /// The git side of a `--isolation worktree` run.
+    pub(super) integrator: Option<Arc<Integrator>>,
 }
 
 pub(super) enum Claim {
@@ -127,6 +133,26 @@ impl RunContext {
             EventLog::open(&doc.state_dir.join("events.jsonl"))?,
             paths.metrics(),
         )?;
+        let mut doc = doc;
+        let integrator = match doc.isolation {
+            Isolation::None => None,
+            Isolation::Worktree => {
+                let repo = crate::git::Repo::discover(&doc.workdir)?.ok_or_else(|| {
+                    crate::error::Error::invalid(format!(
+                        "{} is not in a git work tree",
+                        doc.workdir.display()
+                    ))
+                })?;
+                let it = Integrator::start(
+                    repo,
+                    &doc.workdir,
+                    &doc.name,
+                    doc.state_dir.join("worktrees"),
+                )?;
+                doc.worktree = Some(it.record());
+                Some(Arc::new(it))
+            }
+        };
         let n = doc.tasks.len();
         let name = doc.name.clone();
         let shutdown_file = doc.state_dir.join("shutdown.json");
@@ -139,6 +165,7 @@ impl RunContext {
                 doc,
                 not_before: vec![None; n],
                 not_admitted: None,
+                conflicts: vec![(0, None); n],
             }),
             name,
             persister,
@@ -151,6 +178,7 @@ impl RunContext {
             mcp_servers,
             subtasks,
             shutdown_file,
+            integrator,
         })
     }
 
@@ -297,16 +325,26 @@ impl RunContext {
         (t.id.clone(), t.title.clone(), t.attempts)
     }
 
-    pub(super) fn prompt_for(&self, i: usize, role: &str) -> String {
+    /// Where `worker`'s agent works: its worktree, or the work dir.
+    pub(super) fn work_dir(&self, worker: &str) -> PathBuf {
+        match &self.integrator {
+            Some(it) => it.worktree(worker),
+            None => self.lock().doc.workdir.clone(),
+        }
+    }
+
+    pub(super) fn prompt_for(&self, i: usize, role: &str, worker: &str) -> String {
+        let workdir = self.work_dir(worker);
         let run = self.lock();
         let d = &run.doc;
         let t = &d.tasks[i];
+        let conflict = run.conflicts[i].1.clone().unwrap_or_default();
         format!(
             "You work in an omk team as its {role}, in {workdir}.\n{instructions}\n\n\
              Overall task: {task}\n\nYour subtask ({n} of {total}): {title}\n\n\
-             When you are done, reply with a short summary of what you changed and how you checked it.",
+             When you are done, reply with a short summary of what you changed and how you checked it.{conflict}",
             role = role,
-            workdir = d.workdir.display(),
+            workdir = workdir.display(),
             instructions = role_instructions(role),
             task = d.task,
             n = i + 1,
@@ -346,6 +384,124 @@ impl RunContext {
             }),
         );
         self.count(&[(Counter::TasksCompleted, 1)]);
+        self.tasks_changed();
+    }
+
+    /// Isolated runs: finish a task whose turn ended well by integrating
+    /// its attempt's commit first; a conflict sends it back (or fails it).
+    pub(super) async fn integrate_and_complete(
+        &self,
+        i: usize,
+        worker: &str,
+        outcome: &agent::TurnOutcome,
+        tokens: u64,
+        attempt: Option<AttemptCommit>,
+    ) {
+        let (Some(it), Some(a)) = (self.integrator.clone(), attempt) else {
+            return self.complete(i, worker, outcome, tokens);
+        };
+        let id = self.lock().doc.tasks[i].id.clone();
+        let task = id.clone();
+        let files = a.files.clone();
+        let merged = tokio::task::spawn_blocking(move || it.integrate(&task, &a)).await;
+        match merged {
+            Ok(Ok(Integration::Integrated { commit })) => {
+                self.update(|r| {
+                    if let (Some(w), Some(it)) = (&mut r.doc.worktree, &self.integrator) {
+                        *w = it.record();
+                    }
+                });
+                self.emit(
+                    EventKind::TaskIntegrated,
+                    Some(worker),
+                    json!({ "task_id": id, "commit": commit, "files": files }),
+                );
+            }
+            Ok(Ok(Integration::Unchanged)) => {
+                self.emit(
+                    EventKind::TaskIntegrated,
+                    Some(worker),
+                    json!({ "task_id": id, "commit": null, "files": files, "unchanged": true }),
+                );
+            }
+            Ok(Ok(Integration::Conflict {
+                files,
+                messages,
+                marked,
+            })) => {
+                return self.conflicted(i, worker, &files, &messages, &marked, tokens);
+            }
+            Ok(Err(e)) => {
+                return self.attempt_failed(i, worker, &format!("integration failed: {e}"), tokens)
+            }
+            Err(e) => {
+                return self.attempt_failed(
+                    i,
+                    worker,
+                    &format!("the integrator stopped: {e}"),
+                    tokens,
+                )
+            }
+        }
+        self.complete(i, worker, outcome, tokens)
+    }
+
+    /// The task's changes conflict with integrated work: redo it on the
+    /// new head with the conflict in its prompt, at most
+    /// `[team] conflict_retries` times, then fail it with the conflict as
+    /// evidence.
+    fn conflicted(
+        &self,
+        i: usize,
+        worker: &str,
+        files: &[String],
+        messages: &str,
+        marked: &[(String, String)],
+        tokens: u64,
+    ) {
+        let max = self.config.team.conflict_retries;
+        let note = super::isolation::conflict_context(files, messages, marked);
+        let (id, n, failed) = self.update(|r| {
+            let t = &mut r.doc.tasks[i];
+            t.tokens += tokens;
+            t.errors.push(format!(
+                "attempt {}: its changes conflict with integrated work in {}",
+                t.attempts,
+                files.join(", ")
+            ));
+            let c = &mut r.conflicts[i];
+            c.0 += 1;
+            c.1 = Some(note.clone());
+            let failed = c.0 > max;
+            if failed {
+                t.status = TaskStatus::Failed;
+                t.summary = Some(format!(
+                    "its changes still conflict with integrated work in {} after {max} conflict retries",
+                    files.join(", ")
+                ));
+                t.finished_at = Some(Utc::now());
+            } else {
+                t.status = TaskStatus::Pending;
+            }
+            let out = (t.id.clone(), c.0, failed);
+            r.doc.tokens += tokens;
+            out
+        });
+        self.emit(
+            EventKind::IntegrationConflict,
+            Some(worker),
+            json!({ "task_id": id, "conflicts": n, "conflict_retries": max, "files": files,
+                    "messages": messages, "retry": !failed }),
+        );
+        if failed {
+            let evidence = self.lock().doc.tasks[i].errors.clone();
+            self.emit(
+                EventKind::TaskFailed,
+                Some(worker),
+                json!({ "task_id": id, "reason": "integration conflict", "files": files, "evidence": evidence }),
+            );
+            self.count(&[(Counter::TasksFailed, 1)]);
+        }
         self.tasks_changed();
     }
 
@@ -426,15 +582,14 @@ impl RunContext {
     }
 
     /// How to start an agent of profile `agent` for this run.
-    pub(super) fn agent_spec(&self, agent: &str) -> Result<AgentSpec> {
+    pub(super) fn agent_spec(&self, agent: &str, worker: &str) -> Result<AgentSpec> {
         let resolved = self.agents.get(agent).ok_or_else(|| {
             crate::error::Error::Agent(format!("the run has no agent profile {agent:?}"))
         })?;
-        let doc = self.lock();
         Ok(AgentSpec {
             program: resolved.program.clone(),
             extra_args: resolved.args.clone(),
-            work_dir: doc.doc.workdir.clone(),
+            work_dir: self.work_dir(worker),
             env: resolved.env.clone(),
             protocol: resolved.protocol,
             policy: self.policy.clone(),
@@ -493,6 +648,7 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
                 .map(|(i, t)| TaskEntry::new(i, t))
                 .collect();
             r.not_before = vec![None; r.doc.tasks.len()];
+            r.conflicts = vec![(0, None); r.doc.tasks.len()];
         });
         let tasks = ctx.lock().doc.tasks.clone();
         for t in &tasks {
@@ -541,7 +697,10 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
         GatesOutcome::Skipped("skipped by request (--no-gates)".into())
     } else {
         ctx.set_phase(Phase::Verifying);
-        let outcome = verify(ctx).await;
+        let outcome = match gate_dir(ctx).await {
+            Ok(dir) => verify(ctx, dir).await,
+            Err(e) => GatesOutcome::Error(format!("no worktree for the gates: {e}")),
+        };
         match &outcome {
             GatesOutcome::Ran(report) => {
                 let blocking: Vec<String> =
@@ -558,6 +717,9 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
         }
         outcome
     };
+    if let Some(it) = ctx.integrator.clone() {
+        deliver_and_clean(ctx, it).await;
+    }
     let final_phase = match (shutdown, all_completed, &gate_failure) {
         (Some(_), _, _) => Phase::Shutdown,
         (None, true, None) => Phase::Completed,
@@ -626,13 +788,68 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
     Ok(doc)
 }
 
-/// Run the work dir's required gates (from its `.omk/gates.toml`, else
-/// detected), off the async runtime, with artifacts in the team dir.
-async fn verify(ctx: &Arc<RunContext>) -> GatesOutcome {
-    let (workdir, dir) = {
-        let r = ctx.lock();
-        (r.doc.workdir.clone(), r.doc.state_dir.join("gates"))
+/// Where the gates run: the work dir, or for an isolated run a worktree of
+/// their own at the integrated commit (never the user's checkout).
+async fn gate_dir(ctx: &Arc<RunContext>) -> Result<PathBuf> {
+    let Some(it) = ctx.integrator.clone() else {
+        return Ok(ctx.lock().doc.workdir.clone());
     };
+    let commit = it.record().integrated_commit;
+    let dir = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+        it.checkout(GATE_WORKTREE)?;
+        Ok(it.worktree(GATE_WORKTREE))
+    })
+    .await
+    .map_err(|e| crate::error::Error::Agent(format!("the gate worktree task stopped: {e}")))??;
+    ctx.emit(
+        EventKind::PhaseChanged,
+        Some("supervisor"),
+        json!({ "from": Phase::Verifying, "to": Phase::Verifying, "gates_on_commit": commit }),
+    );
+    Ok(dir)
+}
+
+/// The worktree the gates of an isolated run use.
+const GATE_WORKTREE: &str = "gates";
+
+/// An isolated run's end: the result on branch `omk/<team>`, every
+/// worktree removed and pruned (the refs stay).
+async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>) {
+    let worker_it = it.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let branch = worker_it.deliver_branch();
+        let stat = worker_it.diff_stat();
+        let left = worker_it.cleanup();
+        (branch, stat, left)
+    })
+    .await;
+    let (branch, stat, left) = match done {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("the delivery task stopped: {e}");
+            return;
+        }
+    };
+    let record = it.record();
+    ctx.update(|r| r.doc.worktree = Some(record.clone()));
+    ctx.emit(
+        EventKind::WorktreesCleaned,
+        Some("supervisor"),
+        json!({
+            "branch": branch.as_ref().ok(),
+            "delivery_error": branch.as_ref().err().map(|e| e.to_string()),
+            "integrated_commit": record.integrated_commit,
+            "base_commit": record.base_commit,
+            "diff_stat": stat.unwrap_or_default(),
+            "left_behind": left,
+        }),
+    );
+}
+
+/// Run the required gates of `workdir` (from its `.omk/gates.toml`, else
+/// detected), off the async runtime, with artifacts in the team dir.
+async fn verify(ctx: &Arc<RunContext>, workdir: PathBuf) -> GatesOutcome {
+    let dir = ctx.lock().doc.state_dir.join("gates");
     let paths = ctx.paths.clone();
     let run = tokio::task::spawn_blocking(move || -> Result<GatesOutcome> {
         let set = crate::gate::config::load(&workdir)?;

@@ -12,6 +12,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::isolation::AttemptCommit;
 use super::supervisor::{Claim, RunContext, TRANSCRIPT_MAX_BYTES};
 use crate::agent::{self, AgentBackend, AgentNotice, TurnStatus, WireEvent};
 use crate::error::{Error, Result};
@@ -130,7 +131,7 @@ impl Worker {
         self.set_state("starting_agent", None);
         let (tx, rx) = crate::agent::notice_channel();
         let started = Instant::now();
-        let agent = agent::start(&self.ctx.agent_spec(&self.agent_name)?, tx).await?;
+        let agent = agent::start(&self.ctx.agent_spec(&self.agent_name, &self.id)?, tx).await?;
         self.tally
             .last_activity_ms
             .store(now_ms(), Ordering::Relaxed);
@@ -230,8 +231,18 @@ impl Worker {
     }
 
     pub(super) async fn run_task(&mut self, i: usize) {
-        let (task_id, _title, attempt) = self.ctx.task_title(i);
+        let (task_id, title, attempt) = self.ctx.task_title(i);
         self.set_state("running", Some(task_id.clone()));
+        // Isolated: the worktree at the integration head, before the agent
+        // (whose work dir it is) starts.
+        let parent = match self.checkout().await {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!("cannot prepare the worker's worktree: {e}");
+                self.ctx.attempt_failed(i, &self.id, &why, 0);
+                return;
+            }
+        };
         let agent = match self.start_agent().await {
             Ok(a) => a,
             Err(e) => {
@@ -250,7 +261,7 @@ impl Worker {
         }
         // Starting a fresh agent reported `starting_agent`: back to the task.
         self.set_state("running", Some(task_id.clone()));
-        let prompt = self.ctx.prompt_for(i, &self.role);
+        let prompt = self.ctx.prompt_for(i, &self.role, &self.id);
         self.ctx.emit(
             EventKind::TaskStarted,
             Some(&self.id),
@@ -281,10 +292,17 @@ impl Worker {
             "turn_end",
             json!({ "task_id": task_id, "attempt": attempt, "tokens": tokens, "outcome": how }),
         );
+        // Whatever the turn's end, what it left in the worktree is kept.
+        let committed = match &parent {
+            Some(p) => self.commit_attempt(&task_id, attempt, p, &title).await,
+            None => None,
+        };
         match end {
             TurnEnd::Finished(outcome) => match &outcome.status {
                 TurnStatus::Finished => {
-                    self.ctx.complete(i, &self.id, &outcome, tokens);
+                    self.ctx
+                        .integrate_and_complete(i, &self.id, &outcome, tokens, committed)
+                        .await;
                     if outcome.protocol_violations > 0 {
                         // An agent that sent garbage is not trusted with the next task.
                         self.drop_agent(false).await;
@@ -345,6 +363,65 @@ impl Worker {
             }
             TurnEnd::Shutdown => {
                 self.ctx.release(i);
+            }
+        }
+    }
+
+    /// Isolated runs: reset this worker's worktree to the integration head
+    /// (creating it the first time); the head, or `None` when not isolated.
+    async fn checkout(&self) -> Result<Option<String>> {
+        let Some(it) = self.ctx.integrator.clone() else {
+            return Ok(None);
+        };
+        let id = self.id.clone();
+        tokio::task::spawn_blocking(move || it.checkout(&id))
+            .await
+            .map_err(|e| crate::error::Error::Agent(format!("the checkout task stopped: {e}")))?
+            .map(Some)
+    }
+
+    /// Isolated runs: commit the attempt's changes under its hidden ref.
+    /// A failure is recorded, not fatal: the worktree still holds the work.
+    async fn commit_attempt(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        parent: &str,
+        title: &str,
+    ) -> Option<AttemptCommit> {
+        let it = self.ctx.integrator.clone()?;
+        let (id, task, parent, title) = (
+            self.id.clone(),
+            task_id.to_string(),
+            parent.to_string(),
+            title.to_string(),
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            it.commit_attempt(&id, &task, attempt, &parent, &title)
+        })
+        .await;
+        match done {
+            Ok(Ok(Some(c))) => {
+                self.ctx.emit(
+                    EventKind::TaskCommitted,
+                    Some(&self.id),
+                    json!({ "task_id": task_id, "attempt": attempt, "commit": c.commit,
+                            "parent": c.parent, "files": c.files }),
+                );
+                Some(c)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                self.record(
+                    "commit_failed",
+                    json!({ "task_id": task_id, "error": e.to_string() }),
+                );
+                tracing::error!("cannot commit {task_id} attempt {attempt}: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("the commit task stopped: {e}");
+                None
             }
         }
     }

@@ -1,0 +1,258 @@
+//! `--isolation worktree` with real git and the scripted agent: workers in
+//! worktrees of their own, their changes committed and integrated by omk,
+//! conflicts retried on the new head, the result on branch `omk/<team>`,
+//! and the user's checkout, index, HEAD and branches untouched.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::scripted_agent;
+use omk_core::team::{Phase, TaskStatus, TeamDoc, TeamRunRequest};
+use omk_core::{Omk, OpenOptions};
+use serde_json::Value;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const FILE: &str = "1\n2\n3\n4\n5\n";
+
+/// A project in git with `a.txt` committed and `wip.txt` not (the user's
+/// work in progress), and omk opened on it.
+fn project(dir: &Path, extra_config: &str) -> Omk {
+    let proj = dir.join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    git(&proj, &["init", "-q", "-b", "main"]);
+    std::fs::write(proj.join("a.txt"), FILE).unwrap();
+    git(&proj, &["add", "-A"]);
+    git(&proj, &["commit", "-qm", "first"]);
+    std::fs::write(proj.join("wip.txt"), "mine\n").unwrap();
+    let cfg = dir.join("omk.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nbin = \"{}\"\n[team]\nmax_attempts = 2\nretry_backoff_ms = 10\n{extra_config}",
+            scripted_agent().display()
+        ),
+    )
+    .unwrap();
+    Omk::open(OpenOptions {
+        state_dir: Some(dir.join("state")),
+        project_dir: Some(proj),
+        config: Some(cfg),
+    })
+    .unwrap()
+}
+
+fn run(omk: &Omk, name: &str, subtasks: &[&str]) -> TeamDoc {
+    omk.team_run(&TeamRunRequest {
+        spec: format!("{}:executor", subtasks.len()),
+        task: "isolated".into(),
+        name: Some(name.into()),
+        subtasks: subtasks.iter().map(|s| s.to_string()).collect(),
+        isolation: Some("worktree".into()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn events(doc: &TeamDoc) -> Vec<Value> {
+    std::fs::read_to_string(doc.state_dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn kinds(doc: &TeamDoc, kind: &str) -> Vec<Value> {
+    events(doc)
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| e["payload"].clone())
+        .collect()
+}
+
+/// After any run: only the user's worktree, only `omk/<team>` added to the
+/// branches, HEAD, index and files as they were.
+fn checkout_untouched(proj: &Path, head: &str, team: &str) {
+    assert_eq!(git(proj, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(proj, &["status", "--porcelain"]), "?? wip.txt\n");
+    assert_eq!(std::fs::read_to_string(proj.join("a.txt")).unwrap(), FILE);
+    assert_eq!(
+        git(proj, &["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+    let branches = git(proj, &["branch", "--format=%(refname:short)"]);
+    assert_eq!(branches, format!("main\nomk/{team}\n"));
+}
+
+#[test]
+fn two_workers_edit_disjoint_hunks_of_one_file_and_both_land() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    let head = git(&proj, &["rev-parse", "HEAD"]);
+    // Both claim at the base (the sleep keeps the first from finishing
+    // before the second starts) and rewrite a.txt from it.
+    let doc = run(
+        &omk,
+        "disjoint",
+        &[
+            "[sleep:0.3] [write:a.txt:ONE\\n2\\n3\\n4\\n5\\n]",
+            "[sleep:0.3] [write:a.txt:1\\n2\\n3\\n4\\nFIVE\\n]",
+        ],
+    );
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    let w = doc.worktree.clone().unwrap();
+    assert!(w.base_dirty, "the user's wip.txt is in the base");
+    assert_eq!(w.branch.as_deref(), Some("omk/disjoint"));
+    assert_eq!(
+        git(&proj, &["show", "omk/disjoint:a.txt"]),
+        "ONE\n2\n3\n4\nFIVE\n"
+    );
+    assert_eq!(git(&proj, &["show", "omk/disjoint:wip.txt"]), "mine\n");
+    assert_eq!(kinds(&doc, "task_committed").len(), 2);
+    assert_eq!(kinds(&doc, "task_integrated").len(), 2);
+    // Every attempt's commit is under the team's hidden refs, with trailers.
+    let refs = git(
+        &proj,
+        &["for-each-ref", "--format=%(refname)", "refs/omk/disjoint/"],
+    );
+    assert!(refs.contains("refs/omk/disjoint/tasks/t1/1"), "{refs}");
+    let msg = git(
+        &proj,
+        &["log", "-1", "--format=%B", "refs/omk/disjoint/tasks/t2/1"],
+    );
+    assert!(
+        msg.contains("Omk-Team: disjoint")
+            && msg.contains("Omk-Task: t2")
+            && msg.contains("Omk-Attempt: 1"),
+        "{msg}"
+    );
+    // The agents worked in worktrees under the team's state dir.
+    let claimed = kinds(&doc, "worker_started");
+    assert_eq!(claimed.len(), 2);
+    assert!(!doc.state_dir.join("worktrees").join("w1").exists());
+    checkout_untouched(&proj, &head, "disjoint");
+}
+
+#[test]
+fn the_same_line_changed_twice_conflicts_and_the_retry_on_the_new_head_lands() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    let head = git(&proj, &["rev-parse", "HEAD"]);
+    let doc = run(
+        &omk,
+        "clash",
+        &[
+            "[sleep:0.3] [write:a.txt:uno\\n2\\n3\\n4\\n5\\n]",
+            "[sleep:0.3] [write:a.txt:eins\\n2\\n3\\n4\\n5\\n]",
+        ],
+    );
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    let conflicts = kinds(&doc, "integration_conflict");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0]["files"], serde_json::json!(["a.txt"]));
+    assert_eq!(conflicts[0]["retry"], true);
+    // The retried task saw the conflict in its prompt and redid its change
+    // on the integrated head: its version of line 1 wins.
+    let loser = conflicts[0]["task_id"].as_str().unwrap();
+    let t = doc.tasks.iter().find(|t| t.id == loser).unwrap();
+    assert!(t.errors[0].contains("conflict"), "{:?}", t.errors);
+    let text = git(&proj, &["show", "omk/clash:a.txt"]);
+    let line1 = if loser == "t1" { "uno" } else { "eins" };
+    assert_eq!(text, format!("{line1}\n2\n3\n4\n5\n"));
+    checkout_untouched(&proj, &head, "clash");
+}
+
+#[test]
+fn with_no_conflict_retries_a_conflicting_task_fails_with_the_conflict_as_evidence() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "conflict_retries = 0\n");
+    let proj = d.path().join("proj");
+    let head = git(&proj, &["rev-parse", "HEAD"]);
+    let doc = run(
+        &omk,
+        "stuck",
+        &[
+            "[sleep:0.3] [write:a.txt:uno\\n2\\n3\\n4\\n5\\n]",
+            "[sleep:0.3] [write:a.txt:eins\\n2\\n3\\n4\\n5\\n]",
+        ],
+    );
+    assert_eq!(doc.phase, Phase::Failed);
+    let failed: Vec<_> = doc
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]
+        .summary
+        .as_deref()
+        .unwrap()
+        .contains("conflict with integrated work in a.txt"));
+    let f = kinds(&doc, "task_failed");
+    assert_eq!(f[0]["reason"], "integration conflict");
+    // The winner's work is on the branch; the loser's is kept in its ref.
+    let loser = &failed[0].id;
+    let kept = git(
+        &proj,
+        &["show", &format!("refs/omk/stuck/tasks/{loser}/1:a.txt")],
+    );
+    assert!(kept.starts_with("uno") || kept.starts_with("eins"));
+    checkout_untouched(&proj, &head, "stuck");
+}
+
+#[test]
+fn isolation_needs_a_git_work_tree_and_a_known_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let plain = d.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let err = omk
+        .team_run(&TeamRunRequest {
+            spec: "1:executor".into(),
+            task: "x".into(),
+            workdir: Some(plain),
+            isolation: Some("worktree".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("git work tree"), "{err}");
+    let err = omk
+        .team_run(&TeamRunRequest {
+            spec: "1:executor".into(),
+            task: "x".into(),
+            isolation: Some("chroot".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("worktree or none"), "{err}");
+    assert!(
+        !d.path().join("state/team").exists()
+            || std::fs::read_dir(d.path().join("state/team"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
