@@ -136,6 +136,22 @@ class TeamDoc(TypedDict):
     workers: list[WorkerEntry]
     agents: dict[str, AgentUsage]
     """Usage by agent profile, the planner turn included."""
+    isolation: Literal["none", "worktree"]
+    """How the workers share the project (docs/teams.md, Isolation)."""
+    worktree: NotRequired[IsolationRecord]
+    """The git side of a ``worktree`` run."""
+
+class IsolationRecord(TypedDict):
+    """A ``worktree`` run's base, integrated result and branch."""
+
+    repo: str
+    base_commit: str
+    base_head: str | None
+    base_dirty: bool
+    """Whether uncommitted or untracked work went into the base snapshot."""
+    integrated_commit: str
+    branch: str | None
+    """``omk/<team>`` once the result was delivered there."""
 
 class ShutdownOutcome(TeamDoc):
     """``team_shutdown``: the team document after the request, plus what
