@@ -392,6 +392,56 @@ impl Repo {
             .collect())
     }
 
+    /// Write the binary patch from `from` to `to` into `path`; returns its
+    /// size and SHA-256 (hex).
+    pub fn write_patch(&self, from: &str, to: &str, path: &Path) -> Result<(u64, String)> {
+        use sha2::Digest;
+        let args = ["diff", "--binary", "--no-color", "--no-ext-diff", from, to];
+        let what = || {
+            format!(
+                "git diff (in {}) into {}",
+                self.top.display(),
+                path.display()
+            )
+        };
+        let mut c = self.command(&self.top, &args);
+        c.stderr(Stdio::null());
+        let mut child = c.spawn().map_err(|e| Error::io(what(), e))?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut file = std::fs::File::create(path).map_err(|e| Error::io(what(), e))?;
+        let mut hash = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        let copied = loop {
+            match stdout.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    hash.update(&buf[..n]);
+                    size += n as u64;
+                    if let Err(e) = std::io::Write::write_all(&mut file, &buf[..n]) {
+                        break Err(e);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if copied.is_err() {
+            let _ = child.kill();
+        }
+        let status = child.wait().map_err(|e| Error::io(what(), e))?;
+        copied.map_err(|e| Error::io(what(), e))?;
+        if !status.success() {
+            return Err(io_err(what(), format!("exit status {:?}", status.code())));
+        }
+        let hex = hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Ok((size, hex))
+    }
+
     /// Add a worktree at `path`, detached at `commit`.
     pub fn add_worktree(&self, path: &Path, commit: &str) -> Result<()> {
         let p = path.to_string_lossy();

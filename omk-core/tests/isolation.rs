@@ -148,6 +148,32 @@ fn two_workers_edit_disjoint_hunks_of_one_file_and_both_land() {
             && msg.contains("Omk-Attempt: 1"),
         "{msg}"
     );
+    // The record and the proof: every attempt's commit, the gates' commit,
+    // the final diff as a patch file with its SHA-256.
+    assert_eq!(w.attempts.len(), 2);
+    assert!(
+        w.attempts.iter().all(|a| a.outcome == "integrated"),
+        "{:?}",
+        w.attempts
+    );
+    let proof: Value =
+        serde_json::from_str(&std::fs::read_to_string(doc.state_dir.join("proof.json")).unwrap())
+            .unwrap();
+    let res = &proof["worktree"]["result"];
+    assert_eq!(
+        proof["worktree"]["integrated_commit"],
+        w.integrated_commit.as_str()
+    );
+    assert!(
+        res["diff_stat"].as_str().unwrap().contains("a.txt"),
+        "{res}"
+    );
+    let patch = doc.state_dir.join("final.patch");
+    let sum = Command::new("sha256sum").arg(&patch).output().unwrap();
+    let sum = String::from_utf8(sum.stdout).unwrap();
+    assert_eq!(res["patch_sha256"], sum.split_whitespace().next().unwrap());
+    assert!(std::fs::read_to_string(&patch).unwrap().contains("+FIVE"));
+    assert_eq!(res["left_behind"], serde_json::json!([]));
     // The agents worked in worktrees under the team's state dir.
     let claimed = kinds(&doc, "worker_started");
     assert_eq!(claimed.len(), 2);

@@ -372,7 +372,10 @@ unsafe fn run_simple(
 /// (string), `"subtasks"` (array of strings; default: a planner turn
 /// proposes them), `"workdir"`, `"approval"`, `"pool"` (strings),
 /// `"detach"` (return the prepared team at once; it runs on in this
-/// process) and `"no_gates"` (skip the verification gates).
+/// process), `"no_gates"` (skip the verification gates), `"agent"` (the
+/// profile of spec terms without `@agent`) and `"isolation"` (`"worktree"`:
+/// a git worktree per worker, integrated onto branch `omk/<team>`; or
+/// `"none"`).
 ///
 /// On success `*out_json` receives the team document; check its `"phase"`
 /// (`"Completed"`, `"Failed"`, ...): a team whose tasks fail is not an

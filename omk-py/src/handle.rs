@@ -147,7 +147,10 @@ impl PyOmk {
     /// ``spec`` is ``N:role[@agent]`` terms joined by ``,`` (for example
     /// ``"2:executor@claude,1:reviewer@kimi-acp"``); ``agent`` is the
     /// profile of terms without ``@agent`` (default ``[team] agent``).
-    #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false, agent=None))]
+    /// ``isolation="worktree"`` gives each worker a git worktree of its
+    /// own and integrates their commits onto branch ``omk/<team>``
+    /// (docs/teams.md); ``"none"`` (default) shares the work dir.
+    #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false, agent=None, isolation=None))]
     #[allow(clippy::too_many_arguments)]
     fn team_run(
         &self,
@@ -162,6 +165,7 @@ impl PyOmk {
         detach: bool,
         no_gates: bool,
         agent: Option<String>,
+        isolation: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let request = TeamRunRequest {
             spec,
@@ -174,7 +178,7 @@ impl PyOmk {
             detach,
             no_gates,
             agent,
-            isolation: None,
+            isolation,
         };
         let doc = self.run_team(py, request)?;
         doc_to_py(py, &doc)

@@ -152,6 +152,30 @@ class IsolationRecord(TypedDict):
     integrated_commit: str
     branch: str | None
     """``omk/<team>`` once the result was delivered there."""
+    attempts: list[AttemptRecord]
+    """Every attempt that changed something, with its commit and outcome."""
+    gates_commit: NotRequired[str]
+    result: NotRequired[IsolationResult]
+
+class AttemptRecord(TypedDict):
+    task_id: str
+    attempt: int
+    commit: str
+    parent: str
+    files: list[str]
+    outcome: Literal["integrated", "unchanged", "conflict", "not_integrated"]
+    conflict_files: list[str]
+
+class IsolationResult(TypedDict):
+    """The end of a ``worktree`` run: the final diff and the cleanup."""
+
+    integrated_tree: str
+    diff_stat: str
+    patch: str
+    """``final.patch`` in the team dir (``git diff --binary base integrated``)."""
+    patch_bytes: int
+    patch_sha256: str
+    left_behind: list[str]
 
 class ShutdownOutcome(TeamDoc):
     """``team_shutdown``: the team document after the request, plus what
@@ -740,10 +764,12 @@ class Omk:
         detach: bool = False,
         no_gates: bool = False,
         agent: str | None = None,
+        isolation: Literal["worktree", "none"] | None = None,
     ) -> TeamDoc:
         """Run a team to its end (or, with ``detach``, start it on a background
         thread of this process) and return its team document. Ctrl-C shuts the
-        team down and raises ``CancelledError``."""
+        team down and raises ``CancelledError``. ``isolation="worktree"``
+        gives each worker a git worktree and integrates onto ``omk/<team>``."""
     def team_status(self, name: str) -> TeamDoc: ...
     def team_list(self) -> TeamList: ...
     def team_shutdown(self, name: str, force: bool = False) -> ShutdownOutcome: ...

@@ -6,6 +6,7 @@ malformed bytes, an oversized line, an old `initialize` era, cancellation."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_tools_are_listed_with_input_and_output_schemas(env: Env) -> None:
         assert t.outputSchema is not None, t.name
         assert t.description
     run_schema = tools["omk_team_run"].inputSchema
-    assert set(run_schema["properties"]) == {"spec", "task", "name", "detach", "agent"}
+    assert set(run_schema["properties"]) == {"spec", "task", "name", "detach", "agent", "isolation"}
     assert set(run_schema["required"]) == {"spec", "task"}
     assert set(tools["omk_team_shutdown"].inputSchema["properties"]) == {"name", "force"}
     assert set(tools["omk_team_run"].outputSchema["required"]) >= {"status", "stdout", "stderr", "spec", "task"}
@@ -257,6 +258,35 @@ def test_mixed_agent_specs_and_unknown_profiles(env: Env) -> None:
     assert mixed.structuredContent["status"] == "completed", mixed.structuredContent
     assert [(w["role"], w["agent"]) for w in doc["workers"]] == [("executor", "kimi"), ("reviewer", "kimi")]
     assert doc["worker_role"] == "executor,reviewer"
+
+
+def test_an_isolated_team_integrates_onto_its_branch(env: Env) -> None:
+    project = env.project
+    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+             "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True,
+                              text=True, env={**os.environ, **ident}).stdout
+
+    git("init", "-q", "-b", "main")
+    (project / "seed.txt").write_text("seed\n")
+    git("add", "-A")
+    git("commit", "-qm", "seed")
+
+    async def body(s: ClientSession) -> Any:
+        return await s.call_tool(
+            "omk_team_run",
+            {"spec": "1:executor", "task": "isolated [write:made.txt:by mcp]", "name": "iso",
+             "isolation": "worktree"},
+        )
+
+    r = run(env, body)
+    assert r.structuredContent["status"] == "completed", r.structuredContent
+    doc = r.structuredContent["document"]
+    assert doc["isolation"] == "worktree" and doc["worktree"]["branch"] == "omk/iso"
+    assert git("show", "omk/iso:made.txt") == "by mcp"
+    assert not (project / "made.txt").exists(), "the user's checkout is untouched"
 
 
 # ---- raw JSON-RPC: what the SDK never sends ----

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
 from conftest import Env, assert_shape, proc_alive, wait_for
 
 import omk
@@ -174,3 +177,30 @@ def test_team_events_skip_a_torn_line(client: omk.Omk, env: Env) -> None:
     # The team has ended: follow mode drains the log and stops.
     assert len(list(it)) == n
     assert it.parse_failures == 1
+
+
+def test_an_isolated_team_leaves_the_checkout_alone_and_its_result_on_a_branch(
+    client: omk.Omk, env: Env
+) -> None:
+    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+             "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(env.project), *args], check=True,
+                              capture_output=True, text=True, env={**os.environ, **ident}).stdout
+
+    git("init", "-q", "-b", "main")
+    (env.project / "seed.txt").write_text("seed\n")
+    git("add", "-A")
+    git("commit", "-qm", "seed")
+    doc = client.team_run("2:executor", "isolated from Python", name="py-iso",
+                          subtasks=["[write:one.txt:1]", "[write:two.txt:2]"], isolation="worktree")
+    assert_shape(dict(doc), "TeamDoc")
+    assert_shape(dict(doc["worktree"]), "IsolationRecord")
+    assert doc["phase"] == "Completed", doc
+    assert doc["isolation"] == "worktree" and doc["worktree"]["branch"] == "omk/py-iso"
+    assert git("show", "omk/py-iso:one.txt") == "1" and git("show", "omk/py-iso:two.txt") == "2"
+    assert not (env.project / "one.txt").exists()
+    assert git("status", "--porcelain") == ""
+    with pytest.raises(omk.InvalidInputError, match="worktree or none"):
+        client.team_run("1:executor", "x", isolation="chroot")

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::frame;
 
-/// `omk_team_run` parameters (API.md, plus `detach` and `agent`).
+/// `omk_team_run` parameters (API.md, plus `detach`, `agent` and `isolation`).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamRunParams {
@@ -48,6 +48,10 @@ pub struct TeamRunParams {
     /// Agent profile of spec terms without @agent (default: [team] agent).
     #[serde(default)]
     pub agent: Option<String>,
+    /// worktree (a git worktree per worker, integrated by omk onto branch
+    /// omk/<team>) or none (default).
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 /// `omk_team_run` result: the API.md fields, the team's name and document.
@@ -271,6 +275,7 @@ impl OmkServer {
             name: p.name.clone(),
             detach: p.detach,
             agent: p.agent.clone(),
+            isolation: p.isolation.clone(),
             ..Default::default()
         };
         let failed = |e: omk_core::Error| {

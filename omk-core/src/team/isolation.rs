@@ -59,6 +59,45 @@ pub struct IsolationRecord {
     /// The branch the result was delivered to, once it was.
     #[serde(default)]
     pub branch: Option<String>,
+    /// Every attempt that changed something, committed.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+    /// The commit the gates ran on (the proof requires it to be
+    /// `integrated_commit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates_commit: Option<String>,
+    /// The end of the run: the integrated tree, its diff against the base
+    /// (stat and patch file), and what cleanup left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultRecord>,
+}
+
+/// One attempt's commit in the team document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub task_id: String,
+    pub attempt: u32,
+    pub commit: String,
+    pub parent: String,
+    pub files: Vec<String>,
+    /// `integrated`, `unchanged`, `conflict`, or `not_integrated` (the turn
+    /// did not finish well; the work is kept in its ref).
+    pub outcome: String,
+    #[serde(default)]
+    pub conflict_files: Vec<String>,
+}
+
+/// What an isolated run produced, as the proof reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub integrated_tree: String,
+    pub diff_stat: String,
+    /// `final.patch` in the team dir: `git diff --binary base integrated`.
+    pub patch: PathBuf,
+    pub patch_bytes: u64,
+    pub patch_sha256: String,
+    /// Worktrees that could not be removed (empty when cleanup was whole).
+    pub left_behind: Vec<String>,
 }
 
 /// An attempt's changes, committed.
@@ -122,6 +161,9 @@ impl Integrator {
                 base_dirty: snap.dirty,
                 integrated_commit: snap.commit,
                 branch: None,
+                attempts: Vec::new(),
+                gates_commit: None,
+                result: None,
             }),
             repo,
             team: team.to_string(),
@@ -130,10 +172,49 @@ impl Integrator {
     }
 
     pub fn record(&self) -> IsolationRecord {
-        self.record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.with_record(|r| r.clone())
+    }
+
+    fn with_record<R>(&self, f: impl FnOnce(&mut IsolationRecord) -> R) -> R {
+        f(&mut self.record.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Mark the attempt with `commit` as `outcome`.
+    fn mark(r: &mut IsolationRecord, commit: &str, outcome: &str, conflict_files: &[String]) {
+        if let Some(a) = r.attempts.iter_mut().rev().find(|a| a.commit == commit) {
+            a.outcome = outcome.to_string();
+            a.conflict_files = conflict_files.to_vec();
+        }
+    }
+
+    /// The gates are about to run on the integrated commit; returns it.
+    pub fn gates_on_integrated(&self) -> String {
+        self.with_record(|r| {
+            r.gates_commit = Some(r.integrated_commit.clone());
+            r.integrated_commit.clone()
+        })
+    }
+
+    /// Write `final.patch` into `dir` and record the result (before cleanup).
+    pub fn finalize(&self, dir: &Path) -> Result<()> {
+        let r = self.record();
+        let tree = self.repo.tree_of(&r.integrated_commit)?;
+        let diff_stat = self.repo.diff_stat(&r.base_commit, &r.integrated_commit)?;
+        let patch = dir.join("final.patch");
+        let (bytes, sha) = self
+            .repo
+            .write_patch(&r.base_commit, &r.integrated_commit, &patch)?;
+        self.with_record(|r| {
+            r.result = Some(ResultRecord {
+                integrated_tree: tree,
+                diff_stat,
+                patch,
+                patch_bytes: bytes,
+                patch_sha256: sha,
+                left_behind: Vec::new(),
+            })
+        });
+        Ok(())
     }
 
     fn head(&self) -> String {
@@ -187,6 +268,17 @@ impl Integrator {
         let old = self.repo.resolve(&name)?;
         self.repo.update_ref(&name, &snap.commit, old.as_deref())?;
         let files = self.repo.changed_files(parent, &snap.commit)?;
+        self.with_record(|r| {
+            r.attempts.push(AttemptRecord {
+                task_id: task.to_string(),
+                attempt,
+                commit: snap.commit.clone(),
+                parent: parent.to_string(),
+                files: files.clone(),
+                outcome: "not_integrated".into(),
+                conflict_files: Vec::new(),
+            })
+        });
         Ok(Some(AttemptCommit {
             commit: snap.commit,
             parent: parent.to_string(),
@@ -202,6 +294,7 @@ impl Integrator {
         match self.repo.merge(&head, &attempt.commit)? {
             Merge::Clean { tree } => {
                 if tree == self.repo.tree_of(&head)? {
+                    Self::mark(&mut record, &attempt.commit, "unchanged", &[]);
                     return Ok(Integration::Unchanged);
                 }
                 let message = format!(
@@ -218,6 +311,7 @@ impl Integrator {
                     )));
                 }
                 record.integrated_commit = commit.clone();
+                Self::mark(&mut record, &attempt.commit, "integrated", &[]);
                 Ok(Integration::Integrated { commit })
             }
             Merge::Conflict {
@@ -239,6 +333,7 @@ impl Integrator {
                         marked.push((f.clone(), text));
                     }
                 }
+                Self::mark(&mut record, &attempt.commit, "conflict", &files);
                 Ok(Integration::Conflict {
                     files,
                     messages,
@@ -246,12 +341,6 @@ impl Integrator {
                 })
             }
         }
-    }
-
-    /// The diff stat of what was integrated since the base.
-    pub fn diff_stat(&self) -> Result<String> {
-        let r = self.record();
-        self.repo.diff_stat(&r.base_commit, &r.integrated_commit)
     }
 
     /// Leave the integrated result on branch `omk/<team>`.
@@ -281,6 +370,11 @@ impl Integrator {
         if let Err(err) = self.repo.prune_worktrees() {
             left.push(format!("git worktree prune: {err}"));
         }
+        self.with_record(|r| {
+            if let Some(res) = &mut r.result {
+                res.left_behind = left.clone();
+            }
+        });
         left
     }
 }

@@ -108,6 +108,8 @@ fn proof(doc: &TeamDoc, gates: &GatesOutcome) -> Value {
         "gates_run": gates_run,
         "known_gaps": gates.gaps(),
         "events": doc.state_dir.join("events.jsonl"),
+        "isolation": doc.isolation,
+        "worktree": doc.worktree,
     })
 }
 
@@ -130,5 +132,7 @@ fn failure(doc: &TeamDoc, gates: &GatesOutcome) -> Value {
         "known_gaps": gates.gaps(),
         "tokens": doc.tokens,
         "events": doc.state_dir.join("events.jsonl"),
+        "isolation": doc.isolation,
+        "worktree": doc.worktree,
     })
 }

@@ -715,6 +715,17 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
             GatesOutcome::Error(e) => gate_failure = Some(format!("the gates could not run: {e}")),
             GatesOutcome::Skipped(_) => {}
         }
+        // Isolated: gates count only on the final integrated commit.
+        if let (Some(it), GatesOutcome::Ran(_)) = (&ctx.integrator, &outcome) {
+            let r = it.record();
+            if r.gates_commit.as_deref() != Some(r.integrated_commit.as_str()) {
+                gate_failure = Some(format!(
+                    "the gates ran on {}, not on the final integrated commit {}",
+                    r.gates_commit.as_deref().unwrap_or("nothing"),
+                    r.integrated_commit
+                ));
+            }
+        }
         outcome
     };
     if let Some(it) = ctx.integrator.clone() {
@@ -794,7 +805,7 @@ async fn gate_dir(ctx: &Arc<RunContext>) -> Result<PathBuf> {
     let Some(it) = ctx.integrator.clone() else {
         return Ok(ctx.lock().doc.workdir.clone());
     };
-    let commit = it.record().integrated_commit;
+    let commit = it.gates_on_integrated();
     let dir = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
         it.checkout(GATE_WORKTREE)?;
         Ok(it.worktree(GATE_WORKTREE))
@@ -816,14 +827,15 @@ const GATE_WORKTREE: &str = "gates";
 /// worktree removed and pruned (the refs stay).
 async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>) {
     let worker_it = it.clone();
+    let dir = ctx.lock().doc.state_dir.clone();
     let done = tokio::task::spawn_blocking(move || {
         let branch = worker_it.deliver_branch();
-        let stat = worker_it.diff_stat();
+        let result = worker_it.finalize(&dir);
         let left = worker_it.cleanup();
-        (branch, stat, left)
+        (branch, result, left)
     })
     .await;
-    let (branch, stat, left) = match done {
+    let (branch, result, left) = match done {
         Ok(d) => d,
         Err(e) => {
             tracing::error!("the delivery task stopped: {e}");
@@ -840,7 +852,8 @@ async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>) {
             "delivery_error": branch.as_ref().err().map(|e| e.to_string()),
             "integrated_commit": record.integrated_commit,
             "base_commit": record.base_commit,
-            "diff_stat": stat.unwrap_or_default(),
+            "diff_stat": record.result.as_ref().map(|r| r.diff_stat.clone()),
+            "result_error": result.err().map(|e| e.to_string()),
             "left_behind": left,
         }),
     );
