@@ -175,7 +175,7 @@ omk_result omk_call(omk_t *h, const char *op, const char *params_json, char **ou
 // process), `"no_gates"` (skip the verification gates), `"agent"` (the
 // profile of spec terms without `@agent`) and `"isolation"` (`"worktree"`:
 // a git worktree per worker, integrated onto branch `omk/<team>`; or
-// `"none"`).
+// `"none"`) with `"deliver"` (`"branch"` or `"apply"`).
 //
 // On success `*out_json` receives the team document; check its `"phase"`
 // (`"Completed"`, `"Failed"`, ...): a team whose tasks fail is not an

@@ -117,7 +117,7 @@ pub enum AgentsCommand {
 #[derive(Debug, Subcommand)]
 pub enum TeamCommand {
     /// Run N agents of one role on a task: `omk team run 3:executor "task"`.
-    Run(TeamRunArgs),
+    Run(Box<TeamRunArgs>),
     /// Show one team.
     Status(TeamNameArgs),
     /// List every team.
@@ -157,6 +157,11 @@ pub struct TeamRunArgs {
     /// the work dir.
     #[arg(long, value_name = "MODE", value_parser = ["worktree", "none"])]
     pub isolation: Option<String>,
+    /// With --isolation worktree: branch (default: the result stays on
+    /// branch omk/<team>) or apply (also into this checkout once the gates
+    /// passed, if it did not change since the run began).
+    #[arg(long, value_name = "HOW", value_parser = ["branch", "apply"])]
+    pub deliver: Option<String>,
     /// Pool to admit workers through (default from config: default).
     #[arg(long)]
     pub pool: Option<String>,

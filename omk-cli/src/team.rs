@@ -15,7 +15,7 @@ use crate::Outcome;
 
 pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result<Outcome> {
     match cmd {
-        TeamCommand::Run(args) => team_run(omk, global, args),
+        TeamCommand::Run(args) => team_run(omk, global, *args),
         TeamCommand::Status(a) => {
             let doc = omk.team_status(&a.name)?;
             show(&doc, a.json);
@@ -81,6 +81,7 @@ fn request(args: &TeamRunArgs) -> TeamRunRequest {
         no_gates: args.no_gates,
         agent: args.agent.clone(),
         isolation: args.isolation.clone(),
+        deliver: args.deliver.clone(),
     }
 }
 

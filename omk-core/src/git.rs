@@ -442,6 +442,14 @@ impl Repo {
         Ok((size, hex))
     }
 
+    /// Apply the patch file `patch` to the files of work tree `dir` (not its
+    /// index); nothing is changed when any hunk does not apply.
+    pub fn apply_patch(&self, dir: &Path, patch: &Path) -> Result<()> {
+        let p = patch.to_string_lossy();
+        self.run_in(dir, &["apply", "--whitespace=nowarn", &p], &[])?;
+        Ok(())
+    }
+
     /// Add a worktree at `path`, detached at `commit`.
     pub fn add_worktree(&self, path: &Path, commit: &str) -> Result<()> {
         let p = path.to_string_lossy();

@@ -250,6 +250,66 @@ fn with_no_conflict_retries_a_conflicting_task_fails_with_the_conflict_as_eviden
 }
 
 #[test]
+fn deliver_apply_brings_the_result_into_an_unchanged_checkout_and_only_then() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    let head = git(&proj, &["rev-parse", "HEAD"]);
+    let index = std::fs::read(proj.join(".git/index")).unwrap();
+    let apply = |name: &str, subtask: &str| {
+        omk.team_run(&TeamRunRequest {
+            spec: "1:executor".into(),
+            task: "apply".into(),
+            name: Some(name.into()),
+            subtasks: vec![subtask.into()],
+            isolation: Some("worktree".into()),
+            deliver: Some("apply".into()),
+            approval: Some("approve-all".into()),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let doc = apply(
+        "applied",
+        "[write:a.txt:ONE\\n2\\n3\\n4\\n5\\n] [write:new.txt:new\\n]",
+    );
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    let delivery = doc.worktree.as_ref().unwrap().delivery.clone().unwrap();
+    assert!(delivery.applied, "{delivery:?}");
+    // The files changed; HEAD and the index did not (the user commits).
+    assert_eq!(
+        std::fs::read_to_string(proj.join("a.txt")).unwrap(),
+        "ONE\n2\n3\n4\n5\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join("new.txt")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(git(&proj, &["rev-parse", "HEAD"]), head);
+    assert_eq!(std::fs::read(proj.join(".git/index")).unwrap(), index);
+
+    // A checkout changed during the run is left alone; the branch has the result.
+    let wip = proj.join("wip.txt");
+    let doc = apply(
+        "refused",
+        &format!("[run:echo more >> {}] [write:b.txt:b\\n]", wip.display()),
+    );
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    let delivery = doc.worktree.as_ref().unwrap().delivery.clone().unwrap();
+    assert!(!delivery.applied);
+    assert!(
+        delivery
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("changed since the run began"),
+        "{delivery:?}"
+    );
+    assert!(!proj.join("b.txt").exists());
+    assert_eq!(git(&proj, &["show", "omk/refused:b.txt"]), "b\n");
+}
+
+#[test]
 fn isolation_needs_a_git_work_tree_and_a_known_mode() {
     let d = tempfile::tempdir().unwrap();
     let omk = project(d.path(), "");
@@ -274,6 +334,18 @@ fn isolation_needs_a_git_work_tree_and_a_known_mode() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("worktree or none"), "{err}");
+    let err = omk
+        .team_run(&TeamRunRequest {
+            spec: "1:executor".into(),
+            task: "x".into(),
+            deliver: Some("apply".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("needs --isolation worktree"),
+        "{err}"
+    );
     assert!(
         !d.path().join("state/team").exists()
             || std::fs::read_dir(d.path().join("state/team"))

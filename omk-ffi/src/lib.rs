@@ -375,7 +375,7 @@ unsafe fn run_simple(
 /// process), `"no_gates"` (skip the verification gates), `"agent"` (the
 /// profile of spec terms without `@agent`) and `"isolation"` (`"worktree"`:
 /// a git worktree per worker, integrated onto branch `omk/<team>`; or
-/// `"none"`).
+/// `"none"`) with `"deliver"` (`"branch"` or `"apply"`).
 ///
 /// On success `*out_json` receives the team document; check its `"phase"`
 /// (`"Completed"`, `"Failed"`, ...): a team whose tasks fail is not an

@@ -150,7 +150,9 @@ impl PyOmk {
     /// ``isolation="worktree"`` gives each worker a git worktree of its
     /// own and integrates their commits onto branch ``omk/<team>``
     /// (docs/teams.md); ``"none"`` (default) shares the work dir.
-    #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false, agent=None, isolation=None))]
+    /// ``deliver="apply"`` also brings the result into the checkout once
+    /// the gates passed (if it did not change meanwhile).
+    #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false, agent=None, isolation=None, deliver=None))]
     #[allow(clippy::too_many_arguments)]
     fn team_run(
         &self,
@@ -166,6 +168,7 @@ impl PyOmk {
         no_gates: bool,
         agent: Option<String>,
         isolation: Option<String>,
+        deliver: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let request = TeamRunRequest {
             spec,
@@ -179,6 +182,7 @@ impl PyOmk {
             no_gates,
             agent,
             isolation,
+            deliver,
         };
         let doc = self.run_team(py, request)?;
         doc_to_py(py, &doc)

@@ -156,6 +156,15 @@ class IsolationRecord(TypedDict):
     """Every attempt that changed something, with its commit and outcome."""
     gates_commit: NotRequired[str]
     result: NotRequired[IsolationResult]
+    delivery: NotRequired[DeliveryRecord]
+
+class DeliveryRecord(TypedDict):
+    mode: Literal["branch", "apply"]
+    branch: str | None
+    applied: bool
+    """Whether the result was applied to the checkout (``deliver="apply"``)."""
+    reason: NotRequired[str]
+    """Why it was not applied, when asked to."""
 
 class AttemptRecord(TypedDict):
     task_id: str
@@ -765,6 +774,7 @@ class Omk:
         no_gates: bool = False,
         agent: str | None = None,
         isolation: Literal["worktree", "none"] | None = None,
+        deliver: Literal["branch", "apply"] | None = None,
     ) -> TeamDoc:
         """Run a team to its end (or, with ``detach``, start it on a background
         thread of this process) and return its team document. Ctrl-C shuts the

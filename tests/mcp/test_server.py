@@ -77,7 +77,8 @@ def test_tools_are_listed_with_input_and_output_schemas(env: Env) -> None:
         assert t.outputSchema is not None, t.name
         assert t.description
     run_schema = tools["omk_team_run"].inputSchema
-    assert set(run_schema["properties"]) == {"spec", "task", "name", "detach", "agent", "isolation"}
+    assert set(run_schema["properties"]) == {"spec", "task", "name", "detach", "agent", "isolation",
+                                               "deliver"}
     assert set(run_schema["required"]) == {"spec", "task"}
     assert set(tools["omk_team_shutdown"].inputSchema["properties"]) == {"name", "force"}
     assert set(tools["omk_team_run"].outputSchema["required"]) >= {"status", "stdout", "stderr", "spec", "task"}

@@ -52,6 +52,10 @@ pub struct TeamRunParams {
     /// omk/<team>) or none (default).
     #[serde(default)]
     pub isolation: Option<String>,
+    /// With isolation worktree: branch (default) or apply (also into the
+    /// checkout once the gates passed, if it did not change meanwhile).
+    #[serde(default)]
+    pub deliver: Option<String>,
 }
 
 /// `omk_team_run` result: the API.md fields, the team's name and document.
@@ -276,6 +280,7 @@ impl OmkServer {
             detach: p.detach,
             agent: p.agent.clone(),
             isolation: p.isolation.clone(),
+            deliver: p.deliver.clone(),
             ..Default::default()
         };
         let failed = |e: omk_core::Error| {

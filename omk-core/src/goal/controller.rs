@@ -458,6 +458,7 @@ impl Controller<'_> {
             no_gates: true,
             agent: c.agent.clone(),
             isolation: None,
+            deliver: None,
         };
         let result = self.omk.team_run(&request);
         state::update_controller(&self.dir, |c| {

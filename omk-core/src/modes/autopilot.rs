@@ -537,6 +537,7 @@ impl Pilot<'_> {
             no_gates: true,
             agent: self.agent.clone(),
             isolation: None,
+            deliver: None,
         };
         let result = super::run_team_admitted(self.omk, &self.dir, request, |name| {
             update(&self.dir, |s| {

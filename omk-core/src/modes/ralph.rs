@@ -239,6 +239,7 @@ fn iterate(
             no_gates: true,
             agent: start.agent.clone(),
             isolation: None,
+            deliver: None,
         };
         let result = super::run_team_admitted(omk, dir, request, |name| {
             update(dir, |s| {

@@ -43,6 +43,41 @@ impl Isolation {
     }
 }
 
+/// Where an isolated run's result goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Deliver {
+    /// Branch `omk/<team>` only.
+    #[default]
+    Branch,
+    /// The branch, and the changes applied to the user's checkout.
+    Apply,
+}
+
+impl Deliver {
+    pub fn parse(s: &str) -> Result<Deliver> {
+        match s {
+            "branch" => Ok(Deliver::Branch),
+            "apply" => Ok(Deliver::Apply),
+            other => Err(Error::invalid(format!(
+                "unknown delivery {other:?}; expected branch or apply"
+            ))),
+        }
+    }
+}
+
+/// What delivery did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub mode: Deliver,
+    pub branch: Option<String>,
+    /// Whether the changes were applied to the user's checkout.
+    pub applied: bool,
+    /// Why they were not (with `apply`), or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// What the team document records of an isolated run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IsolationRecord {
@@ -70,6 +105,9 @@ pub struct IsolationRecord {
     /// (stat and patch file), and what cleanup left behind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultRecord>,
+    /// What delivery did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryRecord>,
 }
 
 /// One attempt's commit in the team document.
@@ -164,6 +202,7 @@ impl Integrator {
                 attempts: Vec::new(),
                 gates_commit: None,
                 result: None,
+                delivery: None,
             }),
             repo,
             team: team.to_string(),
@@ -354,6 +393,42 @@ impl Integrator {
         }
         self.record.lock().unwrap_or_else(|p| p.into_inner()).branch = Some(branch.clone());
         Ok(branch)
+    }
+
+    /// Bring the integrated changes into the user's checkout: only when
+    /// its files and HEAD are still what the base snapshot saw, by applying
+    /// `final.patch` ([`Integrator::finalize`]) to the work tree (the
+    /// user's index and HEAD stay as they are). `Ok(Err(why))` when the
+    /// checkout changed meanwhile.
+    pub fn apply(&self, project: &Path) -> Result<std::result::Result<(), String>> {
+        let r = self.record();
+        let Some(result) = &r.result else {
+            return Ok(Err("no final patch was written".into()));
+        };
+        let now = self.repo.snapshot(project, None, "omk apply check")?;
+        if now.parent != r.base_head {
+            return Ok(Err(format!(
+                "HEAD moved since the run began ({} -> {}); merge branch omk/{} yourself",
+                r.base_head.as_deref().unwrap_or("none"),
+                now.parent.as_deref().unwrap_or("none"),
+                self.team
+            )));
+        }
+        if now.tree != self.repo.tree_of(&r.base_commit)? {
+            return Ok(Err(format!(
+                "the checkout changed since the run began; merge branch omk/{} yourself",
+                self.team
+            )));
+        }
+        if result.patch_bytes > 0 {
+            self.repo.apply_patch(project, &result.patch)?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Record what delivery did.
+    pub fn set_delivery(&self, d: DeliveryRecord) {
+        self.with_record(|r| r.delivery = Some(d));
     }
 
     /// Remove every worktree of the run and prune git's records of them;

@@ -65,6 +65,11 @@ pub struct TeamRunRequest {
     /// `worktree` (a git worktree per worker, integrated by omk; the work
     /// dir must be in a git work tree) or `none`; default `none`.
     pub isolation: Option<String>,
+    /// With `worktree`: `branch` (default; the result stays on branch
+    /// `omk/<team>`) or `apply` (also brought into the user's checkout once
+    /// every task completed and the gates passed, if the checkout did not
+    /// change since the run began).
+    pub deliver: Option<String>,
 }
 
 /// What the supervisor needs beyond the team document (`request.json`).
@@ -81,6 +86,8 @@ pub(crate) struct StoredRequest {
     pub mcp_servers: Vec<serde_json::Value>,
     #[serde(default)]
     pub no_gates: bool,
+    #[serde(default)]
+    pub deliver: isolation::Deliver,
 }
 
 impl Document for StoredRequest {
@@ -154,6 +161,15 @@ pub fn prepare(
         Some(i) => isolation::Isolation::parse(i)?,
         None => isolation::Isolation::None,
     };
+    let deliver = match &req.deliver {
+        Some(d) => isolation::Deliver::parse(d)?,
+        None => isolation::Deliver::Branch,
+    };
+    if deliver == isolation::Deliver::Apply && isolation != isolation::Isolation::Worktree {
+        return Err(Error::InvalidInput(
+            "--deliver apply needs --isolation worktree".into(),
+        ));
+    }
     if isolation == isolation::Isolation::Worktree
         && crate::git::Repo::discover(&workdir)?.is_none()
     {
@@ -252,6 +268,7 @@ pub fn prepare(
             planner_agent,
             mcp_servers,
             no_gates: req.no_gates,
+            deliver,
         },
     )?;
     doc.save()?;

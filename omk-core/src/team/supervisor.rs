@@ -95,6 +95,8 @@ pub struct RunContext {
     pub(super) shutdown_file: PathBuf,
     /// The git side of a `--isolation worktree` run.
     pub(super) integrator: Option<Arc<Integrator>>,
+    /// Where an isolated run's result goes.
+    pub(super) deliver: super::isolation::Deliver,
 }
 
 pub(super) enum Claim {
@@ -122,6 +124,7 @@ impl RunContext {
             planner_agent,
             mcp_servers,
             no_gates,
+            deliver,
             ..
         } = request;
         let policy = ApprovalPolicy {
@@ -179,6 +182,7 @@ impl RunContext {
             subtasks,
             shutdown_file,
             integrator,
+            deliver,
         })
     }
 
@@ -729,7 +733,8 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
         outcome
     };
     if let Some(it) = ctx.integrator.clone() {
-        deliver_and_clean(ctx, it).await;
+        let may_apply = shutdown.is_none() && all_completed && gate_failure.is_none();
+        deliver_and_clean(ctx, it, may_apply).await;
     }
     let final_phase = match (shutdown, all_completed, &gate_failure) {
         (Some(_), _, _) => Phase::Shutdown,
@@ -823,14 +828,39 @@ async fn gate_dir(ctx: &Arc<RunContext>) -> Result<PathBuf> {
 /// The worktree the gates of an isolated run use.
 const GATE_WORKTREE: &str = "gates";
 
-/// An isolated run's end: the result on branch `omk/<team>`, every
+/// An isolated run's end: the result on branch `omk/<team>` (and, with
+/// `--deliver apply` when `may_apply`, in the user's checkout), every
 /// worktree removed and pruned (the refs stay).
-async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>) {
+async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>, may_apply: bool) {
     let worker_it = it.clone();
-    let dir = ctx.lock().doc.state_dir.clone();
+    let (dir, project) = {
+        let r = ctx.lock();
+        (r.doc.state_dir.clone(), r.doc.workdir.clone())
+    };
+    let mode = ctx.deliver;
     let done = tokio::task::spawn_blocking(move || {
         let branch = worker_it.deliver_branch();
         let result = worker_it.finalize(&dir);
+        let (applied, reason) = match (mode, may_apply) {
+            (super::isolation::Deliver::Branch, _) => (false, None),
+            (_, false) => (
+                false,
+                Some(
+                    "not every task completed and passed the gates, so nothing was applied".into(),
+                ),
+            ),
+            _ => match worker_it.apply(&project) {
+                Ok(Ok(())) => (true, None),
+                Ok(Err(why)) => (false, Some(why)),
+                Err(e) => (false, Some(format!("applying failed: {e}"))),
+            },
+        };
+        worker_it.set_delivery(super::isolation::DeliveryRecord {
+            mode,
+            branch: branch.as_ref().ok().cloned(),
+            applied,
+            reason,
+        });
         let left = worker_it.cleanup();
         (branch, result, left)
     })
