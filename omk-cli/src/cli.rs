@@ -153,8 +153,8 @@ pub struct TeamRunArgs {
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
     /// worktree: a git worktree per worker, committed and integrated by omk,
-    /// the result left on branch omk/<team>; none (default): everyone edits
-    /// the work dir.
+    /// the result left on branch omk/<team> (default in a git work tree);
+    /// none: everyone edits the work dir (default elsewhere).
     #[arg(long, value_name = "MODE", value_parser = ["worktree", "none"])]
     pub isolation: Option<String>,
     /// With --isolation worktree: branch (default: the result stays on

@@ -136,6 +136,16 @@ impl Repo {
         }
     }
 
+    /// Whether git ignores `path` (a directory inside the work tree, such
+    /// as a build output directory).
+    pub fn is_ignored(&self, path: &Path) -> Result<bool> {
+        let p = path.to_string_lossy();
+        Ok(self
+            .run_codes(&["check-ignore", "-q", "--", &p], &[0, 1])?
+            .code
+            == 0)
+    }
+
     /// The work tree's top directory.
     pub fn top(&self) -> &Path {
         &self.top

@@ -310,6 +310,63 @@ fn deliver_apply_brings_the_result_into_an_unchanged_checkout_and_only_then() {
 }
 
 #[test]
+fn a_git_work_tree_isolates_by_default_in_the_work_dirs_place_and_an_ignored_dir_does_not() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    std::fs::create_dir_all(proj.join("sub/.omk")).unwrap();
+    // A gate that needs both workers' files: it passes only on the integrated tree.
+    std::fs::write(
+        proj.join("sub/.omk/gates.toml"),
+        "[[gate]]\nname = \"both\"\ncommand = \"test -f x.txt && test -f y.txt\"\n",
+    )
+    .unwrap();
+    let doc = omk
+        .team_run(&TeamRunRequest {
+            spec: "2:executor".into(),
+            task: "default".into(),
+            name: Some("dflt".into()),
+            subtasks: vec!["[write:x.txt:x]".into(), "[write:y.txt:y]".into()],
+            workdir: Some(proj.join("sub")),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        doc.isolation,
+        omk_core::team::isolation::Isolation::Worktree
+    );
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    // The agents wrote in sub/ of their worktrees, the gate ran there.
+    assert_eq!(git(&proj, &["show", "omk/dflt:sub/x.txt"]), "x");
+    assert_eq!(git(&proj, &["show", "omk/dflt:sub/y.txt"]), "y");
+    assert_eq!(kinds(&doc, "gate_passed").len(), 1);
+    let w = doc.worktree.unwrap();
+    assert_eq!(
+        w.gates_commit.as_deref(),
+        Some(w.integrated_commit.as_str())
+    );
+    assert!(!proj.join("sub/x.txt").exists());
+
+    // A directory git ignores is no part of the repository: not isolated.
+    std::fs::write(proj.join(".gitignore"), "scratch/\n").unwrap();
+    std::fs::create_dir(proj.join("scratch")).unwrap();
+    let doc = omk
+        .team_run(&TeamRunRequest {
+            spec: "1:executor".into(),
+            task: "ignored".into(),
+            subtasks: vec!["[write:z.txt:z]".into()],
+            workdir: Some(proj.join("scratch")),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(doc.isolation, omk_core::team::isolation::Isolation::None);
+    assert_eq!(
+        std::fs::read_to_string(proj.join("scratch/z.txt")).unwrap(),
+        "z"
+    );
+}
+
+#[test]
 fn isolation_needs_a_git_work_tree_and_a_known_mode() {
     let d = tempfile::tempdir().unwrap();
     let omk = project(d.path(), "");
@@ -338,6 +395,7 @@ fn isolation_needs_a_git_work_tree_and_a_known_mode() {
         .team_run(&TeamRunRequest {
             spec: "1:executor".into(),
             task: "x".into(),
+            isolation: Some("none".into()),
             deliver: Some("apply".into()),
             ..Default::default()
         })

@@ -149,7 +149,8 @@ impl PyOmk {
     /// profile of terms without ``@agent`` (default ``[team] agent``).
     /// ``isolation="worktree"`` gives each worker a git worktree of its
     /// own and integrates their commits onto branch ``omk/<team>``
-    /// (docs/teams.md); ``"none"`` (default) shares the work dir.
+    /// (docs/teams.md; the default in a git work tree); ``"none"`` shares
+    /// the work dir (the default elsewhere).
     /// ``deliver="apply"`` also brings the result into the checkout once
     /// the gates passed (if it did not change meanwhile).
     #[pyo3(signature = (spec, task, *, name=None, subtasks=None, workdir=None, approval=None, pool=None, detach=false, no_gates=false, agent=None, isolation=None, deliver=None))]

@@ -49,7 +49,7 @@ pub struct TeamRunParams {
     #[serde(default)]
     pub agent: Option<String>,
     /// worktree (a git worktree per worker, integrated by omk onto branch
-    /// omk/<team>) or none (default).
+    /// omk/<team>; default in a git work tree) or none.
     #[serde(default)]
     pub isolation: Option<String>,
     /// With isolation worktree: branch (default) or apply (also into the

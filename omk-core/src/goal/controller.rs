@@ -457,7 +457,9 @@ impl Controller<'_> {
             detach: false,
             no_gates: true,
             agent: c.agent.clone(),
-            isolation: None,
+            // Their own gates and checkpoints work on the project dir:
+            // isolated goal waves come with merge policies (not yet).
+            isolation: Some("none".into()),
             deliver: None,
         };
         let result = self.omk.team_run(&request);

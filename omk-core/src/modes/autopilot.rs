@@ -536,7 +536,9 @@ impl Pilot<'_> {
             detach: false,
             no_gates: true,
             agent: self.agent.clone(),
-            isolation: None,
+            // Their own gates and checkpoints work on the project dir:
+            // isolated goal waves come with merge policies (not yet).
+            isolation: Some("none".into()),
             deliver: None,
         };
         let result = super::run_team_admitted(self.omk, &self.dir, request, |name| {

@@ -238,7 +238,9 @@ fn iterate(
             detach: false,
             no_gates: true,
             agent: start.agent.clone(),
-            isolation: None,
+            // Their own gates and checkpoints work on the project dir:
+            // isolated goal waves come with merge policies (not yet).
+            isolation: Some("none".into()),
             deliver: None,
         };
         let result = super::run_team_admitted(omk, dir, request, |name| {

@@ -174,12 +174,30 @@ pub struct Integrator {
     /// Where the worker worktrees live (under the team's state dir).
     root: PathBuf,
     record: Mutex<IsolationRecord>,
+    /// The work dir relative to the repository's top (empty at the top):
+    /// agents and gates work in the same place inside their worktrees.
+    sub: PathBuf,
 }
 
 impl Integrator {
-    /// Snapshot `project` and start the team's refs there.
-    pub fn start(repo: Repo, project: &Path, team: &str, root: PathBuf) -> Result<Integrator> {
-        let snap = repo.snapshot(project, None, &format!("omk base of team {team}"))?;
+    /// Snapshot the whole work tree `workdir` is in and start the team's
+    /// refs there.
+    pub fn start(repo: Repo, workdir: &Path, team: &str, root: PathBuf) -> Result<Integrator> {
+        let real = std::fs::canonicalize(workdir)
+            .map_err(|e| Error::io(format!("resolving {}", workdir.display()), e))?;
+        let top = std::fs::canonicalize(repo.top())
+            .map_err(|e| Error::io(format!("resolving {}", repo.top().display()), e))?;
+        let sub = real
+            .strip_prefix(&top)
+            .map(Path::to_path_buf)
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "{} is not inside its work tree {}",
+                    workdir.display(),
+                    top.display()
+                ))
+            })?;
+        let snap = repo.snapshot(repo.top(), None, &format!("omk base of team {team}"))?;
         let base_ref = format!("refs/omk/{team}/base");
         let integration = format!("refs/omk/{team}/integration");
         for r in [&base_ref, &integration] {
@@ -207,6 +225,7 @@ impl Integrator {
             repo,
             team: team.to_string(),
             root,
+            sub,
         })
     }
 
@@ -263,6 +282,11 @@ impl Integrator {
     /// The worktree of `worker`.
     pub fn worktree(&self, worker: &str) -> PathBuf {
         self.root.join(worker)
+    }
+
+    /// Where `worker` works: the work dir's place in its worktree.
+    pub fn work_dir(&self, worker: &str) -> PathBuf {
+        self.worktree(worker).join(&self.sub)
     }
 
     /// Make `worker`'s worktree the current integration head, clean;
@@ -400,12 +424,13 @@ impl Integrator {
     /// `final.patch` ([`Integrator::finalize`]) to the work tree (the
     /// user's index and HEAD stay as they are). `Ok(Err(why))` when the
     /// checkout changed meanwhile.
-    pub fn apply(&self, project: &Path) -> Result<std::result::Result<(), String>> {
+    pub fn apply(&self) -> Result<std::result::Result<(), String>> {
+        let project = self.repo.top().to_path_buf();
         let r = self.record();
         let Some(result) = &r.result else {
             return Ok(Err("no final patch was written".into()));
         };
-        let now = self.repo.snapshot(project, None, "omk apply check")?;
+        let now = self.repo.snapshot(&project, None, "omk apply check")?;
         if now.parent != r.base_head {
             return Ok(Err(format!(
                 "HEAD moved since the run began ({} -> {}); merge branch omk/{} yourself",
@@ -421,7 +446,7 @@ impl Integrator {
             )));
         }
         if result.patch_bytes > 0 {
-            self.repo.apply_patch(project, &result.patch)?;
+            self.repo.apply_patch(&project, &result.patch)?;
         }
         Ok(Ok(()))
     }

@@ -63,7 +63,9 @@ pub struct TeamRunRequest {
     /// planner turn); default `[team] agent`.
     pub agent: Option<String>,
     /// `worktree` (a git worktree per worker, integrated by omk; the work
-    /// dir must be in a git work tree) or `none`; default `none`.
+    /// dir must be in a git work tree) or `none`; default `worktree` when
+    /// the work dir is in a git work tree (and not in a directory git
+    /// ignores), else `none`.
     pub isolation: Option<String>,
     /// With `worktree`: `branch` (default; the result stays on branch
     /// `omk/<team>`) or `apply` (also brought into the user's checkout once
@@ -157,9 +159,15 @@ pub fn prepare(
     if let Some(a) = &req.agent {
         validate_name("agent profile", a)?;
     }
+    let repo = crate::git::Repo::discover(&workdir)?;
     let isolation = match &req.isolation {
         Some(i) => isolation::Isolation::parse(i)?,
-        None => isolation::Isolation::None,
+        // A git work tree isolates by default; a directory git ignores
+        // (a scratch dir under target/) is not the repository's work.
+        None => match &repo {
+            Some(r) if !r.is_ignored(&workdir)? => isolation::Isolation::Worktree,
+            _ => isolation::Isolation::None,
+        },
     };
     let deliver = match &req.deliver {
         Some(d) => isolation::Deliver::parse(d)?,
@@ -170,9 +178,7 @@ pub fn prepare(
             "--deliver apply needs --isolation worktree".into(),
         ));
     }
-    if isolation == isolation::Isolation::Worktree
-        && crate::git::Repo::discover(&workdir)?.is_none()
-    {
+    if isolation == isolation::Isolation::Worktree && repo.is_none() {
         return Err(Error::InvalidInput(format!(
             "--isolation worktree needs a git work tree, and {} is in none",
             workdir.display()

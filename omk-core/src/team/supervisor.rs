@@ -332,7 +332,7 @@ impl RunContext {
     /// Where `worker`'s agent works: its worktree, or the work dir.
     pub(super) fn work_dir(&self, worker: &str) -> PathBuf {
         match &self.integrator {
-            Some(it) => it.worktree(worker),
+            Some(it) => it.work_dir(worker),
             None => self.lock().doc.workdir.clone(),
         }
     }
@@ -813,7 +813,7 @@ async fn gate_dir(ctx: &Arc<RunContext>) -> Result<PathBuf> {
     let commit = it.gates_on_integrated();
     let dir = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
         it.checkout(GATE_WORKTREE)?;
-        Ok(it.worktree(GATE_WORKTREE))
+        Ok(it.work_dir(GATE_WORKTREE))
     })
     .await
     .map_err(|e| crate::error::Error::Agent(format!("the gate worktree task stopped: {e}")))??;
@@ -833,10 +833,7 @@ const GATE_WORKTREE: &str = "gates";
 /// worktree removed and pruned (the refs stay).
 async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>, may_apply: bool) {
     let worker_it = it.clone();
-    let (dir, project) = {
-        let r = ctx.lock();
-        (r.doc.state_dir.clone(), r.doc.workdir.clone())
-    };
+    let dir = ctx.lock().doc.state_dir.clone();
     let mode = ctx.deliver;
     let done = tokio::task::spawn_blocking(move || {
         let branch = worker_it.deliver_branch();
@@ -849,7 +846,7 @@ async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>, may_apply
                     "not every task completed and passed the gates, so nothing was applied".into(),
                 ),
             ),
-            _ => match worker_it.apply(&project) {
+            _ => match worker_it.apply() {
                 Ok(Ok(())) => (true, None),
                 Ok(Err(why)) => (false, Some(why)),
                 Err(e) => (false, Some(format!("applying failed: {e}"))),
