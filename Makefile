@@ -124,6 +124,7 @@ bench: $(VPY) peers
 	$(VPY) scripts/bench_chat.py
 	$(VPY) scripts/bench_mcp.py
 	$(VPY) scripts/bench_dashboard.py
+	$(VPY) scripts/bench_acp.py --runs 3
 
 clean:
 	$(CARGO) clean
