@@ -1011,6 +1011,78 @@ fn sigkilled_supervisor_is_reported_interrupted_and_its_agent_exits() {
 }
 
 #[test]
+fn a_sigkilled_isolated_run_keeps_its_wip_in_a_ref_and_leaves_no_worktree() {
+    let f = Fixture::new(120, 3);
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&f.project)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", describe(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(f.project.join("seed.txt"), "seed\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "seed"]);
+    // The turn writes, then blocks in a command: the supervisor dies
+    // between the edit and any commit of it.
+    let mut child = ChildGuard(Some(
+        f.cmd(&[
+            "team",
+            "run",
+            "1:executor",
+            "Fault injection",
+            "--subtask",
+            "[write:wip.txt:half done] [run:sleep 30]",
+            "--approval",
+            "approve-all",
+            "--name",
+            "iso-killed",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    ));
+    let written = f.team_dir("iso-killed").join("worktrees/w1/wip.txt");
+    wait_for("the edit in the worktree", Duration::from_secs(30), || {
+        written.exists().then_some(())
+    });
+    let mut supervisor = child.take();
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+
+    let doc = json(&f.omk(&["team", "status", "iso-killed", "--json"]));
+    assert_eq!(doc["phase"], "Interrupted", "{doc}");
+    let rec = &doc["worktree"]["reconciled"];
+    assert_eq!(rec["wip_refs"][0][0], "refs/omk/iso-killed/wip/w1", "{doc}");
+    assert_eq!(rec["left_behind"], serde_json::json!([]), "{doc}");
+    assert_eq!(
+        git(&["show", "refs/omk/iso-killed/wip/w1:wip.txt"]),
+        "half done"
+    );
+    assert!(!f.team_dir("iso-killed").join("worktrees").exists());
+    assert_eq!(
+        git(&["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+    assert_eq!(git(&["status", "--porcelain"]), "");
+    assert!(!f.project.join("wip.txt").exists());
+    // Reading it again changes nothing.
+    let again = json(&f.omk(&["team", "status", "iso-killed", "--json"]));
+    assert_eq!(again["worktree"], doc["worktree"]);
+}
+
+#[test]
 fn detached_run_is_visible_from_other_processes() {
     let f = Fixture::new(5, 3);
     start_detached(&f, "1:executor", "bg", &["[sleep:1] a", "[sleep:1] b"], &[]);

@@ -157,6 +157,14 @@ class IsolationRecord(TypedDict):
     gates_commit: NotRequired[str]
     result: NotRequired[IsolationResult]
     delivery: NotRequired[DeliveryRecord]
+    reconciled: NotRequired[ReconcileRecord]
+    """What ``team_status`` did with the worktrees of a run whose supervisor died."""
+
+class ReconcileRecord(TypedDict):
+    wip_refs: list[tuple[str, str]]
+    """``(ref, commit)`` of each worktree that held uncommitted work."""
+    removed: list[str]
+    left_behind: list[str]
 
 class DeliveryRecord(TypedDict):
     mode: Literal["branch", "apply"]

@@ -108,6 +108,19 @@ pub struct IsolationRecord {
     /// What delivery did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryRecord>,
+    /// What reconciling a dead run's worktrees did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<ReconcileRecord>,
+}
+
+/// A dead run's worktrees, reconciled: work found in them kept under
+/// `refs/omk/<team>/wip/<worker>`, the worktrees removed and pruned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileRecord {
+    /// `(ref, commit)` of every worktree that held uncommitted work.
+    pub wip_refs: Vec<(String, String)>,
+    pub removed: Vec<PathBuf>,
+    pub left_behind: Vec<String>,
 }
 
 /// One attempt's commit in the team document.
@@ -221,6 +234,7 @@ impl Integrator {
                 gates_commit: None,
                 result: None,
                 delivery: None,
+                reconciled: None,
             }),
             repo,
             team: team.to_string(),
@@ -477,6 +491,61 @@ impl Integrator {
         });
         left
     }
+}
+
+/// Reconcile the worktrees a dead run left under `state_dir/worktrees`
+/// (its supervisor was SIGKILLed): what each holds beyond its HEAD is
+/// committed to `refs/omk/<team>/wip/<worker>`, then the worktree is
+/// removed and git's record of it pruned. The refs stay. `None` when there
+/// was nothing to reconcile.
+pub fn reconcile(
+    team: &str,
+    state_dir: &Path,
+    record: &IsolationRecord,
+) -> Result<Option<ReconcileRecord>> {
+    let root = state_dir.join("worktrees");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(None);
+    };
+    let repo = Repo::discover(&record.repo)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "{} is no longer a git work tree",
+            record.repo.display()
+        ))
+    })?;
+    let mut out = ReconcileRecord {
+        wip_refs: Vec::new(),
+        removed: Vec::new(),
+        left_behind: Vec::new(),
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let worker = e.file_name().to_string_lossy().into_owned();
+        if path.join(".git").exists() {
+            let message = format!(
+                "omk: work left in {worker}'s worktree by an interrupted run\n\nOmk-Team: {team}\n"
+            );
+            match repo.snapshot(&path, None, &message) {
+                Ok(snap) if snap.dirty => {
+                    let name = format!("refs/omk/{team}/wip/{worker}");
+                    let old = repo.resolve(&name)?;
+                    repo.update_ref(&name, &snap.commit, old.as_deref())?;
+                    out.wip_refs.push((name, snap.commit));
+                }
+                Ok(_) => {}
+                Err(err) => out
+                    .left_behind
+                    .push(format!("{}: not snapshotted: {err}", path.display())),
+            }
+        }
+        match repo.remove_worktree(&path) {
+            Ok(()) => out.removed.push(path),
+            Err(err) => out.left_behind.push(format!("{}: {err}", path.display())),
+        }
+    }
+    repo.prune_worktrees()?;
+    let _ = std::fs::remove_dir(&root);
+    Ok(Some(out))
 }
 
 /// The prompt addition for an attempt retried after a conflict.

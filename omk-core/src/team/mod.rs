@@ -359,11 +359,37 @@ pub fn status(paths: &StatePaths, name: &str) -> Result<TeamDoc> {
     }
     doc.ended_at = Some(Utc::now());
     doc.updated_at = Utc::now();
+    // Isolated: keep what the dead run's worktrees hold, then remove them.
+    let reconciled = match &doc.worktree {
+        Some(w) => Some(isolation::reconcile(&doc.name, &doc.state_dir, w)),
+        None => None,
+    };
+    let mut reconcile_error = None;
+    match reconciled {
+        Some(Ok(Some(r))) => {
+            if let Some(w) = &mut doc.worktree {
+                w.reconciled = Some(r);
+            }
+        }
+        Some(Err(e)) => reconcile_error = Some(e.to_string()),
+        _ => {}
+    }
     doc.save()?;
     proof::write(
         &doc,
         &proof::GatesOutcome::Skipped("the run was interrupted".into()),
     )?;
+    if let Some(w) = doc.worktree.as_ref().and_then(|w| w.reconciled.as_ref()) {
+        EventLog::open(&doc.state_dir.join("events.jsonl"))?.emit(
+            name,
+            EventKind::WorktreesCleaned,
+            Some("status"),
+            json!({ "reconciled": w }),
+        )?;
+    }
+    if let Some(e) = reconcile_error {
+        tracing::warn!("cannot reconcile the worktrees of team {name}: {e}");
+    }
     EventLog::open(&doc.state_dir.join("events.jsonl"))?.emit(
         name,
         EventKind::RunFailed,
