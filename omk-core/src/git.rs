@@ -392,6 +392,16 @@ impl Repo {
         self.run(&["diff", "--stat", "--no-color", "--no-ext-diff", from, to])
     }
 
+    /// Total bytes of the files of tree-ish `rev` (what a checkout of it
+    /// writes).
+    pub fn tree_bytes(&self, rev: &str) -> Result<u64> {
+        let out = self.run(&["ls-tree", "-r", "-l", "-z", rev])?;
+        Ok(out
+            .split('\0')
+            .filter_map(|e| e.split_whitespace().nth(3)?.parse::<u64>().ok())
+            .sum())
+    }
+
     /// The files that differ between two tree-ish.
     pub fn changed_files(&self, from: &str, to: &str) -> Result<Vec<String>> {
         let out = self.run(&["diff", "--name-only", "-z", "--no-renames", from, to])?;

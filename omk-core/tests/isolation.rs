@@ -367,6 +367,34 @@ fn a_git_work_tree_isolates_by_default_in_the_work_dirs_place_and_an_ignored_dir
 }
 
 #[test]
+fn each_worker_keeps_one_build_cache_across_its_tasks_and_cleanup_removes_it() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    let doc = omk
+        .team_run(&TeamRunRequest {
+            spec: "1:executor".into(),
+            task: "cache".into(),
+            name: Some("cache".into()),
+            subtasks: vec![
+                "[run:echo $CARGO_TARGET_DIR > one.txt]".into(),
+                "[run:echo $CARGO_TARGET_DIR > two.txt]".into(),
+            ],
+            approval: Some("approve-all".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    let one = git(&proj, &["show", "omk/cache:one.txt"]);
+    assert_eq!(one, git(&proj, &["show", "omk/cache:two.txt"]));
+    assert!(
+        one.trim().ends_with("worktrees/.cache/w1/cargo-target"),
+        "{one}"
+    );
+    assert!(!doc.state_dir.join("worktrees").exists());
+}
+
+#[test]
 fn isolation_needs_a_git_work_tree_and_a_known_mode() {
     let d = tempfile::tempdir().unwrap();
     let omk = project(d.path(), "");

@@ -298,6 +298,44 @@ impl Integrator {
         self.root.join(worker)
     }
 
+    /// How many worktrees (of `wanted`) the disk holding the state dir can
+    /// take, each a checkout of the base plus a margin for what the agents
+    /// write (half its size again, at least 64 MiB), keeping 256 MiB free.
+    /// `(n, why)`: `why` says what limited `n` below `wanted`.
+    pub fn worktrees_that_fit(&self, wanted: usize) -> Result<(usize, Option<String>)> {
+        const MARGIN_MIN: u64 = 64 * 1024 * 1024;
+        const KEEP_FREE: u64 = 256 * 1024 * 1024;
+        let size = self.repo.tree_bytes(&self.record().base_commit)?;
+        let per = size + (size / 2).max(MARGIN_MIN);
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
+        let free = crate::health::free_bytes(&self.root)
+            .map_err(|e| Error::io(format!("statvfs {}", self.root.display()), e))?;
+        // The gates' worktree counts too.
+        let fit = (free.saturating_sub(KEEP_FREE) / per.max(1)).saturating_sub(1) as usize;
+        if fit >= wanted {
+            return Ok((wanted, None));
+        }
+        let why = format!(
+            "{} MiB free at {} hold {fit} worktree(s) of ~{} MiB each (besides the gates'), not {wanted}",
+            free / (1024 * 1024),
+            self.root.display(),
+            per / (1024 * 1024)
+        );
+        Ok((fit, Some(why)))
+    }
+
+    /// Environment that keeps a worker's build caches in one place for all
+    /// its tasks (the worktree is cleaned between tasks): `CARGO_TARGET_DIR`
+    /// under the team's state dir, removed at cleanup.
+    pub fn cache_env(&self, worker: &str) -> Vec<(String, String)> {
+        let dir = self.root.join(".cache").join(worker);
+        vec![(
+            "CARGO_TARGET_DIR".to_string(),
+            dir.join("cargo-target").to_string_lossy().into_owned(),
+        )]
+    }
+
     /// Where `worker` works: the work dir's place in its worktree.
     pub fn work_dir(&self, worker: &str) -> PathBuf {
         self.worktree(worker).join(&self.sub)
@@ -476,11 +514,16 @@ impl Integrator {
         let mut left = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&self.root) {
             for e in entries.flatten() {
-                if let Err(err) = self.repo.remove_worktree(&e.path()) {
+                if e.file_name() == ".cache" {
+                    if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                        left.push(format!("{}: {err}", e.path().display()));
+                    }
+                } else if let Err(err) = self.repo.remove_worktree(&e.path()) {
                     left.push(format!("{}: {err}", e.path().display()));
                 }
             }
         }
+        let _ = std::fs::remove_dir(&self.root);
         if let Err(err) = self.repo.prune_worktrees() {
             left.push(format!("git worktree prune: {err}"));
         }

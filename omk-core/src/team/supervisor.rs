@@ -585,6 +585,20 @@ impl RunContext {
         });
     }
 
+    /// The profile's environment, plus (isolated) the worker's cache
+    /// directories unless the profile sets them itself.
+    fn env_for(&self, resolved: &crate::agents::Resolved, worker: &str) -> Vec<(String, String)> {
+        let mut env = resolved.env.clone();
+        if let Some(it) = &self.integrator {
+            for (k, v) in it.cache_env(worker) {
+                if !env.iter().any(|(e, _)| *e == k) && std::env::var_os(&k).is_none() {
+                    env.push((k, v));
+                }
+            }
+        }
+        env
+    }
+
     /// How to start an agent of profile `agent` for this run.
     pub(super) fn agent_spec(&self, agent: &str, worker: &str) -> Result<AgentSpec> {
         let resolved = self.agents.get(agent).ok_or_else(|| {
@@ -594,7 +608,7 @@ impl RunContext {
             program: resolved.program.clone(),
             extra_args: resolved.args.clone(),
             work_dir: self.work_dir(worker),
-            env: resolved.env.clone(),
+            env: self.env_for(resolved, worker),
             protocol: resolved.protocol,
             policy: self.policy.clone(),
             start_timeout: resolved.start_timeout(),
@@ -667,7 +681,24 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
         // Executing.
         ctx.set_phase(Phase::Executing);
         let plan = ctx.lock().doc.workers.clone();
-        let workers = plan.len().min(tasks.len());
+        let mut workers = plan.len().min(tasks.len());
+        if let Some(it) = ctx.integrator.clone() {
+            let wanted = workers;
+            match tokio::task::spawn_blocking(move || it.worktrees_that_fit(wanted)).await {
+                Ok(Ok((n, Some(why)))) => {
+                    workers = n;
+                    ctx.update(|r| r.not_admitted = Some(why.clone()));
+                    ctx.emit(
+                        EventKind::PoolRejected,
+                        Some("supervisor"),
+                        json!({ "reason": why, "workers": n, "wanted": wanted, "disk": true }),
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("cannot check the disk for worktrees: {e}"),
+                Err(e) => tracing::warn!("the disk check stopped: {e}"),
+            }
+        }
         let mut handles = Vec::new();
         for entry in &plan[..workers] {
             let w = Worker::new(ctx.clone(), entry.id.clone(), &entry.role, &entry.agent)?;
