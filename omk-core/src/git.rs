@@ -283,8 +283,10 @@ impl Repo {
                 std::fs::copy(&own_index, &index)
                     .map_err(|e| Error::io(format!("copying {}", own_index.display()), e))?;
                 // The copy may hold staged work against another commit:
-                // start from `parent`'s tree, keeping the stat cache.
-                self.run_in(dir, &["read-tree", p], &env)?;
+                // start from `parent`'s tree. `-m` keeps the stat cache of
+                // entries that match it, so `add` re-reads only what
+                // changed (a plain read-tree makes it hash every file).
+                self.run_in(dir, &["read-tree", "-m", p], &env)?;
             }
             Some(p) => {
                 self.run_in(dir, &["read-tree", p], &env)?;
@@ -477,14 +479,12 @@ impl Repo {
         Ok(())
     }
 
-    /// Make worktree `path` exactly `commit`: checked out detached, and
-    /// every file git does not track there (ignored ones too) removed.
+    /// Make worktree `path` exactly `commit`: its detached HEAD moved there
+    /// with index and files (`reset --hard` rewrites only what differs),
+    /// and every file git does not track there (ignored ones too) removed.
     pub fn reset_worktree(&self, path: &Path, commit: &str) -> Result<()> {
-        self.run_in(
-            path,
-            &["checkout", "--detach", "--force", "--quiet", commit],
-            &[],
-        )?;
+        self.run_in(path, &["checkout", "--detach", "--quiet"], &[])?;
+        self.run_in(path, &["reset", "--hard", "--quiet", commit], &[])?;
         self.run_in(path, &["clean", "-ffdxq"], &[])?;
         Ok(())
     }
