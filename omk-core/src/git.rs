@@ -404,6 +404,13 @@ impl Repo {
             .sum())
     }
 
+    /// `git diff` between two tree-ish, limited to `paths`.
+    pub fn diff_paths(&self, from: &str, to: &str, paths: &[String]) -> Result<String> {
+        let mut args = vec!["diff", "--no-color", "--no-ext-diff", from, to, "--"];
+        args.extend(paths.iter().map(String::as_str));
+        self.run(&args)
+    }
+
     /// The files that differ between two tree-ish.
     pub fn changed_files(&self, from: &str, to: &str) -> Result<Vec<String>> {
         let out = self.run(&["diff", "--name-only", "-z", "--no-renames", from, to])?;

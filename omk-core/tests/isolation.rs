@@ -205,6 +205,33 @@ fn the_same_line_changed_twice_conflicts_and_the_retry_on_the_new_head_lands() {
     let loser = conflicts[0]["task_id"].as_str().unwrap();
     let t = doc.tasks.iter().find(|t| t.id == loser).unwrap();
     assert!(t.errors[0].contains("conflict"), "{:?}", t.errors);
+    // Its retry's prompt: the files, the merge with markers, the other side.
+    let winner_line = if loser == "t1" { "eins" } else { "uno" };
+    let prompts: Vec<String> = std::fs::read_dir(doc.state_dir.join("workers"))
+        .unwrap()
+        .flatten()
+        .flat_map(|w| {
+            std::fs::read_to_string(w.path().join("transcript.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|r| r["kind"] == "prompt" && r["data"]["task_id"] == loser)
+                .map(|r| r["data"]["text"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let retry = prompts
+        .iter()
+        .find(|p| p.contains("conflicted"))
+        .expect("a retry prompt");
+    assert!(
+        retry.contains("in: a.txt") && retry.contains("<<<<<<<"),
+        "{retry}"
+    );
+    assert!(
+        retry.contains("the other side") && retry.contains(&format!("+{winner_line}")),
+        "{retry}"
+    );
     let text = git(&proj, &["show", "omk/clash:a.txt"]);
     let line1 = if loser == "t1" { "uno" } else { "eins" };
     assert_eq!(text, format!("{line1}\n2\n3\n4\n5\n"));

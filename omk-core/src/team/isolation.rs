@@ -168,12 +168,14 @@ pub enum Integration {
     /// The attempt changed nothing.
     Unchanged,
     /// The attempt's changes conflict with what was integrated since it
-    /// started: the files, git's messages, and the conflicted files' text
-    /// with conflict markers.
+    /// started: the files, git's messages, the conflicted files' text
+    /// with conflict markers, and the diff of those files that was
+    /// integrated meanwhile (the other tasks' side).
     Conflict {
         files: Vec<String>,
         messages: String,
         marked: Vec<(String, String)>,
+        theirs: String,
     },
 }
 
@@ -437,22 +439,18 @@ impl Integrator {
                 let mut marked = Vec::new();
                 for f in &files {
                     if let Some(mut text) = self.repo.show(&tree, f)? {
-                        if text.len() > MARKED_MAX_BYTES {
-                            let mut cut = MARKED_MAX_BYTES;
-                            while !text.is_char_boundary(cut) {
-                                cut -= 1;
-                            }
-                            text.truncate(cut);
-                            text.push_str("\n[... cut]");
-                        }
+                        cut_to(&mut text, MARKED_MAX_BYTES);
                         marked.push((f.clone(), text));
                     }
                 }
+                let mut theirs = self.repo.diff_paths(&attempt.parent, &head, &files)?;
+                cut_to(&mut theirs, MARKED_MAX_BYTES * 2);
                 Self::mark(&mut record, &attempt.commit, "conflict", &files);
                 Ok(Integration::Conflict {
                     files,
                     messages,
                     marked,
+                    theirs,
                 })
             }
         }
@@ -592,7 +590,24 @@ pub fn reconcile(
 }
 
 /// The prompt addition for an attempt retried after a conflict.
-pub fn conflict_context(files: &[String], messages: &str, marked: &[(String, String)]) -> String {
+/// Cut `text` to at most `max` bytes (on a char boundary), saying so.
+fn cut_to(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("\n[... cut]");
+    }
+}
+
+pub fn conflict_context(
+    files: &[String],
+    messages: &str,
+    marked: &[(String, String)],
+    theirs: &str,
+) -> String {
     let mut s = format!(
         "\n\nYour previous attempt conflicted with work integrated meanwhile, in: {}.\n\
          Your work dir now holds the integrated result; redo your change on top of it.\n",
@@ -604,6 +619,11 @@ pub fn conflict_context(files: &[String], messages: &str, marked: &[(String, Str
     for (f, text) in marked {
         s.push_str(&format!(
             "\nThe merge of {f}, with conflict markers:\n{text}\n"
+        ));
+    }
+    if !theirs.is_empty() {
+        s.push_str(&format!(
+            "\nWhat was integrated meanwhile in those files (the other side):\n{theirs}\n"
         ));
     }
     s
@@ -673,7 +693,7 @@ mod tests {
             Integration::Conflict { files, marked, .. } => {
                 assert_eq!(files, ["a.txt"]);
                 assert!(marked[0].1.contains("<<<<<<<"));
-                assert!(conflict_context(&files, "", &marked).contains("a.txt"));
+                assert!(conflict_context(&files, "", &marked, "").contains("a.txt"));
             }
             other => panic!("{other:?}"),
         }

@@ -432,8 +432,10 @@ impl RunContext {
                 files,
                 messages,
                 marked,
+                theirs,
             })) => {
-                return self.conflicted(i, worker, &files, &messages, &marked, tokens);
+                let note = super::isolation::conflict_context(&files, &messages, &marked, &theirs);
+                return self.conflicted(i, worker, &files, &messages, note, tokens);
             }
             Ok(Err(e)) => {
                 return self.attempt_failed(i, worker, &format!("integration failed: {e}"), tokens)
@@ -460,11 +462,10 @@ impl RunContext {
         worker: &str,
         files: &[String],
         messages: &str,
-        marked: &[(String, String)],
+        note: String,
         tokens: u64,
     ) {
         let max = self.config.team.conflict_retries;
-        let note = super::isolation::conflict_context(files, messages, marked);
         let (id, n, failed) = self.update(|r| {
             let t = &mut r.doc.tasks[i];
             t.tokens += tokens;
