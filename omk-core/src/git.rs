@@ -95,6 +95,23 @@ fn io_err(context: String, message: impl Into<String>) -> Error {
     }
 }
 
+/// Copy an index file keeping its modification time: git trusts an
+/// entry's cached stat data only when the file is older than the index, so
+/// a copy with a fresh mtime would make a file edited in the same second
+/// (with the same size) look unchanged.
+fn copy_index(from: &Path, to: &Path) -> Result<()> {
+    let what = || format!("copying {}", from.display());
+    let mtime = std::fs::metadata(from)
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::io(what(), e))?;
+    std::fs::copy(from, to).map_err(|e| Error::io(what(), e))?;
+    std::fs::File::options()
+        .write(true)
+        .open(to)
+        .and_then(|f| f.set_modified(mtime))
+        .map_err(|e| Error::io(what(), e))
+}
+
 impl Repo {
     /// The git work tree `dir` is in, or `None` when it is in none (or git
     /// is not installed and no `.git` is above `dir`). A work tree with a
@@ -280,13 +297,14 @@ impl Repo {
         let env = [("GIT_INDEX_FILE", index.as_path())];
         match &parent {
             Some(p) if own_index.exists() => {
-                std::fs::copy(&own_index, &index)
-                    .map_err(|e| Error::io(format!("copying {}", own_index.display()), e))?;
+                copy_index(&own_index, &index)?;
                 // The copy may hold staged work against another commit:
-                // start from `parent`'s tree. `-m` keeps the stat cache of
-                // entries that match it, so `add` re-reads only what
-                // changed (a plain read-tree makes it hash every file).
-                self.run_in(dir, &["read-tree", "-m", p], &env)?;
+                // start from `parent`'s tree. `--reset` (a one-way merge
+                // that never refuses, unlike `-m` with dirty files) keeps
+                // the stat cache of entries that match it, so `add`
+                // re-reads only what changed; a plain read-tree would make
+                // it hash every file.
+                self.run_in(dir, &["read-tree", "--reset", p], &env)?;
             }
             Some(p) => {
                 self.run_in(dir, &["read-tree", p], &env)?;
