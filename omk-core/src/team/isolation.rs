@@ -292,7 +292,7 @@ impl Integrator {
     }
 
     fn head(&self) -> String {
-        self.record().integrated_commit
+        self.with_record(|r| r.integrated_commit.clone())
     }
 
     /// The worktree of `worker`.

@@ -842,19 +842,14 @@ async fn gate_dir(ctx: &Arc<RunContext>) -> Result<PathBuf> {
     let Some(it) = ctx.integrator.clone() else {
         return Ok(ctx.lock().doc.workdir.clone());
     };
-    let commit = it.gates_on_integrated();
-    let dir = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+    // Recorded in `worktree.gates_commit` (and the proof).
+    it.gates_on_integrated();
+    tokio::task::spawn_blocking(move || -> Result<PathBuf> {
         it.checkout(GATE_WORKTREE)?;
         Ok(it.work_dir(GATE_WORKTREE))
     })
     .await
-    .map_err(|e| crate::error::Error::Agent(format!("the gate worktree task stopped: {e}")))??;
-    ctx.emit(
-        EventKind::PhaseChanged,
-        Some("supervisor"),
-        json!({ "from": Phase::Verifying, "to": Phase::Verifying, "gates_on_commit": commit }),
-    );
-    Ok(dir)
+    .map_err(|e| crate::error::Error::Agent(format!("the gate worktree task stopped: {e}")))?
 }
 
 /// The worktree the gates of an isolated run use.
