@@ -41,6 +41,19 @@ struct Replay {
     text: String,
 }
 
+impl Replay {
+    /// Every update kind in `kinds` occurred in the recording.
+    fn assert_updates(&self, kinds: &[&str]) {
+        for kind in kinds {
+            assert!(
+                self.updates.contains_key(*kind),
+                "{kind}: {:?}",
+                self.updates
+            );
+        }
+    }
+}
+
 fn replay(name: &str) -> Replay {
     let mut r = Replay {
         updates: BTreeMap::new(),
@@ -103,14 +116,12 @@ fn replay(name: &str) -> Replay {
 #[test]
 fn kimi_acp_traffic_maps_onto_omk_events() {
     let r = replay("acp_kimi_cli.jsonl");
-    for kind in [
+    r.assert_updates(&[
         "agent_message_chunk",
         "tool_call",
         "tool_call_update",
         "available_commands_update",
-    ] {
-        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
-    }
+    ]);
     assert!(r.text.contains("echo: Say hello via ACP."), "{}", r.text);
     // kimi's WriteFile asks with a diff: an edit of the path it names.
     assert_eq!(r.permissions.len(), 1);
@@ -129,15 +140,13 @@ fn kimi_acp_traffic_maps_onto_omk_events() {
 #[test]
 fn claude_code_traffic_maps_onto_omk_events() {
     let r = replay("acp_claude.jsonl");
-    for kind in [
+    r.assert_updates(&[
         "agent_message_chunk",
         "tool_call",
         "tool_call_update",
         "usage_update",
         "session_info_update",
-    ] {
-        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
-    }
+    ]);
     // `_auth/status_update` is a vendor notification, kept.
     assert_eq!(r.vendor, 1);
     // Claude Code writes files itself: its Write asks with the file's path.
@@ -171,9 +180,7 @@ fn claude_code_traffic_maps_onto_omk_events() {
 #[test]
 fn qwen_code_traffic_maps_onto_omk_events() {
     let r = replay("acp_qwen.jsonl");
-    for kind in ["agent_message_chunk", "tool_call", "tool_call_update"] {
-        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
-    }
+    r.assert_updates(&["agent_message_chunk", "tool_call", "tool_call_update"]);
     assert_eq!(r.permissions.len(), 1);
     assert_eq!(r.permissions[0].action, "edit file");
     assert!(r.permissions[0]
@@ -224,14 +231,12 @@ fn edit_of_hello(permissions: &[omk_core::agent::ApprovalRequest]) {
 #[test]
 fn gemini_cli_traffic_maps_onto_omk_events() {
     let r = replay("acp_gemini.jsonl");
-    for kind in [
+    r.assert_updates(&[
         "agent_message_chunk",
         "tool_call",
         "tool_call_update",
         "available_commands_update",
-    ] {
-        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
-    }
+    ]);
     assert!(r.text.contains("hello from gemini"), "{}", r.text);
     // Gemini's write first appears in its permission request, then goes
     // through the client: read (a new file reads as ""), ask, read, write.
@@ -248,15 +253,13 @@ fn gemini_cli_traffic_maps_onto_omk_events() {
 #[test]
 fn codex_traffic_maps_onto_omk_events() {
     let r = replay("acp_codex.jsonl");
-    for kind in [
+    r.assert_updates(&[
         "agent_message_chunk",
         "tool_call",
         "tool_call_update",
         "usage_update",
         "session_info_update",
-    ] {
-        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
-    }
+    ]);
     assert!(r.text.contains("hello from codex"), "{}", r.text);
     // `_auth/status_update`, before the session exists.
     assert_eq!(r.vendor, 1);
@@ -272,14 +275,12 @@ fn codex_traffic_maps_onto_omk_events() {
 #[test]
 fn opencode_traffic_maps_onto_omk_events() {
     let r = replay("acp_opencode.jsonl");
-    for kind in [
+    r.assert_updates(&[
         "agent_message_chunk",
         "tool_call",
         "tool_call_update",
         "available_commands_update",
-    ] {
-        assert!(r.updates.contains_key(kind), "{kind}: {:?}", r.updates);
-    }
+    ]);
     assert!(r.text.contains("hello from opencode"), "{}", r.text);
     // opencode asks for the edit and for the shell command.
     edit_of_hello(&r.permissions);
