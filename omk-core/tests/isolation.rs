@@ -238,41 +238,146 @@ fn the_same_line_changed_twice_conflicts_and_the_retry_on_the_new_head_lands() {
     checkout_untouched(&proj, &head, "clash");
 }
 
+/// The prompts task `task` was given, in order.
+fn prompts_of(doc: &TeamDoc, task: &str) -> Vec<String> {
+    let mut p: Vec<(String, String)> = std::fs::read_dir(doc.state_dir.join("workers"))
+        .unwrap()
+        .flatten()
+        .flat_map(|w| {
+            std::fs::read_to_string(w.path().join("transcript.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|r| r["kind"] == "prompt" && r["data"]["task_id"] == task)
+                .map(|r| {
+                    (
+                        r["ts"].as_str().unwrap_or_default().to_string(),
+                        r["data"]["text"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    p.sort();
+    p.into_iter().map(|(_, t)| t).collect()
+}
+
 #[test]
-fn with_no_conflict_retries_a_conflicting_task_fails_with_the_conflict_as_evidence() {
+fn with_no_conflict_retries_an_integrator_turn_resolves_the_merge_with_markers() {
     let d = tempfile::tempdir().unwrap();
     let omk = project(d.path(), "conflict_retries = 0\n");
     let proj = d.path().join("proj");
     let head = git(&proj, &["rev-parse", "HEAD"]);
     let doc = run(
         &omk,
-        "stuck",
+        "resolved",
         &[
             "[sleep:0.3] [write:a.txt:uno\\n2\\n3\\n4\\n5\\n]",
             "[sleep:0.3] [write:a.txt:eins\\n2\\n3\\n4\\n5\\n]",
         ],
     );
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    let conflicts = kinds(&doc, "integration_conflict");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0]["next"], "integrator");
+    let loser = conflicts[0]["task_id"].as_str().unwrap();
+    let marked = conflicts[0]["marked_commit"].as_str().unwrap();
+    // The integrator turn: its role, its prompt with the markers, and its
+    // worktree at the merge with markers (whose parents are the head and
+    // the conflicting attempt).
+    let started: Vec<_> = kinds(&doc, "task_started")
+        .into_iter()
+        .filter(|e| e["task_id"] == loser)
+        .collect();
+    assert_eq!(started.len(), 2);
+    assert_eq!(started[1]["role"], "integrator");
+    let prompts = prompts_of(&doc, loser);
+    assert!(
+        prompts[1].contains("as its integrator")
+            && prompts[1].contains("conflict markers")
+            && prompts[1].contains("in: a.txt")
+            && prompts[1].contains("<<<<<<<"),
+        "{}",
+        prompts[1]
+    );
+    let parents = git(&proj, &["log", "-1", "--format=%P", marked]);
+    assert_eq!(parents.split_whitespace().count(), 2);
+    assert!(git(&proj, &["show", &format!("{marked}:a.txt")]).contains("<<<<<<<"));
+    // Its resolution (the scripted agent rewrites the file as its subtask
+    // says) was committed on that merge and integrated.
+    let w = doc.worktree.clone().unwrap();
+    let res = w
+        .attempts
+        .iter()
+        .find(|a| a.integrator)
+        .expect("a resolution");
+    assert_eq!(res.parent, marked);
+    assert_eq!(res.outcome, "integrated");
+    let line1 = if loser == "t1" { "uno" } else { "eins" };
+    assert_eq!(
+        git(&proj, &["show", "omk/resolved:a.txt"]),
+        format!("{line1}\n2\n3\n4\n5\n")
+    );
+    checkout_untouched(&proj, &head, "resolved");
+}
+
+#[test]
+fn an_integrator_that_leaves_the_markers_fails_the_task_with_the_conflict_as_evidence() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "conflict_retries = 0\n");
+    let proj = d.path().join("proj");
+    let head = git(&proj, &["rev-parse", "HEAD"]);
+    // Each task edits line 1 on its first turn only (a file outside the
+    // worktrees remembers): the integrator turn changes nothing.
+    let once = |t: &str, line: &str| {
+        let flag = d.path().join(t);
+        format!(
+            "[sleep:0.3] [run:test -e {f} || {{ touch {f}; printf '{line}\\\\n2\\\\n3\\\\n4\\\\n5\\\\n' > a.txt; }}]",
+            f = flag.display()
+        )
+    };
+    let (t1, t2) = (once("t1", "uno"), once("t2", "eins"));
+    let doc = omk
+        .team_run(&TeamRunRequest {
+            spec: "2:executor".into(),
+            task: "isolated".into(),
+            name: Some("stuck".into()),
+            subtasks: vec![t1, t2],
+            isolation: Some("worktree".into()),
+            approval: Some("approve-all".into()),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(doc.phase, Phase::Failed);
     let failed: Vec<_> = doc
         .tasks
         .iter()
         .filter(|t| t.status == TaskStatus::Failed)
         .collect();
-    assert_eq!(failed.len(), 1);
-    assert!(failed[0]
-        .summary
-        .as_deref()
-        .unwrap()
-        .contains("conflict with integrated work in a.txt"));
+    assert_eq!(failed.len(), 1, "{:?}", doc.tasks);
+    let summary = failed[0].summary.as_deref().unwrap();
+    assert!(
+        summary.contains("conflict with integrated work in a.txt")
+            && summary.contains("the integrator changed nothing"),
+        "{summary}"
+    );
     let f = kinds(&doc, "task_failed");
     assert_eq!(f[0]["reason"], "integration conflict");
-    // The winner's work is on the branch; the loser's is kept in its ref.
+    assert_eq!(f[0]["unresolved"], serde_json::json!(["a.txt"]));
+    assert!(f[0]["marked_commit"].is_string());
+    // The winner's work is on the branch; the loser's is kept in its ref,
+    // the merge with markers in its conflict ref.
     let loser = &failed[0].id;
     let kept = git(
         &proj,
         &["show", &format!("refs/omk/stuck/tasks/{loser}/1:a.txt")],
     );
     assert!(kept.starts_with("uno") || kept.starts_with("eins"));
+    let marked = git(
+        &proj,
+        &["show", &format!("refs/omk/stuck/conflicts/{loser}/1:a.txt")],
+    );
+    assert!(marked.contains("<<<<<<<"), "{marked}");
     checkout_untouched(&proj, &head, "stuck");
 }
 

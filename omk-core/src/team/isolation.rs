@@ -8,7 +8,10 @@
 //! - `refs/omk/T/base`: the snapshot of the project when the run started
 //!   (uncommitted and untracked work included);
 //! - `refs/omk/T/integration`: the integrated result so far;
-//! - `refs/omk/T/tasks/<task>/<attempt>`: what each attempt changed.
+//! - `refs/omk/T/tasks/<task>/<attempt>`: what each attempt changed;
+//! - `refs/omk/T/conflicts/<task>/<attempt>`: an attempt that conflicted,
+//!   merged onto the integration head with git's conflict markers (what an
+//!   integrator turn starts from).
 //!
 //! Delivery leaves the result on branch `omk/T`.
 
@@ -136,6 +139,13 @@ pub struct AttemptRecord {
     pub outcome: String,
     #[serde(default)]
     pub conflict_files: Vec<String>,
+    /// For a `conflict`: the merge with conflict markers, under
+    /// `refs/omk/<team>/conflicts/<task>/<attempt>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_commit: Option<String>,
+    /// The attempt was an integrator turn resolving an earlier conflict.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub integrator: bool,
 }
 
 /// What an isolated run produced, as the proof reports it.
@@ -154,6 +164,7 @@ pub struct ResultRecord {
 /// An attempt's changes, committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptCommit {
+    pub attempt: u32,
     pub commit: String,
     /// The integration head the attempt started from.
     pub parent: String,
@@ -170,8 +181,10 @@ pub enum Integration {
     /// The attempt's changes conflict with what was integrated since it
     /// started: the files, git's messages, the conflicted files' text
     /// with conflict markers, and the diff of those files that was
-    /// integrated meanwhile (the other tasks' side).
+    /// integrated meanwhile (the other tasks' side); `marked_commit` is the
+    /// merge with those markers, on the head (an integrator's start).
     Conflict {
+        marked_commit: String,
         files: Vec<String>,
         messages: String,
         marked: Vec<(String, String)>,
@@ -343,10 +356,10 @@ impl Integrator {
         self.worktree(worker).join(&self.sub)
     }
 
-    /// Make `worker`'s worktree the current integration head, clean;
-    /// returns the head it now holds.
-    pub fn checkout(&self, worker: &str) -> Result<String> {
-        let head = self.head();
+    /// Make `worker`'s worktree the current integration head (or commit
+    /// `at`), clean; returns the commit it now holds.
+    pub fn checkout(&self, worker: &str, at: Option<&str>) -> Result<String> {
+        let head = at.map_or_else(|| self.head(), str::to_string);
         let path = self.worktree(worker);
         if path.join(".git").exists() {
             self.repo.reset_worktree(&path, &head)?;
@@ -359,7 +372,8 @@ impl Integrator {
     }
 
     /// Commit what `worker`'s worktree holds on `parent` as attempt
-    /// `attempt` of `task`; `None` when nothing changed.
+    /// `attempt` of `task` (an `integrator` turn's when it resolved a
+    /// conflict); `None` when nothing changed.
     pub fn commit_attempt(
         &self,
         worker: &str,
@@ -367,9 +381,11 @@ impl Integrator {
         attempt: u32,
         parent: &str,
         title: &str,
+        integrator: bool,
     ) -> Result<Option<AttemptCommit>> {
+        let what = if integrator { "resolution" } else { "attempt" };
         let message = format!(
-            "omk: {task} attempt {attempt}: {}\n\nOmk-Team: {}\nOmk-Task: {task}\nOmk-Attempt: {attempt}\n",
+            "omk: {task} {what} {attempt}: {}\n\nOmk-Team: {}\nOmk-Task: {task}\nOmk-Attempt: {attempt}\n",
             title.lines().next().unwrap_or(""),
             self.team
         );
@@ -394,9 +410,12 @@ impl Integrator {
                 files: files.clone(),
                 outcome: "not_integrated".into(),
                 conflict_files: Vec::new(),
+                conflict_commit: None,
+                integrator,
             })
         });
         Ok(Some(AttemptCommit {
+            attempt,
             commit: snap.commit,
             parent: parent.to_string(),
             files,
@@ -445,8 +464,36 @@ impl Integrator {
                 }
                 let mut theirs = self.repo.diff_paths(&attempt.parent, &head, &files)?;
                 cut_to(&mut theirs, MARKED_MAX_BYTES * 2);
+                // The merge as git left it, markers and all, on the head
+                // (and the attempt, so its history says where it came from).
+                let message = format!(
+                    "omk: {task} attempt {} conflicts with integrated work\n\n\
+                     Omk-Team: {}\nOmk-Task: {task}\nOmk-Conflict: {}\n",
+                    attempt.attempt,
+                    self.team,
+                    files.join(", ")
+                );
+                let marked_commit =
+                    self.repo
+                        .commit_tree(&tree, &[&head, &attempt.commit], &message)?;
+                let name = format!(
+                    "refs/omk/{}/conflicts/{task}/{}",
+                    self.team, attempt.attempt
+                );
+                let old = self.repo.resolve(&name)?;
+                self.repo
+                    .update_ref(&name, &marked_commit, old.as_deref())?;
                 Self::mark(&mut record, &attempt.commit, "conflict", &files);
+                if let Some(a) = record
+                    .attempts
+                    .iter_mut()
+                    .rev()
+                    .find(|a| a.commit == attempt.commit)
+                {
+                    a.conflict_commit = Some(marked_commit.clone());
+                }
                 Ok(Integration::Conflict {
+                    marked_commit,
                     files,
                     messages,
                     marked,
@@ -454,6 +501,24 @@ impl Integrator {
                 })
             }
         }
+    }
+
+    /// The files of `files` that still hold a conflict marker line
+    /// (`<<<<<<<` or `>>>>>>>`) in `commit`: what an integrator turn left
+    /// unresolved.
+    pub fn unresolved(&self, commit: &str, files: &[String]) -> Result<Vec<String>> {
+        let mut left = Vec::new();
+        for f in files {
+            if let Some(text) = self.repo.show(commit, f)? {
+                if text
+                    .lines()
+                    .any(|l| l.starts_with("<<<<<<<") || l.starts_with(">>>>>>>"))
+                {
+                    left.push(f.clone());
+                }
+            }
+        }
+        Ok(left)
     }
 
     /// Leave the integrated result on branch `omk/<team>`.
@@ -589,7 +654,6 @@ pub fn reconcile(
     Ok(Some(out))
 }
 
-/// The prompt addition for an attempt retried after a conflict.
 /// Cut `text` to at most `max` bytes (on a char boundary), saying so.
 fn cut_to(text: &mut String, max: usize) {
     if text.len() > max {
@@ -602,17 +666,10 @@ fn cut_to(text: &mut String, max: usize) {
     }
 }
 
-pub fn conflict_context(
-    files: &[String],
-    messages: &str,
-    marked: &[(String, String)],
-    theirs: &str,
-) -> String {
-    let mut s = format!(
-        "\n\nYour previous attempt conflicted with work integrated meanwhile, in: {}.\n\
-         Your work dir now holds the integrated result; redo your change on top of it.\n",
-        files.join(", ")
-    );
+/// What a conflict was, for the next attempt's prompt: git's messages, the
+/// merged text with markers, and the other side's diff.
+pub fn conflict_context(messages: &str, marked: &[(String, String)], theirs: &str) -> String {
+    let mut s = String::new();
     if !messages.is_empty() {
         s.push_str(&format!("git said:\n{messages}\n"));
     }
@@ -656,8 +713,8 @@ mod tests {
         );
         assert!(matches!(again, Err(Error::Conflict(_))));
 
-        let h1 = it.checkout("w1").unwrap();
-        let h2 = it.checkout("w2").unwrap();
+        let h1 = it.checkout("w1", None).unwrap();
+        let h2 = it.checkout("w2", None).unwrap();
         assert!(
             it.worktree("w1").join("wip.txt").exists(),
             "the base has the user's wip"
@@ -665,11 +722,11 @@ mod tests {
         std::fs::write(it.worktree("w1").join("a.txt"), "ONE\n2\n3\n4\n5\n").unwrap();
         std::fs::write(it.worktree("w2").join("a.txt"), "1\n2\n3\n4\nFIVE\n").unwrap();
         let a1 = it
-            .commit_attempt("w1", "t1", 1, &h1, "first")
+            .commit_attempt("w1", "t1", 1, &h1, "first", false)
             .unwrap()
             .unwrap();
         let a2 = it
-            .commit_attempt("w2", "t2", 1, &h2, "second")
+            .commit_attempt("w2", "t2", 1, &h2, "second", false)
             .unwrap()
             .unwrap();
         assert_eq!(a1.files, ["a.txt"]);
@@ -683,30 +740,56 @@ mod tests {
         ));
 
         // w1 again, from the stale base: the same line as t1 -> conflict.
-        it.checkout("w1").unwrap();
+        it.checkout("w1", None).unwrap();
         std::fs::write(it.worktree("w1").join("a.txt"), "uno\n2\n3\n4\n5\n").unwrap();
         let a3 = it
-            .commit_attempt("w1", "t3", 1, &h1, "third")
+            .commit_attempt("w1", "t3", 1, &h1, "third", false)
             .unwrap()
             .unwrap();
-        match it.integrate("t3", &a3).unwrap() {
-            Integration::Conflict { files, marked, .. } => {
+        let (marked_commit, files) = match it.integrate("t3", &a3).unwrap() {
+            Integration::Conflict {
+                marked_commit,
+                files,
+                marked,
+                ..
+            } => {
                 assert_eq!(files, ["a.txt"]);
                 assert!(marked[0].1.contains("<<<<<<<"));
-                assert!(conflict_context(&files, "", &marked, "").contains("a.txt"));
+                assert!(conflict_context("", &marked, "").contains("a.txt"));
+                (marked_commit, files)
             }
             other => panic!("{other:?}"),
-        }
+        };
+        // An integrator turn starts from the merge with markers; until
+        // they are gone the file counts as unresolved.
+        assert_eq!(it.unresolved(&marked_commit, &files).unwrap(), files);
+        let m = it.checkout("w1", Some(&marked_commit)).unwrap();
+        assert_eq!(m, marked_commit);
+        let text = std::fs::read_to_string(it.worktree("w1").join("a.txt")).unwrap();
+        assert!(text.contains("<<<<<<<") && text.contains("FIVE"), "{text}");
+        std::fs::write(it.worktree("w1").join("a.txt"), "uno\n2\n3\n4\nFIVE\n").unwrap();
+        let r = it
+            .commit_attempt("w1", "t3", 2, &m, "third", true)
+            .unwrap()
+            .unwrap();
+        assert!(it.unresolved(&r.commit, &files).unwrap().is_empty());
+        assert!(matches!(
+            it.integrate("t3", &r).unwrap(),
+            Integration::Integrated { .. }
+        ));
+        let rec = it.record();
+        assert_eq!(rec.attempts[2].conflict_commit.as_deref(), Some(&*m));
+        assert!(rec.attempts[3].integrator && rec.attempts[3].outcome == "integrated");
         // An attempt that changed nothing commits nothing.
-        let h = it.checkout("w2").unwrap();
+        let h = it.checkout("w2", None).unwrap();
         assert!(it
-            .commit_attempt("w2", "t4", 1, &h, "noop")
+            .commit_attempt("w2", "t4", 1, &h, "noop", false)
             .unwrap()
             .is_none());
 
         let branch = it.deliver_branch().unwrap();
         assert_eq!(branch, "omk/t");
-        assert_eq!(git(&p, &["show", "omk/t:a.txt"]), "ONE\n2\n3\n4\nFIVE\n");
+        assert_eq!(git(&p, &["show", "omk/t:a.txt"]), "uno\n2\n3\n4\nFIVE\n");
         assert!(it.cleanup().is_empty());
         // The user's checkout: untouched, its WIP still uncommitted.
         assert_eq!(
@@ -721,6 +804,7 @@ mod tests {
             1
         );
         let refs = git(&p, &["for-each-ref", "--format=%(refname)", "refs/omk/t/"]);
-        assert_eq!(refs.lines().count(), 5, "{refs}"); // base, integration, 3 attempts
+        // base, integration, 3 attempts, the conflict, the resolution
+        assert_eq!(refs.lines().count(), 7, "{refs}");
     }
 }

@@ -61,9 +61,26 @@ pub(super) struct Run {
     pub(super) not_before: Vec<Option<Instant>>,
     /// Why the pool refused a worker, if it did.
     pub(super) not_admitted: Option<String>,
-    /// Per task: integration conflicts so far, and what the next attempt's
-    /// prompt must say about the last one.
-    pub(super) conflicts: Vec<(u32, Option<String>)>,
+    /// Per task: its integration conflicts so far.
+    pub(super) conflicts: Vec<Conflicts>,
+}
+
+/// A task's integration conflicts (`--isolation worktree`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Conflicts {
+    pub(super) count: u32,
+    /// The last one's files and what the next attempt's prompt says of it.
+    pub(super) last: Option<(Vec<String>, String)>,
+    /// Set when the conflict retries are spent: the next attempts are
+    /// integrator turns starting from this merge with conflict markers.
+    pub(super) resolve: Option<Resolve>,
+}
+
+/// An integrator turn's starting point: the merge with markers.
+#[derive(Debug, Clone)]
+pub(super) struct Resolve {
+    pub(super) commit: String,
+    pub(super) files: Vec<String>,
 }
 
 /// Everything the workers of one run share.
@@ -168,7 +185,7 @@ impl RunContext {
                 doc,
                 not_before: vec![None; n],
                 not_admitted: None,
-                conflicts: vec![(0, None); n],
+                conflicts: vec![Conflicts::default(); n],
             }),
             name,
             persister,
@@ -329,6 +346,15 @@ impl RunContext {
         (t.id.clone(), t.title.clone(), t.attempts)
     }
 
+    /// The merge with conflict markers task `i`'s integrator turn starts
+    /// from, once its conflict retries are spent.
+    pub(super) fn resolving(&self, i: usize) -> Option<String> {
+        self.lock().conflicts[i]
+            .resolve
+            .as_ref()
+            .map(|c| c.commit.clone())
+    }
+
     /// Where `worker`'s agent works: its worktree, or the work dir.
     pub(super) fn work_dir(&self, worker: &str) -> PathBuf {
         match &self.integrator {
@@ -342,7 +368,35 @@ impl RunContext {
         let run = self.lock();
         let d = &run.doc;
         let t = &d.tasks[i];
-        let conflict = run.conflicts[i].1.clone().unwrap_or_default();
+        let c = &run.conflicts[i];
+        let context = c.last.as_ref().map(|l| l.1.as_str()).unwrap_or_default();
+        if let Some(res) = &c.resolve {
+            return format!(
+                "You work in an omk team as its integrator, in {workdir}.\n{instructions}\n\n\
+                 Overall task: {task}\n\nSubtask {n} of {total}: {title}\n\n\
+                 This subtask's changes conflict with work the team integrated meanwhile, and \
+                 redoing the subtask did not help. Your work dir holds the integrated work with \
+                 this subtask's changes merged in; git left conflict markers (<<<<<<<, =======, \
+                 >>>>>>>) in: {files}. Resolve every conflict so that the intent of both sides \
+                 holds, remove every marker, and change nothing else.\n{context}\n\
+                 When you are done, reply with a short summary of how you resolved each conflict.",
+                workdir = workdir.display(),
+                instructions = role_instructions("integrator"),
+                task = d.task,
+                n = i + 1,
+                total = d.tasks.len(),
+                title = t.title,
+                files = res.files.join(", "),
+            );
+        }
+        let conflict = match &c.last {
+            Some((files, context)) => format!(
+                "\n\nYour previous attempt conflicted with work integrated meanwhile, in: {}.\n\
+                 Your work dir now holds the integrated result; redo your change on top of it.\n{context}",
+                files.join(", ")
+            ),
+            None => String::new(),
+        };
         format!(
             "You work in an omk team as its {role}, in {workdir}.\n{instructions}\n\n\
              Overall task: {task}\n\nYour subtask ({n} of {total}): {title}\n\n\
@@ -401,10 +455,39 @@ impl RunContext {
         tokens: u64,
         attempt: Option<AttemptCommit>,
     ) {
-        let (Some(it), Some(a)) = (self.integrator.clone(), attempt) else {
+        let Some(it) = self.integrator.clone() else {
             return self.complete(i, worker, outcome, tokens);
         };
-        let id = self.lock().doc.tasks[i].id.clone();
+        let (id, resolving) = {
+            let r = self.lock();
+            (r.doc.tasks[i].id.clone(), r.conflicts[i].resolve.clone())
+        };
+        if let Some(res) = resolving {
+            // An integrator turn: it must have left no marker behind.
+            let Some(a) = &attempt else {
+                let why = "the integrator changed nothing".to_string();
+                return self.unresolved(i, worker, &res.files, &why, tokens);
+            };
+            let (it, commit, files) = (it.clone(), a.commit.clone(), res.files.clone());
+            match tokio::task::spawn_blocking(move || it.unresolved(&commit, &files)).await {
+                Ok(Ok(left)) if left.is_empty() => {}
+                Ok(Ok(left)) => {
+                    let why = "the integrator left conflict markers".to_string();
+                    return self.unresolved(i, worker, &left, &why, tokens);
+                }
+                Ok(Err(e)) => {
+                    let why = format!("checking the resolution failed: {e}");
+                    return self.attempt_failed(i, worker, &why, tokens);
+                }
+                Err(e) => {
+                    let why = format!("the integrator stopped: {e}");
+                    return self.attempt_failed(i, worker, &why, tokens);
+                }
+            }
+        }
+        let Some(a) = attempt else {
+            return self.complete(i, worker, outcome, tokens);
+        };
         let task = id.clone();
         let files = a.files.clone();
         let merged = tokio::task::spawn_blocking(move || it.integrate(&task, &a)).await;
@@ -429,13 +512,18 @@ impl RunContext {
                 );
             }
             Ok(Ok(Integration::Conflict {
+                marked_commit,
                 files,
                 messages,
                 marked,
                 theirs,
             })) => {
-                let note = super::isolation::conflict_context(&files, &messages, &marked, &theirs);
-                return self.conflicted(i, worker, &files, &messages, note, tokens);
+                let note = super::isolation::conflict_context(&messages, &marked, &theirs);
+                let conflict = Resolve {
+                    commit: marked_commit,
+                    files,
+                };
+                return self.conflicted(i, worker, conflict, &messages, note, tokens);
             }
             Ok(Err(e)) => {
                 return self.attempt_failed(i, worker, &format!("integration failed: {e}"), tokens)
@@ -454,60 +542,112 @@ impl RunContext {
 
     /// The task's changes conflict with integrated work: redo it on the
     /// new head with the conflict in its prompt, at most
-    /// `[team] conflict_retries` times, then fail it with the conflict as
-    /// evidence.
+    /// `[team] conflict_retries` times; then an integrator turn resolves
+    /// the merge with markers; a resolution that conflicts again fails the
+    /// task with the conflict as evidence.
     fn conflicted(
         &self,
         i: usize,
         worker: &str,
-        files: &[String],
+        conflict: Resolve,
         messages: &str,
         note: String,
         tokens: u64,
     ) {
         let max = self.config.team.conflict_retries;
-        let (id, n, failed) = self.update(|r| {
+        let files = conflict.files.clone();
+        let (id, n, next) = self.update(|r| {
             let t = &mut r.doc.tasks[i];
             t.tokens += tokens;
+            r.doc.tokens += tokens;
+            let c = &mut r.conflicts[i];
+            c.count += 1;
+            let next = if c.resolve.is_some() {
+                "fail"
+            } else if c.count <= max {
+                "retry"
+            } else {
+                "integrator"
+            };
             t.errors.push(format!(
-                "attempt {}: its changes conflict with integrated work in {}",
+                "attempt {}: {} conflict with integrated work in {}",
                 t.attempts,
+                if c.resolve.is_some() {
+                    "the integrator's resolution still has changes that"
+                } else {
+                    "its changes"
+                },
                 files.join(", ")
             ));
-            let c = &mut r.conflicts[i];
-            c.0 += 1;
-            c.1 = Some(note.clone());
-            let failed = c.0 > max;
-            if failed {
-                t.status = TaskStatus::Failed;
-                t.summary = Some(format!(
-                    "its changes still conflict with integrated work in {} after {max} conflict retries",
-                    files.join(", ")
-                ));
-                t.finished_at = Some(Utc::now());
-            } else {
-                t.status = TaskStatus::Pending;
+            c.last = Some((files.clone(), note.clone()));
+            match next {
+                "fail" => {
+                    t.status = TaskStatus::Failed;
+                    t.summary = Some(format!(
+                        "its changes still conflict with integrated work in {} after {max} \
+                         conflict retries and an integrator turn",
+                        files.join(", ")
+                    ));
+                    t.finished_at = Some(Utc::now());
+                }
+                "integrator" => {
+                    c.resolve = Some(conflict.clone());
+                    t.status = TaskStatus::Pending;
+                }
+                _ => t.status = TaskStatus::Pending,
             }
-            let out = (t.id.clone(), c.0, failed);
-            r.doc.tokens += tokens;
-            out
+            (t.id.clone(), c.count, next)
         });
         self.emit(
             EventKind::IntegrationConflict,
             Some(worker),
             json!({ "task_id": id, "conflicts": n, "conflict_retries": max, "files": files,
-                    "messages": messages, "retry": !failed }),
+                    "messages": messages, "marked_commit": conflict.commit,
+                    "retry": next != "fail", "next": next }),
         );
-        if failed {
-            let evidence = self.lock().doc.tasks[i].errors.clone();
-            self.emit(
-                EventKind::TaskFailed,
-                Some(worker),
-                json!({ "task_id": id, "reason": "integration conflict", "files": files, "evidence": evidence }),
-            );
-            self.count(&[(Counter::TasksFailed, 1)]);
+        if next == "fail" {
+            self.task_failed_by_conflict(i, worker, &files, &[]);
         }
         self.tasks_changed();
+    }
+
+    /// An integrator turn left the conflict unresolved (`why`, in `left`):
+    /// the task fails with the conflict as evidence.
+    fn unresolved(&self, i: usize, worker: &str, left: &[String], why: &str, tokens: u64) {
+        self.update(|r| {
+            let t = &mut r.doc.tasks[i];
+            t.tokens += tokens;
+            r.doc.tokens += tokens;
+            t.errors.push(format!(
+                "attempt {}: {why} in {}",
+                t.attempts,
+                left.join(", ")
+            ));
+            t.status = TaskStatus::Failed;
+            t.summary = Some(format!(
+                "its changes conflict with integrated work in {} and {why}",
+                left.join(", ")
+            ));
+            t.finished_at = Some(Utc::now());
+        });
+        self.task_failed_by_conflict(i, worker, left, left);
+        self.tasks_changed();
+    }
+
+    fn task_failed_by_conflict(&self, i: usize, worker: &str, files: &[String], left: &[String]) {
+        let (id, evidence, marked) = {
+            let r = self.lock();
+            let t = &r.doc.tasks[i];
+            let marked = r.conflicts[i].resolve.as_ref().map(|c| c.commit.clone());
+            (t.id.clone(), t.errors.clone(), marked)
+        };
+        self.emit(
+            EventKind::TaskFailed,
+            Some(worker),
+            json!({ "task_id": id, "reason": "integration conflict", "files": files,
+                    "unresolved": left, "marked_commit": marked, "evidence": evidence }),
+        );
+        self.count(&[(Counter::TasksFailed, 1)]);
     }
 
     /// Record a failed attempt; retry with backoff or fail the task.
@@ -667,7 +807,7 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
                 .map(|(i, t)| TaskEntry::new(i, t))
                 .collect();
             r.not_before = vec![None; r.doc.tasks.len()];
-            r.conflicts = vec![(0, None); r.doc.tasks.len()];
+            r.conflicts = vec![Conflicts::default(); r.doc.tasks.len()];
         });
         let tasks = ctx.lock().doc.tasks.clone();
         for t in &tasks {
@@ -845,7 +985,7 @@ async fn gate_dir(ctx: &Arc<RunContext>) -> Result<PathBuf> {
     // Recorded in `worktree.gates_commit` (and the proof).
     it.gates_on_integrated();
     tokio::task::spawn_blocking(move || -> Result<PathBuf> {
-        it.checkout(GATE_WORKTREE)?;
+        it.checkout(GATE_WORKTREE, None)?;
         Ok(it.work_dir(GATE_WORKTREE))
     })
     .await

@@ -233,9 +233,11 @@ impl Worker {
     pub(super) async fn run_task(&mut self, i: usize) {
         let (task_id, title, attempt) = self.ctx.task_title(i);
         self.set_state("running", Some(task_id.clone()));
-        // Isolated: the worktree at the integration head, before the agent
-        // (whose work dir it is) starts.
-        let parent = match self.checkout().await {
+        // Isolated: the worktree at the integration head (an integrator
+        // turn: at the merge with markers), before the agent (whose work
+        // dir it is) starts.
+        let resolving = self.ctx.resolving(i);
+        let parent = match self.checkout(resolving.clone()).await {
             Ok(p) => p,
             Err(e) => {
                 let why = format!("cannot prepare the worker's worktree: {e}");
@@ -261,11 +263,16 @@ impl Worker {
         }
         // Starting a fresh agent reported `starting_agent`: back to the task.
         self.set_state("running", Some(task_id.clone()));
-        let prompt = self.ctx.prompt_for(i, &self.role, &self.id);
+        let role = if resolving.is_some() {
+            "integrator"
+        } else {
+            &self.role
+        };
+        let prompt = self.ctx.prompt_for(i, role, &self.id);
         self.ctx.emit(
             EventKind::TaskStarted,
             Some(&self.id),
-            json!({ "task_id": task_id, "attempt": attempt, "agent_pid": agent.pid() }),
+            json!({ "task_id": task_id, "attempt": attempt, "agent_pid": agent.pid(), "role": role }),
         );
         self.record(
             "prompt",
@@ -294,7 +301,10 @@ impl Worker {
         );
         // Whatever the turn's end, what it left in the worktree is kept.
         let committed = match &parent {
-            Some(p) => self.commit_attempt(&task_id, attempt, p, &title).await,
+            Some(p) => {
+                self.commit_attempt(&task_id, attempt, p, &title, resolving.is_some())
+                    .await
+            }
             None => None,
         };
         match end {
@@ -369,12 +379,12 @@ impl Worker {
 
     /// Isolated runs: reset this worker's worktree to the integration head
     /// (creating it the first time); the head, or `None` when not isolated.
-    async fn checkout(&self) -> Result<Option<String>> {
+    async fn checkout(&self, at: Option<String>) -> Result<Option<String>> {
         let Some(it) = self.ctx.integrator.clone() else {
             return Ok(None);
         };
         let id = self.id.clone();
-        tokio::task::spawn_blocking(move || it.checkout(&id))
+        tokio::task::spawn_blocking(move || it.checkout(&id, at.as_deref()))
             .await
             .map_err(|e| crate::error::Error::Agent(format!("the checkout task stopped: {e}")))?
             .map(Some)
@@ -388,6 +398,7 @@ impl Worker {
         attempt: u32,
         parent: &str,
         title: &str,
+        integrator: bool,
     ) -> Option<AttemptCommit> {
         let it = self.ctx.integrator.clone()?;
         let (id, task, parent, title) = (
@@ -397,7 +408,7 @@ impl Worker {
             title.to_string(),
         );
         let done = tokio::task::spawn_blocking(move || {
-            it.commit_attempt(&id, &task, attempt, &parent, &title)
+            it.commit_attempt(&id, &task, attempt, &parent, &title, integrator)
         })
         .await;
         match done {
