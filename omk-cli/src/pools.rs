@@ -62,6 +62,12 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                         );
                     }
                 }
+                for t in v["reconciled_teams"].as_array().into_iter().flatten() {
+                    crate::outln!(
+                        "team {}: its supervisor had died; its worktrees were reconciled (refs kept)",
+                        t.as_str().unwrap_or("")
+                    );
+                }
                 crate::outln!(
                     "removed {} stale entr{}",
                     v["removed"],

@@ -1082,6 +1082,144 @@ fn a_sigkilled_isolated_run_keeps_its_wip_in_a_ref_and_leaves_no_worktree() {
     assert_eq!(again["worktree"], doc["worktree"]);
 }
 
+/// `git` in the fixture's project, as a test user.
+fn git_in(f: &Fixture, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&f.project)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", describe(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_supervisor_killed_at_an_integration_step_loses_no_hunk_and_integrates_each_task_once() {
+    use std::os::unix::process::ExitStatusExt;
+    // Killed just before t2's integration ref update, and just after it
+    // (before the team document could record t2 as done).
+    for (point, landed) in [
+        ("before-integrate:t2", vec!["t1"]),
+        ("after-integrate:t2", vec!["t1", "t2"]),
+    ] {
+        let f = Fixture::new(120, 3);
+        git_in(&f, &["init", "-q", "-b", "main"]);
+        std::fs::write(f.project.join("seed.txt"), "seed\n").unwrap();
+        git_in(&f, &["add", "-A"]);
+        git_in(&f, &["commit", "-qm", "seed"]);
+        let head = git_in(&f, &["rev-parse", "HEAD"]);
+        let out = f
+            .cmd(&[
+                "team",
+                "run",
+                "1:executor",
+                "Fault points",
+                "--subtask",
+                "[write:f1.txt:one\\n]",
+                "--subtask",
+                "[write:f2.txt:two\\n]",
+                "--subtask",
+                "[write:f3.txt:three\\n]",
+                "--approval",
+                "approve-all",
+                "--name",
+                "killed",
+            ])
+            .env("OMK_TEST_FAULT_POINT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}: {}", describe(&out));
+
+        // Reconciled by `pools cleanup` the first time, by the next
+        // isolated run the second (`team status` and `team shutdown` do it
+        // too).
+        if point.starts_with("before") {
+            let v = json(&f.omk(&["pools", "cleanup", "--json"]));
+            assert_eq!(v["reconciled_teams"], serde_json::json!(["killed"]), "{v}");
+        } else {
+            let next = f.omk(&[
+                "team",
+                "run",
+                "1:executor",
+                "next",
+                "--subtask",
+                "noop",
+                "--name",
+                "next",
+            ]);
+            assert_eq!(next.status.code(), Some(0), "{}", describe(&next));
+            git_in(&f, &["branch", "-D", "-q", "omk/next"]);
+        }
+        assert!(!f.team_dir("killed").join("worktrees").exists(), "{point}");
+        let doc = json(&f.omk(&["team", "status", "killed", "--json"]));
+        assert_eq!(doc["phase"], "Interrupted", "{point}: {doc}");
+        let rec = &doc["worktree"]["reconciled"];
+        assert_eq!(
+            rec["integrated"],
+            serde_json::json!(landed),
+            "{point}: {doc}"
+        );
+        for t in doc["tasks"].as_array().unwrap() {
+            let done = landed.contains(&t["id"].as_str().unwrap());
+            let want = if done { "completed" } else { "cancelled" };
+            assert_eq!(t["status"], want, "{point}: {t}");
+        }
+        // What landed is on the branch, once each; t2's work is in its
+        // attempt's ref whether or not it landed.
+        let log = git_in(
+            &f,
+            &[
+                "log",
+                "--first-parent",
+                "--format=%(trailers:key=Omk-Task,valueonly)",
+                "refs/omk/killed/integration",
+            ],
+        );
+        let tasks: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+        let mut want: Vec<&str> = landed.clone();
+        want.reverse();
+        assert_eq!(tasks, want, "{point}: {log}");
+        assert_eq!(git_in(&f, &["show", "omk/killed:f1.txt"]), "one\n");
+        let f2 = git_in(&f, &["ls-tree", "--name-only", "omk/killed"]);
+        assert_eq!(
+            f2.contains("f2.txt"),
+            landed.contains(&"t2"),
+            "{point}: {f2}"
+        );
+        assert!(!f2.contains("f3.txt"));
+        assert_eq!(
+            git_in(&f, &["show", "refs/omk/killed/tasks/t2/1:f2.txt"]),
+            "two\n"
+        );
+        assert_eq!(
+            doc["worktree"]["integrated_commit"].as_str().unwrap().len(),
+            40
+        );
+        assert_eq!(
+            doc["worktree"]["integrated_commit"].as_str().unwrap(),
+            git_in(&f, &["rev-parse", "refs/omk/killed/integration"]).trim()
+        );
+        // The user's checkout: no worktree, HEAD, index and files as they were.
+        assert_eq!(
+            git_in(&f, &["worktree", "list", "--porcelain"])
+                .matches("worktree ")
+                .count(),
+            1
+        );
+        assert_eq!(git_in(&f, &["rev-parse", "HEAD"]), head);
+        assert_eq!(git_in(&f, &["status", "--porcelain"]), "");
+        assert_eq!(
+            git_in(&f, &["branch", "--format=%(refname:short)"]),
+            "main\nomk/killed\n"
+        );
+    }
+}
+
 #[test]
 fn detached_run_is_visible_from_other_processes() {
     let f = Fixture::new(5, 3);

@@ -52,6 +52,15 @@ struct Out {
     stdout: String,
 }
 
+/// One commit of [`Repo::first_parent_log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub commit: String,
+    pub parents: Vec<String>,
+    /// The asked-for trailer's value.
+    pub trailer: Option<String>,
+}
+
 /// A snapshot commit: the project's files as git would add them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -405,6 +414,30 @@ impl Repo {
         let spec = format!("{rev}:{path}");
         let out = self.run_codes(&["cat-file", "-p", &spec], &[0, 128])?;
         Ok((out.code == 0).then_some(out.stdout))
+    }
+
+    /// The first-parent history from `tip` back to (not including)
+    /// `base`, oldest first: each commit with its parents and the value of
+    /// its `key` trailer, if any.
+    pub fn first_parent_log(&self, tip: &str, base: &str, key: &str) -> Result<Vec<LogEntry>> {
+        let format =
+            format!("--format=%H %P%x1f%(trailers:key={key},valueonly,separator=%x2c)%x1e");
+        let range = format!("^{base}");
+        let out = self.run(&["log", "--first-parent", "--reverse", &format, tip, &range])?;
+        Ok(out
+            .split('\x1e')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let (ids, trailer) = r.split_once('\x1f').unwrap_or((r, ""));
+                let mut ids = ids.split_whitespace().map(str::to_string);
+                LogEntry {
+                    commit: ids.next().unwrap_or_default(),
+                    parents: ids.collect(),
+                    trailer: Some(trailer.trim().to_string()).filter(|t| !t.is_empty()),
+                }
+            })
+            .collect())
     }
 
     /// `git diff --stat` between two tree-ish.

@@ -366,9 +366,14 @@ impl Omk {
         self.pools()?.status()
     }
 
-    /// Remove queue entries and slots whose owner died or whose run ended.
+    /// Remove queue entries and slots whose owner died or whose run ended,
+    /// and reconcile the worktrees of dead isolated runs
+    /// (`reconciled_teams`).
     pub fn pools_cleanup(&self) -> Result<Value> {
-        self.pools()?.cleanup()
+        let mut out = self.pools()?.cleanup()?;
+        let teams = team::reconcile_dead(self.paths());
+        out["reconciled_teams"] = serde_json::json!(teams);
+        Ok(out)
     }
 
     // ---- Goals (DESIGN.md §9). `id` may be `latest` everywhere. ----

@@ -108,6 +108,19 @@ pub fn block_sigpipe() {
     }
 }
 
+/// A crash-test fault point: when `OMK_TEST_FAULT_POINT` names `point`,
+/// this process SIGKILLs itself there (no destructor, no flush: as the OOM
+/// killer or `kill -9` would), so tests can kill a supervisor at an exact
+/// step. Never set it outside tests.
+pub(crate) fn fault_point(point: &str) {
+    static WANTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let wanted = WANTED.get_or_init(|| std::env::var("OMK_TEST_FAULT_POINT").ok());
+    if wanted.as_deref() == Some(point) {
+        tracing::error!("fault point {point} reached: killing this process (OMK_TEST_FAULT_POINT)");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,6 +346,8 @@ class PoolsCleanup(TypedDict):
 
     removed: int
     pools: list[PoolCleanup]
+    #: Dead isolated runs whose worktrees were reconciled (refs kept).
+    reconciled_teams: list[str]
 
 # ---------------------------------------------------------------- metrics, health, doctor
 

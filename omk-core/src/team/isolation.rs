@@ -116,14 +116,19 @@ pub struct IsolationRecord {
     pub reconciled: Option<ReconcileRecord>,
 }
 
-/// A dead run's worktrees, reconciled: work found in them kept under
-/// `refs/omk/<team>/wip/<worker>`, the worktrees removed and pruned.
+/// A dead run, reconciled: work found in its worktrees kept under
+/// `refs/omk/<team>/wip/<worker>`, the worktrees removed and pruned, and
+/// the record brought up to what its integration ref says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileRecord {
     /// `(ref, commit)` of every worktree that held uncommitted work.
     pub wip_refs: Vec<(String, String)>,
     pub removed: Vec<PathBuf>,
     pub left_behind: Vec<String>,
+    /// The tasks the integration ref holds, in the order they were
+    /// integrated (each once).
+    #[serde(default)]
+    pub integrated: Vec<String>,
 }
 
 /// One attempt's commit in the team document.
@@ -441,7 +446,10 @@ impl Integrator {
                     .repo
                     .commit_tree(&tree, &[&head, &attempt.commit], &message)?;
                 let name = format!("refs/omk/{}/integration", self.team);
-                if !self.repo.update_ref(&name, &commit, Some(&head))? {
+                crate::process::fault_point(&format!("before-integrate:{task}"));
+                let moved = self.repo.update_ref(&name, &commit, Some(&head))?;
+                crate::process::fault_point(&format!("after-integrate:{task}"));
+                if !moved {
                     return Err(Error::Conflict(format!(
                         "{name} moved under the integrator (another process wrote it)"
                     )));
@@ -599,20 +607,18 @@ impl Integrator {
     }
 }
 
-/// Reconcile the worktrees a dead run left under `state_dir/worktrees`
-/// (its supervisor was SIGKILLed): what each holds beyond its HEAD is
-/// committed to `refs/omk/<team>/wip/<worker>`, then the worktree is
-/// removed and git's record of it pruned. The refs stay. `None` when there
-/// was nothing to reconcile.
+/// Reconcile a dead run (its supervisor was SIGKILLed). The integration
+/// ref is the truth: `record` is brought up to it (the integrated commit,
+/// which attempts it holds) and the branch `omk/<team>` is set to it, so
+/// the work integrated so far is where a finished run's would be. What
+/// each worktree under `state_dir/worktrees` holds beyond its HEAD is
+/// committed to `refs/omk/<team>/wip/<worker>`, then the worktree is removed
+/// and git's record of it pruned. The refs stay.
 pub fn reconcile(
     team: &str,
     state_dir: &Path,
-    record: &IsolationRecord,
-) -> Result<Option<ReconcileRecord>> {
-    let root = state_dir.join("worktrees");
-    let Ok(entries) = std::fs::read_dir(&root) else {
-        return Ok(None);
-    };
+    record: &mut IsolationRecord,
+) -> Result<ReconcileRecord> {
     let repo = Repo::discover(&record.repo)?.ok_or_else(|| {
         Error::invalid(format!(
             "{} is no longer a git work tree",
@@ -623,10 +629,39 @@ pub fn reconcile(
         wip_refs: Vec::new(),
         removed: Vec::new(),
         left_behind: Vec::new(),
+        integrated: Vec::new(),
     };
-    for e in entries.flatten() {
+    let integration = format!("refs/omk/{team}/integration");
+    if let Some(head) = repo.resolve(&integration)? {
+        for e in repo.first_parent_log(&head, &record.base_commit, "Omk-Task")? {
+            // An integration commit's second parent is the attempt merged.
+            if let Some(a) = e.parents.get(1) {
+                Integrator::mark(record, a, "integrated", &[]);
+            }
+            out.integrated.extend(e.trailer);
+        }
+        record.integrated_commit = head.clone();
+        let branch = format!("omk/{team}");
+        let name = format!("refs/heads/{branch}");
+        let old = repo.resolve(&name)?;
+        if repo.update_ref(&name, &head, old.as_deref())? {
+            record.branch = Some(branch);
+        }
+    }
+    let root = state_dir.join("worktrees");
+    let entries = match std::fs::read_dir(&root) {
+        Ok(rd) => rd.flatten().collect(),
+        Err(_) => Vec::new(),
+    };
+    for e in entries {
         let path = e.path();
         let worker = e.file_name().to_string_lossy().into_owned();
+        if worker == ".cache" {
+            if let Err(err) = std::fs::remove_dir_all(&path) {
+                out.left_behind.push(format!("{}: {err}", path.display()));
+            }
+            continue;
+        }
         if path.join(".git").exists() {
             let message = format!(
                 "omk: work left in {worker}'s worktree by an interrupted run\n\nOmk-Team: {team}\n"
@@ -651,7 +686,7 @@ pub fn reconcile(
     }
     repo.prune_worktrees()?;
     let _ = std::fs::remove_dir(&root);
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Cut `text` to at most `max` bytes (on a char boundary), saying so.

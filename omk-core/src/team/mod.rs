@@ -184,6 +184,10 @@ pub fn prepare(
             workdir.display()
         )));
     }
+    if isolation == isolation::Isolation::Worktree {
+        // Dead runs' worktrees go before new ones are made.
+        reconcile_dead(paths);
+    }
     let default_agent = req
         .agent
         .clone()
@@ -352,28 +356,36 @@ pub fn status(paths: &StatePaths, name: &str) -> Result<TeamDoc> {
     doc.reason = Some(format!(
         "the supervisor ({who}) died before the run finished"
     ));
+    // Isolated: the integration ref says which tasks landed; keep what
+    // the dead run's worktrees hold, then remove them.
+    let mut reconcile_error = None;
+    let mut integrated = Vec::new();
+    if let Some(w) = &mut doc.worktree {
+        match isolation::reconcile(&doc.name, &doc.state_dir, w) {
+            Ok(r) => {
+                integrated = r.integrated.clone();
+                w.reconciled = Some(r);
+            }
+            Err(e) => reconcile_error = Some(e.to_string()),
+        }
+    }
     for t in &mut doc.tasks {
+        // Integrated before the supervisor could record its completion.
+        if integrated.contains(&t.id) && t.status != TaskStatus::Completed {
+            t.status = TaskStatus::Completed;
+            t.summary = Some(
+                "integrated (refs/omk/<team>/integration) just before the supervisor died; \
+                 the turn's summary was lost"
+                    .into(),
+            );
+            t.finished_at = Some(Utc::now());
+        }
         if matches!(t.status, TaskStatus::Pending | TaskStatus::Running) {
             t.status = TaskStatus::Cancelled;
         }
     }
     doc.ended_at = Some(Utc::now());
     doc.updated_at = Utc::now();
-    // Isolated: keep what the dead run's worktrees hold, then remove them.
-    let reconciled = match &doc.worktree {
-        Some(w) => Some(isolation::reconcile(&doc.name, &doc.state_dir, w)),
-        None => None,
-    };
-    let mut reconcile_error = None;
-    match reconciled {
-        Some(Ok(Some(r))) => {
-            if let Some(w) = &mut doc.worktree {
-                w.reconciled = Some(r);
-            }
-        }
-        Some(Err(e)) => reconcile_error = Some(e.to_string()),
-        _ => {}
-    }
     doc.save()?;
     proof::write(
         &doc,
@@ -398,6 +410,30 @@ pub fn status(paths: &StatePaths, name: &str) -> Result<TeamDoc> {
     )?;
     drop(lock);
     Ok(doc)
+}
+
+/// Reconcile every dead isolated run that still has worktrees (as
+/// [`status`] does for one); returns the names of those it reconciled.
+/// Runs whose supervisor lives are left alone; errors are logged.
+pub fn reconcile_dead(paths: &StatePaths) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(paths.teams_dir()) else {
+        return Vec::new();
+    };
+    let mut done = Vec::new();
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let worktrees = entry.path().join("worktrees");
+        if validate_name("team name", &name).is_err() || !worktrees.exists() {
+            continue;
+        }
+        match status(paths, &name) {
+            Ok(d) if d.phase == Phase::Interrupted && !worktrees.exists() => done.push(name),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot reconcile team {name}: {e}"),
+        }
+    }
+    done.sort();
+    done
 }
 
 /// The teams of a state root.
