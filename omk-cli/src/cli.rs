@@ -89,6 +89,7 @@ impl Command {
             Command::Team(TeamCommand::Status(a)) => a.json,
             Command::Team(TeamCommand::List(a)) => a.json,
             Command::Team(TeamCommand::Shutdown(a)) => a.json,
+            Command::Team(TeamCommand::Gc(a)) => a.json,
             Command::Team(TeamCommand::Supervise(_)) => false,
             Command::Pools(PoolsCommand::Status(a) | PoolsCommand::Cleanup(a)) => a.json,
             Command::Agents(AgentsCommand::List(a)) => a.json,
@@ -124,6 +125,8 @@ pub enum TeamCommand {
     List(JsonArgs),
     /// Stop a team (cancel running turns, stop agents); idempotent.
     Shutdown(TeamShutdownArgs),
+    /// Delete the git refs and branches of isolated teams that ended long ago.
+    Gc(TeamGcArgs),
     /// Internal: drive a prepared team (used by `run --detach`).
     #[command(name = "_supervise", hide = true)]
     Supervise(SuperviseArgs),
@@ -192,6 +195,19 @@ pub struct TeamShutdownArgs {
     /// Kill the agents' process groups at once instead of cancelling.
     #[arg(long)]
     pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TeamGcArgs {
+    /// Only teams that ended longer ago than this (e.g. 14d, 12h, 30m, 0).
+    #[arg(long, value_name = "AGE", default_value = "14d")]
+    pub older_than: String,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -61,6 +61,34 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
             }
             Ok(Outcome::Success)
         }
+        TeamCommand::Gc(a) => {
+            let r = omk.team_gc(&a.older_than, a.dry_run)?;
+            if a.json {
+                crate::output::print_doc(&r);
+                return Ok(Outcome::Success);
+            }
+            let verb = if r.dry_run { "would remove" } else { "removed" };
+            for t in &r.teams {
+                for name in &t.removed {
+                    crate::outln!("team {}: {verb} {name}", t.name);
+                }
+                for why in &t.kept {
+                    crate::outln!("team {}: kept {why}", t.name);
+                }
+                if let Some(e) = &t.error {
+                    crate::errln!("omk: team {} ({}): {e}", t.name, t.repo.display());
+                }
+            }
+            crate::outln!(
+                "{verb} {} ref{} of {} team{} ended more than {}",
+                r.removed,
+                if r.removed == 1 { "" } else { "s" },
+                r.teams.len(),
+                if r.teams.len() == 1 { "" } else { "s" },
+                a.older_than
+            );
+            Ok(Outcome::Success)
+        }
         TeamCommand::Supervise(a) => {
             let doc = omk.team_supervise(&a.name, None, true)?;
             Ok(outcome_of(&doc))

@@ -304,6 +304,14 @@ impl Omk {
         team::list(&self.inner.paths)
     }
 
+    /// Delete the git refs and branches (`refs/omk/<team>/...`,
+    /// `omk/<team>`) of isolated teams that ended more than `older_than`
+    /// ago (`14d`, `12h`, `30m`, seconds); with `dry_run`, say what would go.
+    pub fn team_gc(&self, older_than: &str, dry_run: bool) -> Result<team::GcReport> {
+        let secs = goal::budget::parse_duration(older_than)?;
+        team::gc(&self.inner.paths, secs, dry_run)
+    }
+
     /// Stop a team (from any process) and wait until it has stopped.
     pub fn team_shutdown(&self, name: &str, force: bool) -> Result<team::ShutdownOutcome> {
         team::shutdown(&self.inner.paths, self.config()?, name, force)

@@ -260,6 +260,14 @@ pub const OPS: &[Op] = &[
         run: |omk, p| to_json(&omk.ralph_stop(&params::<IdParams>("ralph.stop", p)?.id)?),
     },
     Op {
+        name: "team.gc",
+        summary: "Delete the refs and branches of isolated teams ended longer ago than older_than (default 14d; dry_run)",
+        run: |omk, p| {
+            let req: GcParams = params("team.gc", p)?;
+            to_json(&omk.team_gc(&req.older_than, req.dry_run)?)
+        },
+    },
+    Op {
         name: "team.list",
         summary: "Every team document",
         run: |omk, p| {
@@ -349,6 +357,19 @@ struct IdParams {
 #[serde(deny_unknown_fields)]
 struct NameParams {
     name: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GcParams {
+    #[serde(default = "default_gc_age")]
+    older_than: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn default_gc_age() -> String {
+    "14d".into()
 }
 
 #[derive(serde::Deserialize)]

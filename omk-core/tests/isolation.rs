@@ -576,3 +576,55 @@ fn isolation_needs_a_git_work_tree_and_a_known_mode() {
                 .is_none()
     );
 }
+
+#[test]
+fn team_gc_deletes_an_ended_teams_refs_and_its_unmoved_branch_only() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    let old = run(&omk, "old", &["[write:b.txt:b\\n]"]);
+    let moved = run(&omk, "moved", &["[write:c.txt:c\\n]"]);
+    assert_eq!(old.phase, Phase::Completed);
+    assert_eq!(moved.phase, Phase::Completed);
+    // Someone commits on omk/moved: that branch is theirs now.
+    git(&proj, &["branch", "-f", "omk/moved", "main"]);
+    let refs = |team: &str| {
+        git(
+            &proj,
+            &[
+                "for-each-ref",
+                "--format=%(refname)",
+                &format!("refs/omk/{team}/"),
+            ],
+        )
+    };
+    assert!(!refs("old").is_empty());
+
+    // Younger than the cutoff: nothing.
+    let r = omk.team_gc("1d", false).unwrap();
+    assert_eq!((r.removed, r.teams.len()), (0, 0), "{r:?}");
+    // A dry run says what would go and removes nothing.
+    let dry = omk.team_gc("0", true).unwrap();
+    assert!(dry.dry_run && dry.removed > 0);
+    assert!(!refs("old").is_empty());
+    let r = omk.team_gc("0", false).unwrap();
+    assert_eq!(r.removed, dry.removed);
+    let t = r.teams.iter().find(|t| t.name == "old").unwrap();
+    assert!(t.removed.contains(&"refs/omk/old/base".to_string()));
+    assert!(t.removed.contains(&"refs/heads/omk/old".to_string()));
+    let m = r.teams.iter().find(|t| t.name == "moved").unwrap();
+    assert!(
+        m.kept[0].starts_with("refs/heads/omk/moved: it moved"),
+        "{m:?}"
+    );
+    assert_eq!(refs("old"), "");
+    assert_eq!(refs("moved"), "");
+    assert_eq!(
+        git(&proj, &["branch", "--format=%(refname:short)"]),
+        "main\nomk/moved\n"
+    );
+    // Nothing left to do but the moved branch, which stays.
+    let again = omk.team_gc("0", false).unwrap();
+    assert_eq!(again.removed, 0);
+    assert!(omk.team_gc("soon", false).is_err());
+}

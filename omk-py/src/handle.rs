@@ -220,6 +220,16 @@ impl PyOmk {
         doc_to_py(py, &doc)
     }
 
+    /// Delete the git refs (``refs/omk/<team>/...``) and branches
+    /// (``omk/<team>``) of isolated teams that ended more than
+    /// ``older_than`` ago (``"14d"``, ``"12h"``, ``"30m"``, seconds); a
+    /// branch moved since omk left it is kept. ``dry_run`` only reports.
+    #[pyo3(signature = (older_than="14d".to_string(), dry_run=false))]
+    fn team_gc(&self, py: Python<'_>, older_than: String, dry_run: bool) -> PyResult<Py<PyAny>> {
+        let r = blocking(py, "team_gc", || self.inner.team_gc(&older_than, dry_run))?;
+        doc_to_py(py, &r)
+    }
+
     /// Iterate over a team's events (dicts: ``id``, ``ts``, ``run_id``,
     /// ``kind``, ``actor``, ``payload``, ``schema_version``), oldest first,
     /// from ``<state_dir>/team/<name>/events.jsonl``.

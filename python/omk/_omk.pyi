@@ -203,6 +203,22 @@ class ShutdownOutcome(TeamDoc):
     had already ended (``phase`` says how) and nothing was stopped."""
     outcome: str
 
+class GcTeam(TypedDict):
+    name: str
+    repo: str
+    removed: list[str]
+    kept: list[str]
+    """Refs left in place, each with why (a branch moved since omk left it)."""
+    error: NotRequired[str]
+
+class GcReport(TypedDict):
+    """``team_gc`` / ``omk team gc --json``."""
+
+    older_than_secs: int
+    dry_run: bool
+    teams: list[GcTeam]
+    removed: int
+
 class ErrorInfo(TypedDict):
     code: ErrorCode
     message: str
@@ -793,6 +809,7 @@ class Omk:
     def team_status(self, name: str) -> TeamDoc: ...
     def team_list(self) -> TeamList: ...
     def team_shutdown(self, name: str, force: bool = False) -> ShutdownOutcome: ...
+    def team_gc(self, older_than: str = "14d", dry_run: bool = False) -> GcReport: ...
     def team_events(
         self, name: str, follow: bool = False, poll_interval: float = 0.2
     ) -> TeamEvents: ...

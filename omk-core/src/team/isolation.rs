@@ -689,6 +689,47 @@ pub fn reconcile(
     Ok(out)
 }
 
+/// Delete the refs of ended team `team` in its repository: everything
+/// under `refs/omk/<team>/`, and branch `omk/<team>` while it still points
+/// where omk left it (a branch someone moved is kept, with why). With
+/// `dry_run`, only say what would go. `(removed, kept)`.
+pub fn gc(
+    team: &str,
+    record: &IsolationRecord,
+    dry_run: bool,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let repo = Repo::discover(&record.repo)?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "{} is no longer a git work tree",
+            record.repo.display()
+        ))
+    })?;
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    for (name, _) in repo.refs(&format!("refs/omk/{team}/"))? {
+        if !dry_run {
+            repo.delete_ref(&name)?;
+        }
+        removed.push(name);
+    }
+    let branch = format!("refs/heads/omk/{team}");
+    if let Some(at) = repo.resolve(&branch)? {
+        if at == record.integrated_commit {
+            if !dry_run {
+                repo.delete_ref(&branch)?;
+            }
+            removed.push(branch);
+        } else {
+            kept.push(format!(
+                "{branch}: it moved to {at} after omk left it at {}; \
+                 `git branch -D omk/{team}` deletes it",
+                record.integrated_commit
+            ));
+        }
+    }
+    Ok((removed, kept))
+}
+
 /// Cut `text` to at most `max` bytes (on a char boundary), saying so.
 fn cut_to(text: &mut String, max: usize) {
     if text.len() > max {

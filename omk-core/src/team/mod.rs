@@ -436,6 +436,68 @@ pub fn reconcile_dead(paths: &StatePaths) -> Vec<String> {
     done
 }
 
+/// What `omk team gc` did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GcReport {
+    pub older_than_secs: u64,
+    pub dry_run: bool,
+    /// Ended isolated teams old enough that had refs to remove or keep.
+    pub teams: Vec<GcTeam>,
+    /// Refs removed in all (or that would be).
+    pub removed: usize,
+}
+
+/// `omk team gc` for one team.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GcTeam {
+    pub name: String,
+    pub repo: PathBuf,
+    pub removed: Vec<String>,
+    /// Refs left in place, each with why.
+    pub kept: Vec<String>,
+    /// Why nothing could be done (the repository is gone, git failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Delete the git refs and branches of isolated teams that ended more
+/// than `older_than_secs` ago (see [`isolation::gc`]); their team
+/// directories stay. Teams still running are never touched.
+pub fn gc(paths: &StatePaths, older_than_secs: u64, dry_run: bool) -> Result<GcReport> {
+    let cutoff =
+        Utc::now() - chrono::Duration::seconds(older_than_secs.min(i64::MAX as u64) as i64);
+    let mut report = GcReport {
+        older_than_secs,
+        dry_run,
+        teams: Vec::new(),
+        removed: 0,
+    };
+    for doc in list(paths)?.teams {
+        let Some(w) = &doc.worktree else { continue };
+        let ended = doc.ended_at.unwrap_or(doc.updated_at);
+        if !doc.phase.is_terminal() || ended > cutoff {
+            continue;
+        }
+        let mut t = GcTeam {
+            name: doc.name.clone(),
+            repo: w.repo.clone(),
+            removed: Vec::new(),
+            kept: Vec::new(),
+            error: None,
+        };
+        match isolation::gc(&doc.name, w, dry_run) {
+            Ok((removed, kept)) => (t.removed, t.kept) = (removed, kept),
+            Err(e) => t.error = Some(e.to_string()),
+        }
+        if t.removed.is_empty() && t.kept.is_empty() && t.error.is_none() {
+            continue;
+        }
+        report.removed += t.removed.len();
+        report.teams.push(t);
+    }
+    Ok(report)
+}
+
 /// The teams of a state root.
 #[derive(Debug, Default)]
 pub struct TeamList {
