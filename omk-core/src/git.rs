@@ -547,14 +547,28 @@ impl Repo {
         Ok(())
     }
 
-    /// Remove worktree `path` (locked or dirty) and prune what is left of
-    /// it; a worktree already gone is no error.
+    /// Remove worktree `path` (dirty or not) and prune git's record of it;
+    /// a worktree already gone is no error. The files are deleted
+    /// directly, then `git worktree prune` drops the record: several times
+    /// faster than `git worktree remove`, which first examines every file
+    /// it is about to delete.
     pub fn remove_worktree(&self, path: &Path) -> Result<()> {
-        let p = path.to_string_lossy();
-        self.run_codes(&["worktree", "remove", "--force", "--force", &p], &[0, 128])?;
-        if path.exists() {
-            std::fs::remove_dir_all(path)
-                .map_err(|e| Error::io(format!("removing worktree {}", path.display()), e))?;
+        // Unlock first: a `git worktree add` killed midway leaves its
+        // record locked ("initializing"), and prune keeps locked records.
+        if let Ok(link) = std::fs::read_to_string(path.join(".git")) {
+            if let Some(admin) = link.trim().strip_prefix("gitdir:") {
+                let _ = std::fs::remove_file(Path::new(admin.trim()).join("locked"));
+            }
+        }
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("removing worktree {}", path.display()),
+                    e,
+                ))
+            }
         }
         self.prune_worktrees()
     }
@@ -726,6 +740,8 @@ pub(crate) mod tests {
         r.reset_worktree(&w1, &i1).unwrap();
         assert!(!w1.join("target").exists());
         assert_eq!(r.worktrees().unwrap().len(), 3);
+        // Locked (as a `worktree add` killed midway leaves it): unlocked too.
+        git(d.path(), &["worktree", "lock", &w1.to_string_lossy()]);
         r.remove_worktree(&w1).unwrap();
         std::fs::remove_dir_all(&w2).unwrap(); // gone behind git's back
         r.remove_worktree(&w2).unwrap();

@@ -135,3 +135,54 @@ def test_shutdown_cancels_a_running_turn_and_leaves_no_process(rig):
     assert doc["phase"] == "Shutdown"
     pids = agent_pids(rig, "slow")
     assert pids and all(not alive(p) for p in pids)
+
+
+def git(rig, *args):
+    r = subprocess.run(
+        ["git", "-C", str(rig["work"]), *args], capture_output=True, text=True,
+        env={**rig["env"], "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"},
+    )
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout
+
+
+def test_three_real_agents_in_worktrees_integrate_on_a_branch_and_leave_the_checkout_alone(rig):
+    git(rig, "init", "-q", "-b", "main")
+    (rig["work"] / "README").write_text("project\n")
+    git(rig, "add", "-A")
+    git(rig, "commit", "-qm", "first")
+    (rig["work"] / "notes.txt").write_text("my uncommitted notes\n")
+    head = git(rig, "rev-parse", "HEAD")
+    r = omk(
+        rig, "team", "run", "3:executor", "write three files",
+        "--subtask", "[write:hello.txt:hi from kimi]",
+        "--subtask", "[write:second.txt:second]",
+        "--subtask", "[write:third.txt:third]",
+        "--isolation", "worktree", "--name", "iso", "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["phase"] == "Completed", doc.get("reason")
+    assert doc["isolation"] == "worktree"
+    w = doc["worktree"]
+    assert w["branch"] == "omk/iso" and w["base_dirty"] is True
+    # Each real agent wrote in its own worktree (its work dir), through an
+    # approval the default policy granted there.
+    decided = [e for e in events(rig, "iso") if e["kind"] == "approval_decided"]
+    assert len(decided) == 3 and all(e["payload"]["decision"] == "approve" for e in decided)
+    assert sorted(a["task_id"] for a in w["attempts"]) == ["t1", "t2", "t3"]
+    assert all(a["outcome"] == "integrated" for a in w["attempts"]), w["attempts"]
+    # Every file is on the branch, with the user's uncommitted notes of the base.
+    assert git(rig, "show", "omk/iso:hello.txt") == "hi from kimi"
+    assert git(rig, "show", "omk/iso:second.txt") == "second"
+    assert git(rig, "show", "omk/iso:third.txt") == "third"
+    assert git(rig, "show", "omk/iso:notes.txt") == "my uncommitted notes\n"
+    # The checkout: untouched; no worktree or branch left but omk/iso.
+    assert not (rig["work"] / "hello.txt").exists()
+    assert git(rig, "rev-parse", "HEAD") == head
+    assert git(rig, "status", "--porcelain") == "?? notes.txt\n"
+    assert git(rig, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(rig, "branch", "--format=%(refname:short)") == "main\nomk/iso\n"
+    assert all(t["tokens"] > 0 for t in doc["tasks"]), doc["tasks"]
+    assert all(not alive(p) for p in agent_pids(rig, "iso"))
