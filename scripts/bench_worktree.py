@@ -13,10 +13,17 @@ costs per task on a repository of 10,000 files, against the same team with
 
 Extra cost per task = (median worktree wall - median none wall) / 16
 (target: < 150 ms). The four worktrees are checked out once per run (10,000
-files each), so most of the extra is file creation; each run starts after
-`sync` so that the writeback of the previous run's files is not charged to
-it. Disk per worktree: `du` of one worktree of the base
-against the checkout itself (without .git).
+files each) and reused by their worker's tasks, so that figure is mostly
+git checking out 4 x 10,000 files and deleting them; it is split into
+  per worker   what a worktree costs once (created, removed), and
+  per task     what each task adds beyond it (reset to the integration
+               head, commit, merge-tree integration): the difference
+               between the same teams with 16 and with 4 tasks (one per
+               worker), divided by the 12 extra tasks, minus the same
+               difference with `--isolation none`.
+Each run starts after `sync` so that the writeback of the previous run's
+files is not charged to it. Disk per worktree: `du` of one worktree of the
+base against the checkout itself (without .git).
 
 Usage: scripts/bench_worktree.py [--runs N] [--files N] [--omk target/release/omk]
 """
@@ -62,10 +69,10 @@ def du_kib(path: Path, exclude_git: bool) -> int:
     return int(subprocess.run(args, check=True, capture_output=True, text=True).stdout.split()[0])
 
 
-def team(omk: str, env: dict, proj: Path, name: str, isolation: str) -> float:
+def team(omk: str, env: dict, proj: Path, name: str, isolation: str, tasks: int = TASKS) -> float:
     args = [omk, "team", "run", f"{WORKERS}:executor", "bench", "--name", name, "--json",
             "--isolation", isolation, "--no-gates"]
-    for i in range(TASKS):
+    for i in range(tasks):
         args += ["--subtask", f"[write:out/t{i:02d}.txt:task {i}]"]
     # Start from clean page cache writeback: on this VM freshly written files
     # being flushed can make the next file creations seconds slower.
@@ -79,7 +86,7 @@ def team(omk: str, env: dict, proj: Path, name: str, isolation: str) -> float:
     if isolation == "worktree":
         assert doc["isolation"] == "worktree", doc["isolation"]
         shown = git(proj, "ls-tree", "-r", "--name-only", f"omk/{name}", "out")
-        assert len(shown.split()) == TASKS, shown
+        assert len(shown.split()) == tasks, shown
     return wall
 
 
@@ -117,15 +124,21 @@ def main() -> None:
                "XDG_CONFIG_HOME": str(root / "xdg")}
         for k in ("OMK_KIMI_BIN", "OMK_KIMI_ARGS", "OMK_AGENT_PROTOCOL"):
             env.pop(k, None)
-        walls: dict[str, list[float]] = {"none": [], "worktree": [], "git": []}
+        walls: dict[str, list[float]] = {"none": [], "worktree": [], "git": [], "none4": [],
+                                         "worktree4": []}
         for run in range(a.runs):
             for mode in ("none", "worktree"):  # interleaved: same machine state for both
                 walls[mode].append(team(a.omk, env, proj, f"{mode}-{run}", mode))
+                git(proj, "clean", "-fdq", "out")
+                walls[f"{mode}4"].append(team(a.omk, env, proj, f"{mode}4-{run}", mode, WORKERS))
                 git(proj, "clean", "-fdq", "out")
             walls["git"].append(git_alone(root, proj, WORKERS))
         none, wt = statistics.median(walls["none"]), statistics.median(walls["worktree"])
         alone = statistics.median(walls["git"])
         extra_ms = (wt - none) / TASKS * 1000
+        none4, wt4 = statistics.median(walls["none4"]), statistics.median(walls["worktree4"])
+        per_task_ms = ((wt - wt4) - (none - none4)) / (TASKS - WORKERS) * 1000
+        per_worker_s = (wt4 - none4) / WORKERS
         probe = root / "probe-worktree"
         git(proj, "worktree", "add", "-q", "--detach", str(probe), "HEAD")
         wt_kib, co_kib = du_kib(probe, False), du_kib(proj, True)
@@ -134,6 +147,9 @@ def main() -> None:
     print(f"  --isolation none:     median {none:.3f} s")
     print(f"  --isolation worktree: median {wt:.3f} s")
     print(f"  extra per task: {extra_ms:.1f} ms (target < 150 ms); ratio {wt / none:.2f}x")
+    print(f"  split: per worker (worktree made once, removed) {per_worker_s * 1000:.0f} ms; "
+          f"per task beyond it (reset, commit, integrate) {per_task_ms:.1f} ms "
+          f"[{WORKERS}-task teams: none {none4:.3f} s, worktree {wt4:.3f} s]")
     print(f"  git alone, {WORKERS} worktrees created and removed in parallel: median {alone:.3f} s; "
           f"omk beyond that per task: {(wt - none - alone) / TASKS * 1000:.1f} ms")
     print(f"  disk per worktree: {wt_kib / 1024:.1f} MiB vs checkout {co_kib / 1024:.1f} MiB "
