@@ -628,3 +628,50 @@ fn team_gc_deletes_an_ended_teams_refs_and_its_unmoved_branch_only() {
     assert_eq!(again.removed, 0);
     assert!(omk.team_gc("soon", false).is_err());
 }
+
+#[test]
+fn tasks_whose_planned_files_overlap_never_run_together_so_they_do_not_conflict() {
+    let d = tempfile::tempdir().unwrap();
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    let head = git(&proj, &["rev-parse", "HEAD"]);
+    // The planner names a.txt for both (once as ./a.txt): without the
+    // overlap rule both would start at the base and rewrite its one line.
+    let plan = r#"[{"title": "[sleep:0.3] [write:a.txt:uno]", "files": ["a.txt"]},
+                   {"title": "[sleep:0.3] [write:a.txt:eins]", "files": ["./a.txt"]},
+                   {"title": "[write:b.txt:b]", "files": ["b.txt"]}]"#;
+    let task = format!("plan [answer:{}]", plan.replace(']', "\\]"));
+    let doc = omk
+        .team_run(&TeamRunRequest {
+            spec: "3:executor".into(),
+            task,
+            name: Some("planned".into()),
+            isolation: Some("worktree".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    assert_eq!(doc.tasks.len(), 3, "{:?}", kinds(&doc, "plan_fallback"));
+    assert_eq!(doc.tasks[0].files, ["a.txt"]);
+    assert_eq!(doc.tasks[1].files, ["a.txt"]);
+    assert!(kinds(&doc, "integration_conflict").is_empty());
+    // One of t1/t2 started only after the other finished; b.txt's task ran
+    // alongside.
+    let ev = events(&doc);
+    let at = |kind: &str, task: &str| {
+        ev.iter()
+            .position(|e| e["kind"] == kind && e["payload"]["task_id"] == task)
+            .unwrap()
+    };
+    let (first, second) = if at("task_started", "t1") < at("task_started", "t2") {
+        ("t1", "t2")
+    } else {
+        ("t2", "t1")
+    };
+    assert!(at("task_started", second) > at("task_completed", first));
+    assert!(at("task_started", "t3") < at("task_completed", first));
+    let last = if second == "t1" { "uno" } else { "eins" };
+    assert_eq!(git(&proj, &["show", "omk/planned:a.txt"]), last);
+    assert_eq!(git(&proj, &["show", "omk/planned:b.txt"]), "b");
+    checkout_untouched(&proj, &head, "planned");
+}

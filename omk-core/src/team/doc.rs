@@ -70,6 +70,10 @@ pub struct TaskEntry {
     /// The agent profile of the worker that ran its last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The files the plan said it changes: tasks sharing one never run at
+    /// the same time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 /// One worker of the team: its role and agent profile.
@@ -108,6 +112,7 @@ impl TaskEntry {
             started_at: None,
             finished_at: None,
             agent: None,
+            files: Vec::new(),
         }
     }
 }

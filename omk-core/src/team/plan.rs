@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::json;
 
 use super::supervisor::RunContext;
@@ -9,8 +10,27 @@ use super::worker::{TurnEnd, Worker};
 use crate::agent::TurnStatus;
 use crate::metrics::Counter;
 
+/// A subtask the planner proposed, with the files it said it will change
+/// (empty when it did not say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub title: String,
+    pub files: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Item {
+    Title(String),
+    Task {
+        title: String,
+        #[serde(default)]
+        files: Vec<String>,
+    },
+}
+
 /// Run the planner turn: one agent asked for a JSON list of subtasks.
-pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<String>, String> {
+pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Planned>, String> {
     let (task, max) = (ctx.lock().doc.task.clone(), ctx.config.team.max_subtasks);
     let agent_name = ctx.planner_agent.clone();
     let mut worker = Worker::new(ctx.clone(), "planner".into(), "planner", &agent_name)
@@ -18,14 +38,22 @@ pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Strin
     let Some(_slot) = worker.admit().await else {
         return Err("the planner was not admitted by the pool".into());
     };
+    // Isolated: the planner reads the base in a worktree of its own too.
+    worker
+        .checkout(None)
+        .await
+        .map_err(|e| format!("cannot prepare the planner's worktree: {e}"))?;
     let agent = worker
         .start_agent()
         .await
         .map_err(|e| format!("planner agent failed to start: {e}"))?;
     let prompt = format!(
         "You are the planner of an omk team. Split this task into at most {max} independent subtasks \
-         that separate workers can do in parallel. Reply with ONLY a JSON array of strings, one per subtask, \
-         and nothing else.\n\nTask: {task}"
+         that separate workers can do in parallel. Reply with ONLY a JSON array, one item per subtask, \
+         and nothing else. An item is the subtask as a string, or, when you know which files it will \
+         change, an object {{\"title\": \"...\", \"files\": [\"path\", ...]}} (paths relative to the work \
+         dir; a directory covers what is in it): subtasks that share a file are not run at the same \
+         time.\n\nTask: {task}"
     );
     worker.record("prompt", json!({ "text": prompt }));
     ctx.count(&[(Counter::AskCalls, 1)]);
@@ -55,9 +83,10 @@ pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Strin
     }
 }
 
-/// Validate a planner answer: a JSON array of 1..=max non-empty strings,
-/// possibly inside a code fence or surrounded by prose.
-pub fn parse_plan(text: &str, max: usize) -> std::result::Result<Vec<String>, String> {
+/// Validate a planner answer: a JSON array of 1..=max non-empty subtasks
+/// (strings, or `{"title", "files"}` objects), possibly inside a code
+/// fence or surrounded by prose.
+pub fn parse_plan(text: &str, max: usize) -> std::result::Result<Vec<Planned>, String> {
     let start = text
         .find('[')
         .ok_or("the planner's answer contains no JSON array")?;
@@ -67,12 +96,26 @@ pub fn parse_plan(text: &str, max: usize) -> std::result::Result<Vec<String>, St
     if end < start {
         return Err("the planner's answer contains no JSON array".into());
     }
-    let items: Vec<String> = serde_json::from_str(&text[start..=end])
-        .map_err(|e| format!("the planner's array is not a list of strings: {e}"))?;
-    let items: Vec<String> = items
+    let items: Vec<Item> = serde_json::from_str(&text[start..=end]).map_err(|e| {
+        format!("the planner's array is not a list of subtasks (strings or {{title, files}}): {e}")
+    })?;
+    let items: Vec<Planned> = items
         .into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+        .map(|i| match i {
+            Item::Title(t) => Planned {
+                title: t.trim().to_string(),
+                files: Vec::new(),
+            },
+            Item::Task { title, files } => Planned {
+                title: title.trim().to_string(),
+                files: files
+                    .iter()
+                    .map(|f| normal_path(f))
+                    .filter(|f| !f.is_empty())
+                    .collect(),
+            },
+        })
+        .filter(|p| !p.title.is_empty())
         .collect();
     if items.is_empty() {
         return Err("the planner proposed no subtasks".into());
@@ -83,26 +126,71 @@ pub fn parse_plan(text: &str, max: usize) -> std::result::Result<Vec<String>, St
             items.len()
         ));
     }
-    if let Some(long) = items.iter().find(|s| s.chars().count() > 2000) {
+    if let Some(long) = items.iter().find(|s| s.title.chars().count() > 2000) {
         return Err(format!(
             "a proposed subtask is {} characters long; the limit is 2000",
-            long.chars().count()
+            long.title.chars().count()
         ));
     }
     Ok(items)
 }
 
+/// `./src//a.rs/` -> `src/a.rs`.
+fn normal_path(p: &str) -> String {
+    p.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether two tasks' planned files share one (equal paths, or one a
+/// directory holding the other).
+pub fn files_overlap(a: &[String], b: &[String]) -> bool {
+    a.iter().any(|x| {
+        b.iter().any(|y| {
+            x == y
+                || x.strip_prefix(y.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+                || y.strip_prefix(x.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_plan;
+    use super::{files_overlap, parse_plan};
+
+    fn titles(text: &str) -> Vec<String> {
+        parse_plan(text, 5)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.title)
+            .collect()
+    }
 
     #[test]
     fn accepts_an_array_even_inside_prose_or_a_fence() {
-        assert_eq!(parse_plan(r#"["a", " b "]"#, 5).unwrap(), ["a", "b"]);
-        assert_eq!(
-            parse_plan("Here:\n```json\n[\"x\"]\n```", 5).unwrap(),
-            ["x"]
-        );
+        assert_eq!(titles(r#"["a", " b "]"#), ["a", "b"]);
+        assert_eq!(titles("Here:\n```json\n[\"x\"]\n```"), ["x"]);
+    }
+
+    #[test]
+    fn items_may_name_their_files_and_shared_files_overlap() {
+        let p = parse_plan(
+            r#"["a", {"title": "b", "files": ["./src//lib.rs", "docs/"]}, {"title": "c"}]"#,
+            5,
+        )
+        .unwrap();
+        assert_eq!(p[0].files, Vec::<String>::new());
+        assert_eq!(p[1].files, ["src/lib.rs", "docs"]);
+        assert_eq!(p[2].title, "c");
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(files_overlap(&f(&["docs"]), &f(&["docs/a.md"])));
+        assert!(files_overlap(&f(&["a.rs", "b.rs"]), &f(&["b.rs"])));
+        assert!(!files_overlap(&f(&["doc"]), &f(&["docs/a.md"])));
+        assert!(!files_overlap(&f(&[]), &f(&["a.rs"])));
+        assert!(parse_plan(r#"[{"files": ["a"]}]"#, 5).is_err());
     }
 
     #[test]

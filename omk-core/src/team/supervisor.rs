@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::doc::{Phase, TaskEntry, TaskStatus, TeamDoc};
 use super::isolation::{AttemptCommit, Integration, Integrator, Isolation};
 use super::persist::Persister;
-use super::plan::plan;
+use super::plan::{files_overlap, plan};
 use super::proof::GatesOutcome;
 use super::spec::role_instructions;
 use super::worker::Worker;
@@ -297,11 +297,20 @@ impl RunContext {
         // the same change must not both take the same task.
         let claimed = self.update_if(|r| {
             let mut next = None;
-            for (i, t) in r.doc.tasks.iter().enumerate() {
+            let tasks = &r.doc.tasks;
+            // A task sharing a planned file with a running one waits for it.
+            let collides = |t: &TaskEntry| {
+                !t.files.is_empty()
+                    && tasks.iter().any(|o| {
+                        o.status == TaskStatus::Running && files_overlap(&t.files, &o.files)
+                    })
+            };
+            for (i, t) in tasks.iter().enumerate() {
                 match (t.status, r.not_before[i]) {
                     (TaskStatus::Pending, Some(at)) if at > now => {
                         earliest = Some(earliest.map_or(at, |e: Instant| e.min(at)));
                     }
+                    (TaskStatus::Pending, _) if collides(t) => busy = true,
                     (TaskStatus::Pending, _) => {
                         next = Some(i);
                         break;
@@ -783,11 +792,17 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
     );
 
     // Planning.
-    let titles = if !ctx.subtasks.is_empty() {
-        ctx.subtasks.clone()
+    let planned = if !ctx.subtasks.is_empty() {
+        ctx.subtasks
+            .iter()
+            .map(|t| super::plan::Planned {
+                title: t.clone(),
+                files: Vec::new(),
+            })
+            .collect()
     } else {
         match plan(&ctx).await {
-            Ok(titles) => titles,
+            Ok(planned) => planned,
             Err(reason) => {
                 let task = ctx.lock().doc.task.clone();
                 ctx.emit(
@@ -795,16 +810,22 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
                     Some("supervisor"),
                     json!({ "reason": reason }),
                 );
-                vec![task]
+                vec![super::plan::Planned {
+                    title: task,
+                    files: Vec::new(),
+                }]
             }
         }
     };
     if ctx.shutdown_requested().is_none() {
         ctx.update(|r| {
-            r.doc.tasks = titles
+            r.doc.tasks = planned
                 .into_iter()
                 .enumerate()
-                .map(|(i, t)| TaskEntry::new(i, t))
+                .map(|(i, p)| TaskEntry {
+                    files: p.files,
+                    ..TaskEntry::new(i, p.title)
+                })
                 .collect();
             r.not_before = vec![None; r.doc.tasks.len()];
             r.conflicts = vec![Conflicts::default(); r.doc.tasks.len()];
@@ -814,7 +835,7 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
             ctx.emit(
                 EventKind::TaskCreated,
                 Some("supervisor"),
-                json!({ "task_id": t.id, "title": t.title }),
+                json!({ "task_id": t.id, "title": t.title, "files": t.files }),
             );
         }
         ctx.count(&[(Counter::TasksCreated, tasks.len() as u64)]);

@@ -379,7 +379,7 @@ impl Worker {
 
     /// Isolated runs: reset this worker's worktree to the integration head
     /// (creating it the first time); the head, or `None` when not isolated.
-    async fn checkout(&self, at: Option<String>) -> Result<Option<String>> {
+    pub(super) async fn checkout(&self, at: Option<String>) -> Result<Option<String>> {
         let Some(it) = self.ctx.integrator.clone() else {
             return Ok(None);
         };
