@@ -70,6 +70,9 @@ class TaskEntry(TypedDict):
     finished_at: str | None
     agent: NotRequired[str]
     """The agent profile of the worker that ran the last attempt."""
+    files: NotRequired[list[str]]
+    """The files the plan said it changes (tasks sharing one never run at
+    the same time); absent when the plan did not say."""
 
 class WorkerEntry(TypedDict):
     """One worker of a team: its role and agent profile."""
@@ -165,6 +168,8 @@ class ReconcileRecord(TypedDict):
     """``(ref, commit)`` of each worktree that held uncommitted work."""
     removed: list[str]
     left_behind: list[str]
+    integrated: list[str]
+    """The tasks the integration ref holds (marked completed), in order."""
 
 class DeliveryRecord(TypedDict):
     mode: Literal["branch", "apply"]
@@ -182,6 +187,11 @@ class AttemptRecord(TypedDict):
     files: list[str]
     outcome: Literal["integrated", "unchanged", "conflict", "not_integrated"]
     conflict_files: list[str]
+    conflict_commit: NotRequired[str]
+    """For a ``conflict``: the merge with git's markers
+    (``refs/omk/<team>/conflicts/<task>/<attempt>``)."""
+    integrator: NotRequired[bool]
+    """True for an integrator turn's resolution of an earlier conflict."""
 
 class IsolationResult(TypedDict):
     """The end of a ``worktree`` run: the final diff and the cleanup."""
