@@ -52,6 +52,15 @@ struct Out {
     stdout: String,
 }
 
+/// A submodule a commit pins (see [`Repo::submodules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submodule {
+    pub path: String,
+    /// Its name in `.gitmodules` (its git dir is `modules/<name>`).
+    pub name: String,
+    pub commit: String,
+}
+
 /// One commit of [`Repo::first_parent_log`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
@@ -175,6 +184,99 @@ impl Repo {
     /// The work tree's top directory.
     pub fn top(&self) -> &Path {
         &self.top
+    }
+
+    /// The repository whose git dir is `git_dir` (a submodule's clone under
+    /// `modules/`), run with the same git.
+    pub fn at_git_dir(&self, git_dir: &Path) -> Repo {
+        Repo {
+            git: self.git.clone(),
+            top: git_dir.to_path_buf(),
+        }
+    }
+
+    /// The git dir the worktrees share (`.git` of the main checkout).
+    pub fn common_dir(&self) -> Result<PathBuf> {
+        let out = self.run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
+        Ok(PathBuf::from(out.trim()))
+    }
+
+    /// The clones of submodules under `modules/` of the common git dir,
+    /// nested ones included.
+    pub fn module_git_dirs(&self) -> Result<Vec<PathBuf>> {
+        fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if !p.is_dir() {
+                    continue;
+                }
+                if p.join("HEAD").is_file() && p.join("objects").is_dir() {
+                    out.push(p.clone());
+                    walk(&p.join("modules"), depth + 1, out);
+                } else if depth < 8 {
+                    walk(&p, depth + 1, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.common_dir()?.join("modules"), 0, &mut out);
+        Ok(out)
+    }
+
+    /// The submodules commit `rev` pins: its gitlinks, named by its
+    /// `.gitmodules` (a gitlink it does not name is named by its path).
+    pub fn submodules(&self, rev: &str) -> Result<Vec<Submodule>> {
+        let spec = format!("{rev}:.gitmodules");
+        if self.run_codes(&["cat-file", "-e", &spec], &[0, 128])?.code != 0 {
+            return Ok(Vec::new());
+        }
+        let tree = self.run(&["ls-tree", "-r", "-z", rev])?;
+        let links: Vec<(String, String)> = tree
+            .split('\0')
+            .filter_map(|e| {
+                let (meta, path) = e.split_once('\t')?;
+                let mut m = meta.split_whitespace();
+                (m.next()? == "160000" && m.next()? == "commit")
+                    .then(|| Some((path.to_string(), m.next()?.to_string())))
+                    .flatten()
+            })
+            .collect();
+        if links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = self.run_codes(
+            &[
+                "config",
+                "--blob",
+                &spec,
+                "--get-regexp",
+                r"^submodule\..*\.path$",
+            ],
+            &[0, 1],
+        )?;
+        let names: Vec<(String, String)> = names
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                let (key, path) = l.split_once(' ')?;
+                let name = key.strip_prefix("submodule.")?.strip_suffix(".path")?;
+                Some((path.to_string(), name.to_string()))
+            })
+            .collect();
+        Ok(links
+            .into_iter()
+            .map(|(path, commit)| Submodule {
+                name: names
+                    .iter()
+                    .find(|n| n.0 == path)
+                    .map_or_else(|| path.clone(), |n| n.1.clone()),
+                path,
+                commit,
+            })
+            .collect())
     }
 
     fn command(&self, dir: &Path, args: &[&str]) -> Command {

@@ -675,3 +675,76 @@ fn tasks_whose_planned_files_overlap_never_run_together_so_they_do_not_conflict(
     assert_eq!(git(&proj, &["show", "omk/planned:b.txt"]), "b");
     checkout_untouched(&proj, &head, "planned");
 }
+
+#[test]
+fn submodules_are_checked_out_in_worker_worktrees_from_the_users_clone() {
+    let d = tempfile::tempdir().unwrap();
+    let lib = d.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    git(&lib, &["init", "-q", "-b", "main"]);
+    std::fs::write(lib.join("lib.txt"), "lib v1\n").unwrap();
+    git(&lib, &["add", "-A"]);
+    git(&lib, &["commit", "-qm", "lib"]);
+    let omk = project(d.path(), "");
+    let proj = d.path().join("proj");
+    git(
+        &proj,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &lib.to_string_lossy(),
+            "vendor/lib",
+        ],
+    );
+    git(&proj, &["commit", "-qm", "with lib"]);
+    // The user's clone is the only source: the original goes away.
+    std::fs::remove_dir_all(&lib).unwrap();
+    let head = git(&proj, &["rev-parse", "HEAD"]);
+    let doc = omk
+        .team_run(&TeamRunRequest {
+            spec: "2:executor".into(),
+            task: "submodules".into(),
+            name: Some("subs".into()),
+            subtasks: vec![
+                "[run:cat vendor/lib/lib.txt > seen.txt]".into(),
+                "[write:vendor/lib/lib.txt:lib v2\\n]".into(),
+            ],
+            isolation: Some("worktree".into()),
+            approval: Some("approve-all".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+    assert_eq!(git(&proj, &["show", "omk/subs:seen.txt"]), "lib v1\n");
+    // The edit inside the submodule is kept in the submodule's repository
+    // under the attempt's ref name; the superproject's pin is unchanged.
+    let w = doc.worktree.clone().unwrap();
+    let t2 = w.attempts.iter().find(|a| a.task_id == "t2").unwrap();
+    assert_eq!(t2.submodule_commits.len(), 1, "{t2:?}");
+    assert_eq!(t2.submodule_commits[0].0, "vendor/lib");
+    let module = proj.join(".git/modules/vendor/lib");
+    assert_eq!(
+        git(&module, &["show", "refs/omk/subs/tasks/t2/1:lib.txt"]),
+        "lib v2\n"
+    );
+    assert_eq!(
+        git(&proj, &["rev-parse", "omk/subs:vendor/lib"]),
+        git(&proj, &["rev-parse", "HEAD:vendor/lib"])
+    );
+    // Nothing left behind in either repository; the user's files as they were.
+    assert_eq!(
+        git(&module, &["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join("vendor/lib/lib.txt")).unwrap(),
+        "lib v1\n"
+    );
+    assert_eq!(git(&proj, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&proj, &["status", "--porcelain"]), "?? wip.txt\n");
+}

@@ -151,6 +151,11 @@ pub struct AttemptRecord {
     /// The attempt was an integrator turn resolving an earlier conflict.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub integrator: bool,
+    /// `(path, commit)` of each submodule whose files the attempt changed:
+    /// kept under the same ref name in that submodule's repository, not
+    /// integrated (only a submodule's pinned commit is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub submodule_commits: Vec<(String, String)>,
 }
 
 /// What an isolated run produced, as the proof reports it.
@@ -373,7 +378,72 @@ impl Integrator {
                 .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
             self.repo.add_worktree(&path, &head)?;
         }
+        self.sync_submodules(&path, &head)?;
         Ok(head)
+    }
+
+    /// Check out in worktree `wt` each submodule `commit` pins, as a
+    /// worktree of the user's own clone of it (`modules/<name>`: no
+    /// network, nothing written to the user's config). A submodule the
+    /// user never initialised, or whose pinned commit their clone lacks,
+    /// stays empty, with a warning.
+    fn sync_submodules(&self, wt: &Path, commit: &str) -> Result<()> {
+        let subs = self.repo.submodules(commit)?;
+        if subs.is_empty() {
+            return Ok(());
+        }
+        let modules = self.repo.common_dir()?.join("modules");
+        for s in subs {
+            let git_dir = modules.join(&s.name);
+            if !git_dir.join("HEAD").is_file() {
+                tracing::warn!(
+                    "submodule {} is not initialised in {}: it stays empty in the worktrees",
+                    s.path,
+                    self.repo.top().display()
+                );
+                continue;
+            }
+            let module = self.repo.at_git_dir(&git_dir);
+            let target = wt.join(&s.path);
+            let done = if target.join(".git").exists() {
+                module.reset_worktree(&target, &s.commit)
+            } else {
+                // The empty directory git made for it.
+                let _ = std::fs::remove_dir(&target);
+                module.add_worktree(&target, &s.commit)
+            };
+            if let Err(e) = done {
+                tracing::warn!("cannot check out submodule {} at {}: {e}", s.path, s.commit);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep what an attempt changed inside submodules: a snapshot in each
+    /// submodule's repository under `ref_name`. `(path, commit)` of each.
+    fn commit_submodules(
+        &self,
+        wt: &Path,
+        parent: &str,
+        ref_name: &str,
+        message: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for s in self.repo.submodules(parent)? {
+            let target = wt.join(&s.path);
+            if !target.join(".git").exists() {
+                continue;
+            }
+            let module_dir = self.repo.common_dir()?.join("modules").join(&s.name);
+            let module = self.repo.at_git_dir(&module_dir);
+            let snap = module.snapshot(&target, None, message)?;
+            if snap.dirty {
+                let old = module.resolve(ref_name)?;
+                module.update_ref(ref_name, &snap.commit, old.as_deref())?;
+                out.push((s.path.clone(), snap.commit));
+            }
+        }
+        Ok(out)
     }
 
     /// Commit what `worker`'s worktree holds on `parent` as attempt
@@ -394,13 +464,13 @@ impl Integrator {
             title.lines().next().unwrap_or(""),
             self.team
         );
-        let snap = self
-            .repo
-            .snapshot(&self.worktree(worker), Some(parent), &message)?;
-        if !snap.dirty {
+        let wt = self.worktree(worker);
+        let name = format!("refs/omk/{}/tasks/{task}/{attempt}", self.team);
+        let submodule_commits = self.commit_submodules(&wt, parent, &name, &message)?;
+        let snap = self.repo.snapshot(&wt, Some(parent), &message)?;
+        if !snap.dirty && submodule_commits.is_empty() {
             return Ok(None);
         }
-        let name = format!("refs/omk/{}/tasks/{task}/{attempt}", self.team);
         // An attempt is committed once; a stale ref of the same name (a
         // resumed run) is replaced.
         let old = self.repo.resolve(&name)?;
@@ -417,6 +487,7 @@ impl Integrator {
                 conflict_files: Vec::new(),
                 conflict_commit: None,
                 integrator,
+                submodule_commits,
             })
         });
         Ok(Some(AttemptCommit {
@@ -598,6 +669,9 @@ impl Integrator {
         if let Err(err) = self.repo.prune_worktrees() {
             left.push(format!("git worktree prune: {err}"));
         }
+        if let Err(err) = prune_modules(&self.repo) {
+            left.push(format!("git worktree prune in submodules: {err}"));
+        }
         self.with_record(|r| {
             if let Some(res) = &mut r.result {
                 res.left_behind = left.clone();
@@ -685,8 +759,18 @@ pub fn reconcile(
         }
     }
     repo.prune_worktrees()?;
+    prune_modules(&repo)?;
     let _ = std::fs::remove_dir(&root);
     Ok(out)
+}
+
+/// Drop the records of removed submodule worktrees from the submodules'
+/// repositories.
+fn prune_modules(repo: &Repo) -> Result<()> {
+    for dir in repo.module_git_dirs()? {
+        repo.at_git_dir(&dir).prune_worktrees()?;
+    }
+    Ok(())
 }
 
 /// Delete the refs of ended team `team` in its repository: everything
