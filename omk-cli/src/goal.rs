@@ -90,6 +90,18 @@ pub struct RunArgs {
     /// Return once the goal is created; the controller runs in the background.
     #[arg(long)]
     pub detach: bool,
+    /// Work in a git worktree of the goal's own, each wave's workers in
+    /// worktrees of theirs; the result ends on branch omk/<goal id>.
+    #[arg(long)]
+    pub slice_execution: bool,
+    /// With --slice-execution: disabled (the branch, default), manual
+    /// (ready, with a human decision to merge the branch) or gated
+    /// (applied to your checkout once ready, if it is unchanged).
+    #[arg(long, value_name = "POLICY", value_parser = ["disabled", "manual", "gated"])]
+    pub merge_policy: Option<String>,
+    /// local (the only policy until omk has a forge client).
+    #[arg(long, value_name = "POLICY")]
+    pub delivery_policy: Option<String>,
     /// Print the final goal state as JSON.
     #[arg(long)]
     pub json: bool,
@@ -245,6 +257,9 @@ pub fn run(omk: &Omk, global: &GlobalArgs, args: GoalArgs) -> omk_core::Result<O
                 approval: a.approval.clone(),
                 agent: a.agent.clone(),
                 detach: false,
+                slice_execution: a.slice_execution,
+                merge_policy: a.merge_policy.clone(),
+                delivery_policy: a.delivery_policy.clone(),
             };
             let created = omk.goal_create(&req)?;
             if a.detach {

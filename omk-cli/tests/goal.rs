@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -716,5 +717,158 @@ fn an_unknown_goal_is_not_found() {
         String::from_utf8_lossy(&out.stderr).contains("goal \"goal-nope\" not found"),
         "{}",
         text(&out)
+    );
+}
+
+/// `git` in the fixture's project, as a test user.
+fn git(fx: &Fx, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&fx.project)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A git project whose gate needs both workers' files, with uncommitted
+/// notes of the user's.
+fn sliced_project() -> Fx {
+    let fx = Fx::new(
+        "[[gate]]\nname = \"both\"\ncommand = \"grep -q hi hello.txt && grep -q two second.txt\"\n",
+    );
+    git(&fx, &["init", "-q", "-b", "main"]);
+    git(&fx, &["add", "-A"]);
+    git(&fx, &["commit", "-qm", "gates"]);
+    std::fs::write(fx.project.join("notes.txt"), "mine\n").unwrap();
+    fx
+}
+
+const SLICED_GOAL: &str = "Two files [json-plan:Write the greeting [write:hello.txt:hi\\]|Write the second [write:second.txt:two\\]]";
+
+#[test]
+fn a_sliced_goal_works_in_its_own_worktree_and_gated_applies_the_ready_result() {
+    let fx = sliced_project();
+    let head = git(&fx, &["rev-parse", "HEAD"]);
+    let state = fx.json(&[
+        "goal",
+        "run",
+        SLICED_GOAL,
+        "--max-agents",
+        "2",
+        "--slice-execution",
+        "--merge-policy",
+        "gated",
+        "--json",
+    ]);
+    assert_eq!(state["status"], "ready", "{state}");
+    assert_eq!(state["slice_execution"], true);
+    assert_eq!(state["merge_policy"], "gated");
+    assert_eq!(state["delivery_policy"], "local");
+    let id = state["goal_id"].as_str().unwrap();
+    // The wave ran isolated: its workers in worktrees, the result landed in
+    // the goal's workspace, where the gate saw both files.
+    let c = read_json(&fx.goal_dir(id).join("controller.json"));
+    let ws = c["workspace"]["dir"].as_str().unwrap();
+    let wave = c["teams"][0].as_str().unwrap();
+    let team = read_json(&fx.state.join("team").join(wave).join("team.json"));
+    assert_eq!(team["isolation"], "worktree");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(ws).join("second.txt")).unwrap(),
+        "two"
+    );
+    let proof = fx.json(&["goal", "proof", id, "--json"]);
+    assert_eq!(proof["status"], "ready", "{proof}");
+    assert_eq!(proof["gates"][0]["passed"], true);
+    // Delivered: on the branch, and (gated, the checkout unchanged) in the
+    // user's files; HEAD, index and branches otherwise as they were.
+    let d = read_json(&fx.goal_dir(id).join("delivery.json"));
+    assert_eq!(d["applied"], true, "{d}");
+    assert_eq!(d["branch"], format!("omk/{id}"));
+    assert_eq!(git(&fx, &["show", &format!("omk/{id}:hello.txt")]), "hi");
+    assert_eq!(
+        git(&fx, &["show", &format!("omk/{id}:notes.txt")]),
+        "mine\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.project.join("hello.txt")).unwrap(),
+        "hi"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.project.join("second.txt")).unwrap(),
+        "two"
+    );
+    assert_eq!(git(&fx, &["rev-parse", "HEAD"]), head);
+    assert_eq!(
+        git(&fx, &["status", "--porcelain"]),
+        "?? hello.txt\n?? notes.txt\n?? second.txt\n"
+    );
+    assert_eq!(
+        git(&fx, &["branch", "--format=%(refname:short)"]),
+        format!("main\nomk/{id}\n")
+    );
+    // Only the goal's workspace is left besides the user's checkout.
+    let wts = git(&fx, &["worktree", "list", "--porcelain"]);
+    assert_eq!(wts.matches("worktree ").count(), 2, "{wts}");
+    assert!(wts.contains(ws), "{wts}");
+}
+
+#[test]
+fn a_sliced_goal_under_manual_is_ready_with_a_merge_decision_and_touches_nothing() {
+    let fx = sliced_project();
+    let state = fx.json(&[
+        "goal",
+        "run",
+        SLICED_GOAL,
+        "--max-agents",
+        "2",
+        "--slice-execution",
+        "--merge-policy",
+        "manual",
+        "--json",
+    ]);
+    assert_eq!(state["status"], "ready", "{state}");
+    let id = state["goal_id"].as_str().unwrap();
+    let proof = fx.json(&["goal", "proof", id, "--json"]);
+    assert_eq!(
+        proof["human_decisions_required"],
+        serde_json::json!([format!("merge omk/{id} (git merge omk/{id})")])
+    );
+    assert!(!fx.project.join("hello.txt").exists());
+    assert_eq!(git(&fx, &["status", "--porcelain"]), "?? notes.txt\n");
+    assert_eq!(git(&fx, &["show", &format!("omk/{id}:second.txt")]), "two");
+}
+
+#[test]
+fn merge_and_delivery_policies_omk_cannot_honour_are_refused_before_anything_is_written() {
+    let fx = sliced_project();
+    let refused = |args: &[&str], says: &str| {
+        let mut all = vec!["goal", "run", "x"];
+        all.extend_from_slice(args);
+        let out = fx.omk(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    };
+    refused(&["--merge-policy", "gated"], "needs slice_execution");
+    refused(
+        &["--slice-execution", "--delivery-policy", "pr"],
+        "no forge client",
+    );
+    let plain = Fx::new("");
+    let out = plain.omk(&["goal", "run", "x", "--slice-execution"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("needs a git work tree"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !fx.state.join("goal").exists()
+            || std::fs::read_dir(fx.state.join("goal")).unwrap().count() == 0
     );
 }

@@ -649,6 +649,14 @@ impl Repo {
         Ok(())
     }
 
+    /// Move worktree `dir` (detached) to `commit`: its HEAD, index and
+    /// tracked files (`reset --hard`); untracked files stay.
+    pub fn move_to(&self, dir: &Path, commit: &str) -> Result<()> {
+        self.run_in(dir, &["checkout", "--detach", "--quiet"], &[])?;
+        self.run_in(dir, &["reset", "--hard", "--quiet", commit], &[])?;
+        Ok(())
+    }
+
     /// Remove worktree `path` (dirty or not) and prune git's record of it;
     /// a worktree already gone is no error. The files are deleted
     /// directly, then `git worktree prune` drops the record: several times

@@ -350,7 +350,11 @@ impl PyOmk {
     /// returns the created goal at once while a thread of this process runs
     /// the controller.
     /// ``agent`` names the agent profile of the goal's planner and teams.
-    #[pyo3(signature = (outcome, *, until_ready=false, budget_time=None, budget_tokens=None, budget_usd=None, max_agents=None, approval=None, detach=false, agent=None))]
+    /// ``slice_execution`` works in a git worktree of the goal's own (each
+    /// wave isolated), the result on branch ``omk/<goal id>``;
+    /// ``merge_policy`` (``"disabled"``, ``"manual"``, ``"gated"``) says
+    /// what else happens to it; ``delivery_policy`` is ``"local"``.
+    #[pyo3(signature = (outcome, *, until_ready=false, budget_time=None, budget_tokens=None, budget_usd=None, max_agents=None, approval=None, detach=false, agent=None, slice_execution=false, merge_policy=None, delivery_policy=None))]
     #[allow(clippy::too_many_arguments)]
     fn goal_run(
         &self,
@@ -364,6 +368,9 @@ impl PyOmk {
         approval: Option<String>,
         detach: bool,
         agent: Option<String>,
+        slice_execution: bool,
+        merge_policy: Option<String>,
+        delivery_policy: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let request = GoalRunRequest {
             outcome,
@@ -375,6 +382,9 @@ impl PyOmk {
             approval,
             detach,
             agent,
+            slice_execution,
+            merge_policy,
+            delivery_policy,
         };
         if detach {
             let state = blocking(py, "goal_run", || self.inner.goal_run(&request))?;

@@ -839,9 +839,14 @@ class Omk:
         approval: str | None = None,
         detach: bool = False,
         agent: str | None = None,
+        slice_execution: bool = False,
+        merge_policy: Literal["disabled", "manual", "gated"] | None = None,
+        delivery_policy: Literal["local"] | None = None,
     ) -> GoalState:
         """Create a goal and run its controller until it stops. Ctrl-C pauses
-        the goal and raises ``CancelledError`` (its ``goal`` attribute)."""
+        the goal and raises ``CancelledError`` (its ``goal`` attribute).
+        ``slice_execution`` works in a worktree of the goal's own, the result
+        on branch ``omk/<goal id>``; ``merge_policy`` says what else happens."""
     def goal_list(self) -> GoalList: ...
     def goal_show(self, id: str = "latest") -> GoalState: ...
     def goal_proof(self, id: str = "latest") -> GoalProof: ...

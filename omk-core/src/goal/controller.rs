@@ -18,7 +18,7 @@ use super::proof::{self, GoalProof, Verification};
 use super::snapshot;
 use super::stagnation::{self, IterationMetrics};
 use super::state::{self, ControllerState, Failure, GoalState, Phase, Status, Usage};
-use super::{checkpoint, emit};
+use super::{checkpoint, emit, workspace};
 use crate::admission::{self, Waited};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
@@ -44,8 +44,10 @@ impl Controller<'_> {
         self.omk.config()
     }
 
+    /// The tree the goal works on: its workspace (`slice_execution`), or
+    /// the project.
     fn project(&self) -> Result<PathBuf> {
-        Ok(state::load_controller(&self.dir)?.project_dir)
+        Ok(state::load_controller(&self.dir)?.work_tree().to_path_buf())
     }
 
     /// Tokens used so far: planner turns plus every team the goal ran.
@@ -98,6 +100,14 @@ impl Controller<'_> {
             s.completed_at = (status != Status::Paused).then(Utc::now);
             Ok(())
         })?;
+        let mut human = human;
+        let manual = state::load_controller(&self.dir)?
+            .workspace
+            .is_some_and(|w| w.merge_policy == workspace::MergePolicy::Manual);
+        if manual && status == Status::Ready {
+            let branch = format!("omk/{}", self.id);
+            human.push(format!("merge {branch} (git merge {branch})"));
+        }
         let proof = self.write_proof(extra_gaps, human)?;
         // The proof is the judge: a goal claims `ready` only with its evidence.
         if status == Status::Ready && proof.status != Status::Ready {
@@ -106,6 +116,7 @@ impl Controller<'_> {
                 Ok(())
             })?;
         }
+        self.deliver(proof.status)?;
         emit(
             &self.dir,
             &self.id,
@@ -114,6 +125,35 @@ impl Controller<'_> {
         )?;
         self.budget_checkpoint("run_ended")?;
         Ok(proof)
+    }
+
+    /// `slice_execution`: leave the result on branch `omk/<goal>` and do
+    /// what the merge policy says (`delivery.json`, event
+    /// `goal_delivered`). The workspace stays: the goal's proof is
+    /// computed on it, and `goal resume` goes on there.
+    fn deliver(&self, status: Status) -> Result<Option<workspace::Delivery>> {
+        let c = state::load_controller(&self.dir)?;
+        let Some(ws) = &c.workspace else {
+            return Ok(None);
+        };
+        if status == Status::Paused || !ws.dir.exists() {
+            return Ok(None);
+        }
+        let d = workspace::deliver(ws, &self.id, status == Status::Ready)?;
+        let file = self.dir.join("delivery.json");
+        store::write_doc(&file, &d)?;
+        state::update_state(&self.dir, |s| {
+            s.record_artifact("delivery", file.clone());
+            Ok(())
+        })?;
+        emit(
+            &self.dir,
+            &self.id,
+            EventKind::Other("goal_delivered".into()),
+            json!({ "branch": d.branch, "commit": d.commit, "merge_policy": d.merge_policy,
+                    "applied": d.applied, "reason": d.reason }),
+        )?;
+        Ok(Some(d))
     }
 
     pub fn budget_checkpoint(&self, label: &str) -> Result<()> {
@@ -451,18 +491,37 @@ impl Controller<'_> {
                 .iter()
                 .map(|&i| task_prompt(&graph.tasks[i]))
                 .collect(),
-            workdir: Some(c.project_dir.clone()),
+            workdir: Some(c.work_tree().to_path_buf()),
             approval: c.approval.clone(),
             pool: None,
             detach: false,
             no_gates: true,
             agent: c.agent.clone(),
-            // Their own gates and checkpoints work on the project dir:
-            // isolated goal waves come with merge policies (not yet).
-            isolation: Some("none".into()),
+            // slice_execution: workers in worktrees of their own, the
+            // result landed in the goal's workspace below; else the
+            // goal's gates and checkpoints work on the project dir.
+            isolation: Some(
+                if c.workspace.is_some() {
+                    "worktree"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
             deliver: None,
         };
         let result = self.omk.team_run(&request);
+        if let (Ok(doc), Some(ws)) = (&result, &c.workspace) {
+            if let Some(w) = &doc.worktree {
+                let moved = workspace::land_wave(ws, &name, &w.integrated_commit)?;
+                emit(
+                    &self.dir,
+                    &self.id,
+                    EventKind::Other("wave_landed".into()),
+                    json!({ "team": name, "commit": w.integrated_commit, "moved": moved }),
+                )?;
+            }
+        }
         state::update_controller(&self.dir, |c| {
             c.active_team = None;
             Ok(())
@@ -925,5 +984,6 @@ pub(super) fn new_controller(
         planner_usage: Usage::default(),
         active_ms: 0,
         base_commit: snapshot::git_head(project),
+        workspace: None,
     }
 }

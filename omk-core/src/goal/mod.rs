@@ -18,6 +18,7 @@ pub mod replay;
 pub mod snapshot;
 pub mod stagnation;
 pub mod state;
+pub mod workspace;
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,17 @@ pub struct GoalRunRequest {
     pub agent: Option<String>,
     /// Return once the goal is created; the controller runs on.
     pub detach: bool,
+    /// Work in a git worktree of the goal's own, each wave an isolated
+    /// team (`--isolation worktree`); the result ends on branch
+    /// `omk/<goal>` (see `merge_policy`). Needs a git work tree.
+    pub slice_execution: bool,
+    /// `disabled` (default: the branch), `manual` (ready with a human
+    /// decision to merge the branch) or `gated` (applied to the checkout
+    /// once ready, if it is unchanged); anything but `disabled` needs
+    /// `slice_execution`.
+    pub merge_policy: Option<String>,
+    /// `local` (the only one until omk has a forge client).
+    pub delivery_policy: Option<String>,
 }
 
 /// `goal list`: newest first, plus goals whose state could not be read.
@@ -202,8 +214,29 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
     if let Some(p) = &req.approval {
         crate::agent::PolicyKind::parse(p)?;
     }
+    let merge_policy = match &req.merge_policy {
+        Some(m) => workspace::MergePolicy::parse(m)?,
+        None => workspace::MergePolicy::Disabled,
+    };
+    if merge_policy != workspace::MergePolicy::Disabled && !req.slice_execution {
+        return Err(Error::InvalidInput(format!(
+            "merge_policy {} needs slice_execution (without it the goal edits your checkout directly)",
+            merge_policy.as_str()
+        )));
+    }
+    let delivery_policy = req
+        .delivery_policy
+        .clone()
+        .unwrap_or_else(|| "local".into());
+    workspace::check_delivery_policy(&delivery_policy)?;
     let config = omk.config()?;
     crate::agents::resolve(config, req.agent.as_deref())?;
+    if req.slice_execution && crate::git::Repo::discover(omk.project_dir())?.is_none() {
+        return Err(Error::InvalidInput(format!(
+            "slice_execution needs a git work tree, and {} is in none",
+            omk.project_dir().display()
+        )));
+    }
     let id = new_goal_id();
     let dir = omk.paths().goal_dir(&id)?;
     store::ensure_dir(&dir)?;
@@ -232,19 +265,23 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
             gates_required: true,
             human_blockers_stop: true,
         },
-        delivery_policy: "local".into(),
-        merge_policy: "disabled".into(),
-        slice_execution: false,
+        delivery_policy,
+        merge_policy: merge_policy.as_str().into(),
+        slice_execution: req.slice_execution,
         artifacts: Vec::new(),
         failure: None,
         state_dir: dir.clone(),
     };
     let project = omk.project_dir().to_path_buf();
-    store::write_doc(
-        &state::ControllerState::file(&dir),
-        &controller::new_controller(&project, req.approval.clone(), req.agent.clone()),
-    )?;
-    store::write_doc(&snapshot::baseline_file(&dir), &snapshot::take(&project))?;
+    let mut c = controller::new_controller(&project, req.approval.clone(), req.agent.clone());
+    if req.slice_execution {
+        let ws = workspace::create(&project, &id, &dir.join("workspace"), merge_policy)?;
+        c.base_commit = Some(ws.base_commit.clone());
+        c.workspace = Some(ws);
+    }
+    let worked_on = c.work_tree().to_path_buf();
+    store::write_doc(&state::ControllerState::file(&dir), &c)?;
+    store::write_doc(&snapshot::baseline_file(&dir), &snapshot::take(&worked_on))?;
     // goal.json last: a goal is listed only once it is complete on disk.
     store::write_doc(&GoalState::file(&dir), &state)?;
     emit(
@@ -526,7 +563,7 @@ pub fn recover(omk: &Omk, id: &str) -> Result<Recovery> {
         &dir,
         "recover",
         c.iteration,
-        snapshot::git_head(&c.project_dir),
+        snapshot::git_head(c.work_tree()),
     )?;
     let plan = stagnation::plan(&report, &history, cp.checkpoint_id, &cfg);
     store::write_doc(
@@ -586,7 +623,10 @@ pub fn rollback(omk: &Omk, id: &str, checkpoint_id: Option<u32>, git: bool) -> R
         })?,
     };
     let cp = checkpoint::load(&dir, n)?;
-    let project = state::load_controller(&dir)?.project_dir;
+    let c = state::load_controller(&dir)?;
+    let project = c.project_dir.clone();
+    // What `--git` resets: the goal's workspace, or the project.
+    let tree = c.work_tree().to_path_buf();
     let mut git_reset_to = None;
     let mut git_work_tree = None;
     if git && same_dir_key(&project) != same_dir_key(omk.project_dir()) {
@@ -604,29 +644,29 @@ pub fn rollback(omk: &Omk, id: &str, checkpoint_id: Option<u32>, git: bool) -> R
                 "checkpoint {n} has no git commit (the project was not a git repository)"
             ))
         })?;
-        match snapshot::git_dirty(&project) {
+        match snapshot::git_dirty(&tree) {
             None => {
                 return Err(Error::InvalidInput(format!(
                     "{} is not a git work tree",
-                    project.display()
+                    tree.display()
                 )))
             }
             Some(true) => {
                 return Err(Error::Conflict(format!(
                     "{} has uncommitted changes: commit or stash them before `rollback --git`",
-                    project.display()
+                    tree.display()
                 )))
             }
             Some(false) => {}
         }
-        snapshot::git(&project, &["reset", "--hard", "--quiet", &commit]).ok_or_else(|| {
+        snapshot::git(&tree, &["reset", "--hard", "--quiet", &commit]).ok_or_else(|| {
             Error::InvalidInput(format!(
                 "git reset --hard {commit} failed in {}",
-                project.display()
+                tree.display()
             ))
         })?;
         git_reset_to = Some(commit);
-        git_work_tree = Some(project.clone());
+        git_work_tree = Some(tree.clone());
     }
     checkpoint::restore(&dir, &cp)?;
     let mut restored = vec!["goal.json".to_string()];

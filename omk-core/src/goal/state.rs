@@ -190,8 +190,21 @@ pub struct ControllerState {
     pub planner_usage: Usage,
     /// Milliseconds the controller has spent running steps.
     pub active_ms: u64,
-    /// `HEAD` of the project when the goal started (git projects).
+    /// `HEAD` of the project when the goal started (git projects); with
+    /// a workspace, the snapshot it started from.
     pub base_commit: Option<String>,
+    /// `slice_execution`: the goal's own worktree, where it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<super::workspace::Workspace>,
+}
+
+impl ControllerState {
+    /// The tree the goal works on: its workspace, or the project itself.
+    pub fn work_tree(&self) -> &std::path::Path {
+        self.workspace
+            .as_ref()
+            .map_or(&self.project_dir, |w| &w.dir)
+    }
 }
 
 impl Document for ControllerState {
@@ -239,6 +252,7 @@ pub fn update_controller<R>(
         || ControllerState {
             version: 0,
             project_dir: PathBuf::new(),
+            workspace: None,
             approval: None,
             agent: None,
             iteration: 0,
