@@ -37,6 +37,14 @@ pub struct AutopilotRunArgs {
     /// Agent profile (`omk agents list`); default `[team] agent`.
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
+    /// worktree: work in a git worktree of the run's own, the result left
+    /// on branch omk/<id>; none (default): in the work dir.
+    #[arg(long, value_name = "MODE", value_parser = ["worktree", "none"])]
+    pub isolation: Option<String>,
+    /// branch (default), or apply: also bring the result into an unchanged
+    /// checkout once the run is complete (needs --isolation worktree).
+    #[arg(long, value_name = "HOW", value_parser = ["branch", "apply"])]
+    pub deliver: Option<String>,
     /// Print the final state as JSON.
     #[arg(long)]
     pub json: bool,
@@ -69,6 +77,14 @@ pub struct RalphRunArgs {
     /// Agent profile (`omk agents list`); default `[team] agent`.
     #[arg(long, value_name = "NAME")]
     pub agent: Option<String>,
+    /// worktree: work in a git worktree of the run's own, the result left
+    /// on branch omk/<id>; none (default): in the work dir.
+    #[arg(long, value_name = "MODE", value_parser = ["worktree", "none"])]
+    pub isolation: Option<String>,
+    /// branch (default), or apply: also bring the result into an unchanged
+    /// checkout once the gates passed (needs --isolation worktree).
+    #[arg(long, value_name = "HOW", value_parser = ["branch", "apply"])]
+    pub deliver: Option<String>,
     /// Print the final state as JSON.
     #[arg(long)]
     pub json: bool,
@@ -143,6 +159,8 @@ pub fn autopilot(omk: &Omk, cmd: AutopilotCommand) -> omk_core::Result<Outcome> 
                 max_agents: Some(a.max_agents),
                 approval: a.approval,
                 agent: a.agent,
+                isolation: a.isolation,
+                deliver: a.deliver,
             })?;
             if a.json {
                 print_doc(&s);
@@ -210,6 +228,8 @@ pub fn ralph(omk: &Omk, cmd: RalphCommand) -> omk_core::Result<Outcome> {
                 name: Some(name),
                 approval: a.approval,
                 agent: a.agent,
+                isolation: a.isolation,
+                deliver: a.deliver,
             })?;
             if a.json {
                 print_doc(&s);

@@ -389,3 +389,115 @@ fn autopilot_is_stopped_from_another_process() {
     assert_eq!(s["status"], "stopped");
     assert_eq!(s["phase"], "Expansion");
 }
+
+#[test]
+fn an_isolated_ralph_works_in_its_own_worktree_and_applies_the_passing_result() {
+    let fx = Fx::new(FEEDBACK_GATE);
+    let git = |args: &[&str]| git_in(&fx, args);
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "gates"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let out = fx.omk(&[
+        "ralph",
+        "Make the gate pass",
+        "--max-iterations",
+        "5",
+        "--isolation",
+        "worktree",
+        "--deliver",
+        "apply",
+        "--name",
+        "iso-ralph",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["status"], "complete", "{s}");
+    assert_eq!(s["iteration"], 2, "{s}");
+    // Each iteration was an isolated team on the run's workspace.
+    let team: Value = serde_json::from_slice(
+        &std::fs::read(fx.state.join("team/iso-ralph-i2/team.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(team["isolation"], "worktree");
+    let d = &s["delivery"];
+    assert_eq!(d["branch"], "omk/iso-ralph", "{s}");
+    assert_eq!(d["applied"], true, "{s}");
+    assert_eq!(git(&["show", "omk/iso-ralph:DONE"]), "ok");
+    assert_eq!(
+        std::fs::read_to_string(fx.project.join("DONE")).unwrap(),
+        "ok"
+    );
+    // HEAD as it was, no worktree left (the workspace went too), and only
+    // the run's branch added.
+    assert_eq!(git(&["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&["status", "--porcelain"]), "?? DONE\n");
+    assert_eq!(
+        git(&["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+    assert_eq!(
+        git(&["branch", "--format=%(refname:short)"]),
+        "main\nomk/iso-ralph\n"
+    );
+    let bad = fx.omk(&["ralph", "x", "--deliver", "apply"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("needs --isolation worktree"));
+}
+
+/// `git` in the fixture's project, as a test user.
+fn git_in(fx: &Fx, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&fx.project)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn an_isolated_autopilot_leaves_its_complete_result_on_a_branch_only() {
+    let fx = Fx::new("[[gate]]\nname = \"hello\"\ncommand = \"grep -q hi hello.txt\"\n");
+    let git = |args: &[&str]| git_in(&fx, args);
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "gates"]);
+    let out = fx.omk(&[
+        "autopilot",
+        "Say hello [json-plan:Write the greeting [write:hello.txt:hi\\]|Report]",
+        "--isolation",
+        "worktree",
+        "--name",
+        "iso-ap",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["status"], "complete", "{s}");
+    assert_eq!(s["delivery"]["branch"], "omk/iso-ap", "{s}");
+    assert_eq!(s["delivery"]["applied"], false);
+    // Validation ran on the workspace, where the team's work landed; the
+    // checkout never saw it.
+    assert_eq!(git(&["show", "omk/iso-ap:hello.txt"]), "hi");
+    assert!(!fx.project.join("hello.txt").exists());
+    assert_eq!(git(&["status", "--porcelain"]), "");
+    assert_eq!(
+        git(&["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+    assert_eq!(
+        git(&["branch", "--format=%(refname:short)"]),
+        "main\nomk/iso-ap\n"
+    );
+}

@@ -33,6 +33,7 @@ pub mod process;
 pub mod redact;
 pub mod store;
 pub mod team;
+pub mod workspace;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

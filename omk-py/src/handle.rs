@@ -534,7 +534,11 @@ impl PyOmk {
     /// workers of the execution team (default 2). Blocks with the GIL
     /// released; on Ctrl-C the run is stopped and ``omk.CancelledError`` is
     /// raised with the run id in its ``run`` attribute.
-    #[pyo3(signature = (task, *, name=None, max_agents=None, approval=None, agent=None))]
+    /// ``isolation="worktree"`` works in a git worktree of the run's own,
+    /// the result on branch ``omk/<id>``; ``deliver="apply"`` also brings
+    /// it into an unchanged checkout once complete.
+    #[pyo3(signature = (task, *, name=None, max_agents=None, approval=None, agent=None, isolation=None, deliver=None))]
+    #[allow(clippy::too_many_arguments)]
     fn autopilot_run(
         &self,
         py: Python<'_>,
@@ -543,6 +547,8 @@ impl PyOmk {
         max_agents: Option<u32>,
         approval: Option<String>,
         agent: Option<String>,
+        isolation: Option<String>,
+        deliver: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let id = name.unwrap_or_else(omk_core::modes::autopilot::new_id);
         let request = omk_core::modes::autopilot::AutopilotRequest {
@@ -551,6 +557,8 @@ impl PyOmk {
             max_agents,
             approval,
             agent,
+            isolation,
+            deliver,
         };
         self.run_stoppable(
             py,
@@ -584,7 +592,11 @@ impl PyOmk {
     /// (``"exhausted"``); returns the final state. Blocks with the GIL
     /// released; on Ctrl-C the loop is stopped and ``omk.CancelledError``
     /// is raised with the run id in its ``run`` attribute.
-    #[pyo3(signature = (task, *, max_iterations=None, name=None, approval=None, agent=None))]
+    /// ``isolation="worktree"`` works in a git worktree of the run's own,
+    /// the result on branch ``omk/<id>``; ``deliver="apply"`` also brings
+    /// it into an unchanged checkout once the gates passed.
+    #[pyo3(signature = (task, *, max_iterations=None, name=None, approval=None, agent=None, isolation=None, deliver=None))]
+    #[allow(clippy::too_many_arguments)]
     fn ralph_run(
         &self,
         py: Python<'_>,
@@ -593,6 +605,8 @@ impl PyOmk {
         name: Option<String>,
         approval: Option<String>,
         agent: Option<String>,
+        isolation: Option<String>,
+        deliver: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let id = name.unwrap_or_else(omk_core::modes::ralph::new_id);
         let request = omk_core::modes::ralph::RalphRequest {
@@ -601,6 +615,8 @@ impl PyOmk {
             name: Some(id.clone()),
             approval,
             agent,
+            isolation,
+            deliver,
         };
         self.run_stoppable(
             py,

@@ -502,6 +502,27 @@ class AutopilotPhaseRecord(TypedDict):
     ok: bool | None
     note: str | None
 
+class Workspace(TypedDict):
+    """A run's own worktree (``slice_execution`` goals, isolated ralph and
+    autopilot runs)."""
+
+    dir: str
+    repo: str
+    base_commit: str
+    base_head: str | None
+    base_dirty: bool
+
+class Delivery(TypedDict):
+    """Where an isolated run's result went: always branch ``omk/<id>``."""
+
+    version: int
+    branch: str
+    commit: str
+    base_commit: str
+    diff_stat: str
+    applied: bool
+    reason: NotRequired[str]
+
 class AutopilotState(TypedDict):
     """``autopilot/<id>/state.json``; the first five fields are the API.md
     ``/api/autopilots`` entry."""
@@ -528,6 +549,9 @@ class AutopilotState(TypedDict):
     phases: list[AutopilotPhaseRecord]
     gate_failures: list[GateFailure]
     pid: ProcessRef | None
+    workspace: NotRequired[Workspace]
+    apply: NotRequired[bool]
+    delivery: NotRequired[Delivery]
 
 class AutopilotList(TypedDict):
     autopilots: list[AutopilotState]
@@ -564,6 +588,11 @@ class RalphState(TypedDict):
     """The agent profile of every iteration (None: the default one)."""
     iterations: list[RalphIteration]
     pid: ProcessRef | None
+    workspace: NotRequired[Workspace]
+    """``isolation="worktree"``: the run's own worktree (removed at the end)."""
+    apply: NotRequired[bool]
+    delivery: NotRequired[Delivery]
+    """What the end did with an isolated run's result."""
 
 class RalphList(TypedDict):
     ralphs: list[RalphState]
@@ -878,10 +907,15 @@ class Omk:
         max_agents: int | None = None,
         approval: str | None = None,
         agent: str | None = None,
+        isolation: Literal["worktree", "none"] | None = None,
+        deliver: Literal["branch", "apply"] | None = None,
     ) -> AutopilotState:
         """Expansion, Planning, Execution, QA, Validation; ``complete`` only
         when the gates passed on the final tree. Ctrl-C stops the run and
-        raises ``CancelledError`` (its ``run`` attribute)."""
+        raises ``CancelledError`` (its ``run`` attribute).
+        ``isolation="worktree"`` works in a worktree of the run's own, the
+        result on branch ``omk/<id>``; ``deliver="apply"`` also applies it
+        once complete, to an unchanged checkout."""
     def autopilot_list(self) -> AutopilotList: ...
     def autopilot_status(self, id: str) -> AutopilotState: ...
     def autopilot_stop(self, id: str) -> AutopilotState: ...
@@ -893,10 +927,15 @@ class Omk:
         name: str | None = None,
         approval: str | None = None,
         agent: str | None = None,
+        isolation: Literal["worktree", "none"] | None = None,
+        deliver: Literal["branch", "apply"] | None = None,
     ) -> RalphState:
         """Agent turn, gates, failures fed back, until the gates pass or
         ``max_iterations``. Ctrl-C stops the loop and raises
-        ``CancelledError`` (its ``run`` attribute)."""
+        ``CancelledError`` (its ``run`` attribute). ``isolation="worktree"``
+        works in a worktree of the run's own, the result on branch
+        ``omk/<id>``; ``deliver="apply"`` also applies it once the gates
+        passed, to an unchanged checkout."""
     def ralph_list(self) -> RalphList: ...
     def ralph_status(self, id: str) -> RalphState: ...
     def ralph_stop(self, id: str) -> RalphState: ...

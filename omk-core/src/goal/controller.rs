@@ -18,12 +18,13 @@ use super::proof::{self, GoalProof, Verification};
 use super::snapshot;
 use super::stagnation::{self, IterationMetrics};
 use super::state::{self, ControllerState, Failure, GoalState, Phase, Status, Usage};
-use super::{checkpoint, emit, workspace};
+use super::{checkpoint, emit, MergePolicy};
 use crate::admission::{self, Waited};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
 use crate::store;
 use crate::team::{self, TeamRunRequest};
+use crate::workspace;
 use crate::Omk;
 
 /// Whether the loop should go on.
@@ -101,10 +102,9 @@ impl Controller<'_> {
             Ok(())
         })?;
         let mut human = human;
-        let manual = state::load_controller(&self.dir)?
-            .workspace
-            .is_some_and(|w| w.merge_policy == workspace::MergePolicy::Manual);
-        if manual && status == Status::Ready {
+        let sliced = state::load_controller(&self.dir)?.workspace.is_some();
+        let policy = MergePolicy::parse(&state::load_state(&self.dir, &self.id)?.merge_policy)?;
+        if sliced && policy == MergePolicy::Manual && status == Status::Ready {
             let branch = format!("omk/{}", self.id);
             human.push(format!("merge {branch} (git merge {branch})"));
         }
@@ -116,7 +116,7 @@ impl Controller<'_> {
                 Ok(())
             })?;
         }
-        self.deliver(proof.status)?;
+        self.deliver(proof.status, policy)?;
         emit(
             &self.dir,
             &self.id,
@@ -131,7 +131,7 @@ impl Controller<'_> {
     /// what the merge policy says (`delivery.json`, event
     /// `goal_delivered`). The workspace stays: the goal's proof is
     /// computed on it, and `goal resume` goes on there.
-    fn deliver(&self, status: Status) -> Result<Option<workspace::Delivery>> {
+    fn deliver(&self, status: Status, policy: MergePolicy) -> Result<Option<workspace::Delivery>> {
         let c = state::load_controller(&self.dir)?;
         let Some(ws) = &c.workspace else {
             return Ok(None);
@@ -139,7 +139,21 @@ impl Controller<'_> {
         if status == Status::Paused || !ws.dir.exists() {
             return Ok(None);
         }
-        let d = workspace::deliver(ws, &self.id, status == Status::Ready)?;
+        let ready = status == Status::Ready;
+        let mut d = workspace::deliver(ws, &self.id, ready && policy == MergePolicy::Gated)?;
+        let branch = d.branch.clone();
+        match policy {
+            MergePolicy::Disabled => {}
+            MergePolicy::Manual => d.reason = Some(format!(
+                "merge branch {branch} into your checkout when you accept it (git merge {branch})"
+            )),
+            MergePolicy::Gated if !ready => {
+                d.reason = Some(format!(
+                    "not applied: the goal is not ready; the work so far is on branch {branch}"
+                ))
+            }
+            MergePolicy::Gated => {}
+        }
         let file = self.dir.join("delivery.json");
         store::write_doc(&file, &d)?;
         state::update_state(&self.dir, |s| {
@@ -150,7 +164,7 @@ impl Controller<'_> {
             &self.dir,
             &self.id,
             EventKind::Other("goal_delivered".into()),
-            json!({ "branch": d.branch, "commit": d.commit, "merge_policy": d.merge_policy,
+            json!({ "branch": d.branch, "commit": d.commit, "merge_policy": policy,
                     "applied": d.applied, "reason": d.reason }),
         )?;
         Ok(Some(d))

@@ -18,7 +18,6 @@ pub mod replay;
 pub mod snapshot;
 pub mod stagnation;
 pub mod state;
-pub mod workspace;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +38,53 @@ pub use proof::GoalProof;
 pub use replay::GoalReplay;
 pub use stagnation::{RecoveryPlan, StagnationReport};
 pub use state::{GoalState, Phase, Status};
+
+/// What happens to a ready goal's result (`merge_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergePolicy {
+    /// The result stays on branch `omk/<goal>`.
+    Disabled,
+    /// Ready, with a human decision "merge omk/<goal>".
+    Manual,
+    /// Applied to the user's checkout when the gates passed and the
+    /// checkout is unchanged since the goal began (else the branch stays,
+    /// with why).
+    Gated,
+}
+
+impl MergePolicy {
+    pub fn parse(s: &str) -> Result<MergePolicy> {
+        match s {
+            "disabled" => Ok(MergePolicy::Disabled),
+            "manual" => Ok(MergePolicy::Manual),
+            "gated" => Ok(MergePolicy::Gated),
+            other => Err(Error::InvalidInput(format!(
+                "merge_policy {other:?}: expected disabled, manual or gated"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergePolicy::Disabled => "disabled",
+            MergePolicy::Manual => "manual",
+            MergePolicy::Gated => "gated",
+        }
+    }
+}
+
+/// Refuse a delivery policy omk cannot honour: only `local` exists until
+/// omk has a forge client.
+pub fn check_delivery_policy(p: &str) -> Result<()> {
+    if p == "local" {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "delivery_policy {p:?}: omk has no forge client yet, so it cannot open pull requests; \
+         only \"local\" is supported (the result is a local branch, see merge_policy)"
+    )))
+}
 
 /// What `omk goal run` asks for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -215,10 +261,10 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
         crate::agent::PolicyKind::parse(p)?;
     }
     let merge_policy = match &req.merge_policy {
-        Some(m) => workspace::MergePolicy::parse(m)?,
-        None => workspace::MergePolicy::Disabled,
+        Some(m) => MergePolicy::parse(m)?,
+        None => MergePolicy::Disabled,
     };
-    if merge_policy != workspace::MergePolicy::Disabled && !req.slice_execution {
+    if merge_policy != MergePolicy::Disabled && !req.slice_execution {
         return Err(Error::InvalidInput(format!(
             "merge_policy {} needs slice_execution (without it the goal edits your checkout directly)",
             merge_policy.as_str()
@@ -228,7 +274,7 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
         .delivery_policy
         .clone()
         .unwrap_or_else(|| "local".into());
-    workspace::check_delivery_policy(&delivery_policy)?;
+    check_delivery_policy(&delivery_policy)?;
     let config = omk.config()?;
     crate::agents::resolve(config, req.agent.as_deref())?;
     if req.slice_execution && crate::git::Repo::discover(omk.project_dir())?.is_none() {
@@ -275,7 +321,7 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
     let project = omk.project_dir().to_path_buf();
     let mut c = controller::new_controller(&project, req.approval.clone(), req.agent.clone());
     if req.slice_execution {
-        let ws = workspace::create(&project, &id, &dir.join("workspace"), merge_policy)?;
+        let ws = crate::workspace::create(&project, &id, &dir.join("workspace"))?;
         c.base_commit = Some(ws.base_commit.clone());
         c.workspace = Some(ws);
     }

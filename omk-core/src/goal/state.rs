@@ -195,7 +195,7 @@ pub struct ControllerState {
     pub base_commit: Option<String>,
     /// `slice_execution`: the goal's own worktree, where it works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workspace: Option<super::workspace::Workspace>,
+    pub workspace: Option<crate::workspace::Workspace>,
 }
 
 impl ControllerState {

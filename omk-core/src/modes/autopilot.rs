@@ -14,6 +14,11 @@
 //! - Validation: the gates on the final tree decide: `Complete` only when
 //!   every required gate passed; otherwise the run ends `failed` in
 //!   Validation, saying which gates failed.
+//!
+//! With `--isolation worktree` every turn, team and gate works in a
+//! workspace of the run's own ([`crate::workspace`]), the result ends on
+//! branch `omk/<id>` (with `--deliver apply`, once complete, also in an
+//! unchanged checkout) and the workspace is removed.
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +66,10 @@ pub struct AutopilotRequest {
     pub approval: Option<String>,
     /// Agent profile of every turn and team; default `[team] agent`.
     pub agent: Option<String>,
+    /// `worktree` or `none` (default): see the module doc.
+    pub isolation: Option<String>,
+    /// `branch` (default) or `apply` (needs `worktree`).
+    pub deliver: Option<String>,
 }
 
 /// `autopilot/<id>/state.json`. The first five fields are the API.md
@@ -96,6 +105,15 @@ pub struct AutopilotState {
     /// Required gates that failed at the last gate run.
     pub gate_failures: Vec<GateFailure>,
     pub pid: Option<ProcessId>,
+    /// `--isolation worktree`: the run's workspace (removed at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<crate::workspace::Workspace>,
+    /// `--deliver apply` was asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apply: bool,
+    /// What the end did with an isolated run's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::workspace::Delivery>,
 }
 
 /// When a phase ran and how it ended.
@@ -177,6 +195,8 @@ struct Pilot<'a> {
     approval: Option<String>,
     agent: Option<String>,
     gates: GateSet,
+    /// `--isolation worktree`: where every team's result lands.
+    workspace: Option<crate::workspace::Workspace>,
 }
 
 /// A fresh run id (`ap-YYYYMMDD-HHMMSS-<8 hex>`), for callers that want to
@@ -202,9 +222,18 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
         crate::agent::PolicyKind::parse(a)?;
     }
     crate::agents::resolve(omk.config()?, request.agent.as_deref())?;
-    let gates = super::require_gates(omk, "autopilot")?;
+    let isolated = crate::workspace::wants_worktree(request.isolation.as_deref())?;
+    let apply = crate::workspace::wants_apply(request.deliver.as_deref(), isolated)?;
+    let mut gates = super::require_gates(omk, "autopilot")?;
     let id = super::new_id("ap", WHAT, request.name.as_deref())?;
     let dir = super::create_run_dir(omk.paths(), MODE, WHAT, &id)?;
+    let workspace = if isolated {
+        let ws = crate::workspace::create(omk.project_dir(), &id, &dir.join("workspace"))?;
+        gates.project = ws.dir.clone();
+        Some(ws)
+    } else {
+        None
+    };
     store::ensure_dir(&dir.join("plans"))?;
     let now = Utc::now();
     let state = AutopilotState {
@@ -229,6 +258,9 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
         phases: Vec::new(),
         gate_failures: Vec::new(),
         pid: Some(ProcessId::current()),
+        workspace: workspace.clone(),
+        apply,
+        delivery: None,
     };
     store::write_doc(&super::state_file(&dir), &state)?;
     crate::metrics::increment(&omk.paths().metrics(), Counter::AutopilotRuns)?;
@@ -237,17 +269,38 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
         dir: dir.clone(),
         id: id.clone(),
         task: task.to_string(),
-        project: state.project_dir.clone(),
+        project: workspace
+            .as_ref()
+            .map_or_else(|| state.project_dir.clone(), |w| w.dir.clone()),
+        workspace: workspace.clone(),
         max_agents,
         approval: request.approval.clone(),
         agent: request.agent.clone(),
         gates,
     };
-    let (status, reason) = match pilot.fly() {
+    let (status, mut reason) = match pilot.fly() {
         Ok(()) => (RunStatus::Complete, None),
         Err(End(status, reason)) => (status, Some(reason)),
     };
+    // Isolated: the result on its branch (applied when asked and complete),
+    // then the workspace goes.
+    let mut delivery = None;
+    if let Some(ws) = &workspace {
+        match crate::workspace::deliver(ws, &id, apply && status == RunStatus::Complete) {
+            Ok(d) => delivery = Some(d),
+            Err(e) => {
+                reason = Some(format!(
+                    "{}delivery failed: {e}",
+                    reason.map(|r| r + "; ").unwrap_or_default()
+                ))
+            }
+        }
+        if let Err(e) = crate::workspace::remove(ws) {
+            tracing::warn!("cannot remove the workspace of autopilot {id}: {e}");
+        }
+    }
     update(&dir, |s| {
+        s.delivery = delivery;
         s.status = status;
         s.reason = reason.clone();
         s.active_team = None;
@@ -536,9 +589,14 @@ impl Pilot<'_> {
             detach: false,
             no_gates: true,
             agent: self.agent.clone(),
-            // Their own gates and checkpoints work on the project dir:
-            // isolated goal waves come with merge policies (not yet).
-            isolation: Some("none".into()),
+            isolation: Some(
+                if self.workspace.is_some() {
+                    "worktree"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
             deliver: None,
         };
         let result = super::run_team_admitted(self.omk, &self.dir, request, |name| {
@@ -570,6 +628,9 @@ impl Pilot<'_> {
                 ))
             }
         };
+        if let (Some(ws), Some(w)) = (&self.workspace, &doc.worktree) {
+            crate::workspace::land_wave(ws, &doc.name, &w.integrated_commit)?;
+        }
         if super::stop_requested(&self.dir) {
             return Err(End(RunStatus::Stopped, "stopped on request".into()));
         }

@@ -5,6 +5,11 @@
 //! leases, retries, pools and transcripts) followed by the project's gates.
 //! From the second iteration on, the prompt carries the failing gates'
 //! names, exit codes and output tails.
+//!
+//! With `--isolation worktree` the run works in a workspace of its own
+//! ([`crate::workspace`]): each iteration's worker in a worktree, the
+//! gates on the workspace, the result on branch `omk/<id>` (and with
+//! `--deliver apply`, once the gates passed, in an unchanged checkout).
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +43,10 @@ pub struct RalphRequest {
     pub approval: Option<String>,
     /// Agent profile; default `[team] agent`.
     pub agent: Option<String>,
+    /// `worktree` or `none` (default): see the module doc.
+    pub isolation: Option<String>,
+    /// `branch` (default) or `apply` (needs `worktree`).
+    pub deliver: Option<String>,
 }
 
 /// `ralph/<id>/state.json`. The first five fields are the API.md
@@ -69,6 +78,15 @@ pub struct RalphState {
     pub iterations: Vec<RalphIteration>,
     /// The process running the loop.
     pub pid: Option<ProcessId>,
+    /// `--isolation worktree`: the run's workspace (removed at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<crate::workspace::Workspace>,
+    /// `--deliver apply` was asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apply: bool,
+    /// What the end did with an isolated run's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::workspace::Delivery>,
 }
 
 /// One agent turn and the gates after it.
@@ -155,9 +173,18 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
         crate::agent::PolicyKind::parse(a)?;
     }
     crate::agents::resolve(omk.config()?, request.agent.as_deref())?;
-    let gates = super::require_gates(omk, "ralph")?;
+    let isolated = crate::workspace::wants_worktree(request.isolation.as_deref())?;
+    let apply = crate::workspace::wants_apply(request.deliver.as_deref(), isolated)?;
+    let mut gates = super::require_gates(omk, "ralph")?;
     let id = super::new_id(MODE, WHAT, request.name.as_deref())?;
     let dir = super::create_run_dir(omk.paths(), MODE, WHAT, &id)?;
+    let workspace = if isolated {
+        let ws = crate::workspace::create(omk.project_dir(), &id, &dir.join("workspace"))?;
+        gates.project = ws.dir.clone();
+        Some(ws)
+    } else {
+        None
+    };
     let now = Utc::now();
     let state = RalphState {
         version: RalphState::VERSION,
@@ -178,15 +205,36 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
         agent: request.agent.clone(),
         iterations: Vec::new(),
         pid: Some(ProcessId::current()),
+        workspace,
+        apply,
+        delivery: None,
     };
     store::write_doc(&super::state_file(&dir), &state)?;
     crate::metrics::increment(&omk.paths().metrics(), Counter::RalphRuns)?;
     let outcome = iterate(omk, &dir, &state, &gates);
-    let (status, reason) = match outcome {
+    let (status, mut reason) = match outcome {
         Ok(end) => end,
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
+    // Isolated: the result on its branch (and applied when asked and the
+    // gates passed), then the workspace goes.
+    let mut delivery = None;
+    if let Some(ws) = &state.workspace {
+        match crate::workspace::deliver(ws, &id, apply && status == RunStatus::Complete) {
+            Ok(d) => delivery = Some(d),
+            Err(e) => {
+                reason = Some(format!(
+                    "{}delivery failed: {e}",
+                    reason.map(|r| r + "; ").unwrap_or_default()
+                ))
+            }
+        }
+        if let Err(e) = crate::workspace::remove(ws) {
+            tracing::warn!("cannot remove the workspace of ralph {id}: {e}");
+        }
+    }
     update(&dir, |s| {
+        s.delivery = delivery;
         s.status = status;
         s.reason = reason;
         s.active_team = None;
@@ -232,15 +280,25 @@ fn iterate(
             task: start.task.clone(),
             name: Some(team.clone()),
             subtasks: vec![prompt],
-            workdir: Some(start.project_dir.clone()),
+            workdir: Some(
+                start
+                    .workspace
+                    .as_ref()
+                    .map_or_else(|| start.project_dir.clone(), |w| w.dir.clone()),
+            ),
             approval: start.approval.clone(),
             pool: None,
             detach: false,
             no_gates: true,
             agent: start.agent.clone(),
-            // Their own gates and checkpoints work on the project dir:
-            // isolated goal waves come with merge policies (not yet).
-            isolation: Some("none".into()),
+            isolation: Some(
+                if start.workspace.is_some() {
+                    "worktree"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
             deliver: None,
         };
         let result = super::run_team_admitted(omk, dir, request, |name| {
@@ -267,6 +325,9 @@ fn iterate(
                 ))
             }
         };
+        if let (Some(ws), Some(w)) = (&start.workspace, &doc.worktree) {
+            crate::workspace::land_wave(ws, &doc.name, &w.integrated_commit)?;
+        }
         if super::stop_requested(dir) {
             record(dir, i, &doc, None)?;
             return Ok((RunStatus::Stopped, Some("stopped on request".into())));
