@@ -720,20 +720,8 @@ fn an_unknown_goal_is_not_found() {
     );
 }
 
-/// `git` in the fixture's project, as a test user.
 fn git(fx: &Fx, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(&fx.project)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
+    common::git(&fx.project, args)
 }
 
 /// A git project whose gate needs both workers' files, with uncommitted

@@ -448,20 +448,8 @@ fn an_isolated_ralph_works_in_its_own_worktree_and_applies_the_passing_result() 
     assert!(text(&bad).contains("needs --isolation worktree"));
 }
 
-/// `git` in the fixture's project, as a test user.
 fn git_in(fx: &Fx, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&fx.project)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out));
-    String::from_utf8(out.stdout).unwrap()
+    common::git(&fx.project, args)
 }
 
 #[test]

@@ -1013,20 +1013,7 @@ fn sigkilled_supervisor_is_reported_interrupted_and_its_agent_exits() {
 #[test]
 fn a_sigkilled_isolated_run_keeps_its_wip_in_a_ref_and_leaves_no_worktree() {
     let f = Fixture::new(120, 3);
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&f.project)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", describe(&out));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let git = |args: &[&str]| git_in(&f, args);
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(f.project.join("seed.txt"), "seed\n").unwrap();
     git(&["add", "-A"]);

@@ -97,6 +97,29 @@ pub fn land_wave(ws: &Workspace, team: &str, integrated: &str) -> Result<bool> {
     Ok(moved)
 }
 
+/// The end of a ralph or autopilot run: its result delivered (applied
+/// when `apply`), then the workspace removed. A delivery that failed is
+/// added to `reason`; a workspace that cannot be removed is logged.
+pub fn conclude(
+    ws: &Workspace,
+    run: &str,
+    apply: bool,
+    reason: &mut Option<String>,
+) -> Option<Delivery> {
+    let delivery = match deliver(ws, run, apply) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let before = reason.take().map(|r| r + "; ").unwrap_or_default();
+            *reason = Some(format!("{before}delivery failed: {e}"));
+            None
+        }
+    };
+    if let Err(e) = remove(ws) {
+        tracing::warn!("cannot remove the workspace of {run}: {e}");
+    }
+    delivery
+}
+
 /// Remove the workspace (its refs and branch stay).
 pub fn remove(ws: &Workspace) -> Result<()> {
     repo_of(&ws.repo)?.remove_worktree(&ws.dir)

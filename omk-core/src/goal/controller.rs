@@ -144,9 +144,11 @@ impl Controller<'_> {
         let branch = d.branch.clone();
         match policy {
             MergePolicy::Disabled => {}
-            MergePolicy::Manual => d.reason = Some(format!(
+            MergePolicy::Manual => {
+                d.reason = Some(format!(
                 "merge branch {branch} into your checkout when you accept it (git merge {branch})"
-            )),
+            ))
+            }
             MergePolicy::Gated if !ready => {
                 d.reason = Some(format!(
                     "not applied: the goal is not ready; the work so far is on branch {branch}"

@@ -284,21 +284,9 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
     };
     // Isolated: the result on its branch (applied when asked and complete),
     // then the workspace goes.
-    let mut delivery = None;
-    if let Some(ws) = &workspace {
-        match crate::workspace::deliver(ws, &id, apply && status == RunStatus::Complete) {
-            Ok(d) => delivery = Some(d),
-            Err(e) => {
-                reason = Some(format!(
-                    "{}delivery failed: {e}",
-                    reason.map(|r| r + "; ").unwrap_or_default()
-                ))
-            }
-        }
-        if let Err(e) = crate::workspace::remove(ws) {
-            tracing::warn!("cannot remove the workspace of autopilot {id}: {e}");
-        }
-    }
+    let delivery = workspace.as_ref().and_then(|ws| {
+        crate::workspace::conclude(ws, &id, apply && status == RunStatus::Complete, &mut reason)
+    });
     update(&dir, |s| {
         s.delivery = delivery;
         s.status = status;
