@@ -27,6 +27,7 @@ deps:
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	git lfs version >/dev/null 2>&1 || missing="$$missing git-lfs"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

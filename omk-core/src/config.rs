@@ -115,6 +115,17 @@ pub struct TeamConfig {
     /// with what was integrated meanwhile is redone on the new head before
     /// it fails with the conflict as evidence.
     pub conflict_retries: u32,
+    /// `[team.worktree]`: how omk's worktrees are checked out.
+    pub worktree: WorktreeConfig,
+}
+
+/// `[team.worktree]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorktreeConfig {
+    /// Fetch Git LFS content into worktrees (git-lfs's smudge filter, which
+    /// may use the network); off, LFS files stay pointer files there.
+    pub lfs: bool,
 }
 
 impl Default for TeamConfig {
@@ -129,6 +140,7 @@ impl Default for TeamConfig {
             pool: "default".into(),
             agent: "kimi".into(),
             conflict_retries: 2,
+            worktree: WorktreeConfig::default(),
         }
     }
 }

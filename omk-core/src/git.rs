@@ -44,6 +44,9 @@ const SCRUBBED: [&str; 6] = [
 pub struct Repo {
     git: PathBuf,
     top: PathBuf,
+    /// Let git-lfs's smudge filter fetch LFS content on checkout (off:
+    /// `GIT_LFS_SKIP_SMUDGE=1`, LFS files stay pointers).
+    lfs: bool,
 }
 
 /// What a command printed, when it exited with one of the accepted codes.
@@ -149,6 +152,7 @@ impl Repo {
         let probe = Repo {
             git,
             top: dir.to_path_buf(),
+            lfs: false,
         };
         let out = probe.run_codes(&["rev-parse", "--show-toplevel"], &[0, 128])?;
         if out.code != 0 {
@@ -192,7 +196,14 @@ impl Repo {
         Repo {
             git: self.git.clone(),
             top: git_dir.to_path_buf(),
+            lfs: self.lfs,
         }
+    }
+
+    /// This repository, its checkouts fetching Git LFS content when `lfs`
+    /// (`[team.worktree] lfs`); by default they leave LFS pointer files.
+    pub fn with_lfs(self, lfs: bool) -> Repo {
+        Repo { lfs, ..self }
     }
 
     /// The git dir the worktrees share (`.git` of the main checkout).
@@ -288,6 +299,7 @@ impl Repo {
             .env("LC_ALL", "C")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("GIT_LFS_SKIP_SMUDGE", if self.lfs { "0" } else { "1" })
             .envs(IDENTITY)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -31,6 +31,9 @@ pub struct Workspace {
     /// The user's HEAD then.
     pub base_head: Option<String>,
     pub base_dirty: bool,
+    /// Its checkouts fetch Git LFS content (`[team.worktree] lfs`).
+    #[serde(default)]
+    pub lfs: bool,
 }
 
 /// What the end of a run with a workspace did with its result
@@ -63,9 +66,10 @@ fn repo_of(dir: &Path) -> Result<Repo> {
     })
 }
 
-/// Snapshot `project` and check run `run`'s workspace out at it, in `dir`.
-pub fn create(project: &Path, run: &str, dir: &Path) -> Result<Workspace> {
-    let repo = repo_of(project)?;
+/// Snapshot `project` and check run `run`'s workspace out at it, in `dir`
+/// (fetching Git LFS content when `lfs`, `[team.worktree] lfs`).
+pub fn create(project: &Path, run: &str, dir: &Path, lfs: bool) -> Result<Workspace> {
+    let repo = repo_of(project)?.with_lfs(lfs);
     let snap = repo.snapshot(repo.top(), None, &format!("omk base of {run}"))?;
     let base = format!("refs/omk/{run}/base");
     if !repo.update_ref(&base, &snap.commit, None)? {
@@ -78,6 +82,7 @@ pub fn create(project: &Path, run: &str, dir: &Path) -> Result<Workspace> {
         base_commit: snap.commit,
         base_head: snap.parent,
         base_dirty: snap.dirty,
+        lfs,
     })
 }
 
@@ -85,7 +90,7 @@ pub fn create(project: &Path, run: &str, dir: &Path) -> Result<Workspace> {
 /// `integrated` (tracked files as there, untracked build output kept) and
 /// the wave's branch goes (its refs stay). Returns whether it moved.
 pub fn land_wave(ws: &Workspace, team: &str, integrated: &str) -> Result<bool> {
-    let repo = repo_of(&ws.dir)?;
+    let repo = repo_of(&ws.dir)?.with_lfs(ws.lfs);
     let moved = repo.resolve("HEAD")?.as_deref() != Some(integrated);
     if moved {
         repo.move_to(&ws.dir, integrated)?;

@@ -748,3 +748,55 @@ fn submodules_are_checked_out_in_worker_worktrees_from_the_users_clone() {
     assert_eq!(git(&proj, &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&proj, &["status", "--porcelain"]), "?? wip.txt\n");
 }
+
+#[test]
+fn git_lfs_content_reaches_worktrees_only_when_team_worktree_lfs_is_on() {
+    let lfs = Command::new("git").args(["lfs", "version"]).output();
+    if !lfs.as_ref().is_ok_and(|o| o.status.success()) {
+        // `make deps` installs git-lfs; in CI its absence is a failure.
+        assert!(std::env::var_os("CI").is_none(), "git-lfs is not installed");
+        eprintln!("skipped: git-lfs is not installed (make deps installs it)");
+        return;
+    }
+    let seen = |lfs_on: bool| {
+        let d = tempfile::tempdir().unwrap();
+        let extra = if lfs_on {
+            "[team.worktree]\nlfs = true\n"
+        } else {
+            ""
+        };
+        let omk = project(d.path(), extra);
+        let proj = d.path().join("proj");
+        git(&proj, &["lfs", "install", "--local"]);
+        git(&proj, &["lfs", "track", "*.bin"]);
+        std::fs::write(proj.join("big.bin"), "real content\n").unwrap();
+        git(&proj, &["add", ".gitattributes", "big.bin"]);
+        git(&proj, &["commit", "-qm", "lfs"]);
+        // The object is in the repository's own LFS store: no server needed.
+        assert!(git(&proj, &["lfs", "ls-files"]).contains("big.bin"));
+        let doc = omk
+            .team_run(&TeamRunRequest {
+                spec: "1:executor".into(),
+                task: "lfs".into(),
+                name: Some("lfs".into()),
+                subtasks: vec!["[run:cat big.bin > seen.txt]".into()],
+                isolation: Some("worktree".into()),
+                approval: Some("approve-all".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(doc.phase, Phase::Completed, "{:?}", doc.reason);
+        // The pointer (or the content) the agent saw; big.bin itself is
+        // unchanged on the branch either way.
+        assert_eq!(
+            git(&proj, &["show", "omk/lfs:big.bin"]),
+            git(&proj, &["show", "HEAD:big.bin"])
+        );
+        git(&proj, &["show", "omk/lfs:seen.txt"])
+    };
+    assert!(
+        seen(false).starts_with("version https://git-lfs.github.com/spec/v1"),
+        "LFS pointers by default"
+    );
+    assert_eq!(seen(true), "real content\n");
+}

@@ -511,6 +511,8 @@ class Workspace(TypedDict):
     base_commit: str
     base_head: str | None
     base_dirty: bool
+    lfs: bool
+    """Its checkouts fetch Git LFS content (``[team.worktree] lfs``)."""
 
 class Delivery(TypedDict):
     """Where an isolated run's result went: always branch ``omk/<id>``."""

@@ -321,7 +321,12 @@ pub fn create(omk: &Omk, req: &GoalRunRequest) -> Result<GoalState> {
     let project = omk.project_dir().to_path_buf();
     let mut c = controller::new_controller(&project, req.approval.clone(), req.agent.clone());
     if req.slice_execution {
-        let ws = crate::workspace::create(&project, &id, &dir.join("workspace"))?;
+        let ws = crate::workspace::create(
+            &project,
+            &id,
+            &dir.join("workspace"),
+            config.team.worktree.lfs,
+        )?;
         c.base_commit = Some(ws.base_commit.clone());
         c.workspace = Some(ws);
     }

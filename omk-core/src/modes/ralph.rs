@@ -179,7 +179,12 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
     let id = super::new_id(MODE, WHAT, request.name.as_deref())?;
     let dir = super::create_run_dir(omk.paths(), MODE, WHAT, &id)?;
     let workspace = if isolated {
-        let ws = crate::workspace::create(omk.project_dir(), &id, &dir.join("workspace"))?;
+        let ws = crate::workspace::create(
+            omk.project_dir(),
+            &id,
+            &dir.join("workspace"),
+            omk.config()?.team.worktree.lfs,
+        )?;
         gates.project = ws.dir.clone();
         Some(ws)
     } else {

@@ -164,7 +164,7 @@ impl RunContext {
                     ))
                 })?;
                 let it = Integrator::start(
-                    repo,
+                    repo.with_lfs(config.team.worktree.lfs),
                     &doc.workdir,
                     &doc.name,
                     doc.state_dir.join("worktrees"),
