@@ -29,7 +29,10 @@ unsafe fn goal_id_op(
 /// Create a goal and run its controller until it stops (op `goal.run`).
 /// `options_json` is NULL or an object with `until_ready`, `budget_time`
 /// (`"8h"`), `budget_tokens`, `budget_usd`, `max_agents`, `approval`,
-/// `detach`. On success `*out_json` receives the final goal state; check its
+/// `detach`, `agent`, `slice_execution` (work in a worktree of the goal's
+/// own, the result on branch `omk/<goal id>`), `merge_policy`
+/// (`"disabled"`, `"manual"`, `"gated"`) and `delivery_policy` (`"local"`).
+/// On success `*out_json` receives the final goal state; check its
 /// `"status"` (`"ready"` only with evidence): a goal that ends not ready is
 /// not an error.
 ///
