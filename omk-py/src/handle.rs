@@ -222,11 +222,18 @@ impl PyOmk {
 
     /// Delete the git refs (``refs/omk/<team>/...``) and branches
     /// (``omk/<team>``) of isolated teams that ended more than
-    /// ``older_than`` ago (``"14d"``, ``"12h"``, ``"30m"``, seconds); a
-    /// branch moved since omk left it is kept. ``dry_run`` only reports.
-    #[pyo3(signature = (older_than="14d".to_string(), dry_run=false))]
-    fn team_gc(&self, py: Python<'_>, older_than: String, dry_run: bool) -> PyResult<Py<PyAny>> {
-        let r = blocking(py, "team_gc", || self.inner.team_gc(&older_than, dry_run))?;
+    /// ``older_than`` ago (``"14d"``, ``"12h"``, ``"30m"``, seconds;
+    /// default 14 days); a branch moved since omk left it is kept.
+    /// ``dry_run`` only reports.
+    #[pyo3(signature = (older_than=None, dry_run=false))]
+    fn team_gc(
+        &self,
+        py: Python<'_>,
+        older_than: Option<String>,
+        dry_run: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let age = older_than.unwrap_or_else(|| "14d".into());
+        let r = blocking(py, "team_gc", || self.inner.team_gc(&age, dry_run))?;
         doc_to_py(py, &r)
     }
 
