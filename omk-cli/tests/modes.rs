@@ -446,6 +446,22 @@ fn an_isolated_ralph_works_in_its_own_worktree_and_applies_the_passing_result() 
     let bad = fx.omk(&["ralph", "x", "--deliver", "apply"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(text(&bad).contains("needs --isolation worktree"));
+    // Outside a git work tree: refused before any run is written.
+    let plain = Fx::new(FEEDBACK_GATE);
+    let out = plain.omk(&["ralph", "x", "--isolation", "worktree"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("needs a git work tree"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !plain.state.join("ralph").exists()
+            || std::fs::read_dir(plain.state.join("ralph"))
+                .unwrap()
+                .count()
+                == 0
+    );
 }
 
 fn git_in(fx: &Fx, args: &[&str]) -> String {

@@ -22,11 +22,11 @@ use crate::git::Repo;
 /// A run's workspace, as its state records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workspace {
-    /// The worktree (under the goal's state dir).
+    /// The worktree (under the run's state dir).
     pub dir: PathBuf,
     /// The user's work tree it was made from.
     pub repo: PathBuf,
-    /// The snapshot of the project the goal started from.
+    /// The snapshot of the project the run started from.
     pub base_commit: String,
     /// The user's HEAD then.
     pub base_head: Option<String>,
@@ -64,6 +64,12 @@ fn repo_of(dir: &Path) -> Result<Repo> {
             dir.display()
         ))
     })
+}
+
+/// Refuse `--isolation worktree` for a project outside a git work tree,
+/// before anything of the run is written.
+pub fn check(project: &Path) -> Result<()> {
+    repo_of(project).map(|_| ())
 }
 
 /// Snapshot `project` and check run `run`'s workspace out at it, in `dir`

@@ -224,6 +224,9 @@ pub fn run(omk: &Omk, request: &AutopilotRequest) -> Result<AutopilotState> {
     crate::agents::resolve(omk.config()?, request.agent.as_deref())?;
     let isolated = crate::workspace::wants_worktree(request.isolation.as_deref())?;
     let apply = crate::workspace::wants_apply(request.deliver.as_deref(), isolated)?;
+    if isolated {
+        crate::workspace::check(omk.project_dir())?;
+    }
     let mut gates = super::require_gates(omk, "autopilot")?;
     let id = super::new_id("ap", WHAT, request.name.as_deref())?;
     let dir = super::create_run_dir(omk.paths(), MODE, WHAT, &id)?;

@@ -175,6 +175,9 @@ pub fn run(omk: &Omk, request: &RalphRequest) -> Result<RalphState> {
     crate::agents::resolve(omk.config()?, request.agent.as_deref())?;
     let isolated = crate::workspace::wants_worktree(request.isolation.as_deref())?;
     let apply = crate::workspace::wants_apply(request.deliver.as_deref(), isolated)?;
+    if isolated {
+        crate::workspace::check(omk.project_dir())?;
+    }
     let mut gates = super::require_gates(omk, "ralph")?;
     let id = super::new_id(MODE, WHAT, request.name.as_deref())?;
     let dir = super::create_run_dir(omk.paths(), MODE, WHAT, &id)?;
