@@ -10,29 +10,16 @@
 //! integrated.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 
+mod common;
+
+use common::git;
 use omk_core::git::Repo;
 use omk_core::team::isolation::{Integration, Integrator};
 use proptest::prelude::*;
 
 const FILES: usize = 3;
 const LINES: usize = 16;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-}
 
 fn base_line(f: usize, l: usize) -> String {
     format!("file {f} line {l}")

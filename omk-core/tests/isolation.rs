@@ -8,29 +8,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::scripted_agent;
+use common::{git, scripted_agent};
 use omk_core::team::{Phase, TaskStatus, TeamDoc, TeamRunRequest};
 use omk_core::{Omk, OpenOptions};
 use serde_json::Value;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 const FILE: &str = "1\n2\n3\n4\n5\n";
 

@@ -429,12 +429,17 @@ impl Integrator {
         message: &str,
     ) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        for s in self.repo.submodules(parent)? {
+        let subs = self.repo.submodules(parent)?;
+        if subs.is_empty() {
+            return Ok(out);
+        }
+        let modules = self.repo.common_dir()?.join("modules");
+        for s in subs {
             let target = wt.join(&s.path);
             if !target.join(".git").exists() {
                 continue;
             }
-            let module_dir = self.repo.common_dir()?.join("modules").join(&s.name);
+            let module_dir = modules.join(&s.name);
             let module = self.repo.at_git_dir(&module_dir);
             let snap = module.snapshot(&target, None, message)?;
             if snap.dirty {

@@ -1,9 +1,11 @@
 //! Helpers shared by omk-core's integration tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The bundled scripted Wire agent, built next to this test binary
 /// (target/<profile>/omk-scripted-agent); built on demand when missing.
+#[allow(dead_code)]
 pub fn scripted_agent() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
@@ -44,4 +46,25 @@ pub fn alive(pid: u32) -> bool {
         ),
         Err(_) => false,
     }
+}
+
+/// `git ARGS` in `dir` as a test user; panics unless it succeeds.
+#[allow(dead_code)]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
