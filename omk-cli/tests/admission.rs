@@ -56,12 +56,17 @@ impl Drop for Holder {
 /// A team holding pool `one`'s only slot for `secs` seconds, in the
 /// background; returns once it holds the slot.
 fn hold_the_slot(f: &Fx, secs: u32) -> Holder {
-    let task = format!("hold [sleep:{secs}]");
+    // A subtask, not a task to plan: a planner turn would hold the slot,
+    // release it and take it again for the executor, and another process
+    // could slip in between.
+    let task = format!("[sleep:{secs}]");
     let child = Holder(
         f.cmd(&[
             "team",
             "run",
             "1:executor",
+            "hold",
+            "--subtask",
             &task,
             "--name",
             "holder",
