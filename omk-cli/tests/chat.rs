@@ -319,6 +319,30 @@ impl Tmux {
         self.wait_for_count(needle, 1)
     }
 
+    /// Wait until the chat waits at an empty prompt: the last line of the
+    /// screen is `you>`. Keys typed before that reach a terminal still in
+    /// cooked mode, where Ctrl-C and Ctrl-D mean something else (a lost
+    /// Ctrl-D at the end of a turn made the test wait for an exit forever).
+    fn wait_for_prompt(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen(false);
+            if s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::trim_end)
+                == Some("you>")
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for an empty prompt; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Wait until `needle` appears `n` times on the screen.
     fn wait_for_count(&self, needle: &str, n: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -430,6 +454,7 @@ fn terminal_chat_turns_cancel_approvals_and_resume() {
     assert!(!fx.project.join("no.txt").exists());
 
     // Ctrl-C at the prompt drops the line, like a shell.
+    t.wait_for_prompt();
     t.type_text("never sent");
     t.key("C-c");
     t.line("/exit");
@@ -575,6 +600,7 @@ fn terminal_chat_turns_cancel_approvals_and_resume() {
         !t.screen(true).contains("\x1b[2m"),
         "NO_COLOR still coloured"
     );
+    t.wait_for_prompt();
     t.key("C-d");
     t.wait_for("EXIT=0");
     assert_eq!(fx.sessions().len(), 1);
