@@ -127,6 +127,7 @@ bench: $(VPY) peers
 	$(VPY) scripts/bench_dashboard.py
 	$(VPY) scripts/bench_acp.py --runs 3
 	$(VPY) scripts/bench_worktree.py --runs 3
+	$(VPY) scripts/bench_latency.py
 
 clean:
 	$(CARGO) clean

@@ -19,19 +19,29 @@ mod team;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     // SIGPIPE stays ignored (Rust's default): a closed stdout is handled by
     // `output::out`, and an agent or MCP peer that dies makes a write fail
     // with EPIPE instead of killing omk (and the team it supervises).
-    let cli = Cli::parse();
+    let cli = parse_args();
     init_tracing(cli.global.verbose);
     let json = cli.command.wants_json();
     let outcome = run(cli);
     output::finish(outcome, json)
+}
+
+/// The command line, parsed. The clap command tree is left to the process
+/// exit instead of being dropped node by node: that drop was an eighth of
+/// the instructions of a whole `omk team status`.
+fn parse_args() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+    std::mem::forget(command);
+    cli
 }
 
 /// What a command produced: success, or a run that finished but failed

@@ -93,13 +93,22 @@ fn hold_the_slot(f: &Fx, secs: u32) -> Holder {
     }
 }
 
-fn goal_events(f: &Fx, id: &str, kind: &str) -> Vec<Value> {
-    std::fs::read_to_string(f.goal_dir(id).join("events.jsonl"))
+/// The events of one kind in the `events.jsonl` of `dir`.
+fn events_in(dir: &std::path::Path, kind: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["kind"] == kind)
         .collect()
+}
+
+fn goal_events(f: &Fx, id: &str, kind: &str) -> Vec<Value> {
+    events_in(&f.goal_dir(id), kind)
+}
+
+fn team_events(f: &Fx, team: &str, kind: &str) -> Vec<Value> {
+    events_in(&f.state.join("team").join(team), kind)
 }
 
 #[test]
@@ -286,4 +295,71 @@ fn ralph_stopped_while_waiting_for_the_pool_is_stopped() {
     assert_eq!(s["status"], "stopped", "{}", text(&out));
     assert_eq!(teams(&f), ["holder"]);
     drop(holder);
+}
+
+/// A released slot wakes the queued workers of other processes through the
+/// pool file's change notification: each waiter looks at the pool a handful
+/// of times, counted in its `pool_admitted` event, not every 100 ms, and
+/// the slots go in ticket order.
+#[test]
+fn queued_workers_of_other_processes_are_woken_by_the_release_in_ticket_order() {
+    let f = fixture(PASSING_GATE, "max_workers = 1");
+    let mut holder = hold_the_slot(&f, 3);
+    let spawn = |name: &str| {
+        f.cmd(&[
+            "team",
+            "run",
+            "1:executor",
+            "wait",
+            "--subtask",
+            "[answer:done]",
+            "--name",
+            name,
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let queued = |name: &str| -> bool { !team_events(&f, name, "pool_queued").is_empty() };
+    let first = spawn("first");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !queued("first") {
+        assert!(Instant::now() < deadline, "first never queued");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = spawn("second");
+    while !queued("second") {
+        assert!(Instant::now() < deadline, "second never queued");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(holder.wait().success());
+    let admitted = |name: &str| -> Value {
+        let a = team_events(&f, name, "pool_admitted");
+        assert_eq!(a.len(), 1, "{name}: {a:?}");
+        a[0].clone()
+    };
+    let (a1, a2) = (admitted("first"), admitted("second"));
+    let ticket = |name: &str| team_events(&f, name, "pool_queued")[0]["payload"]["ticket"].as_u64();
+    assert!(ticket("first") < ticket("second"));
+    assert!(
+        a1["ts"].as_str() < a2["ts"].as_str(),
+        "admitted out of ticket order: {a1} {a2}"
+    );
+    // The holder slept 3 s: a 100 ms timer would have looked ~30 times.
+    // A waiter looks once per change of the pool file (its own queue entry,
+    // the other waiter's, each admission and release) and at most once per
+    // 2 s safety re-check.
+    for a in [&a1, &a2] {
+        let checks = a["payload"]["checks"].as_u64().unwrap();
+        assert!((2..=8).contains(&checks), "{checks} looks: {a}");
+    }
+    let pool = read_json(&f.state.join("pools/one.json"));
+    assert_eq!(pool["active"].as_array().map(Vec::len), Some(0), "{pool}");
+    assert_eq!(pool["queue"].as_array().map(Vec::len), Some(0), "{pool}");
 }

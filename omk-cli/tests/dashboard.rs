@@ -330,3 +330,80 @@ fn events_stream_a_team_created_after_connecting() {
         assert!(Instant::now() < deadline, "no team event for late-team");
     }
 }
+
+/// A burst of 1,000 rewrites of one document: the feed's notifications
+/// coalesce, it re-reads, and the stream ends on the last version without
+/// ever going back to an older one.
+#[test]
+fn events_follow_a_burst_of_1000_updates_to_the_last_version() {
+    let fx = Fx::new("");
+    let out = fx.omk(&[
+        "team",
+        "run",
+        "1:executor",
+        "Burst",
+        "--name",
+        "burst",
+        "--subtask",
+        "x",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let file = fx.state.join("team/burst/team.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let d = fx.dashboard(&[]);
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    let mut hello = None;
+    while hello.is_none() {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        if let Some(data) = line.strip_prefix("data: ") {
+            hello = Some(serde_json::from_str::<Value>(data.trim()).unwrap());
+        }
+    }
+    assert_eq!(hello.unwrap()["watch"], "native");
+    let writer = std::thread::spawn(move || {
+        for i in 0..1000 {
+            doc["task"] = Value::from(format!("burst {i}"));
+            let tmp = file.with_file_name(format!(".team.json.tmp.burst.{i}"));
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+            std::fs::rename(&tmp, &file).unwrap();
+        }
+    });
+    let mut versions = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while versions.last() != Some(&999) {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "stream closed");
+        if let Some(data) = line
+            .strip_prefix("data: ")
+            .filter(|d| d.contains("\"name\":\"burst\""))
+        {
+            let v: Value = serde_json::from_str(data.trim()).unwrap();
+            if let Some(n) = v["document"]["task"]
+                .as_str()
+                .and_then(|t| t.strip_prefix("burst "))
+            {
+                versions.push(n.parse::<u32>().unwrap());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the last version never came: {versions:?}"
+        );
+    }
+    writer.join().unwrap();
+    // A document read just after a rewrite may be sent twice (its file
+    // changed, its content had already been sent): never an older one.
+    assert!(
+        versions.windows(2).all(|w| w[0] <= w[1]),
+        "an older version after a newer one: {versions:?}"
+    );
+}

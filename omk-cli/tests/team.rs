@@ -57,6 +57,8 @@ struct Fixture {
     config: PathBuf,
     /// `OMK_SCRIPTED_FAULT` for every agent this fixture's omk starts.
     fault: Option<&'static str>,
+    /// `OMK_WATCH` for every omk it starts (change notifications).
+    watch: Option<&'static str>,
 }
 
 impl Fixture {
@@ -84,6 +86,7 @@ impl Fixture {
             project,
             config,
             fault: None,
+            watch: None,
         }
     }
 
@@ -104,6 +107,10 @@ impl Fixture {
         match self.fault {
             Some(fault) => cmd.env("OMK_SCRIPTED_FAULT", fault),
             None => cmd.env_remove("OMK_SCRIPTED_FAULT"),
+        };
+        match self.watch {
+            Some(mode) => cmd.env("OMK_WATCH", mode),
+            None => cmd.env_remove("OMK_WATCH"),
         };
         cmd
     }
@@ -817,6 +824,38 @@ fn shutdown_from_another_process_cancels_running_turns() {
     wait_for("the supervisor to exit", Duration::from_secs(10), || {
         is_zombie_or_gone(supervisor).then_some(())
     });
+}
+
+/// A shutdown request reaches the supervisor through the change
+/// notification of `shutdown.json` (inotify, or the polling watcher), and
+/// without notifications at all through its safety re-check; the
+/// `shutdown_requested` event says which.
+#[test]
+fn shutdown_requests_arrive_by_notification_and_without_one_by_recheck() {
+    for (mode, via) in [
+        (None, "notification"),
+        (Some("poll"), "notification"),
+        (Some("off"), "recheck"),
+    ] {
+        let mut f = Fixture::new(5, 3);
+        f.watch = mode;
+        start_detached(&f, "1:executor", "stopme", &["[sleep:30] a"], &[]);
+        f.wait_tasks_running("stopme", &["t1"]);
+        let out = f.omk_within(
+            Duration::from_secs(30),
+            &["team", "shutdown", "stopme", "--json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", describe(&out));
+        let doc = json(&out);
+        assert_eq!(doc["phase"], "Shutdown", "{mode:?}: {doc}");
+        assert_eq!(task(&doc, "t1")["status"], "cancelled", "{mode:?}");
+        let noticed = f.events_of("stopme", "shutdown_requested");
+        assert_eq!(noticed.len(), 1, "{mode:?}: {noticed:?}");
+        let p = &noticed[0]["payload"];
+        assert_eq!(p["via"], via, "{mode:?}: {p}");
+        assert_eq!(p["force"], false, "{mode:?}: {p}");
+        assert!(p["noticed_after_ms"].as_f64().unwrap() >= 0.0, "{p}");
+    }
 }
 
 #[test]

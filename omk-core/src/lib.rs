@@ -33,6 +33,7 @@ pub mod process;
 pub mod redact;
 pub mod store;
 pub mod team;
+pub mod watch;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -269,10 +270,6 @@ impl Omk {
         let approver = self.approver();
         self.runtime()?.block_on(async move {
             let (tx, rx) = tokio::sync::watch::channel(None);
-            let watcher = tokio::spawn(team::supervisor::watch_shutdown(
-                doc.state_dir.clone(),
-                tx.clone(),
-            ));
             let interrupt = ctrl_c.then(|| {
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -282,10 +279,11 @@ impl Omk {
                     }
                 })
             });
-            let ctx = team::supervisor::RunContext::new(
+            let ctx = Arc::new(team::supervisor::RunContext::new(
                 paths, config, doc, stored, approver, observer, rx,
-            )?;
-            let result = team::supervisor::supervise(Arc::new(ctx)).await;
+            )?);
+            let watcher = tokio::spawn(team::supervisor::watch_shutdown(ctx.clone(), tx.clone()));
+            let result = team::supervisor::supervise(ctx).await;
             watcher.abort();
             if let Some(i) = interrupt {
                 i.abort();

@@ -157,6 +157,11 @@ impl Drop for SlotGuard {
         if let Err(e) = result {
             tracing::warn!("could not release pool slot {id} of {}: {e}", self.pool);
         }
+        // Queued workers of this process wake at once; those of other
+        // processes by the change notification of the pool file.
+        if let Some(dir) = self.file.parent() {
+            crate::watch::shared_signal(dir).raise();
+        }
     }
 }
 
@@ -311,7 +316,18 @@ impl Pools {
         self.update(pool, |p| {
             p.queue.retain(|q| q.ticket != ticket);
             Ok(())
-        })
+        })?;
+        self.changes().raise();
+        Ok(())
+    }
+
+    /// Raised whenever a pool document of this state root changes (a slot
+    /// released, a queue entry gone), by this process at once and by other
+    /// processes through the directory's change notifications
+    /// ([`crate::watch`]). A queued worker waits on it instead of
+    /// re-checking on a timer.
+    pub fn changes(&self) -> std::sync::Arc<crate::watch::Signal> {
+        crate::watch::shared_signal(&self.paths.root().join("pools"))
     }
 
     /// `pools status`: every pool, with live numbers.

@@ -205,7 +205,8 @@ pub fn decode_doc<T: Document>(path: &Path, bytes: &[u8]) -> Result<T> {
 }
 
 /// Read-modify-write `path` under its exclusive lock. A missing document
-/// starts from `init()`. The closure's error aborts without writing.
+/// starts from `init()`. The closure's error aborts without writing, and
+/// so does a closure that leaves the document as it was.
 pub fn update_doc<T, R>(
     path: &Path,
     init: impl FnOnce() -> T,
@@ -228,9 +229,23 @@ where
     T: Document,
 {
     let _lock = FileLock::exclusive(&lock_path_for(path))?;
-    let mut doc = read_doc::<T>(path)?.unwrap_or_else(init);
+    let before = match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    let mut doc = match &before {
+        Some(bytes) => decode_doc::<T>(path, bytes)?,
+        None => init(),
+    };
     let out = f(&mut doc)?;
-    write_doc_with(path, &doc, durability)?;
+    let after = encode_doc(&doc)?;
+    // An update that changes nothing writes nothing: followers of the
+    // file's change notifications (queued pool workers, the dashboard)
+    // would otherwise wake each other up with every look.
+    if before.as_deref() != Some(after.as_slice()) {
+        write_atomic_with(path, &after, durability)?;
+    }
     Ok(out)
 }
 

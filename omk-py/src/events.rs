@@ -2,7 +2,7 @@
 //! following it until the run has ended.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -22,11 +22,16 @@ const FINAL_EVENT_GRACE: Duration = Duration::from_secs(3);
 /// Each item is an event dict: ``id``, ``ts``, ``run_id``, ``kind``,
 /// ``actor``, ``payload`` (absent when empty) and ``schema_version``.
 /// Waiting for new events (``follow=True``) releases the GIL and stays
-/// interruptible by Ctrl-C.
+/// interruptible by Ctrl-C. It is woken by the change notifications of the
+/// team's directory (inotify), so a new event arrives within milliseconds;
+/// ``poll_interval`` is only the longest wait without a notification.
 #[pyclass(frozen, module = "omk._omk")]
 pub struct TeamEvents {
     name: String,
     state: Mutex<State>,
+    /// Raised by writes of `events.jsonl` and `team.json` (follow only).
+    changes: Option<Arc<omk_core::watch::Signal>>,
+    _watch: Option<omk_core::watch::Watch>,
 }
 
 struct State {
@@ -42,12 +47,16 @@ struct State {
     saw_final: bool,
     /// After the final event: one more empty poll, then stop.
     quiet_after_final: bool,
+    /// The change signal's generation when the log was last read.
+    seen: u64,
+    changes: Option<Arc<omk_core::watch::Signal>>,
 }
 
 enum Step {
     Event(Value),
     Done,
-    Wait(Duration),
+    /// Nothing new: wait for a change past the generation, at most this long.
+    Wait(Duration, u64),
 }
 
 impl State {
@@ -61,6 +70,9 @@ impl State {
             }
             if self.done {
                 return Ok(Step::Done);
+            }
+            if let Some(c) = &self.changes {
+                self.seen = c.generation();
             }
             let read = self.tail.poll(&mut self.buffer).map_err(|e| {
                 Failure::Core(omk_core::Error::Io {
@@ -79,7 +91,7 @@ impl State {
             if self.ended_at.is_none() {
                 let doc = guard("team_events", || self.omk.team_status(&self.name))?;
                 if !doc.phase.is_terminal() {
-                    return Ok(Step::Wait(self.poll));
+                    return Ok(Step::Wait(self.poll, self.seen));
                 }
                 self.ended_at = Some(Instant::now());
                 // Read what was written before the phase changed.
@@ -92,7 +104,7 @@ impl State {
                     continue;
                 }
                 self.quiet_after_final = true;
-                return Ok(Step::Wait(short));
+                return Ok(Step::Wait(short, self.seen));
             }
             if self
                 .ended_at
@@ -101,7 +113,7 @@ impl State {
                 self.done = true;
                 continue;
             }
-            return Ok(Step::Wait(short));
+            return Ok(Step::Wait(short, self.seen));
         }
     }
 }
@@ -122,6 +134,22 @@ impl TeamEvents {
         // The team must exist (and be readable) now.
         let doc = py.detach(|| guard("team_events", || omk.team_status(&name)))?;
         let path = doc.state_dir.join("events.jsonl");
+        let (changes, watch) = if follow {
+            let signal = omk_core::watch::Signal::new();
+            // Without notifications the follower still reads every
+            // `poll_interval`.
+            let watch =
+                omk_core::watch::Watch::signal(&doc.state_dir, false, signal.clone(), |p| {
+                    matches!(
+                        omk_core::watch::document_name(p),
+                        Some("events.jsonl" | "team.json")
+                    )
+                })
+                .ok();
+            (watch.is_some().then_some(signal), watch)
+        } else {
+            (None, None)
+        };
         Ok(TeamEvents {
             name: name.clone(),
             state: Mutex::new(State {
@@ -135,7 +163,11 @@ impl TeamEvents {
                 ended_at: None,
                 saw_final: false,
                 quiet_after_final: false,
+                seen: 0,
+                changes: changes.clone(),
             }),
+            changes,
+            _watch: watch,
         })
     }
 
@@ -156,15 +188,24 @@ impl TeamEvents {
             match py.detach(|| catch("team_events", || self.lock().step()))? {
                 Step::Event(v) => return Ok(Some(to_py(py, &v)?.unbind())),
                 Step::Done => return Ok(None),
-                Step::Wait(d) => {
+                Step::Wait(d, seen) => {
                     let until = Instant::now() + d;
                     loop {
                         let left = until.saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             break;
                         }
-                        py.detach(|| std::thread::sleep(left.min(SLICE)));
+                        let changed = py.detach(|| match &self.changes {
+                            Some(c) => c.wait_past(seen, left.min(SLICE)) > seen,
+                            None => {
+                                std::thread::sleep(left.min(SLICE));
+                                false
+                            }
+                        });
                         py.check_signals()?;
+                        if changed {
+                            break;
+                        }
                     }
                 }
             }

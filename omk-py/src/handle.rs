@@ -242,11 +242,13 @@ impl PyOmk {
     /// from ``<state_dir>/team/<name>/events.jsonl``.
     ///
     /// Without ``follow`` it yields the events written so far and stops.
-    /// With ``follow=True`` it keeps yielding new events, polling every
-    /// ``poll_interval`` seconds with the GIL released, until the team has
-    /// ended and its last event is read. Raises ``NotFoundError`` for an
-    /// unknown team.
-    #[pyo3(signature = (name, follow=false, poll_interval=0.2))]
+    /// With ``follow=True`` it keeps yielding new events until the team has
+    /// ended and its last event is read, waiting with the GIL released for
+    /// the log's change notifications (inotify): a new event arrives within
+    /// milliseconds. ``poll_interval`` is the longest wait without a
+    /// notification (where notifications are unavailable, the follower
+    /// reads that often). Raises ``NotFoundError`` for an unknown team.
+    #[pyo3(signature = (name, follow=false, poll_interval=1.0))]
     fn team_events(
         &self,
         py: Python<'_>,

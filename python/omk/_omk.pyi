@@ -854,8 +854,11 @@ class Omk:
         """Delete the refs and branches of isolated teams that ended more than
         ``older_than`` ago (``"14d"`` when None)."""
     def team_events(
-        self, name: str, follow: bool = False, poll_interval: float = 0.2
-    ) -> TeamEvents: ...
+        self, name: str, follow: bool = False, poll_interval: float = 1.0
+    ) -> TeamEvents:
+        """Iterate over the team's events; with ``follow=True``, woken by the
+        log's change notifications, reading at least every ``poll_interval``
+        seconds, until the team has ended."""
     def gates_list(self) -> GatesList: ...
     def gates_run(self, gates: Sequence[str] | None = None) -> GatesReport: ...
     def gates_status(self, all_projects: bool = False) -> BreakersStatus: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -165,6 +166,41 @@ def test_team_events_follow_a_detached_run_to_its_end(client: omk.Omk) -> None:
     assert again.name == "followed"
     assert [e["id"] for e in again] == [e["id"] for e in events]
     assert again.parse_failures == 0
+
+
+def test_team_events_follow_sees_every_event_of_a_burst_by_notification(
+    client: omk.Omk, env: Env
+) -> None:
+    """1,000 appends to a running team's log, each its own write: the
+    follower is woken by the log's change notifications (which coalesce),
+    re-reads, and yields every event in order. Its poll_interval is 30 s, so
+    only a notification can deliver them within the few seconds allowed."""
+    client.team_run("1:executor", "Hold", name="burst", subtasks=["[sleep:60] hold"], detach=True)
+    wait_for("the task to run", lambda: any(
+        t["status"] == "running" for t in client.team_status("burst")["tasks"]) or None)
+    seen: list[dict[str, object]] = []
+    follower = threading.Thread(
+        target=lambda: seen.extend(client.team_events("burst", follow=True, poll_interval=30)),
+        daemon=True)
+    follower.start()
+    log = env.team_dir("burst") / "events.jsonl"
+    wait_for("the follower to catch up", lambda: any(
+        e["kind"] == "run_started" for e in list(seen)) or None)
+    time.sleep(0.2)  # the follower is waiting now
+    with log.open("a") as f:
+        for i in range(1000):
+            f.write(json.dumps({"id": f"burst-{i}", "ts": "2026-12-06T00:00:00Z", "run_id": "burst",
+                                "kind": "test_burst", "actor": "test", "payload": {"i": i},
+                                "schema_version": 1}) + "\n")
+            f.flush()
+    burst = wait_for("every burst event", lambda: (
+        b if len(b := [e for e in list(seen) if e["kind"] == "test_burst"]) == 1000 else None),
+        limit=5.0)
+    assert [e["payload"]["i"] for e in burst] == list(range(1000))  # type: ignore[index]
+    client.team_shutdown("burst")
+    follower.join(timeout=30)
+    assert not follower.is_alive()
+    assert seen[-1]["kind"] in ("run_completed", "run_failed", "proof_written"), seen[-1]
 
 
 def test_team_events_skip_a_torn_line(client: omk.Omk, env: Env) -> None:

@@ -43,6 +43,8 @@ pub struct AppState {
     pub omk: Omk,
     pub token: Option<String>,
     pub changes: tokio::sync::broadcast::Sender<events::Change>,
+    /// Which watcher feeds `/api/events` (`native`, `poll`, `none`).
+    pub watch_backend: &'static str,
     pub teams: teams::TeamCache,
 }
 
@@ -169,13 +171,15 @@ pub fn run(omk: &Omk, args: DashboardArgs) -> omk_core::Result<Outcome> {
             .local_addr()
             .map_err(|e| crate::chat::io_err("read the bound address", e))?;
         let (changes, _) = tokio::sync::broadcast::channel(256);
+        let feed = events::Feed::start(omk.state_dir());
         let state = Arc::new(AppState {
             omk: omk.clone(),
             token,
             changes: changes.clone(),
+            watch_backend: feed.backend(),
             teams: teams::TeamCache::default(),
         });
-        tokio::spawn(events::watch(omk.clone(), changes));
+        tokio::spawn(events::watch(omk.clone(), feed, changes));
         // Tests and scripts read this line to find the port.
         crate::outln!("omk dashboard listening on http://{local}");
         let _ = std::io::Write::flush(&mut std::io::stdout());

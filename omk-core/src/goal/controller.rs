@@ -601,7 +601,7 @@ impl Controller<'_> {
     /// waiting, which the next step's checks record).
     fn wait_for_pool(&self) -> Result<Option<Step>> {
         let cfg = self.config()?.goal.clone();
-        let waited = admission::wait_for_room(self.omk, None, || {
+        let waited = admission::wait_for_room(self.omk, None, &self.dir, || {
             let s = state::load_state(&self.dir, &self.id).ok()?;
             if s.status != Status::Running {
                 return Some(());

@@ -241,7 +241,7 @@ pub(crate) fn run_team_admitted(
     use crate::admission::{self, Waited};
     let base = request.name.clone().unwrap_or_default();
     for n in 1u32.. {
-        match admission::wait_for_room(omk, request.pool.as_deref(), || {
+        match admission::wait_for_room(omk, request.pool.as_deref(), dir, || {
             stop_requested(dir).then_some(())
         })? {
             Waited::Room { .. } => {}

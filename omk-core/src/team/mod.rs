@@ -619,7 +619,15 @@ pub fn shutdown(
         kill_recorded_agents(&dir);
     }
     let deadline = Instant::now() + Duration::from_secs(config.team.stop_grace_secs + 15);
+    // Woken by every write of team.json; the re-check notices a supervisor
+    // that died without writing it.
+    let changed = crate::watch::Signal::new();
+    let _watch = crate::watch::Watch::signal(&dir, false, changed.clone(), |p| {
+        crate::watch::document_name(p) == Some("team.json")
+    })
+    .ok();
     let doc = loop {
+        let seen = changed.generation();
         let doc = status(paths, name)?;
         if doc.phase.is_terminal() {
             break doc;
@@ -631,7 +639,7 @@ pub fn shutdown(
                 config.team.stop_grace_secs + 15
             )));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        changed.wait_past(seen, Duration::from_millis(250));
     };
     kill_recorded_agents(&dir);
     Ok(ShutdownOutcome {

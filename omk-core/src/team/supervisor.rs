@@ -1121,20 +1121,59 @@ async fn verify(ctx: &Arc<RunContext>, workdir: PathBuf) -> GatesOutcome {
     outcome
 }
 
-/// Watch `shutdown.json` and publish requests to the workers.
-pub async fn watch_shutdown(dir: PathBuf, tx: watch::Sender<Option<bool>>) {
-    let file = dir.join("shutdown.json");
+/// How often the shutdown watcher reads `shutdown.json` without having
+/// been notified of a change: only a safety net for file systems whose
+/// notifications never come (see [`crate::watch`]).
+const SHUTDOWN_SAFETY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Watch `shutdown.json` and publish requests to the workers: woken by the
+/// file's change notification, so a request reaches them within
+/// milliseconds. Each request noticed is a `shutdown_requested` event
+/// saying how it was noticed (`via`: `notification` or `recheck`) and how
+/// long after it was written.
+pub async fn watch_shutdown(ctx: Arc<RunContext>, tx: watch::Sender<Option<bool>>) {
+    let file = ctx.shutdown_file.clone();
+    let dir = file
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let signal = crate::watch::Signal::new();
+    let _watch = crate::watch::Watch::signal(&dir, false, signal.clone(), |p| {
+        crate::watch::document_name(p) == Some("shutdown.json")
+    })
+    .map_err(|e| tracing::warn!("{e}; shutdown requests are read once a second"))
+    .ok();
+    let mut via = "start";
     loop {
+        let seen = signal.generation();
         if let Ok(Some(req)) = store::read_doc::<ShutdownRequest>(&file) {
             let current = *tx.borrow();
             let next = Some(req.force || current == Some(true));
             if current != next {
                 let _ = tx.send(next);
+                let delay = (Utc::now() - req.requested_at)
+                    .num_microseconds()
+                    .unwrap_or(0);
+                ctx.emit(
+                    EventKind::ShutdownRequested,
+                    Some("supervisor"),
+                    json!({
+                        "force": next == Some(true),
+                        "requested_at": req.requested_at,
+                        "requested_by": req.requested_by,
+                        "via": via,
+                        "noticed_after_ms": delay.max(0) as f64 / 1000.0,
+                    }),
+                );
             }
         }
         if tx.is_closed() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        via = if signal.changed_past(seen, SHUTDOWN_SAFETY_RECHECK).await > seen {
+            "notification"
+        } else {
+            "recheck"
+        };
     }
 }

@@ -22,6 +22,11 @@ use crate::pool::{Admission, Owner, SlotGuard};
 use crate::process::ProcessId;
 use crate::store::{self, Document, FsyncPolicy, JsonlWriter};
 
+/// How long a queued worker waits for a change notification before it
+/// looks at its pool anyway (docs/architecture.md, "How changes
+/// propagate"): never on the path of a release, which wakes it at once.
+const QUEUE_SAFETY_RECHECK: Duration = Duration::from_secs(2);
+
 /// A worker's heartbeat file, rewritten while it lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -504,6 +509,11 @@ impl Worker {
             process: ProcessId::current(),
         };
         let mut ticket = None;
+        // Raised when any pool document changes; a queued worker looks
+        // again then, not on a timer (`checks` counts the looks).
+        let changes = self.ctx.pools.changes();
+        let mut checks = 0u32;
+        let mut shutdown = self.ctx.shutdown.clone();
         loop {
             if self.ctx.shutdown_requested().is_some() {
                 if let Some(t) = ticket {
@@ -511,13 +521,16 @@ impl Worker {
                 }
                 return None;
             }
+            let seen = changes.generation();
+            checks += 1;
             match self.ctx.pools.try_admit(&pool, &owner, ticket) {
                 Ok(Admission::Admitted(slot)) => {
-                    self.ctx.emit(
-                        EventKind::PoolAdmitted,
-                        Some(&self.id),
-                        json!({ "pool": pool, "slot": slot.id() }),
-                    );
+                    let mut payload = json!({ "pool": pool, "slot": slot.id() });
+                    if ticket.is_some() {
+                        payload["checks"] = json!(checks);
+                    }
+                    self.ctx
+                        .emit(EventKind::PoolAdmitted, Some(&self.id), payload);
                     return Some(slot);
                 }
                 Ok(Admission::Queued(t)) => {
@@ -530,7 +543,13 @@ impl Worker {
                         );
                     }
                     ticket = Some(t);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // The safety re-check covers a holder that died without
+                    // releasing (reclaimed by the next look) and a file
+                    // system whose notifications never come.
+                    tokio::select! {
+                        _ = changes.changed_past(seen, QUEUE_SAFETY_RECHECK) => {}
+                        Ok(()) = shutdown.changed() => {}
+                    }
                 }
                 Ok(Admission::Rejected(why)) | Err(Error::Conflict(why)) => {
                     self.not_admitted(&pool, why);
