@@ -160,7 +160,7 @@ impl Drop for SlotGuard {
         // Queued workers of this process wake at once; those of other
         // processes by the change notification of the pool file.
         if let Some(dir) = self.file.parent() {
-            crate::watch::shared_signal(dir).raise();
+            crate::watch::raise_local(dir);
         }
     }
 }
@@ -317,7 +317,7 @@ impl Pools {
             p.queue.retain(|q| q.ticket != ticket);
             Ok(())
         })?;
-        self.changes().raise();
+        crate::watch::raise_local(&self.pools_dir());
         Ok(())
     }
 
@@ -327,7 +327,11 @@ impl Pools {
     /// ([`crate::watch`]). A queued worker waits on it instead of
     /// re-checking on a timer.
     pub fn changes(&self) -> std::sync::Arc<crate::watch::Signal> {
-        crate::watch::shared_signal(&self.paths.root().join("pools"))
+        crate::watch::shared_signal(&self.pools_dir())
+    }
+
+    fn pools_dir(&self) -> PathBuf {
+        self.paths.root().join("pools")
     }
 
     /// `pools status`: every pool, with live numbers.

@@ -249,17 +249,23 @@ impl Signal {
     }
 }
 
+/// Each directory's signal, and the watch that raises it.
+type Entries = Vec<(PathBuf, Arc<Signal>, Option<Watch>)>;
+
+fn registry() -> std::sync::MutexGuard<'static, Entries> {
+    static REGISTRY: std::sync::OnceLock<Mutex<Entries>> = std::sync::OnceLock::new();
+    REGISTRY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
 /// A process-wide [`Signal`] per directory, raised by changes of the
 /// documents in it. The first caller for a directory starts its watch, which
 /// lives as long as the process (one inotify instance and thread per
 /// directory, shared by every waiter of the process).
 pub fn shared_signal(dir: &Path) -> Arc<Signal> {
-    type Registry = Mutex<Vec<(PathBuf, Arc<Signal>, Option<Watch>)>>;
-    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    let mut reg = REGISTRY
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut reg = registry();
     if let Some((_, s, _)) = reg.iter().find(|(d, _, _)| d == dir) {
         return s.clone();
     }
@@ -274,6 +280,16 @@ pub fn shared_signal(dir: &Path) -> Arc<Signal> {
     };
     reg.push((dir.to_path_buf(), signal.clone(), watch));
     signal
+}
+
+/// Wake this process's waiters on `dir`'s [`shared_signal`] at once (they
+/// would also hear of the change through the watch, a little later). A
+/// process where nobody waits on `dir` starts no watch for it.
+pub fn raise_local(dir: &Path) {
+    let reg = registry();
+    if let Some((_, s, _)) = reg.iter().find(|(d, _, _)| d == dir) {
+        s.raise();
+    }
 }
 
 #[cfg(test)]

@@ -510,8 +510,9 @@ impl Worker {
         };
         let mut ticket = None;
         // Raised when any pool document changes; a queued worker looks
-        // again then, not on a timer (`checks` counts the looks).
-        let changes = self.ctx.pools.changes();
+        // again then, not on a timer (`checks` counts the looks). Started
+        // when the worker first queues: an admitted one costs no watch.
+        let mut changes: Option<std::sync::Arc<crate::watch::Signal>> = None;
         let mut checks = 0u32;
         let mut shutdown = self.ctx.shutdown.clone();
         loop {
@@ -521,7 +522,7 @@ impl Worker {
                 }
                 return None;
             }
-            let seen = changes.generation();
+            let seen = changes.as_ref().map(|c| c.generation());
             checks += 1;
             match self.ctx.pools.try_admit(&pool, &owner, ticket) {
                 Ok(Admission::Admitted(slot)) => {
@@ -543,12 +544,17 @@ impl Worker {
                         );
                     }
                     ticket = Some(t);
-                    // The safety re-check covers a holder that died without
-                    // releasing (reclaimed by the next look) and a file
-                    // system whose notifications never come.
-                    tokio::select! {
-                        _ = changes.changed_past(seen, QUEUE_SAFETY_RECHECK) => {}
-                        Ok(()) = shutdown.changed() => {}
+                    match (&changes, seen) {
+                        // The safety re-check covers a holder that died
+                        // without releasing (reclaimed by the next look) and
+                        // a file system whose notifications never come.
+                        (Some(c), Some(seen)) => tokio::select! {
+                            _ = c.changed_past(seen, QUEUE_SAFETY_RECHECK) => {}
+                            Ok(()) = shutdown.changed() => {}
+                        },
+                        // A release before the watch started is seen by
+                        // looking again at once.
+                        _ => changes = Some(self.ctx.pools.changes()),
                     }
                 }
                 Ok(Admission::Rejected(why)) | Err(Error::Conflict(why)) => {
