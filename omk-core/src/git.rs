@@ -655,17 +655,21 @@ impl Repo {
     /// with index and files (`reset --hard` rewrites only what differs),
     /// and every file git does not track there (ignored ones too) removed.
     pub fn reset_worktree(&self, path: &Path, commit: &str) -> Result<()> {
-        self.run_in(path, &["checkout", "--detach", "--quiet"], &[])?;
-        self.run_in(path, &["reset", "--hard", "--quiet", commit], &[])?;
+        self.move_to(path, commit)?;
         self.run_in(path, &["clean", "-ffdxq"], &[])?;
         Ok(())
     }
 
     /// Move worktree `dir` (detached) to `commit`: its HEAD, index and
     /// tracked files (`reset --hard`); untracked files stay.
+    ///
+    /// HEAD itself is rewritten (`update-ref --no-deref`), so a branch an
+    /// agent checked out there never moves, and a merge it left half done
+    /// is dropped by the reset; unlike `checkout --detach`, this does not
+    /// examine every file first (a third of a reset's cost on 10,000 files).
     pub fn move_to(&self, dir: &Path, commit: &str) -> Result<()> {
-        self.run_in(dir, &["checkout", "--detach", "--quiet"], &[])?;
-        self.run_in(dir, &["reset", "--hard", "--quiet", commit], &[])?;
+        self.run_in(dir, &["update-ref", "--no-deref", "HEAD", commit], &[])?;
+        self.run_in(dir, &["reset", "--hard", "--quiet"], &[])?;
         Ok(())
     }
 
@@ -804,6 +808,47 @@ pub(crate) mod tests {
         let s = r.snapshot(d.path(), None, "base").unwrap();
         assert_eq!((s.parent, s.dirty), (None, true));
         assert_eq!(r.show(&s.commit, "f").unwrap().unwrap(), "x");
+    }
+
+    #[test]
+    fn a_reset_detaches_from_a_branch_an_agent_checked_out_and_drops_its_merge() {
+        let (d, r) = repo();
+        let p = d.path();
+        let base = git(p, &["rev-parse", "HEAD"]).trim().to_string();
+        let wt = d.path().join("wt");
+        r.add_worktree(&wt, &base).unwrap();
+        // The agent makes a branch, commits, and leaves a conflicted merge.
+        git(&wt, &["checkout", "-q", "-b", "agent"]);
+        std::fs::write(wt.join("a.txt"), "one\nmine\nthree\n").unwrap();
+        git(&wt, &["commit", "-qam", "mine"]);
+        let agent_tip = git(&wt, &["rev-parse", "HEAD"]).trim().to_string();
+        git(&wt, &["checkout", "-q", "-b", "other", &base]);
+        std::fs::write(wt.join("a.txt"), "one\ntheirs\nthree\n").unwrap();
+        git(&wt, &["commit", "-qam", "theirs"]);
+        let _ = Command::new("git")
+            .args(["-C", &wt.to_string_lossy(), "merge", "-q", "agent"])
+            .output()
+            .unwrap();
+        std::fs::write(wt.join("junk.txt"), "x").unwrap();
+
+        r.reset_worktree(&wt, &base).unwrap();
+        assert_eq!(git(&wt, &["rev-parse", "HEAD"]).trim(), base);
+        assert!(
+            Command::new("git")
+                .args(["-C", &wt.to_string_lossy(), "symbolic-ref", "-q", "HEAD"])
+                .output()
+                .unwrap()
+                .status
+                .code()
+                == Some(1)
+        );
+        assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+        assert_eq!(
+            std::fs::read_to_string(wt.join("a.txt")).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        // The branches the agent made are where it left them.
+        assert_eq!(git(p, &["rev-parse", "agent"]).trim(), agent_tip);
     }
 
     #[test]
