@@ -297,8 +297,8 @@ fn ralph_stopped_while_waiting_for_the_pool_is_stopped() {
     drop(holder);
 }
 
-/// A released slot wakes the queued workers of other processes through the
-/// pool file's change notification: each waiter looks at the pool a handful
+/// A released slot wakes the queued workers of other processes by ringing
+/// their process's pool doorbell: each waiter looks at the pool a handful
 /// of times, counted in its `pool_admitted` event, not every 100 ms, and
 /// the slots go in ticket order.
 #[test]

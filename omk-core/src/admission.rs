@@ -92,7 +92,7 @@ pub fn wait_for_room<T>(
                 |p| crate::watch::document_name(p).is_some(),
             )
             .and_then(|mut w| w.add(own_dir, false).map(|()| w))
-            .map_err(|e| tracing::warn!("{e}; waiting for room with backoff only"))
+            .map_err(|e| tracing::debug!("{e}; waiting for room with backoff only"))
             .ok();
             watch = Some((signal, w));
             // Whatever changed while the watch started is seen by looking

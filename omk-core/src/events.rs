@@ -127,6 +127,7 @@ event_kinds! {
     PoolQueued => "pool_queued",
     PoolRejected => "pool_rejected",
     PoolReleased => "pool_released",
+    PoolLeft => "pool_left",
     ShutdownRequested => "shutdown_requested",
     ProofWritten => "proof_written",
     GoalCreated => "goal_created",

@@ -138,6 +138,13 @@ impl Repo {
     /// is not installed and no `.git` is above `dir`). A work tree with a
     /// git older than [`MIN_VERSION`], or without git, is an error.
     pub fn discover(dir: &Path) -> Result<Option<Repo>> {
+        // No `.git` above and no GIT_DIR: no work tree, and no git process
+        // started to learn it (a team run in a plain directory pays none).
+        if std::env::var_os("GIT_DIR").is_none()
+            && !dir.ancestors().any(|d| d.join(".git").exists())
+        {
+            return Ok(None);
+        }
         let git = match which::which("git") {
             Ok(g) => g,
             Err(_) if dir.ancestors().any(|d| d.join(".git").exists()) => {

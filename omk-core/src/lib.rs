@@ -16,6 +16,7 @@ pub mod agent;
 pub mod agents;
 pub mod chat;
 pub mod config;
+pub mod doorbell;
 pub mod error;
 pub mod events;
 pub mod gate;

@@ -85,7 +85,21 @@ impl Document for PoolState {
     const WHAT: &'static str = "pool document";
 }
 
+/// The doorbell kind of queued pool workers.
+const POOL_DOORBELL: &str = "pool";
+
+/// Wake every queued worker of the pools in `pools_dir` whose process is
+/// one of `pids`.
+fn wake_queued(pools_dir: &std::path::Path, pids: Vec<u32>) {
+    crate::doorbell::wake(POOL_DOORBELL, pools_dir, pids);
+}
+
 impl PoolState {
+    /// The processes with a queued worker.
+    fn queued_pids(&self) -> Vec<u32> {
+        self.queue.iter().map(|q| q.owner.process.pid).collect()
+    }
+
     fn new(name: &str) -> PoolState {
         PoolState {
             version: Self::VERSION,
@@ -151,16 +165,17 @@ impl Drop for SlotGuard {
             || PoolState::new(&self.pool),
             |p| {
                 p.active.retain(|s| s.id != id);
-                Ok(())
+                Ok(p.queued_pids())
             },
         );
-        if let Err(e) = result {
-            tracing::warn!("could not release pool slot {id} of {}: {e}", self.pool);
-        }
-        // Queued workers of this process wake at once; those of other
-        // processes by the change notification of the pool file.
-        if let Some(dir) = self.file.parent() {
-            crate::watch::raise_local(dir);
+        match result {
+            // The queued workers, of this process and of others, look again.
+            Ok(pids) => {
+                if let Some(dir) = self.file.parent() {
+                    wake_queued(dir, pids);
+                }
+            }
+            Err(e) => tracing::warn!("could not release pool slot {id} of {}: {e}", self.pool),
         }
     }
 }
@@ -219,7 +234,10 @@ impl Pools {
             |p| {
                 // Dead owners only: checking each slot's run document on every
                 // admission costs a read per slot; `cleanup` does that.
-                p.reclaim(&|_| false);
+                let (slots, _) = p.reclaim(&|_| false);
+                if !slots.is_empty() {
+                    wake_queued(&self.pools_dir(), p.queued_pids());
+                }
                 let ahead = p
                     .queue
                     .iter()
@@ -295,7 +313,10 @@ impl Pools {
             Durability::Volatile,
             || PoolState::new(pool),
             |p| {
-                p.reclaim(&|_| false);
+                let (slots, _) = p.reclaim(&|_| false);
+                if !slots.is_empty() {
+                    wake_queued(&self.pools_dir(), p.queued_pids());
+                }
                 let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
                 Ok(if free > p.queue.len() {
                     Room::Free
@@ -311,23 +332,24 @@ impl Pools {
         )
     }
 
-    /// Leave the queue (the waiter gave up or was cancelled).
+    /// Leave the queue (the waiter gave up or was cancelled); those behind
+    /// it look again.
     pub fn leave_queue(&self, pool: &str, ticket: u64) -> Result<()> {
-        self.update(pool, |p| {
+        let pids = self.update(pool, |p| {
             p.queue.retain(|q| q.ticket != ticket);
-            Ok(())
+            Ok(p.queued_pids())
         })?;
-        crate::watch::raise_local(&self.pools_dir());
+        wake_queued(&self.pools_dir(), pids);
         Ok(())
     }
 
-    /// Raised whenever a pool document of this state root changes (a slot
-    /// released, a queue entry gone), by this process at once and by other
-    /// processes through the directory's change notifications
-    /// ([`crate::watch`]). A queued worker waits on it instead of
-    /// re-checking on a timer.
+    /// Raised when a slot of this state root's pools is released or a queue
+    /// entry ahead leaves: in this process at once, from other processes by
+    /// the doorbell of this process ([`crate::doorbell`]), which whoever
+    /// frees room rings for every process with a queued worker. A queued
+    /// worker waits on it instead of re-checking on a timer.
     pub fn changes(&self) -> std::sync::Arc<crate::watch::Signal> {
-        crate::watch::shared_signal(&self.pools_dir())
+        crate::doorbell::shared_signal(POOL_DOORBELL, &self.pools_dir())
     }
 
     fn pools_dir(&self) -> PathBuf {
@@ -366,7 +388,13 @@ impl Pools {
                 continue;
             }
             let over = self.run_is_over();
-            let (slots, queue) = self.update(&name, |p| Ok(p.reclaim(&over)))?;
+            let (slots, queue) = self.update(&name, |p| {
+                let removed = p.reclaim(&over);
+                if !removed.0.is_empty() || !removed.1.is_empty() {
+                    wake_queued(&self.pools_dir(), p.queued_pids());
+                }
+                Ok(removed)
+            })?;
             total += slots.len() + queue.len();
             report.push(json!({
                 "pool": name,

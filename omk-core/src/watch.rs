@@ -23,7 +23,7 @@
 //! [`Signal`] is the other half: a counter that a watch (or a release in the
 //! same process) raises and that both threads and async tasks wait on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -246,49 +246,6 @@ impl Signal {
                 return self.generation();
             }
         }
-    }
-}
-
-/// Each directory's signal, and the watch that raises it.
-type Entries = Vec<(PathBuf, Arc<Signal>, Option<Watch>)>;
-
-fn registry() -> std::sync::MutexGuard<'static, Entries> {
-    static REGISTRY: std::sync::OnceLock<Mutex<Entries>> = std::sync::OnceLock::new();
-    REGISTRY
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
-
-/// A process-wide [`Signal`] per directory, raised by changes of the
-/// documents in it. The first caller for a directory starts its watch, which
-/// lives as long as the process (one inotify instance and thread per
-/// directory, shared by every waiter of the process).
-pub fn shared_signal(dir: &Path) -> Arc<Signal> {
-    let mut reg = registry();
-    if let Some((_, s, _)) = reg.iter().find(|(d, _, _)| d == dir) {
-        return s.clone();
-    }
-    let signal = Signal::new();
-    let watch = match Watch::signal(dir, false, signal.clone(), |p| document_name(p).is_some()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            // The waiters' safety re-check still admits them, slowly.
-            tracing::warn!("no change notifications for {}: {e}", dir.display());
-            None
-        }
-    };
-    reg.push((dir.to_path_buf(), signal.clone(), watch));
-    signal
-}
-
-/// Wake this process's waiters on `dir`'s [`shared_signal`] at once (they
-/// would also hear of the change through the watch, a little later). A
-/// process where nobody waits on `dir` starts no watch for it.
-pub fn raise_local(dir: &Path) {
-    let reg = registry();
-    if let Some((_, s, _)) = reg.iter().find(|(d, _, _)| d == dir) {
-        s.raise();
     }
 }
 

@@ -159,9 +159,17 @@ pub fn prepare(
     if let Some(a) = &req.agent {
         validate_name("agent profile", a)?;
     }
-    let repo = crate::git::Repo::discover(&workdir)?;
-    let isolation = match &req.isolation {
-        Some(i) => isolation::Isolation::parse(i)?,
+    let asked = req
+        .isolation
+        .as_deref()
+        .map(isolation::Isolation::parse)
+        .transpose()?;
+    let repo = match asked {
+        Some(isolation::Isolation::None) => None,
+        _ => crate::git::Repo::discover(&workdir)?,
+    };
+    let isolation = match asked {
+        Some(i) => i,
         // A git work tree isolates by default; a directory git ignores
         // (a scratch dir under target/) is not the repository's work.
         None => match &repo {
@@ -609,6 +617,7 @@ pub fn shutdown(
                 requested_by: std::process::id(),
             },
         )?;
+        crate::doorbell::ring(&supervisor::shutdown_doorbell(&dir));
     }
     if previous.is_none() {
         if let Err(e) = metrics::increment(&paths.metrics(), Counter::Shutdowns) {

@@ -289,6 +289,16 @@ impl RunContext {
         }
     }
 
+    /// Whether a task is pending (claimable now, or after its backoff): work
+    /// a worker not yet admitted could still do.
+    pub(super) fn work_pending(&self) -> bool {
+        self.lock()
+            .doc
+            .tasks
+            .iter()
+            .any(|t| t.status == TaskStatus::Pending)
+    }
+
     pub(super) fn claim(&self, worker: &str) -> Claim {
         let now = Instant::now();
         let mut earliest = None::<Instant>;
@@ -1122,13 +1132,19 @@ async fn verify(ctx: &Arc<RunContext>, workdir: PathBuf) -> GatesOutcome {
 }
 
 /// How often the shutdown watcher reads `shutdown.json` without having
-/// been notified of a change: only a safety net for file systems whose
-/// notifications never come (see [`crate::watch`]).
+/// been rung: only a safety net for a request whose ring was lost (another
+/// network namespace, a file written by hand).
 const SHUTDOWN_SAFETY_RECHECK: Duration = Duration::from_secs(1);
 
+/// The doorbell `team shutdown` rings after writing `shutdown.json` in
+/// the team's state directory `dir`.
+pub(crate) fn shutdown_doorbell(dir: &std::path::Path) -> String {
+    crate::doorbell::name("team-shutdown", dir, None)
+}
+
 /// Watch `shutdown.json` and publish requests to the workers: woken by the
-/// file's change notification, so a request reaches them within
-/// milliseconds. Each request noticed is a `shutdown_requested` event
+/// doorbell `team shutdown` rings ([`crate::doorbell`]), so a request
+/// reaches them within a millisecond. Each request noticed is a `shutdown_requested` event
 /// saying how it was noticed (`via`: `notification` or `recheck`) and how
 /// long after it was written.
 pub async fn watch_shutdown(ctx: Arc<RunContext>, tx: watch::Sender<Option<bool>>) {
@@ -1138,11 +1154,9 @@ pub async fn watch_shutdown(ctx: Arc<RunContext>, tx: watch::Sender<Option<bool>
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let signal = crate::watch::Signal::new();
-    let _watch = crate::watch::Watch::signal(&dir, false, signal.clone(), |p| {
-        crate::watch::document_name(p) == Some("shutdown.json")
-    })
-    .map_err(|e| tracing::warn!("{e}; shutdown requests are read once a second"))
-    .ok();
+    let _doorbell = crate::doorbell::Doorbell::bind(&shutdown_doorbell(&dir), signal.clone())
+        .map_err(|e| tracing::debug!("no shutdown doorbell ({e}); requests are read once a second"))
+        .ok();
     let mut via = "start";
     loop {
         let seen = signal.generation();

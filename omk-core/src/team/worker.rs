@@ -22,7 +22,7 @@ use crate::pool::{Admission, Owner, SlotGuard};
 use crate::process::ProcessId;
 use crate::store::{self, Document, FsyncPolicy, JsonlWriter};
 
-/// How long a queued worker waits for a change notification before it
+/// How long a queued worker waits for a wake-up (a release, its doorbell) before it
 /// looks at its pool anyway (docs/architecture.md, "How changes
 /// propagate"): never on the path of a release, which wakes it at once.
 const QUEUE_SAFETY_RECHECK: Duration = Duration::from_secs(2);
@@ -189,8 +189,14 @@ impl Worker {
 
     /// Claim tasks and run them until none is left or shutdown.
     pub(super) async fn run(mut self) {
-        let Some(_slot) = self.admit().await else {
-            self.set_state("not_admitted", None);
+        let Some(_slot) = self.admit(true).await else {
+            if self.ctx.shutdown_requested().is_none() && !self.ctx.work_pending() {
+                // Queued while the admitted workers took every task: there
+                // is nothing left this worker could do.
+                self.set_state("exited", None);
+            } else {
+                self.set_state("not_admitted", None);
+            }
             return;
         };
         let heartbeat = self.spawn_heartbeat();
@@ -501,7 +507,11 @@ impl Worker {
     }
 
     /// Wait for a pool slot (queueing if needed) unless shut down first.
-    pub(super) async fn admit(&self) -> Option<SlotGuard> {
+    /// `for_tasks`: a queued worker also gives up (leaving the queue, with
+    /// a `pool_left` event) once no task is pending: the admitted workers
+    /// took them all, and waiting for one of their slots would only hold
+    /// the run's end until they exit.
+    pub(super) async fn admit(&self, for_tasks: bool) -> Option<SlotGuard> {
         let pool = self.ctx.lock().doc.pool.clone();
         let owner = Owner {
             run: self.ctx.name(),
@@ -515,16 +525,40 @@ impl Worker {
         let mut changes: Option<std::sync::Arc<crate::watch::Signal>> = None;
         let mut checks = 0u32;
         let mut shutdown = self.ctx.shutdown.clone();
+        // Woken by a task change alone: the pool is as it was, only the
+        // work left needs a look.
+        let mut pool_unchanged = false;
         loop {
+            // Registered before the look, so a task change in between wakes
+            // the wait below.
+            let task_changed = self.ctx.task_changed.notified();
+            tokio::pin!(task_changed);
+            task_changed.as_mut().enable();
             if self.ctx.shutdown_requested().is_some() {
                 if let Some(t) = ticket {
                     let _ = self.ctx.pools.leave_queue(&pool, t);
                 }
                 return None;
             }
+            if let (Some(t), true) = (ticket, for_tasks) {
+                if !self.ctx.work_pending() {
+                    let _ = self.ctx.pools.leave_queue(&pool, t);
+                    self.ctx.emit(
+                        EventKind::PoolLeft,
+                        Some(&self.id),
+                        json!({ "pool": pool, "ticket": t, "reason": "no task left to claim", "checks": checks }),
+                    );
+                    return None;
+                }
+            }
             let seen = changes.as_ref().map(|c| c.generation());
-            checks += 1;
-            match self.ctx.pools.try_admit(&pool, &owner, ticket) {
+            let answer = if std::mem::take(&mut pool_unchanged) {
+                Ok(Admission::Queued(ticket.unwrap_or_default()))
+            } else {
+                checks += 1;
+                self.ctx.pools.try_admit(&pool, &owner, ticket)
+            };
+            match answer {
                 Ok(Admission::Admitted(slot)) => {
                     let mut payload = json!({ "pool": pool, "slot": slot.id() });
                     if ticket.is_some() {
@@ -551,6 +585,9 @@ impl Worker {
                         (Some(c), Some(seen)) => tokio::select! {
                             _ = c.changed_past(seen, QUEUE_SAFETY_RECHECK) => {}
                             Ok(()) = shutdown.changed() => {}
+                            _ = &mut task_changed, if for_tasks => {
+                                pool_unchanged = c.generation() == seen;
+                            }
                         },
                         // A release before the watch started is seen by
                         // looking again at once.
