@@ -224,7 +224,7 @@ impl Profile {
     /// Find the executable (a path as given, or a name on PATH).
     pub fn resolve(&self, config: &Config) -> Result<Resolved> {
         let bin = &self.command[0];
-        let program = crate::health::resolve_agent_bin(bin).ok_or_else(|| {
+        let program = resolve_bin(bin).ok_or_else(|| {
             let how = match (self.install, self.overridden) {
                 (_, true) => "; check [agent] bin or OMK_KIMI_BIN".to_string(),
                 (Some(i), false) => format!("; install it: {i}"),
@@ -263,7 +263,7 @@ pub fn list(config: &Config) -> serde_json::Value {
     let agents: Vec<serde_json::Value> = all(config)
         .iter()
         .map(|p| {
-            let path = crate::health::resolve_agent_bin(&p.command[0]);
+            let path = resolve_bin(&p.command[0]);
             serde_json::json!({
                 "name": p.name,
                 "command": p.command,
@@ -301,6 +301,15 @@ pub fn checked(config: &Config) -> Vec<Profile> {
 /// Resolve the profile `name`, or the default one.
 pub fn resolve(config: &Config, name: Option<&str>) -> Result<Resolved> {
     get(config, name.unwrap_or_else(|| default_name(config)))?.resolve(config)
+}
+
+/// Find an agent executable: a path as given, or a name on PATH.
+pub fn resolve_bin(bin: &str) -> Option<std::path::PathBuf> {
+    if bin.contains('/') {
+        let p = std::path::absolute(bin).ok()?;
+        return p.is_file().then_some(p);
+    }
+    which::which(bin).ok()
 }
 
 #[cfg(test)]

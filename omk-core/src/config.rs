@@ -9,6 +9,48 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::paths::non_empty_env;
 
+/// The built-in approval policies (the agent layer applies them,
+/// `agent::approval`; config names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// Reject everything.
+    RejectAll,
+    /// Approve file edits inside the work dir; commands only when they match
+    /// an allow pattern; reject everything else.
+    #[default]
+    WorkdirEdits,
+    /// Approve everything (the agent runs unattended with full trust).
+    ApproveAll,
+    /// Ask the host program: a callback set on the `Omk` handle (a Python
+    /// callable, a C function pointer, a Rust closure).
+    Host,
+}
+
+impl PolicyKind {
+    /// Parse a policy name as written on the command line or in config.
+    pub fn parse(name: &str) -> Result<PolicyKind> {
+        match name {
+            "reject-all" => Ok(PolicyKind::RejectAll),
+            "workdir-edits" => Ok(PolicyKind::WorkdirEdits),
+            "approve-all" => Ok(PolicyKind::ApproveAll),
+            "host" => Ok(PolicyKind::Host),
+            other => Err(Error::InvalidInput(format!(
+                "unknown approval policy {other:?}; expected reject-all, workdir-edits, approve-all or host"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::RejectAll => "reject-all",
+            PolicyKind::WorkdirEdits => "workdir-edits",
+            PolicyKind::ApproveAll => "approve-all",
+            PolicyKind::Host => "host",
+        }
+    }
+}
+
 /// Which protocol to speak to the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -314,7 +356,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        crate::agent::PolicyKind::parse(&self.agent.approval_policy)
+        PolicyKind::parse(&self.agent.approval_policy)
             .map_err(|e| Error::invalid(format!("[agent] approval_policy: {e}")))?;
         for (name, pool) in &self.pools {
             crate::paths::validate_name("pool name", name)?;

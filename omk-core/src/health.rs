@@ -186,15 +186,6 @@ fn check_disk(root: &Path, min_free_mb: u64) -> Check {
     }
 }
 
-/// Find the agent executable: a path as given, or a name on PATH.
-pub fn resolve_agent_bin(bin: &str) -> Option<PathBuf> {
-    if bin.contains('/') {
-        let p = std::path::absolute(bin).ok()?;
-        return p.is_file().then_some(p);
-    }
-    which::which(bin).ok()
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AgentProbe {
     version: u32,
@@ -218,7 +209,7 @@ fn check_agent(paths: &StatePaths, cfg: &Config) -> Check {
         .map(|p| p.command[0].clone())
         .unwrap_or_else(|_| "kimi".into());
     let bin = &bin;
-    let Some(path) = resolve_agent_bin(bin) else {
+    let Some(path) = crate::agents::resolve_bin(bin) else {
         return Check::new(
             "kimi",
             CheckStatus::Error,

@@ -371,14 +371,19 @@ impl Omk {
 
     /// `{"pools": [...]}` with live numbers (API.md Pools section).
     pub fn pools_status(&self) -> Result<Value> {
-        self.pools()?.status()
+        let paths = &self.inner.paths;
+        self.pools()?
+            .status(&|run| team::run_is_terminal(paths, run))
     }
 
     /// Remove queue entries and slots whose owner died or whose run ended,
     /// and reconcile the worktrees of dead isolated runs
     /// (`reconciled_teams`).
     pub fn pools_cleanup(&self) -> Result<Value> {
-        let mut out = self.pools()?.cleanup()?;
+        let paths = &self.inner.paths;
+        let mut out = self
+            .pools()?
+            .cleanup(&|run| team::run_is_terminal(paths, run))?;
         let teams = team::reconcile_dead(self.paths());
         out["reconciled_teams"] = serde_json::json!(teams);
         Ok(out)

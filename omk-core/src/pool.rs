@@ -212,10 +212,6 @@ impl Pools {
         })
     }
 
-    fn run_is_over(&self) -> impl Fn(&str) -> bool + '_ {
-        move |run: &str| crate::team::run_is_terminal(&self.paths, run)
-    }
-
     fn update<R>(&self, pool: &str, f: impl FnOnce(&mut PoolState) -> Result<R>) -> Result<R> {
         let file = self.paths.pool_file(pool)?;
         store::update_doc_with(&file, Durability::Volatile, || PoolState::new(pool), f)
@@ -357,7 +353,10 @@ impl Pools {
     }
 
     /// `pools status`: every pool, with live numbers.
-    pub fn status(&self) -> Result<Value> {
+    ///
+    /// `run_is_over` says whether a run (team) has ended: its entries are
+    /// counted as stale. The caller knows runs; pools do not.
+    pub fn status(&self, run_is_over: &dyn Fn(&str) -> bool) -> Result<Value> {
         let mut pools = Vec::new();
         for name in self.config.pool_names() {
             let cfg = self.settings(&name)?;
@@ -365,8 +364,7 @@ impl Pools {
             let state =
                 store::read_doc::<PoolState>(&file)?.unwrap_or_else(|| PoolState::new(&name));
             let mut live = state.clone();
-            let over = self.run_is_over();
-            live.reclaim(&over);
+            live.reclaim(run_is_over);
             let mut entry = live.to_api_json(&cfg);
             entry["queue_capacity"] = json!(cfg.queue_capacity);
             entry["stale_entries"] = json!(
@@ -378,8 +376,9 @@ impl Pools {
     }
 
     /// `pools cleanup`: remove slots and queue entries whose owner process
-    /// is dead or whose run is terminal; report exactly what went.
-    pub fn cleanup(&self) -> Result<Value> {
+    /// is dead or whose run is over (`run_is_over`); report exactly what
+    /// went.
+    pub fn cleanup(&self, run_is_over: &dyn Fn(&str) -> bool) -> Result<Value> {
         let mut report = Vec::new();
         let mut total = 0;
         for name in self.config.pool_names() {
@@ -387,9 +386,8 @@ impl Pools {
             if !file.exists() {
                 continue;
             }
-            let over = self.run_is_over();
             let (slots, queue) = self.update(&name, |p| {
-                let removed = p.reclaim(&over);
+                let removed = p.reclaim(run_is_over);
                 if !removed.0.is_empty() || !removed.1.is_empty() {
                     wake_queued(&self.pools_dir(), p.queued_pids());
                 }
@@ -481,7 +479,7 @@ mod tests {
             p.try_admit("p", &me("w3"), Some(t)).unwrap(),
             Admission::Admitted(_)
         ));
-        let s = p.status().unwrap();
+        let s = p.status(&|_| false).unwrap();
         let entry = s["pools"]
             .as_array()
             .unwrap()
@@ -513,7 +511,7 @@ mod tests {
             panic!()
         };
         std::mem::forget(g); // as if the owner died without releasing
-        let report = p.cleanup().unwrap();
+        let report = p.cleanup(&|_| false).unwrap();
         assert_eq!(report["removed"], 1);
         assert!(matches!(
             p.try_admit("p", &me("w2"), None).unwrap(),

@@ -8,48 +8,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::protocol::ApprovalRequest;
-use crate::error::{Error, Result};
 
-/// The built-in policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyKind {
-    /// Reject everything.
-    RejectAll,
-    /// Approve file edits inside the work dir; commands only when they match
-    /// an allow pattern; reject everything else.
-    #[default]
-    WorkdirEdits,
-    /// Approve everything (the agent runs unattended with full trust).
-    ApproveAll,
-    /// Ask the host program: a callback set on the `Omk` handle (a Python
-    /// callable, a C function pointer, a Rust closure).
-    Host,
-}
-
-impl PolicyKind {
-    /// Parse a policy name as written on the command line or in config.
-    pub fn parse(name: &str) -> Result<PolicyKind> {
-        match name {
-            "reject-all" => Ok(PolicyKind::RejectAll),
-            "workdir-edits" => Ok(PolicyKind::WorkdirEdits),
-            "approve-all" => Ok(PolicyKind::ApproveAll),
-            "host" => Ok(PolicyKind::Host),
-            other => Err(Error::InvalidInput(format!(
-                "unknown approval policy {other:?}; expected reject-all, workdir-edits, approve-all or host"
-            ))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::RejectAll => "reject-all",
-            PolicyKind::WorkdirEdits => "workdir-edits",
-            PolicyKind::ApproveAll => "approve-all",
-            PolicyKind::Host => "host",
-        }
-    }
-}
+pub use crate::config::PolicyKind;
 
 /// A host callback deciding approvals. It may block (a person deciding):
 /// omk calls it off its async threads.
