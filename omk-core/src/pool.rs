@@ -184,7 +184,7 @@ impl Drop for SlotGuard {
 #[derive(Debug)]
 pub enum Admission {
     Admitted(SlotGuard),
-    /// Waiting; call [`Pools::poll`] again with the ticket.
+    /// Waiting; call [`Pools::try_admit`] again with the ticket.
     Queued(u64),
     /// Refused (queue full, or disk over its cap), with the reason.
     Rejected(String),

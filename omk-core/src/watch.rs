@@ -1,16 +1,17 @@
 //! Change notifications for the state files (docs/architecture.md, "How
 //! changes propagate").
 //!
-//! omk's state is files written by many processes. A reader that has to act
-//! on a change (a queued worker on a released pool slot, a supervisor on a
-//! shutdown request, the dashboard's feed, `team_events(follow=True)`)
-//! subscribes to the directory that holds them instead of re-reading it on a
-//! timer: [`Watch`] wraps the `notify` crate (inotify on Linux) and falls
-//! back to the crate's polling watcher, scanning every [`POLL_FALLBACK`],
-//! where the native one cannot be had (no inotify, the instance or watch
-//! limit reached, or `OMK_WATCH=poll`). `OMK_WATCH=off` turns both off:
-//! every follower then runs on its safety re-check alone (tests; a file
-//! system where even polling misleads).
+//! omk's state is files written by many processes. A long-lived reader that
+//! follows changes (the dashboard's feed, `team_events(follow=True)`, a
+//! controller waiting for pool room, `team shutdown` waiting for a run's
+//! end) subscribes to the directory that holds them instead of re-reading it
+//! on a timer: [`Watch`] wraps the `notify` crate (inotify on Linux) and
+//! falls back to the crate's polling watcher, scanning every
+//! [`POLL_FALLBACK`], where the native one cannot be had (no inotify, the
+//! instance or watch limit reached, or `OMK_WATCH=poll`). `OMK_WATCH=off`
+//! turns both off: every follower then runs on its safety re-check alone.
+//! Team runs themselves are woken by [`crate::doorbell`]s instead: closing
+//! an inotify instance delays a process's exit by milliseconds.
 //!
 //! A notification only says "look again": notifications coalesce and may be
 //! spurious, so a follower always re-reads the state it cares about, and
@@ -20,8 +21,9 @@
 //! such as a network mount written by another host); those intervals are
 //! documented where they are used and are never on a hot path.
 //!
-//! [`Signal`] is the other half: a counter that a watch (or a release in the
-//! same process) raises and that both threads and async tasks wait on.
+//! [`Signal`] is the other half: a counter that a watch or a doorbell (or a
+//! release in the same process) raises and that both threads and async
+//! tasks wait on.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};

@@ -45,7 +45,7 @@ pub use state::{GoalState, Phase, Status};
 pub enum MergePolicy {
     /// The result stays on branch `omk/<goal>`.
     Disabled,
-    /// Ready, with a human decision "merge omk/<goal>".
+    /// Ready, with a human decision "merge `omk/<goal>`".
     Manual,
     /// Applied to the user's checkout when the gates passed and the
     /// checkout is unchanged since the goal began (else the branch stays,
