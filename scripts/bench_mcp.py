@@ -32,13 +32,16 @@ INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
 
 class Session:
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        # Buffered pipes: an unbuffered readline reads one byte per system
+        # call, which costs more than the server's answer.
         self.p = subprocess.Popen([str(OMK), "mcp-server"], cwd=cwd, env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.next_id = 1
 
     def call(self, msg: dict) -> dict:
         assert self.p.stdin and self.p.stdout
         self.p.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.p.stdin.flush()
         return json.loads(self.p.stdout.readline())
 
     def request(self, method: str, params: dict | None = None) -> dict:
@@ -94,6 +97,7 @@ def main() -> int:
         s = Session(env, project)
         s.call(INIT)
         s.p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')  # type: ignore[union-attr]
+        s.p.stdin.flush()  # type: ignore[union-attr]
         ping, status = [], []
         for _ in range(a.calls):
             t = time.perf_counter()
