@@ -146,12 +146,6 @@ impl Watch {
             .map_err(|e| watch_error(dir, e))
     }
 
-    /// Stop watching `dir` (a directory that was removed needs no call).
-    pub fn remove(&mut self, dir: &Path) {
-        let w = self.watcher.get_mut().unwrap_or_else(|p| p.into_inner());
-        let _ = w.unwatch(dir);
-    }
-
     pub fn backend(&self) -> Backend {
         self.backend
     }
