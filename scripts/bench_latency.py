@@ -36,6 +36,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench_mcp import INIT, Session  # the same buffered JSON-RPC client
+
 REPO = Path(__file__).resolve().parent.parent
 OMK = REPO / "target" / "release" / "omk"
 AGENT = REPO / "target" / "release" / "omk-scripted-agent"
@@ -96,40 +98,10 @@ def admission(e: Env, runs: int) -> tuple[list[float], list[float]]:
     return walls[8], walls[16]
 
 
-class Mcp:
-    """A buffered JSON-RPC client: one read per answer, not one per byte."""
-
-    def __init__(self, e: Env) -> None:
-        self.p = subprocess.Popen([str(OMK), "mcp-server"], cwd=e.project, env=e.env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL)
-        self.n = 0
-
-    def send(self, msg: dict) -> None:
-        assert self.p.stdin
-        self.p.stdin.write(json.dumps(msg).encode() + b"\n")
-        self.p.stdin.flush()
-
-    def request(self, method: str, params: dict | None = None) -> dict:
-        self.n += 1
-        msg: dict = {"jsonrpc": "2.0", "id": self.n, "method": method}
-        if params is not None:
-            msg["params"] = params
-        self.send(msg)
-        assert self.p.stdout
-        return json.loads(self.p.stdout.readline())
-
-    def close(self) -> None:
-        assert self.p.stdin
-        self.p.stdin.close()
-        self.p.wait(timeout=20)
-
-
 def mcp(e: Env, calls: int) -> tuple[list[float], list[float]]:
-    s = Mcp(e)
-    s.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
-                             "clientInfo": {"name": "bench", "version": "1"}})
-    s.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    s = Session(e.env, e.project)
+    s.call(INIT)
+    s.notify("notifications/initialized")
     ping, status = [], []
     for _ in range(calls):
         t = time.perf_counter()

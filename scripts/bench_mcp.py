@@ -44,6 +44,11 @@ class Session:
         self.p.stdin.flush()
         return json.loads(self.p.stdout.readline())
 
+    def notify(self, method: str) -> None:
+        assert self.p.stdin
+        self.p.stdin.write(json.dumps({"jsonrpc": "2.0", "method": method}).encode() + b"\n")
+        self.p.stdin.flush()
+
     def request(self, method: str, params: dict | None = None) -> dict:
         self.next_id += 1
         msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
@@ -96,8 +101,7 @@ def main() -> int:
 
         s = Session(env, project)
         s.call(INIT)
-        s.p.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')  # type: ignore[union-attr]
-        s.p.stdin.flush()  # type: ignore[union-attr]
+        s.notify("notifications/initialized")
         ping, status = [], []
         for _ in range(a.calls):
             t = time.perf_counter()
