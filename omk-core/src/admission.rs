@@ -85,13 +85,10 @@ pub fn wait_for_room<T>(
         }
         if watch.is_none() {
             let signal = Signal::new();
-            let w = Watch::signal(
-                &omk.paths().root().join("pools"),
-                false,
-                signal.clone(),
-                |p| crate::watch::document_name(p).is_some(),
-            )
-            .and_then(|mut w| w.add(own_dir, false).map(|()| w))
+            let w = Watch::signal(&omk.paths().root().join("pools"), signal.clone(), |p| {
+                crate::watch::document_name(p).is_some()
+            })
+            .and_then(|mut w| w.add(own_dir).map(|()| w))
             .map_err(|e| tracing::debug!("{e}; waiting for room with backoff only"))
             .ok();
             watch = Some((signal, w));

@@ -138,16 +138,15 @@ impl Repo {
     /// is not installed and no `.git` is above `dir`). A work tree with a
     /// git older than [`MIN_VERSION`], or without git, is an error.
     pub fn discover(dir: &Path) -> Result<Option<Repo>> {
+        let dot_git_above = dir.ancestors().any(|d| d.join(".git").exists());
         // No `.git` above and no GIT_DIR: no work tree, and no git process
         // started to learn it (a team run in a plain directory pays none).
-        if std::env::var_os("GIT_DIR").is_none()
-            && !dir.ancestors().any(|d| d.join(".git").exists())
-        {
+        if !dot_git_above && std::env::var_os("GIT_DIR").is_none() {
             return Ok(None);
         }
         let git = match which::which("git") {
             Ok(g) => g,
-            Err(_) if dir.ancestors().any(|d| d.join(".git").exists()) => {
+            Err(_) if dot_git_above => {
                 return Err(Error::invalid(format!(
                     "{} is a git work tree but git is not installed (needed to isolate workers; \
                      --isolation none works without it)",

@@ -230,10 +230,7 @@ impl Pools {
             |p| {
                 // Dead owners only: checking each slot's run document on every
                 // admission costs a read per slot; `cleanup` does that.
-                let (slots, _) = p.reclaim(&|_| false);
-                if !slots.is_empty() {
-                    wake_queued(&self.pools_dir(), p.queued_pids());
-                }
+                self.reclaim(p, &|_| false);
                 let ahead = p
                     .queue
                     .iter()
@@ -309,10 +306,7 @@ impl Pools {
             Durability::Volatile,
             || PoolState::new(pool),
             |p| {
-                let (slots, _) = p.reclaim(&|_| false);
-                if !slots.is_empty() {
-                    wake_queued(&self.pools_dir(), p.queued_pids());
-                }
+                self.reclaim(p, &|_| false);
                 let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
                 Ok(if free > p.queue.len() {
                     Room::Free
@@ -352,6 +346,20 @@ impl Pools {
         self.paths.root().join("pools")
     }
 
+    /// [`PoolState::reclaim`], then wake the queued workers when room was
+    /// made (a slot, or a queue entry ahead of them, gone).
+    fn reclaim(
+        &self,
+        p: &mut PoolState,
+        run_is_over: &dyn Fn(&str) -> bool,
+    ) -> (Vec<Slot>, Vec<QueueEntry>) {
+        let removed = p.reclaim(run_is_over);
+        if !removed.0.is_empty() || !removed.1.is_empty() {
+            wake_queued(&self.pools_dir(), p.queued_pids());
+        }
+        removed
+    }
+
     /// `pools status`: every pool, with live numbers.
     ///
     /// `run_is_over` says whether a run (team) has ended: its entries are
@@ -386,13 +394,7 @@ impl Pools {
             if !file.exists() {
                 continue;
             }
-            let (slots, queue) = self.update(&name, |p| {
-                let removed = p.reclaim(run_is_over);
-                if !removed.0.is_empty() || !removed.1.is_empty() {
-                    wake_queued(&self.pools_dir(), p.queued_pids());
-                }
-                Ok(removed)
-            })?;
+            let (slots, queue) = self.update(&name, |p| Ok(self.reclaim(p, run_is_over)))?;
             total += slots.len() + queue.len();
             report.push(json!({
                 "pool": name,

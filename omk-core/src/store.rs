@@ -145,12 +145,19 @@ pub fn write_doc_with<T: Document>(path: &Path, doc: &T, durability: Durability)
 /// Unparsable content or a newer `version` is `corrupt_state`; the file is
 /// never modified by a read.
 pub fn read_doc<T: Document>(path: &Path) -> Result<Option<T>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-    };
-    decode_doc(path, &bytes).map(Some)
+    match read_bytes(path)? {
+        Some(bytes) => decode_doc(path, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A file's bytes; `Ok(None)` when it does not exist.
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+    }
 }
 
 /// Decode a document's bytes, checking and migrating its version.
@@ -229,11 +236,7 @@ where
     T: Document,
 {
     let _lock = FileLock::exclusive(&lock_path_for(path))?;
-    let before = match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-    };
+    let before = read_bytes(path)?;
     let mut doc = match &before {
         Some(bytes) => decode_doc::<T>(path, bytes)?,
         None => init(),

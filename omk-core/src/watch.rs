@@ -63,21 +63,13 @@ impl std::fmt::Debug for Watch {
 
 impl Watch {
     /// Call `on_change` with the path of every file created, written,
-    /// renamed or removed under `dir` (and below it when `recursive`).
-    /// Opening and reading files, which every lock and every reader does,
-    /// is not a change. `dir` is created if missing.
-    pub fn new(
-        dir: &Path,
-        recursive: bool,
-        on_change: impl Fn(&Path) + Send + Sync + 'static,
-    ) -> Result<Watch> {
+    /// renamed or removed directly in `dir` (not below: a run's directory
+    /// holds worktrees nobody follows). Opening and reading files, which
+    /// every lock and every reader does, is not a change. `dir` is created
+    /// if missing.
+    pub fn new(dir: &Path, on_change: impl Fn(&Path) + Send + Sync + 'static) -> Result<Watch> {
         crate::store::ensure_dir(dir)?;
         let on_change = Arc::new(on_change);
-        let mode = if recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
         let setting = std::env::var("OMK_WATCH").unwrap_or_default();
         if setting == "off" {
             return Err(Error::InvalidInput(format!(
@@ -89,7 +81,7 @@ impl Watch {
             let f = on_change.clone();
             let native =
                 notify::recommended_watcher(move |ev| deliver(ev, &*f)).and_then(|mut w| {
-                    w.watch(dir, mode)?;
+                    w.watch(dir, RecursiveMode::NonRecursive)?;
                     Ok(w)
                 });
             match native {
@@ -109,7 +101,8 @@ impl Watch {
         let config = notify::Config::default().with_poll_interval(POLL_FALLBACK);
         let mut w = notify::PollWatcher::new(move |ev| deliver(ev, &*on_change), config)
             .map_err(|e| watch_error(dir, e))?;
-        w.watch(dir, mode).map_err(|e| watch_error(dir, e))?;
+        w.watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| watch_error(dir, e))?;
         Ok(Watch {
             watcher: Mutex::new(Box::new(w)),
             backend: Backend::Poll,
@@ -120,11 +113,10 @@ impl Watch {
     /// `wanted` accepts.
     pub fn signal(
         dir: &Path,
-        recursive: bool,
         signal: Arc<Signal>,
         wanted: impl Fn(&Path) -> bool + Send + Sync + 'static,
     ) -> Result<Watch> {
-        Watch::new(dir, recursive, move |p| {
+        Watch::new(dir, move |p| {
             if wanted(p) {
                 signal.raise();
             }
@@ -132,17 +124,12 @@ impl Watch {
     }
 
     /// Also watch `dir` (created if missing), with the same callback.
-    pub fn add(&mut self, dir: &Path, recursive: bool) -> Result<()> {
+    pub fn add(&mut self, dir: &Path) -> Result<()> {
         crate::store::ensure_dir(dir)?;
-        let mode = if recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
         self.watcher
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
-            .watch(dir, mode)
+            .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| watch_error(dir, e))
     }
 
@@ -276,7 +263,7 @@ mod tests {
                 w.watch(d.path(), RecursiveMode::NonRecursive).unwrap();
                 Box::new(w) as Box<dyn Watcher + Send>
             } else {
-                let w = Watch::signal(d.path(), false, signal.clone(), |p| {
+                let w = Watch::signal(d.path(), signal.clone(), |p| {
                     document_name(p) == Some("doc.json")
                 })
                 .unwrap();

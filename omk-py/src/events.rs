@@ -138,14 +138,13 @@ impl TeamEvents {
             let signal = omk_core::watch::Signal::new();
             // Without notifications the follower still reads every
             // `poll_interval`.
-            let watch =
-                omk_core::watch::Watch::signal(&doc.state_dir, false, signal.clone(), |p| {
-                    matches!(
-                        omk_core::watch::document_name(p),
-                        Some("events.jsonl" | "team.json")
-                    )
-                })
-                .ok();
+            let watch = omk_core::watch::Watch::signal(&doc.state_dir, signal.clone(), |p| {
+                matches!(
+                    omk_core::watch::document_name(p),
+                    Some("events.jsonl" | "team.json")
+                )
+            })
+            .ok();
             (watch.is_some().then_some(signal), watch)
         } else {
             (None, None)

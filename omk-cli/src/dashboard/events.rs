@@ -99,11 +99,16 @@ pub struct Feed {
     signal: Arc<Signal>,
     /// Run directories being watched.
     watched: HashSet<PathBuf>,
+    /// Every document as last compared.
+    seen: Seen,
 }
 
 impl Feed {
-    /// Subscribe to the state root's directories (before the first scan,
-    /// so no change falls between the two).
+    /// Subscribe to the state root's directories, then take the first
+    /// baseline (in that order, so no change falls between the two). It is
+    /// taken before any client can connect and kept current while nobody
+    /// listens, so a change made just after a client connects is never
+    /// mistaken for the state it started from.
     pub fn start(root: &Path) -> Feed {
         let dirty = Arc::new(Mutex::new(Dirty::default()));
         let signal = Signal::new();
@@ -118,7 +123,7 @@ impl Feed {
             drop(d);
             sig.raise();
         };
-        let mut watch = match Watch::new(root, false, on_change) {
+        let mut watch = match Watch::new(root, on_change) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!("dashboard: {e}; changes appear within {SAFETY_SCAN:?}");
@@ -127,7 +132,7 @@ impl Feed {
         };
         if let Some(w) = &mut watch {
             for sub in ["pools", "gates"].iter().chain(RUNS.iter().map(|(k, _)| k)) {
-                if let Err(e) = w.add(&root.join(sub), false) {
+                if let Err(e) = w.add(&root.join(sub)) {
                     tracing::warn!("dashboard: {e}");
                 }
             }
@@ -138,14 +143,9 @@ impl Feed {
             dirty,
             signal,
             watched: HashSet::new(),
+            seen: Seen::new(),
         };
-        for (kind, _) in RUNS {
-            if let Ok(entries) = std::fs::read_dir(root.join(kind)) {
-                for e in entries.flatten() {
-                    feed.watch_run(&e.path());
-                }
-            }
-        }
+        feed.seen = feed.scan();
         feed
     }
 
@@ -163,7 +163,7 @@ impl Feed {
         if self.watched.contains(dir) || !dir.is_dir() {
             return;
         }
-        match w.add(dir, false) {
+        match w.add(dir) {
             Ok(()) => {
                 self.watched.insert(dir.to_path_buf());
             }
@@ -173,30 +173,52 @@ impl Feed {
         }
     }
 
+    /// Every watched document under the state root, stamped, with each run
+    /// directory found watched (one read of each kind's directory).
+    fn scan(&mut self) -> Seen {
+        let mut out = Seen::new();
+        for (kind, file) in RUNS {
+            let Ok(entries) = std::fs::read_dir(self.root.join(kind)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Some(name) = e.file_name().to_str().map(String::from) else {
+                    continue;
+                };
+                let dir = e.path();
+                self.watch_run(&dir);
+                if let Some(s) = stamp(&dir.join(file)) {
+                    out.insert((kind, name), s);
+                }
+            }
+        }
+        for kind in ["gates", "pools", "metrics"] {
+            let key = (kind, String::new());
+            if let Some(s) = stamp_of(&self.root, &key) {
+                out.insert(key, s);
+            }
+        }
+        out
+    }
+
     /// The documents whose files changed since the last call (all of them
     /// when `everything`), with the run directories that appeared watched.
-    fn changed(&mut self, seen: &mut Seen, everything: bool) -> Vec<Key> {
+    fn changed(&mut self, everything: bool) -> Vec<Key> {
         let (paths, all) = {
             let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
             let all = std::mem::take(&mut d.everything) || everything;
             (std::mem::take(&mut d.paths), all)
         };
         if all {
-            for (kind, _) in RUNS {
-                if let Ok(entries) = std::fs::read_dir(self.root.join(kind)) {
-                    for e in entries.flatten() {
-                        self.watch_run(&e.path());
-                    }
-                }
-            }
-            let now = scan(&self.root);
+            let now = self.scan();
+            let seen = &self.seen;
             let mut changed: Vec<Key> = now
                 .iter()
                 .filter(|(k, v)| seen.get(*k) != Some(v))
                 .map(|(k, _)| k.clone())
                 .collect();
             changed.extend(seen.keys().filter(|k| !now.contains_key(*k)).cloned());
-            *seen = now;
+            self.seen = now;
             return changed;
         }
         let mut keys = HashSet::new();
@@ -215,10 +237,10 @@ impl Feed {
         let mut changed = Vec::new();
         for key in keys {
             let now = stamp_of(&self.root, &key);
-            if seen.get(&key) != now.as_ref() {
+            if self.seen.get(&key) != now.as_ref() {
                 match now {
-                    Some(s) => seen.insert(key.clone(), s),
-                    None => seen.remove(&key),
+                    Some(s) => self.seen.insert(key.clone(), s),
+                    None => self.seen.remove(&key),
                 };
                 changed.push(key);
             }
@@ -229,11 +251,6 @@ impl Feed {
 
 /// Broadcast changes until the process ends.
 pub async fn watch(omk: Omk, mut feed: Feed, tx: broadcast::Sender<Change>) {
-    let root = omk.state_dir().to_path_buf();
-    // The first baseline is taken before any client can connect, and kept
-    // current while nobody listens, so a change made just after a client
-    // connects is never mistaken for the state it started from.
-    let mut seen = scan(&root);
     // The generation is read when the feed wakes, before it takes the dirty
     // paths: a change noted after that wakes the next wait at once.
     let mut generation = feed.signal.generation();
@@ -241,9 +258,10 @@ pub async fn watch(omk: Omk, mut feed: Feed, tx: broadcast::Sender<Change>) {
         let woke = feed.signal.changed_past(generation, SAFETY_SCAN).await;
         let everything = woke == generation;
         generation = woke;
-        let (changed, f, s) = match tokio::task::spawn_blocking(move || {
-            let changed = feed.changed(&mut seen, everything);
-            (changed, feed, seen)
+        let changed;
+        (changed, feed) = match tokio::task::spawn_blocking(move || {
+            let changed = feed.changed(everything);
+            (changed, feed)
         })
         .await
         {
@@ -253,7 +271,6 @@ pub async fn watch(omk: Omk, mut feed: Feed, tx: broadcast::Sender<Change>) {
                 return;
             }
         };
-        (feed, seen) = (f, s);
         if tx.receiver_count() == 0 {
             continue;
         }
@@ -351,29 +368,4 @@ fn aggregate(dir: &Path, prefix: &str) -> Option<Stamp> {
         }
     }
     any.then_some(total)
-}
-
-/// Every watched document under the state root.
-fn scan(root: &Path) -> Seen {
-    let mut out = Seen::new();
-    for (kind, file) in RUNS {
-        let Ok(entries) = std::fs::read_dir(root.join(kind)) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Some(name) = e.file_name().to_str().map(String::from) else {
-                continue;
-            };
-            if let Some(s) = stamp(&e.path().join(file)) {
-                out.insert((kind, name), s);
-            }
-        }
-    }
-    for key in [("gates", ""), ("pools", ""), ("metrics", "")] {
-        let key = (key.0, key.1.to_string());
-        if let Some(s) = stamp_of(root, &key) {
-            out.insert(key, s);
-        }
-    }
-    out
 }

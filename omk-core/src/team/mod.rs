@@ -631,7 +631,7 @@ pub fn shutdown(
     // Woken by every write of team.json; the re-check notices a supervisor
     // that died without writing it.
     let changed = crate::watch::Signal::new();
-    let _watch = crate::watch::Watch::signal(&dir, false, changed.clone(), |p| {
+    let _watch = crate::watch::Watch::signal(&dir, changed.clone(), |p| {
         crate::watch::document_name(p) == Some("team.json")
     })
     .ok();

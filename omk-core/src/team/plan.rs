@@ -35,7 +35,7 @@ pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Plann
     let agent_name = ctx.planner_agent.clone();
     let mut worker = Worker::new(ctx.clone(), "planner".into(), "planner", &agent_name)
         .map_err(|e| e.to_string())?;
-    let Some(_slot) = worker.admit(false).await else {
+    let Ok(_slot) = worker.admit(false).await else {
         return Err("the planner was not admitted by the pool".into());
     };
     // Isolated: the planner reads the base in a worktree of its own too.

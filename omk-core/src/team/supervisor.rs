@@ -1144,9 +1144,9 @@ pub(crate) fn shutdown_doorbell(dir: &std::path::Path) -> String {
 
 /// Watch `shutdown.json` and publish requests to the workers: woken by the
 /// doorbell `team shutdown` rings ([`crate::doorbell`]), so a request
-/// reaches them within a millisecond. Each request noticed is a `shutdown_requested` event
-/// saying how it was noticed (`via`: `notification` or `recheck`) and how
-/// long after it was written.
+/// reaches them within a millisecond. Each request noticed is a
+/// `shutdown_requested` event saying how it was noticed (`via`:
+/// `notification` or `recheck`) and how long after it was written.
 pub async fn watch_shutdown(ctx: Arc<RunContext>, tx: watch::Sender<Option<bool>>) {
     let file = ctx.shutdown_file.clone();
     let dir = file

@@ -22,10 +22,21 @@ use crate::pool::{Admission, Owner, SlotGuard};
 use crate::process::ProcessId;
 use crate::store::{self, Document, FsyncPolicy, JsonlWriter};
 
-/// How long a queued worker waits for a wake-up (a release, its doorbell) before it
-/// looks at its pool anyway (docs/architecture.md, "How changes
+/// How long a queued worker waits for a wake-up (a release, its doorbell)
+/// before it looks at its pool anyway (docs/architecture.md, "How changes
 /// propagate"): never on the path of a release, which wakes it at once.
 const QUEUE_SAFETY_RECHECK: Duration = Duration::from_secs(2);
+
+/// Why a worker got no pool slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotAdmitted {
+    /// A shutdown was requested while it waited.
+    Stopped,
+    /// The pool refused it (recorded as `pool_rejected`).
+    Refused,
+    /// It was queued, and no task is left for it (`pool_left`).
+    NoWork,
+}
 
 /// A worker's heartbeat file, rewritten while it lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,15 +200,18 @@ impl Worker {
 
     /// Claim tasks and run them until none is left or shutdown.
     pub(super) async fn run(mut self) {
-        let Some(_slot) = self.admit(true).await else {
-            if self.ctx.shutdown_requested().is_none() && !self.ctx.work_pending() {
-                // Queued while the admitted workers took every task: there
-                // is nothing left this worker could do.
+        let _slot = match self.admit(true).await {
+            Ok(slot) => slot,
+            // Queued while the admitted workers took every task: there is
+            // nothing left this worker could do.
+            Err(NotAdmitted::NoWork) => {
                 self.set_state("exited", None);
-            } else {
-                self.set_state("not_admitted", None);
+                return;
             }
-            return;
+            Err(NotAdmitted::Stopped | NotAdmitted::Refused) => {
+                self.set_state("not_admitted", None);
+                return;
+            }
         };
         let heartbeat = self.spawn_heartbeat();
         let ctx = self.ctx.clone();
@@ -511,7 +525,7 @@ impl Worker {
     /// a `pool_left` event) once no task is pending: the admitted workers
     /// took them all, and waiting for one of their slots would only hold
     /// the run's end until they exit.
-    pub(super) async fn admit(&self, for_tasks: bool) -> Option<SlotGuard> {
+    pub(super) async fn admit(&self, for_tasks: bool) -> Result<SlotGuard, NotAdmitted> {
         let pool = self.ctx.lock().doc.pool.clone();
         let owner = Owner {
             run: self.ctx.name(),
@@ -538,7 +552,7 @@ impl Worker {
                 if let Some(t) = ticket {
                     let _ = self.ctx.pools.leave_queue(&pool, t);
                 }
-                return None;
+                return Err(NotAdmitted::Stopped);
             }
             if let (Some(t), true) = (ticket, for_tasks) {
                 if !self.ctx.work_pending() {
@@ -548,7 +562,7 @@ impl Worker {
                         Some(&self.id),
                         json!({ "pool": pool, "ticket": t, "reason": "no task left to claim", "checks": checks }),
                     );
-                    return None;
+                    return Err(NotAdmitted::NoWork);
                 }
             }
             let seen = changes.as_ref().map(|c| c.generation());
@@ -566,7 +580,7 @@ impl Worker {
                     }
                     self.ctx
                         .emit(EventKind::PoolAdmitted, Some(&self.id), payload);
-                    return Some(slot);
+                    return Ok(slot);
                 }
                 Ok(Admission::Queued(t)) => {
                     if ticket.is_none() {
@@ -596,11 +610,11 @@ impl Worker {
                 }
                 Ok(Admission::Rejected(why)) | Err(Error::Conflict(why)) => {
                     self.not_admitted(&pool, why);
-                    return None;
+                    return Err(NotAdmitted::Refused);
                 }
                 Err(e) => {
                     self.not_admitted(&pool, e.to_string());
-                    return None;
+                    return Err(NotAdmitted::Refused);
                 }
             }
         }
