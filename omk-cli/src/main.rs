@@ -84,21 +84,31 @@ pub(crate) fn async_runtime(what: &str) -> omk_core::Result<tokio::runtime::Runt
         .map_err(|e| crate::chat::io_err(&format!("start the {what} runtime"), e))
 }
 
-/// Logs go to stderr, quiet by default: warnings only unless `-v` or `RUST_LOG`.
+/// Logs go to stderr, quiet by default: warnings only unless `-v` or
+/// `RUST_LOG`. Without `RUST_LOG` the filter is a plain target list: an
+/// `EnvFilter` compiles its directive regexes at every start, a tenth of a
+/// whole `omk team status`.
 fn init_tracing(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    // Without -v, omk's own warnings only: the MCP transport's internal
-    // errors (a refused connection logged as ERROR by rmcp's worker) are
-    // reported once, as the command's own error sentence.
-    let default = match verbose {
-        0 => "warn,rmcp=off",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry();
+    let _ = match EnvFilter::try_from_default_env() {
+        Ok(filter) => registry.with(layer.with_filter(filter)).try_init(),
+        // Without -v, omk's own warnings only: the MCP transport's internal
+        // errors (a refused connection logged as ERROR by rmcp's worker) are
+        // reported once, as the command's own error sentence.
+        Err(_) => {
+            let targets = match verbose {
+                0 => Targets::new()
+                    .with_default(LevelFilter::WARN)
+                    .with_target("rmcp", LevelFilter::OFF),
+                1 => Targets::new().with_default(LevelFilter::INFO),
+                _ => Targets::new().with_default(LevelFilter::DEBUG),
+            };
+            registry.with(layer.with_filter(targets)).try_init()
+        }
+    };
 }

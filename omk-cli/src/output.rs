@@ -17,11 +17,36 @@ use crate::Outcome;
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// Stdout text collected by [`buffered`] on this thread.
+    static BUFFER: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Write formatted text on stdout (what `print!` would), never panicking:
 /// after a broken pipe, output is dropped quietly; another write error is
-/// reported once on stderr.
+/// reported once on stderr. Inside [`buffered`], collected instead.
 pub fn out(args: std::fmt::Arguments<'_>) {
-    write_to(&STDOUT_CLOSED, &mut std::io::stdout().lock(), args);
+    let collected = BUFFER.with_borrow_mut(|b| {
+        b.as_mut()
+            .map(|text| std::fmt::Write::write_fmt(text, args))
+            .is_some()
+    });
+    if !collected {
+        write_to(&STDOUT_CLOSED, &mut std::io::stdout().lock(), args);
+    }
+}
+
+/// Run `f`, writing what it prints on stdout with one `write(2)` at the
+/// end instead of one per line: for reports printed at once (progress
+/// lines are printed as they come).
+pub fn buffered<R>(f: impl FnOnce() -> R) -> R {
+    let outer = BUFFER.with_borrow_mut(|b| b.replace(String::new()));
+    let r = f();
+    let text = BUFFER.with_borrow_mut(|b| std::mem::replace(b, outer));
+    if let Some(text) = text.filter(|t| !t.is_empty()) {
+        out(format_args!("{text}"));
+    }
+    r
 }
 
 /// Write formatted text on stderr (what `eprint!` would), never panicking.

@@ -219,6 +219,10 @@ fn show(doc: &TeamDoc, json: bool) {
         print_json(&serde_json::to_value(doc).unwrap_or_default());
         return;
     }
+    crate::output::buffered(|| show_text(doc));
+}
+
+fn show_text(doc: &TeamDoc) {
     crate::outln!(
         "team {}  phase {:?}  {} x {}  tokens {}",
         doc.name,

@@ -178,12 +178,18 @@ impl EventLog {
         Ok(event)
     }
 
-    /// Redact and append several events with one write and one fsync.
+    /// Redact and append several events with one write, not synced: see
+    /// [`EventLog::sync`].
     pub fn append_batch(&mut self, mut events: Vec<Event>) -> Result<()> {
         for e in &mut events {
             crate::redact::redact_value(&mut e.payload);
         }
         self.writer.append_batch(&events)
+    }
+
+    /// Flush appended events to stable storage.
+    pub fn sync(&mut self) -> Result<()> {
+        self.writer.sync()
     }
 
     /// Build, redact and append an event.

@@ -114,10 +114,76 @@ impl PoolState {
         }
     }
 
+    /// One admission decision (see [`Pools::try_admit`]); an admitted
+    /// owner gets the new slot's id.
+    fn admit(
+        &mut self,
+        cfg: &PoolConfig,
+        owner: &Owner,
+        ticket: Option<u64>,
+        disk_problem: Option<&str>,
+    ) -> Admission<String> {
+        let ahead = self
+            .queue
+            .iter()
+            .filter(|q| ticket.is_none_or(|t| q.ticket < t))
+            .count();
+        let free = (cfg.max_workers as usize).saturating_sub(self.active.len());
+        if let Some(why) = disk_problem {
+            self.queue.retain(|q| Some(q.ticket) != ticket);
+            self.total_rejected += 1;
+            return Admission::Rejected(why.to_string());
+        }
+        if free > ahead {
+            self.queue.retain(|q| Some(q.ticket) != ticket);
+            let id = crate::ids::random_hex(6);
+            self.active.push(Slot {
+                id: id.clone(),
+                owner: owner.clone(),
+                admitted_at: Utc::now(),
+            });
+            self.total_admitted += 1;
+            return Admission::Admitted(id);
+        }
+        if let Some(t) = ticket {
+            if self.queue.iter().any(|q| q.ticket == t) {
+                return Admission::Queued(t);
+            }
+        }
+        if let Some(cap) = cfg.queue_capacity {
+            if self.queue.len() >= cap as usize {
+                self.total_rejected += 1;
+                return Admission::Rejected(format!(
+                    "pool {} is full: {} active of {}, queue at its capacity of {cap}",
+                    self.name,
+                    self.active.len(),
+                    cfg.max_workers
+                ));
+            }
+        }
+        let t = self.next_ticket.max(1);
+        self.next_ticket = t + 1;
+        self.queue.push(QueueEntry {
+            ticket: t,
+            owner: owner.clone(),
+            queued_at: Utc::now(),
+        });
+        self.total_queued += 1;
+        Admission::Queued(t)
+    }
+
     /// Drop slots and queue entries whose owner is dead or whose run is
     /// over. Returns what was removed.
     fn reclaim(&mut self, run_is_over: &dyn Fn(&str) -> bool) -> (Vec<Slot>, Vec<QueueEntry>) {
-        let stale = |o: &Owner| !o.process.is_alive() || run_is_over(&o.run);
+        // Most entries share a few processes (one supervisor holds all of
+        // a run's slots): look each up once.
+        let mut alive = std::collections::HashMap::new();
+        let mut stale = |o: &Owner| {
+            !*alive
+                .entry(o.process)
+                .or_insert_with(|| o.process.is_alive())
+                || run_is_over(&o.run)
+        };
         let (dead_slots, live): (Vec<Slot>, Vec<Slot>) =
             self.active.drain(..).partition(|s| stale(&s.owner));
         self.active = live;
@@ -156,6 +222,16 @@ impl SlotGuard {
     }
 }
 
+impl<S> Admission<S> {
+    fn map<T>(self, f: impl FnOnce(S) -> T) -> Admission<T> {
+        match self {
+            Admission::Admitted(s) => Admission::Admitted(f(s)),
+            Admission::Queued(t) => Admission::Queued(t),
+            Admission::Rejected(why) => Admission::Rejected(why),
+        }
+    }
+}
+
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let id = self.slot_id.clone();
@@ -182,8 +258,8 @@ impl Drop for SlotGuard {
 
 /// The outcome of one admission attempt.
 #[derive(Debug)]
-pub enum Admission {
-    Admitted(SlotGuard),
+pub enum Admission<S = SlotGuard> {
+    Admitted(S),
     /// Waiting; call [`Pools::try_admit`] again with the ticket.
     Queued(u64),
     /// Refused (queue full, or disk over its cap), with the reason.
@@ -220,6 +296,19 @@ impl Pools {
     /// Ask for a slot; `ticket` is the one a previous `Queued` answer gave.
     /// Slots go to queued owners in ticket order.
     pub fn try_admit(&self, pool: &str, owner: &Owner, ticket: Option<u64>) -> Result<Admission> {
+        let mut answers = self.admit_each(pool, &[(owner, ticket)])?;
+        Ok(answers.remove(0))
+    }
+
+    /// [`Pools::try_admit`] for several new owners at once (a run's
+    /// workers), in one update of the pool document: each gets the answer
+    /// it would get asking alone, in order.
+    pub fn try_admit_many(&self, pool: &str, owners: &[Owner]) -> Result<Vec<Admission>> {
+        let asks: Vec<(&Owner, Option<u64>)> = owners.iter().map(|o| (o, None)).collect();
+        self.admit_each(pool, &asks)
+    }
+
+    fn admit_each(&self, pool: &str, asks: &[(&Owner, Option<u64>)]) -> Result<Vec<Admission>> {
         let cfg = self.settings(pool)?;
         let file = self.paths.pool_file(pool)?;
         let disk_problem = cfg.max_disk_gb.and_then(|cap| self.disk_over(cap));
@@ -231,57 +320,17 @@ impl Pools {
                 // Dead owners only: checking each slot's run document on every
                 // admission costs a read per slot; `cleanup` does that.
                 self.reclaim(p, &|_| false);
-                let ahead = p
-                    .queue
+                Ok(asks
                     .iter()
-                    .filter(|q| ticket.is_none_or(|t| q.ticket < t))
-                    .count();
-                let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
-                if let Some(why) = &disk_problem {
-                    p.queue.retain(|q| Some(q.ticket) != ticket);
-                    p.total_rejected += 1;
-                    return Ok(Admission::Rejected(why.clone()));
-                }
-                if free > ahead {
-                    p.queue.retain(|q| Some(q.ticket) != ticket);
-                    let slot = Slot {
-                        id: crate::ids::random_hex(6),
-                        owner: owner.clone(),
-                        admitted_at: Utc::now(),
-                    };
-                    let guard = SlotGuard {
-                        file: file.clone(),
-                        slot_id: slot.id.clone(),
-                        pool: pool.into(),
-                    };
-                    p.active.push(slot);
-                    p.total_admitted += 1;
-                    return Ok(Admission::Admitted(guard));
-                }
-                if let Some(t) = ticket {
-                    if p.queue.iter().any(|q| q.ticket == t) {
-                        return Ok(Admission::Queued(t));
-                    }
-                }
-                if let Some(cap) = cfg.queue_capacity {
-                    if p.queue.len() >= cap as usize {
-                        p.total_rejected += 1;
-                        return Ok(Admission::Rejected(format!(
-                            "pool {pool} is full: {} active of {}, queue at its capacity of {cap}",
-                            p.active.len(),
-                            cfg.max_workers
-                        )));
-                    }
-                }
-                let t = p.next_ticket.max(1);
-                p.next_ticket = t + 1;
-                p.queue.push(QueueEntry {
-                    ticket: t,
-                    owner: owner.clone(),
-                    queued_at: Utc::now(),
-                });
-                p.total_queued += 1;
-                Ok(Admission::Queued(t))
+                    .map(|(owner, ticket)| {
+                        let answer = p.admit(&cfg, owner, *ticket, disk_problem.as_deref());
+                        answer.map(|slot_id| SlotGuard {
+                            file: file.clone(),
+                            slot_id,
+                            pool: pool.into(),
+                        })
+                    })
+                    .collect())
             },
         )
     }
@@ -453,6 +502,26 @@ mod tests {
             worker: worker.into(),
             process: ProcessId::current(),
         }
+    }
+
+    #[test]
+    fn many_at_once_get_what_each_would_get_asking_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pools(d.path(), 2, Some(1));
+        let owners: Vec<Owner> = ["w1", "w2", "w3", "w4"].iter().map(|w| me(w)).collect();
+        let answers = p.try_admit_many("p", &owners).unwrap();
+        assert!(matches!(answers[0], Admission::Admitted(_)));
+        assert!(matches!(answers[1], Admission::Admitted(_)));
+        let Admission::Queued(t) = answers[2] else {
+            panic!("{:?}", answers[2])
+        };
+        assert!(matches!(answers[3], Admission::Rejected(_)));
+        // The queued one is first in line for the next free slot.
+        drop(answers);
+        assert!(matches!(
+            p.try_admit("p", &me("w3"), Some(t)).unwrap(),
+            Admission::Admitted(_)
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A process as omk recorded it: pid plus its start time (clock ticks since
 /// boot, from `/proc/<pid>/stat`), so a recycled pid is never mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessId {
     pub pid: u32,
     #[serde(default)]
@@ -21,13 +21,23 @@ impl ProcessId {
         }
     }
 
-    /// This process.
+    /// This process. Its start time is read once (per pid: a forked child
+    /// reads its own), since every heartbeat and pool entry names it.
     pub fn current() -> ProcessId {
-        ProcessId::of(std::process::id())
+        static CURRENT: std::sync::Mutex<Option<ProcessId>> = std::sync::Mutex::new(None);
+        let pid = std::process::id();
+        let mut cached = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+        match *cached {
+            Some(me) if me.pid == pid => me,
+            _ => *cached.insert(ProcessId::of(pid)),
+        }
     }
 
     /// True while the recorded process is running (and is not a zombie).
     pub fn is_alive(&self) -> bool {
+        if *self == ProcessId::current() {
+            return true;
+        }
         match (stat_fields(self.pid), self.start_time) {
             (Some((state, _)), _) if state == 'Z' || state == 'X' => false,
             (Some((_, now)), Some(recorded)) => now == recorded,

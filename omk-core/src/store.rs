@@ -12,8 +12,9 @@
 //!   on a sibling `<file>.lock`, so concurrent processes never lose an update.
 //! - Logs are appended one whole line per `write(2)` on an `O_APPEND` handle.
 //!   Fsync policy: [`FsyncPolicy::EveryAppend`] syncs each append before it
-//!   returns (durable events); [`FsyncPolicy::Grouped`] syncs once per
-//!   [`JsonlWriter::append_batch`] or explicit [`JsonlWriter::sync`].
+//!   returns (durable events); [`FsyncPolicy::Grouped`] syncs only on an
+//!   explicit [`JsonlWriter::sync`], as does [`JsonlWriter::append_batch`]
+//!   whatever the policy (its caller commits groups).
 //! - Readers skip and count a torn or unparsable line instead of failing, and
 //!   a writer that finds a torn tail terminates it first, so the next record
 //!   is never glued onto a fragment.
@@ -76,7 +77,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Atomically replace `path` with `bytes` at the given durability.
 pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
     let dir = parent_of(path)?;
-    ensure_dir(dir)?;
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::invalid(format!("not a file path: {}", path.display())))?
@@ -87,12 +87,23 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> R
         crate::ids::random_hex(4)
     ));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .ctx("create", &tmp)?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+        };
+        // The directory is made only when missing: a mkdir per write
+        // costs more than the write.
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ensure_dir(dir)?;
+                create()
+            }
+            other => other,
+        }
+        .ctx("create", &tmp)?;
         f.write_all(bytes).ctx("write", &tmp)?;
         if durability == Durability::Durable {
             f.sync_all().ctx("fsync", &tmp)?;
@@ -124,13 +135,19 @@ pub fn write_doc<T: Document>(path: &Path, doc: &T) -> Result<()> {
 
 /// Serialize a document with its current version (pretty JSON, newline).
 pub fn encode_doc<T: Document>(doc: &T) -> Result<Vec<u8>> {
-    let mut value = serde_json::to_value(doc)
-        .map_err(|e| Error::invalid(format!("cannot encode {}: {e}", T::WHAT)))?;
+    let invalid = |e: serde_json::Error| Error::invalid(format!("cannot encode {}: {e}", T::WHAT));
+    // Most documents carry their version as their first field, already
+    // current: their bytes are final without a detour through a `Value`.
+    let mut bytes = serde_json::to_vec_pretty(doc).map_err(invalid)?;
+    if bytes.starts_with(format!("{{\n  \"version\": {},\n", T::VERSION).as_bytes()) {
+        bytes.push(b'\n');
+        return Ok(bytes);
+    }
+    let mut value = serde_json::to_value(doc).map_err(invalid)?;
     if let Value::Object(map) = &mut value {
         map.insert("version".into(), Value::from(T::VERSION));
     }
-    let mut bytes = serde_json::to_vec_pretty(&value)
-        .map_err(|e| Error::invalid(format!("cannot encode {}: {e}", T::WHAT)))?;
+    bytes = serde_json::to_vec_pretty(&value).map_err(invalid)?;
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -382,15 +399,15 @@ impl JsonlWriter {
         Ok(())
     }
 
-    /// Append many records with one write and (whatever the policy) one fsync.
+    /// Append many records with one write, not synced whatever the policy:
+    /// the caller decides when to [`JsonlWriter::sync`] (group commit).
     pub fn append_batch<T: Serialize>(&mut self, records: &[T]) -> Result<()> {
         let mut buf = Vec::with_capacity(records.len() * 128);
         for r in records {
             buf.extend_from_slice(&encode_line(&self.path, r)?);
             buf.push(b'\n');
         }
-        self.write_lines(&buf)?;
-        self.sync()
+        self.write_lines(&buf)
     }
 
     /// Flush appended records to stable storage.
@@ -526,6 +543,23 @@ mod tests {
             }
             Ok(value)
         }
+    }
+
+    #[test]
+    fn encoding_is_the_same_whether_or_not_the_version_is_current() {
+        let doc = |version| Doc {
+            version,
+            n: 7,
+            label: "x".into(),
+        };
+        // Current: encoded directly; stale: through a Value, version set.
+        let direct = encode_doc(&doc(2)).unwrap();
+        assert_eq!(direct, encode_doc(&doc(0)).unwrap());
+        let mut value = serde_json::to_value(doc(2)).unwrap();
+        value["version"] = Value::from(2);
+        let mut expected = serde_json::to_vec_pretty(&value).unwrap();
+        expected.push(b'\n');
+        assert_eq!(direct, expected);
     }
 
     #[test]

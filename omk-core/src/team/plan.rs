@@ -33,9 +33,8 @@ enum Item {
 pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Planned>, String> {
     let (task, max) = (ctx.lock().doc.task.clone(), ctx.config.team.max_subtasks);
     let agent_name = ctx.planner_agent.clone();
-    let mut worker = Worker::new(ctx.clone(), "planner".into(), "planner", &agent_name)
-        .map_err(|e| e.to_string())?;
-    let Ok(_slot) = worker.admit(false).await else {
+    let mut worker = Worker::new(ctx.clone(), "planner".into(), "planner", &agent_name);
+    let Ok(_slot) = worker.admit(false, None).await else {
         return Err("the planner was not admitted by the pool".into());
     };
     // Isolated: the planner reads the base in a worktree of its own too.

@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::events::{Event, EventKind, EventLog};
 use crate::metrics::Counter;
 use crate::paths::StatePaths;
-use crate::pool::Pools;
+use crate::pool::{Owner, Pools};
 use crate::process::ProcessId;
 use crate::store::{self, Document};
 
@@ -236,13 +236,14 @@ impl RunContext {
     /// lock is released).
     fn publish(&self, mut run: std::sync::MutexGuard<'_, Run>) {
         run.doc.updated_at = Utc::now();
-        match store::encode_doc(&run.doc) {
-            Ok(bytes) => self
-                .persister
-                .document(TeamDoc::file(&run.doc.state_dir), bytes),
-            Err(e) => tracing::error!("cannot encode the team document: {e}"),
-        }
-        let snapshot = self.observer.as_ref().map(|_| run.doc.clone());
+        let doc = run.doc.clone();
+        let snapshot = self.observer.as_ref().map(|_| doc.clone());
+        // Handed over under the lock, so versions reach the persister in
+        // order; encoded by the persister, and only if not superseded.
+        self.persister.document(
+            TeamDoc::file(&doc.state_dir),
+            Box::new(move || store::encode_doc(&doc)),
+        );
         drop(run);
         if let (Some(obs), Some(doc)) = (&self.observer, snapshot) {
             obs(&doc);
@@ -263,19 +264,24 @@ impl RunContext {
         self.persister.count(deltas);
     }
 
-    /// `Some(force)` once a stop was asked for. Also reads `shutdown.json`
-    /// itself: `shutdown --force` kills the agents right after writing it,
-    /// possibly before the watcher (which polls) has published it, and the
-    /// turn that dies of that kill must not count as a failed attempt.
+    /// `Some(force)` once a stop was asked for, as the shutdown watcher
+    /// published it (within about a millisecond of the request).
     pub(super) fn shutdown_requested(&self) -> Option<bool> {
-        let published = *self.shutdown.borrow();
-        if published.is_some() {
-            return published;
-        }
-        store::read_doc::<ShutdownRequest>(&self.shutdown_file)
-            .ok()
-            .flatten()
-            .map(|r| r.force)
+        *self.shutdown.borrow()
+    }
+
+    /// [`RunContext::shutdown_requested`], and if nothing was published yet,
+    /// `shutdown.json` itself: `shutdown --force` kills the agents right
+    /// after writing it, possibly before the watcher has published it, and
+    /// the turn that dies of that kill must not count as a failed attempt.
+    /// For such verdicts only: hot loops use the published value.
+    pub(super) fn shutdown_requested_now(&self) -> Option<bool> {
+        self.shutdown_requested().or_else(|| {
+            store::read_doc::<ShutdownRequest>(&self.shutdown_file)
+                .ok()
+                .flatten()
+                .map(|r| r.force)
+        })
     }
 
     pub(super) fn set_phase(&self, phase: Phase) {
@@ -871,11 +877,24 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
                 Err(e) => tracing::warn!("the disk check stopped: {e}"),
             }
         }
-        let mut handles = Vec::new();
-        for entry in &plan[..workers] {
-            let w = Worker::new(ctx.clone(), entry.id.clone(), &entry.role, &entry.agent)?;
-            handles.push(tokio::spawn(w.run()));
-        }
+        let crew: Vec<Worker> = plan[..workers]
+            .iter()
+            .map(|e| Worker::new(ctx.clone(), e.id.clone(), &e.role, &e.agent))
+            .collect();
+        // One pool update admits (or queues) every worker, instead of one
+        // locked read-modify-write each. On an error each worker asks
+        // again, and reports what it gets.
+        let owners: Vec<Owner> = crew.iter().map(Worker::owner).collect();
+        let pool = ctx.lock().doc.pool.clone();
+        let mut answers = ctx
+            .pools
+            .try_admit_many(&pool, &owners)
+            .unwrap_or_default()
+            .into_iter();
+        let handles: Vec<_> = crew
+            .into_iter()
+            .map(|w| tokio::spawn(w.run(answers.next())))
+            .collect();
         for h in handles {
             if let Err(e) = h.await {
                 tracing::error!("worker task failed: {e}");
@@ -886,7 +905,7 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
 }
 
 async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
-    let shutdown = ctx.shutdown_requested();
+    let shutdown = ctx.shutdown_requested_now();
     let all_completed = ctx
         .lock()
         .doc

@@ -92,18 +92,68 @@ pub(super) struct Worker {
     pub(super) agent: Option<Arc<dyn AgentBackend>>,
     pub(super) tally: Arc<Tally>,
     pub(super) state: Arc<Mutex<(String, Option<String>)>>,
-    /// The running agent's pid (0 when none), shared with the heartbeat task.
-    pub(super) agent_pid: Arc<AtomicU64>,
-    pub(super) transcript: Arc<Mutex<Option<JsonlWriter>>>,
+    /// The running agent's process (recorded once at its start), shared
+    /// with the heartbeat task.
+    pub(super) agent_process: Arc<Mutex<Option<ProcessId>>>,
+    pub(super) transcript: Arc<Transcript>,
+}
+
+/// A worker's transcript: created with its first line (a worker that never
+/// ran has none), closed when the worker exits.
+pub(super) struct Transcript {
+    path: PathBuf,
+    writer: Mutex<TranscriptWriter>,
+}
+
+enum TranscriptWriter {
+    Unopened,
+    Open(JsonlWriter),
+    Closed,
+}
+
+impl Transcript {
+    fn new(path: PathBuf) -> Arc<Transcript> {
+        Arc::new(Transcript {
+            path,
+            writer: Mutex::new(TranscriptWriter::Unopened),
+        })
+    }
+
+    /// Append a redacted line.
+    pub(super) fn record(&self, kind: &str, data: Value) {
+        let mut line = json!({ "ts": Utc::now(), "kind": kind, "data": data });
+        crate::redact::redact_value(&mut line);
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let TranscriptWriter::Unopened = *w {
+            match JsonlWriter::open(&self.path, FsyncPolicy::Grouped) {
+                Ok(opened) => *w = TranscriptWriter::Open(opened.with_cap(TRANSCRIPT_MAX_BYTES)),
+                Err(e) => {
+                    tracing::warn!("cannot open transcript: {e}");
+                    *w = TranscriptWriter::Closed;
+                }
+            }
+        }
+        if let TranscriptWriter::Open(w) = &mut *w {
+            if let Err(e) = w.append(&line) {
+                tracing::warn!("cannot write transcript: {e}");
+            }
+        }
+    }
+
+    /// Closed, not fsynced: a transcript is diagnostics, written as it
+    /// comes (so a crash of omk loses none of it); the run's durable record
+    /// is its events log.
+    fn close(&self) {
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = TranscriptWriter::Closed;
+    }
 }
 
 impl Worker {
-    pub(super) fn new(ctx: Arc<RunContext>, id: String, role: &str, agent: &str) -> Result<Worker> {
+    /// A worker of `ctx`; its directory and files are made as it writes them.
+    pub(super) fn new(ctx: Arc<RunContext>, id: String, role: &str, agent: &str) -> Worker {
         let dir = ctx.lock().doc.state_dir.join("workers").join(&id);
-        store::ensure_dir(&dir)?;
-        let transcript = JsonlWriter::open(&dir.join("transcript.jsonl"), FsyncPolicy::Grouped)?
-            .with_cap(TRANSCRIPT_MAX_BYTES);
-        Ok(Worker {
+        let transcript = Transcript::new(dir.join("transcript.jsonl"));
+        Worker {
             ctx,
             id,
             role: role.to_string(),
@@ -112,29 +162,39 @@ impl Worker {
             agent: None,
             tally: Arc::new(Tally::default()),
             state: Arc::new(Mutex::new(("starting".into(), None))),
-            agent_pid: Arc::new(AtomicU64::new(0)),
-            transcript: Arc::new(Mutex::new(Some(transcript))),
-        })
+            agent_process: Arc::new(Mutex::new(None)),
+            transcript,
+        }
     }
 
     pub(super) fn set_state(&self, state: &str, task: Option<String>) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (state.to_string(), task);
-        self.write_heartbeat();
+        self.write_heartbeat(false);
     }
 
-    pub(super) fn write_heartbeat(&self) {
+    /// The worker's last state, written at once (as it exits, not in the
+    /// flush that ends the run).
+    fn set_final_state(&self, state: &str) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (state.to_string(), None);
+        self.write_heartbeat(true);
+    }
+
+    /// Queue this worker's heartbeat; `urgent`: skip the persister's
+    /// minimum interval.
+    pub(super) fn write_heartbeat(&self, urgent: bool) {
         write_heartbeat(
             &self.ctx,
             &self.id,
             &self.dir,
             &self.state,
             &self.tally,
-            &self.agent_pid,
+            &self.agent_process,
+            urgent,
         );
     }
 
     pub(super) fn record(&self, kind: &str, data: Value) {
-        record(&self.transcript, kind, data);
+        self.transcript.record(kind, data);
     }
 
     pub(super) async fn start_agent(&mut self) -> Result<Arc<dyn AgentBackend>> {
@@ -169,9 +229,11 @@ impl Worker {
             json!({ "pid": agent.pid(), "agent": self.agent_name }),
         );
         self.agent = Some(agent.clone());
-        self.agent_pid
-            .store(u64::from(agent.pid()), Ordering::Relaxed);
-        self.write_heartbeat();
+        *self.agent_process.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(ProcessId::of(agent.pid()));
+        // At once: `team shutdown` of a dead supervisor kills the agents
+        // its workers' heartbeats name.
+        self.write_heartbeat(true);
         Ok(agent)
     }
 
@@ -194,22 +256,24 @@ impl Worker {
                 json!({ "pid": a.pid(), "exit": status.map(|s| s.to_string()) }),
             );
         }
-        self.agent_pid.store(0, Ordering::Relaxed);
-        self.write_heartbeat();
+        *self.agent_process.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.write_heartbeat(false);
     }
 
-    /// Claim tasks and run them until none is left or shutdown.
-    pub(super) async fn run(mut self) {
-        let _slot = match self.admit(true).await {
+    /// Claim tasks and run them until none is left or shutdown. `first`:
+    /// the pool's answer to this worker's first ask, when the supervisor
+    /// asked for all of its workers at once.
+    pub(super) async fn run(mut self, first: Option<Admission>) {
+        let _slot = match self.admit(true, first).await {
             Ok(slot) => slot,
             // Queued while the admitted workers took every task: there is
             // nothing left this worker could do.
             Err(NotAdmitted::NoWork) => {
-                self.set_state("exited", None);
+                self.set_final_state("exited");
                 return;
             }
             Err(NotAdmitted::Stopped | NotAdmitted::Refused) => {
-                self.set_state("not_admitted", None);
+                self.set_final_state("not_admitted");
                 return;
             }
         };
@@ -240,19 +304,12 @@ impl Worker {
             };
             self.run_task(i).await;
         }
-        let graceful = self.ctx.shutdown_requested() != Some(true);
+        let graceful = self.ctx.shutdown_requested_now() != Some(true);
         self.set_state("stopping", None);
         self.drop_agent(graceful).await;
         heartbeat.abort();
-        self.set_state("exited", None);
-        if let Some(mut t) = self
-            .transcript
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            let _ = t.sync();
-        }
+        self.set_final_state("exited");
+        self.transcript.close();
     }
 
     pub(super) async fn run_task(&mut self, i: usize) {
@@ -343,7 +400,7 @@ impl Worker {
                         self.drop_agent(false).await;
                     }
                 }
-                TurnStatus::Cancelled if self.ctx.shutdown_requested().is_some() => {
+                TurnStatus::Cancelled if self.ctx.shutdown_requested_now().is_some() => {
                     self.ctx.release(i);
                 }
                 TurnStatus::Cancelled => {
@@ -375,7 +432,7 @@ impl Worker {
             },
             TurnEnd::Errored(why) => {
                 self.drop_agent(false).await;
-                if self.ctx.shutdown_requested().is_some() {
+                if self.ctx.shutdown_requested_now().is_some() {
                     // Killed by (or died during) a shutdown: not the task's fault.
                     self.ctx.release(i);
                 } else {
@@ -525,13 +582,14 @@ impl Worker {
     /// a `pool_left` event) once no task is pending: the admitted workers
     /// took them all, and waiting for one of their slots would only hold
     /// the run's end until they exit.
-    pub(super) async fn admit(&self, for_tasks: bool) -> Result<SlotGuard, NotAdmitted> {
+    /// `first`: an answer already given to this worker's first ask.
+    pub(super) async fn admit(
+        &self,
+        for_tasks: bool,
+        mut first: Option<Admission>,
+    ) -> Result<SlotGuard, NotAdmitted> {
         let pool = self.ctx.lock().doc.pool.clone();
-        let owner = Owner {
-            run: self.ctx.name(),
-            worker: self.id.clone(),
-            process: ProcessId::current(),
-        };
+        let owner = self.owner();
         let mut ticket = None;
         // Raised when any pool document changes; a queued worker looks
         // again then, not on a timer (`checks` counts the looks). Started
@@ -566,7 +624,10 @@ impl Worker {
                 }
             }
             let seen = changes.as_ref().map(|c| c.generation());
-            let answer = if std::mem::take(&mut pool_unchanged) {
+            let answer = if let Some(given) = first.take() {
+                checks += 1;
+                Ok(given)
+            } else if std::mem::take(&mut pool_unchanged) {
                 Ok(Admission::Queued(ticket.unwrap_or_default()))
             } else {
                 checks += 1;
@@ -620,6 +681,15 @@ impl Worker {
         }
     }
 
+    /// Who this worker is to its pool.
+    pub(super) fn owner(&self) -> Owner {
+        Owner {
+            run: self.ctx.name(),
+            worker: self.id.clone(),
+            process: ProcessId::current(),
+        }
+    }
+
     /// The pool refused this worker: say so in the events and keep the
     /// reason for the run's outcome.
     fn not_admitted(&self, pool: &str, why: String) {
@@ -638,14 +708,14 @@ impl Worker {
             self.dir.clone(),
             self.state.clone(),
             self.tally.clone(),
-            self.agent_pid.clone(),
+            self.agent_process.clone(),
         );
         let period = Duration::from_secs(self.ctx.config.team.heartbeat_secs.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                write_heartbeat(&ctx, &id, &dir, &state, &tally, &pid);
+                write_heartbeat(&ctx, &id, &dir, &state, &tally, &pid, false);
             }
         })
     }
@@ -657,11 +727,10 @@ fn write_heartbeat(
     dir: &std::path::Path,
     state: &Mutex<(String, Option<String>)>,
     tally: &Tally,
-    agent_pid: &AtomicU64,
+    agent_process: &Mutex<Option<ProcessId>>,
+    urgent: bool,
 ) {
-    let agent_pid = u32::try_from(agent_pid.load(Ordering::Relaxed))
-        .ok()
-        .filter(|p| *p > 0);
+    let agent = *agent_process.lock().unwrap_or_else(|p| p.into_inner());
     let (s, task) = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let last = tally.last_activity_ms.load(Ordering::Relaxed);
     let hb = Heartbeat {
@@ -669,7 +738,7 @@ fn write_heartbeat(
         team: ctx.name(),
         worker: worker.to_string(),
         supervisor: ProcessId::current(),
-        agent: agent_pid.map(ProcessId::of),
+        agent,
         state: s,
         task,
         last_agent_activity_at: (last > 0)
@@ -681,22 +750,10 @@ fn write_heartbeat(
         updated_at: Utc::now(),
     };
     match store::encode_doc(&hb) {
-        Ok(bytes) => ctx.persister.heartbeat(dir.join("heartbeat.json"), bytes),
+        Ok(bytes) => ctx
+            .persister
+            .heartbeat(dir.join("heartbeat.json"), bytes, urgent),
         Err(e) => tracing::warn!("cannot encode the heartbeat of {worker}: {e}"),
-    }
-}
-
-fn record(transcript: &Mutex<Option<JsonlWriter>>, kind: &str, data: Value) {
-    let mut line = json!({ "ts": Utc::now(), "kind": kind, "data": data });
-    crate::redact::redact_value(&mut line);
-    if let Some(w) = transcript
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_mut()
-    {
-        if let Err(e) = w.append(&line) {
-            tracing::warn!("cannot write transcript: {e}");
-        }
     }
 }
 
@@ -706,7 +763,7 @@ async fn pump_notices(
     worker: String,
     mut rx: crate::agent::NoticeReceiver,
     tally: Arc<Tally>,
-    transcript: Arc<Mutex<Option<JsonlWriter>>>,
+    transcript: Arc<Transcript>,
 ) {
     while let Some(notice) = rx.recv().await {
         tally.last_activity_ms.store(now_ms(), Ordering::Relaxed);
@@ -729,7 +786,7 @@ async fn pump_notices(
                 }
                 // Text deltas are the bulk of a transcript: keep them, but
                 // only their text.
-                record(&transcript, "event", event_json(&event));
+                transcript.record("event", event_json(&event));
             }
             AgentNotice::Approval { request, decision } => {
                 let payload = json!({
@@ -744,28 +801,24 @@ async fn pump_notices(
                     "reason": decision.reason,
                     "policy": ctx.policy.kind.as_str(),
                 });
-                record(&transcript, "approval", payload.clone());
+                transcript.record("approval", payload.clone());
                 ctx.emit(EventKind::ApprovalDecided, Some(&worker), payload);
             }
             AgentNotice::Question { questions } => {
                 let payload = json!({ "questions": questions, "answer": "dismissed" });
-                record(&transcript, "question", payload.clone());
+                transcript.record("question", payload.clone());
                 ctx.emit(EventKind::AgentQuestion, Some(&worker), payload);
             }
             AgentNotice::RequestAnswered { kind, answer } => {
-                record(
-                    &transcript,
-                    "request",
-                    json!({ "type": kind, "answer": answer }),
-                );
+                transcript.record("request", json!({ "type": kind, "answer": answer }));
             }
             AgentNotice::StrayOutput { line } => {
-                record(&transcript, "stray_output", json!({ "line": line }));
+                transcript.record("stray_output", json!({ "line": line }));
             }
             AgentNotice::ProtocolViolation { line, reason } => {
                 tally.violations.fetch_add(1, Ordering::Relaxed);
                 let payload = json!({ "reason": reason, "line": line });
-                record(&transcript, "protocol_violation", payload.clone());
+                transcript.record("protocol_violation", payload.clone());
                 ctx.emit(EventKind::AgentProtocolError, Some(&worker), payload);
             }
         }
