@@ -73,7 +73,8 @@ clippy: $(VPY)
 ## the scripted agent the tests configure.
 cargo-test: $(VPY)
 	env -u OMK_KIMI_BIN -u OMK_KIMI_ARGS -u OMK_AGENT_PROTOCOL -u OMK_CONFIG \
-	  -u OMK_SCRIPTED_BEHAVIOUR -u OMK_SCRIPTED_FAULT $(CARGO) test --workspace
+	  -u OMK_SCRIPTED_BEHAVIOUR -u OMK_SCRIPTED_FAULT \
+	  bash tests/pg/with-postgres.sh $(CARGO) test --workspace
 
 ## c-test: the C ABI from C (C11 strict, header also as C++17), under valgrind.
 c-test: build

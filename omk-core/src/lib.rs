@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod modes;
 pub mod ops;
 pub mod paths;
+pub mod pg;
 pub mod pool;
 pub mod process;
 pub mod redact;

@@ -1,0 +1,144 @@
+//! The store's schema: embedded, versioned migrations, applied in one
+//! transaction on first use (docs/state.md has the tables).
+//!
+//! `omk_schema` holds the version. A database whose version is newer than
+//! [`LATEST`] belongs to a newer omk: it is refused before anything is
+//! written, as a newer state document is.
+
+use super::PgStore;
+use crate::error::{Error, Result};
+
+/// Migrations in order; the version after `MIGRATIONS[i]` is `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: teams, their tasks (one leased record each), events in commit
+    // order, counters.
+    r#"
+    CREATE TABLE teams (
+        name        text PRIMARY KEY,
+        doc         jsonb NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE tasks (
+        team            text NOT NULL REFERENCES teams (name) ON DELETE CASCADE,
+        id              text NOT NULL,
+        position        integer NOT NULL,
+        pool            text NOT NULL,
+        agent           text NOT NULL,
+        status          text NOT NULL CHECK (status IN
+                            ('pending', 'running', 'completed', 'failed', 'cancelled')),
+        holder          text,
+        epoch           bigint NOT NULL DEFAULT 0,
+        attempts        integer NOT NULL DEFAULT 0,
+        max_attempts    integer NOT NULL CHECK (max_attempts > 0),
+        lease_deadline  timestamptz,
+        not_before      timestamptz,
+        spec            jsonb NOT NULL,
+        result          jsonb,
+        PRIMARY KEY (team, id)
+    );
+    CREATE INDEX tasks_claimable ON tasks (pool, status, not_before);
+    CREATE TABLE event_sequence (
+        only_row  boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        last      bigint NOT NULL
+    );
+    INSERT INTO event_sequence VALUES (true, 0);
+    CREATE TABLE events (
+        seq      bigint PRIMARY KEY,
+        team     text NOT NULL,
+        id       text NOT NULL,
+        ts       timestamptz NOT NULL DEFAULT now(),
+        kind     text NOT NULL,
+        actor    text,
+        payload  jsonb NOT NULL
+    );
+    CREATE INDEX events_by_team ON events (team, seq);
+    CREATE TABLE counters (
+        name   text PRIMARY KEY,
+        value  bigint NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this omk reads and writes.
+pub const LATEST: i32 = MIGRATIONS.len() as i32;
+
+/// An arbitrary key serializing concurrent first uses of one database (an
+/// advisory lock held by the migrating transaction only).
+const MIGRATION_LOCK: i64 = 0x6f6d_6b5f_7363_6865; // "omk_sche"
+
+/// The database's schema version (0 for a database omk never used).
+pub async fn version(store: &PgStore) -> Result<i32> {
+    let client = store.client().await?;
+    read_version(store, &client).await
+}
+
+async fn read_version(
+    store: &PgStore,
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<i32> {
+    let fail = |e| store.error("read the schema of", e);
+    // Two statements: a query naming a missing table fails to plan, even in
+    // a branch that would not run.
+    let exists: bool = client
+        .query_one("SELECT to_regclass('omk_schema') IS NOT NULL", &[])
+        .await
+        .map_err(fail)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_opt("SELECT version FROM omk_schema", &[])
+        .await
+        .map_err(fail)?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
+
+fn too_new(store: &PgStore, found: i32) -> Error {
+    Error::CorruptState {
+        path: store.shown().into(),
+        message: format!(
+            "the database has schema version {found}, newer than this omk's {LATEST}: \
+             upgrade omk (nothing was written)"
+        ),
+    }
+}
+
+/// Bring the schema up to [`LATEST`], or refuse a newer one.
+pub async fn migrate(store: &PgStore) -> Result<()> {
+    let mut client = store.client().await?;
+    let found = read_version(store, &client).await?;
+    if found > LATEST {
+        return Err(too_new(store, found));
+    }
+    if found == LATEST {
+        return Ok(());
+    }
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| store.error("migrate", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| store.error("migrate", e))?;
+    // Another process may have migrated while this one waited.
+    let found = read_version(store, &tx).await?;
+    if found > LATEST {
+        return Err(too_new(store, found));
+    }
+    if found == 0 {
+        tx.batch_execute("CREATE TABLE omk_schema (version integer NOT NULL); INSERT INTO omk_schema VALUES (0);")
+            .await
+            .map_err(|e| store.error("migrate", e))?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| store.error(&format!("apply migration {} to", i + 1), e))?;
+    }
+    tx.execute("UPDATE omk_schema SET version = $1", &[&LATEST])
+        .await
+        .map_err(|e| store.error("migrate", e))?;
+    tx.commit().await.map_err(|e| store.error("migrate", e))
+}

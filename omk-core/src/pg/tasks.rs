@@ -1,0 +1,451 @@
+//! Leased tasks in the PostgreSQL store: one record per task (status,
+//! holder, lease deadline, epoch, attempts) instead of a claim in one
+//! process's memory.
+//!
+//! - A claim takes the first claimable task with `FOR UPDATE SKIP LOCKED`
+//!   (concurrent claimers never wait on, or take, the same row), raises its
+//!   epoch and sets its deadline from the server's clock (`now()`), never a
+//!   host's. A running task whose deadline passed is claimable again: its
+//!   holder is presumed dead.
+//! - Renew, complete, fail and release name the lease's epoch and succeed
+//!   only while it is still the task's and not expired: a holder that was
+//!   stopped past its deadline can never record a completion, even if
+//!   nobody claimed the task since. They fail with `conflict`.
+//! - A completion, its event and its counters are one transaction, so each
+//!   is recorded exactly once.
+//!
+//! Advisory locks are not used for any of this: a dead host can hold one
+//! for hours.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::events::append_in;
+use super::PgStore;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+
+/// A task as submitted.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: String,
+    /// The pool whose executors may run it.
+    pub pool: String,
+    /// The agent profile that runs it.
+    pub agent: String,
+    pub max_attempts: i32,
+    /// What the executor needs (title, prompt, files...).
+    pub spec: Value,
+}
+
+/// A task held under a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub team: String,
+    pub task: String,
+    /// Raised by every claim: the fence of this holder's writes.
+    pub epoch: i64,
+    pub attempt: i32,
+    pub holder: String,
+    pub deadline: DateTime<Utc>,
+    pub spec: Value,
+}
+
+/// A task's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub team: String,
+    pub id: String,
+    pub status: String,
+    pub holder: Option<String>,
+    pub epoch: i64,
+    pub attempts: i32,
+    pub lease_deadline: Option<DateTime<Utc>>,
+    pub result: Option<Value>,
+}
+
+/// What became of a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Claimable again after the backoff.
+    Retry,
+    /// No attempt left.
+    Failed,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn lost(lease: &Lease, doing: &str) -> Error {
+    Error::Conflict(format!(
+        "cannot {doing} task {} of team {}: lease epoch {} of {} is no longer valid \
+         (expired, or the task was claimed again)",
+        lease.task, lease.team, lease.epoch, lease.holder
+    ))
+}
+
+impl PgStore {
+    /// Create a team document and its tasks in one transaction, with a
+    /// `task_created` event each. A team of that name already there is a
+    /// conflict.
+    pub async fn create_team(&self, name: &str, doc: &Value, tasks: &[NewTask]) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("create a team in", e))?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO teams (name, doc) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&name, doc],
+            )
+            .await
+            .map_err(|e| self.error("create a team in", e))?;
+        if inserted == 0 {
+            return Err(Error::Conflict(format!(
+                "team {name} already exists in the store {}",
+                self.shown()
+            )));
+        }
+        let mut events = Vec::with_capacity(tasks.len());
+        for (i, t) in tasks.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO tasks (team, id, position, pool, agent, status, max_attempts, spec)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+                &[
+                    &name,
+                    &t.id,
+                    &(i as i32),
+                    &t.pool,
+                    &t.agent,
+                    &t.max_attempts.max(1),
+                    &t.spec,
+                ],
+            )
+            .await
+            .map_err(|e| self.error("create a task in", e))?;
+            events.push(Event::new(
+                name,
+                EventKind::TaskCreated,
+                Some("supervisor"),
+                json!({ "task_id": t.id, "title": t.spec.get("title") }),
+            ));
+        }
+        if !events.is_empty() {
+            append_in(self, &tx, &events).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.error("create a team in", e))
+    }
+
+    /// Claim the first claimable task (pending and past its backoff, or
+    /// running past its deadline) of `pools` that one of `agents` runs, for
+    /// `holder`, under a lease of `ttl`. `None` when there is nothing to
+    /// claim now.
+    pub async fn claim(
+        &self,
+        holder: &str,
+        pools: &[String],
+        agents: &[String],
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("claim a task in", e))?;
+        // Running tasks past their deadline with no attempt left end here:
+        // their holder is presumed dead and nobody may take them again.
+        let exhausted = tx
+            .query(
+                "UPDATE tasks SET status = 'failed', holder = NULL, lease_deadline = NULL,
+                     result = jsonb_build_object('error', 'lease expired on the last attempt')
+                 WHERE pool = ANY($1) AND status = 'running' AND lease_deadline < now()
+                   AND attempts >= max_attempts
+                 RETURNING team, id, epoch, attempts",
+                &[&pools],
+            )
+            .await
+            .map_err(|e| self.error("claim a task in", e))?;
+        let mut events = Vec::new();
+        for r in &exhausted {
+            let (team, task, epoch, attempt): (String, String, i64, i32) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            events.push(Event::new(
+                &team,
+                EventKind::LeaseExpired,
+                Some(holder),
+                json!({ "task_id": task, "epoch": epoch, "attempt": attempt }),
+            ));
+            events.push(Event::new(
+                &team,
+                EventKind::TaskFailed,
+                Some(holder),
+                json!({ "task_id": task, "epoch": epoch, "attempt": attempt,
+                        "error": "lease expired on the last attempt" }),
+            ));
+        }
+        let row = tx
+            .query_opt(
+                "WITH next AS (
+                     SELECT team, id, status AS was FROM tasks
+                     WHERE pool = ANY($1) AND agent = ANY($2)
+                       AND ((status = 'pending' AND (not_before IS NULL OR not_before <= now()))
+                         OR (status = 'running' AND lease_deadline < now()
+                             AND attempts < max_attempts))
+                     ORDER BY team, position
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE tasks t
+                 SET status = 'running', holder = $3, epoch = t.epoch + 1,
+                     attempts = t.attempts + 1, not_before = NULL,
+                     lease_deadline = now() + make_interval(secs => $4)
+                 FROM next
+                 WHERE t.team = next.team AND t.id = next.id
+                 RETURNING t.team, t.id, t.epoch, t.attempts, t.lease_deadline, t.spec, next.was",
+                &[&pools, &agents, &holder, &secs(ttl)],
+            )
+            .await
+            .map_err(|e| self.error("claim a task in", e))?;
+        let Some(row) = row else {
+            if !events.is_empty() {
+                append_in(self, &tx, &events).await?;
+                tx.commit()
+                    .await
+                    .map_err(|e| self.error("claim a task in", e))?;
+            }
+            return Ok(None);
+        };
+        let lease = Lease {
+            team: row.get(0),
+            task: row.get(1),
+            epoch: row.get(2),
+            attempt: row.get(3),
+            holder: holder.to_string(),
+            deadline: row.get(4),
+            spec: row.get(5),
+        };
+        let was: String = row.get(6);
+        if was == "running" {
+            events.push(Event::new(
+                &lease.team,
+                EventKind::LeaseExpired,
+                Some(holder),
+                json!({ "task_id": lease.task, "epoch": lease.epoch - 1, "reclaimed_by": holder }),
+            ));
+        }
+        events.push(Event::new(
+            &lease.team,
+            EventKind::TaskClaimed,
+            Some(holder),
+            json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch,
+                    "lease_secs": ttl.as_secs(), "holder": holder }),
+        ));
+        append_in(self, &tx, &events).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.error("claim a task in", e))?;
+        Ok(Some(lease))
+    }
+
+    /// Extend a lease by `ttl` from now (the server's now). Refused once the
+    /// lease expired, even if nobody claimed the task since.
+    pub async fn renew(&self, lease: &mut Lease, ttl: Duration) -> Result<()> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE tasks SET lease_deadline = now() + make_interval(secs => $4)
+                 WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
+                   AND lease_deadline >= now()
+                 RETURNING lease_deadline",
+                &[&lease.team, &lease.task, &lease.epoch, &secs(ttl)],
+            )
+            .await
+            .map_err(|e| self.error("renew a lease in", e))?;
+        match row {
+            Some(r) => {
+                lease.deadline = r.get(0);
+                Ok(())
+            }
+            None => Err(lost(lease, "renew the lease of")),
+        }
+    }
+
+    /// Record the task completed with `result`, its `task_completed` event
+    /// and its counter increments, in one transaction; refused (and nothing
+    /// recorded) unless the lease is still valid.
+    pub async fn complete(
+        &self,
+        lease: &Lease,
+        result: &Value,
+        counters: &[(&str, i64)],
+    ) -> Result<i64> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("complete a task in", e))?;
+        let n = tx
+            .execute(
+                "UPDATE tasks SET status = 'completed', result = $4, lease_deadline = NULL
+                 WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
+                   AND lease_deadline >= now()",
+                &[&lease.team, &lease.task, &lease.epoch, result],
+            )
+            .await
+            .map_err(|e| self.error("complete a task in", e))?;
+        if n == 0 {
+            return Err(lost(lease, "complete"));
+        }
+        add_counters(self, &tx, counters).await?;
+        let seq = append_in(
+            self,
+            &tx,
+            &[Event::new(
+                &lease.team,
+                EventKind::TaskCompleted,
+                Some(&lease.holder),
+                json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch,
+                        "result": result }),
+            )],
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.error("complete a task in", e))?;
+        Ok(seq)
+    }
+
+    /// Record a failed attempt: claimable again after `backoff` (a time in
+    /// the record, from the server's clock) while attempts remain, failed
+    /// otherwise. Refused unless the lease is still valid.
+    pub async fn fail(&self, lease: &Lease, why: &str, backoff: Duration) -> Result<AfterFailure> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("fail a task in", e))?;
+        let row = tx
+            .query_opt(
+                "UPDATE tasks SET
+                     status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+                     not_before = CASE WHEN attempts < max_attempts
+                                  THEN now() + make_interval(secs => $4) END,
+                     holder = NULL, lease_deadline = NULL,
+                     result = jsonb_build_object('error', $5::text)
+                 WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
+                   AND lease_deadline >= now()
+                 RETURNING status",
+                &[&lease.team, &lease.task, &lease.epoch, &secs(backoff), &why],
+            )
+            .await
+            .map_err(|e| self.error("fail a task in", e))?;
+        let Some(row) = row else {
+            return Err(lost(lease, "fail"));
+        };
+        let after = if row.get::<_, String>(0) == "failed" {
+            AfterFailure::Failed
+        } else {
+            AfterFailure::Retry
+        };
+        let (kind, payload) = match after {
+            AfterFailure::Failed => (
+                EventKind::TaskFailed,
+                json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch, "error": why }),
+            ),
+            AfterFailure::Retry => (
+                EventKind::RetryScheduled,
+                json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch,
+                        "error": why, "backoff_ms": backoff.as_millis() as u64 }),
+            ),
+        };
+        append_in(
+            self,
+            &tx,
+            &[Event::new(&lease.team, kind, Some(&lease.holder), payload)],
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.error("fail a task in", e))?;
+        Ok(after)
+    }
+
+    /// Give a task back unfinished (the holder is stopping): claimable at
+    /// once, the attempt not counted. Refused unless the lease is still
+    /// valid.
+    pub async fn release(&self, lease: &Lease) -> Result<()> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE tasks SET status = 'pending', holder = NULL, lease_deadline = NULL,
+                     attempts = attempts - 1
+                 WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
+                   AND lease_deadline >= now()",
+                &[&lease.team, &lease.task, &lease.epoch],
+            )
+            .await
+            .map_err(|e| self.error("release a task in", e))?;
+        if n == 0 {
+            return Err(lost(lease, "release"));
+        }
+        Ok(())
+    }
+
+    /// The tasks of `team`, in order.
+    pub async fn tasks(&self, team: &str) -> Result<Vec<TaskRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT team, id, status, holder, epoch, attempts, lease_deadline, result
+                 FROM tasks WHERE team = $1 ORDER BY position",
+                &[&team],
+            )
+            .await
+            .map_err(|e| self.error("read the tasks of", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| TaskRecord {
+                team: r.get(0),
+                id: r.get(1),
+                status: r.get(2),
+                holder: r.get(3),
+                epoch: r.get(4),
+                attempts: r.get(5),
+                lease_deadline: r.get(6),
+                result: r.get(7),
+            })
+            .collect())
+    }
+
+    /// A counter's value (0 when never counted).
+    pub async fn counter(&self, name: &str) -> Result<i64> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT value FROM counters WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.error("read counters from", e))?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+}
+
+async fn add_counters(
+    store: &PgStore,
+    tx: &impl deadpool_postgres::GenericClient,
+    counters: &[(&str, i64)],
+) -> Result<()> {
+    for (name, delta) in counters {
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + EXCLUDED.value",
+            &[name, delta],
+        )
+        .await
+        .map_err(|e| store.error("count in", e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! A PostgreSQL restart (`pg_ctl restart -m immediate`: the server dies as
+//! in a crash) under a connected store: a binary of its own, since it
+//! restarts the server every test of its binary shares.
+
+use std::time::{Duration, Instant};
+
+use omk_core::pg::tasks::NewTask;
+use omk_core::pg::PgStore;
+use omk_core::ErrorCode;
+use serde_json::json;
+
+fn env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{name} is not set: run the tests through `make cargo-test`, which starts PostgreSQL")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: {name} is not set (make cargo-test starts PostgreSQL)");
+            None
+        }
+    }
+}
+
+fn pg_ctl(args: &[&str]) {
+    let bin = std::env::var("OMK_TEST_PG_BIN").unwrap();
+    let data = std::env::var("OMK_TEST_PG_DATA").unwrap();
+    let pg_ctl = format!("{bin}/pg_ctl");
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", &pg_ctl]);
+        c
+    } else {
+        std::process::Command::new(&pg_ctl)
+    };
+    // The server's output goes to its log: a server started by `restart`
+    // would otherwise hold our pipes open for ever.
+    let log = std::path::Path::new(&data).with_file_name("server.log");
+    let status = cmd
+        .args(["-D", &data, "-w", "-t", "60", "-l"])
+        .arg(&log)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "pg_ctl {args:?} failed; see {}",
+        log.display()
+    );
+}
+
+/// Retry `f` on I/O errors (the server is away) for up to 60 s.
+async fn retrying<T, F, Fut>(mut f: F) -> omk_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = omk_core::Result<T>>,
+{
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f().await {
+            Err(e) if e.code() == ErrorCode::Io && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_crash_and_restart_loses_no_completion_and_no_event() {
+    let Some(url) = env("OMK_TEST_PG_URL") else {
+        return;
+    };
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let db = format!("omk_r_{}", omk_core::ids::random_hex(6));
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
+    let store = PgStore::connect(&url).await.unwrap();
+    let tasks: Vec<NewTask> = (1..=3)
+        .map(|i| NewTask {
+            id: format!("t{i}"),
+            pool: "default".into(),
+            agent: "scripted".into(),
+            max_attempts: 2,
+            spec: json!({ "title": format!("task {i}") }),
+        })
+        .collect();
+    store.create_team("t", &json!({}), &tasks).await.unwrap();
+    let pools = vec!["default".to_string()];
+    let agents = vec!["scripted".to_string()];
+    let ttl = Duration::from_secs(60);
+    let held = store
+        .claim("a/1", &pools, &agents, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let signal = store.listen().await.unwrap();
+    let seen = signal.changed_past(0, Duration::from_secs(10)).await;
+
+    pg_ctl(&["-m", "immediate", "restart"]);
+
+    // The lease outlived the crash (its deadline is in the database): the
+    // holder completes once the server is back, and claims go on.
+    let (ok, done) = (json!({ "ok": true }), [("done", 1)]);
+    let seq = retrying(|| store.complete(&held, &ok, &done))
+        .await
+        .unwrap();
+    assert!(seq > 0);
+    loop {
+        let next = retrying(|| store.claim("b/1", &pools, &agents, ttl))
+            .await
+            .unwrap();
+        let Some(lease) = next else { break };
+        retrying(|| store.complete(&lease, &ok, &done))
+            .await
+            .unwrap();
+    }
+    let records = store.tasks("t").await.unwrap();
+    assert!(
+        records.iter().all(|r| r.status == "completed"),
+        "{records:?}"
+    );
+    let events = store.events_after(Some("t"), 0, 100).await.unwrap();
+    let completed = events
+        .iter()
+        .filter(|e| e.event.kind.as_str() == "task_completed")
+        .count();
+    assert_eq!(completed, 3);
+    assert_eq!(store.counter("done").await.unwrap(), 3);
+    // The follower's connection came back and woke it.
+    assert!(signal.changed_past(seen, Duration::from_secs(30)).await > seen);
+}
