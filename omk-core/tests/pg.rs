@@ -12,42 +12,18 @@ use omk_core::pg::{schema, PgStore};
 use omk_core::{Error, ErrorCode};
 use serde_json::json;
 
-/// The server's URL, or `None` (SKIPPED) outside CI.
+mod common;
+
 fn server() -> Option<String> {
-    match std::env::var("OMK_TEST_PG_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("OMK_TEST_PG_URL is not set: run the tests through `make cargo-test`, which starts PostgreSQL")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: OMK_TEST_PG_URL is not set (make cargo-test starts PostgreSQL)");
-            None
-        }
-    }
+    common::pg_env("OMK_TEST_PG_URL")
 }
 
-/// `url` with its database replaced.
 fn with_db(url: &str, db: &str) -> String {
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{db}")
-}
-
-/// A fresh database on the test server; its URL.
-async fn fresh_db(url: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let name = format!("omk_t_{}", omk_core::ids::random_hex(6));
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    with_db(url, &name)
+    common::pg_with_db(url, db)
 }
 
 async fn store() -> Option<(PgStore, String)> {
-    let url = fresh_db(&server()?).await;
+    let url = common::pg_fresh_db(&server()?).await;
     Some((PgStore::connect(&url).await.unwrap(), url))
 }
 

@@ -9,18 +9,7 @@ use omk_core::pg::PgStore;
 use omk_core::ErrorCode;
 use serde_json::json;
 
-fn env(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{name} is not set: run the tests through `make cargo-test`, which starts PostgreSQL")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: {name} is not set (make cargo-test starts PostgreSQL)");
-            None
-        }
-    }
-}
+mod common;
 
 fn pg_ctl(args: &[&str]) {
     let bin = std::env::var("OMK_TEST_PG_BIN").unwrap();
@@ -71,19 +60,10 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_crash_and_restart_loses_no_completion_and_no_event() {
-    let Some(url) = env("OMK_TEST_PG_URL") else {
+    let Some(url) = common::pg_env("OMK_TEST_PG_URL") else {
         return;
     };
-    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("omk_r_{}", omk_core::ids::random_hex(6));
-    admin
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
+    let url = common::pg_fresh_db(&url).await;
     let store = PgStore::connect(&url).await.unwrap();
     let tasks: Vec<NewTask> = (1..=3)
         .map(|i| NewTask {

@@ -68,3 +68,42 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A variable `tests/pg/with-postgres.sh` sets (`make cargo-test` runs the
+/// tests under it), or `None` after saying SKIPPED; with `CI=true` a
+/// missing one is a failure.
+#[allow(dead_code)]
+pub fn pg_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{name} is not set: run the tests through `make cargo-test`, which starts PostgreSQL")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: {name} is not set (make cargo-test starts PostgreSQL)");
+            None
+        }
+    }
+}
+
+/// `url` with its database replaced by `db`.
+#[allow(dead_code)]
+pub fn pg_with_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{db}")
+}
+
+/// A new, empty database on the server at `url`; its URL.
+#[allow(dead_code)]
+pub async fn pg_fresh_db(url: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name = format!("omk_t_{}", omk_core::ids::random_hex(6));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    pg_with_db(url, &name)
+}
