@@ -78,6 +78,8 @@ pub enum Command {
     Mcp(crate::mcp::McpCommand),
     /// Serve the web dashboard and its REST API (loopback by default).
     Dashboard(crate::dashboard::DashboardArgs),
+    /// Run tasks of teams in a PostgreSQL store on this host, until SIGTERM.
+    Worker(crate::worker::WorkerArgs),
 }
 
 impl Command {
@@ -104,6 +106,7 @@ impl Command {
             Command::McpServer => false,
             Command::Mcp(c) => c.wants_json(),
             Command::Dashboard(_) => false,
+            Command::Worker(_) => true,
         }
     }
 }

@@ -15,6 +15,7 @@ mod modes;
 mod output;
 mod pools;
 mod team;
+mod worker;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -71,6 +72,7 @@ fn run(cli: Cli) -> omk_core::Result<Outcome> {
         Command::McpServer => mcp::serve(&omk),
         Command::Mcp(cmd) => mcp::run(&omk, cmd),
         Command::Dashboard(args) => dashboard::run(&omk, args),
+        Command::Worker(args) => worker::run(&omk, args),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod config;
 pub mod doorbell;
 pub mod error;
 pub mod events;
+pub mod executor;
 pub mod gate;
 pub mod git;
 pub mod goal;

@@ -50,6 +50,8 @@ pub struct Lease {
     pub attempt: i32,
     pub holder: String,
     pub deadline: DateTime<Utc>,
+    /// The agent profile that runs it.
+    pub agent: String,
     pub spec: Value,
 }
 
@@ -206,7 +208,7 @@ impl PgStore {
                      lease_deadline = now() + make_interval(secs => $4)
                  FROM next
                  WHERE t.team = next.team AND t.id = next.id
-                 RETURNING t.team, t.id, t.epoch, t.attempts, t.lease_deadline, t.spec, next.was",
+                 RETURNING t.team, t.id, t.epoch, t.attempts, t.lease_deadline, t.spec, next.was, t.agent",
                 &[&pools, &agents, &holder, &secs(ttl)],
             )
             .await
@@ -227,6 +229,7 @@ impl PgStore {
             attempt: row.get(3),
             holder: holder.to_string(),
             deadline: row.get(4),
+            agent: row.get(7),
             spec: row.get(5),
         };
         let was: String = row.get(6);

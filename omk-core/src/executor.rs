@@ -1,0 +1,315 @@
+//! `omk worker`: a daemon per host that runs tasks of any team in a
+//! PostgreSQL store (docs/distributed.md).
+//!
+//! Each of its `max_agents` slots claims a task of the pools and agent
+//! profiles it serves ([`crate::pg::tasks`]), runs it with a local agent in
+//! a directory of its own under the worker's root, renews the lease while
+//! the turn runs, and records the outcome, fenced by the lease's epoch: a
+//! slot whose lease was lost (it was stopped past its deadline, and another
+//! host took the task over) kills its agent and records nothing.
+//!
+//! A slot with nothing to claim waits for the store's event notification
+//! (a new team, a failure backing off, a release), with a slow safety
+//! re-check. A lost connection is retried with backoff; a turn in flight
+//! goes on, its lease renewed once the store is back, if still in time.
+//!
+//! Stopping (SIGTERM in `omk worker`) cancels the running turns and
+//! releases their tasks, so another host takes them at once.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::agent::{self, AgentBackend, AgentSpec, ApprovalPolicy, TurnOutcome, TurnStatus};
+use crate::config::Config;
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Event, EventKind};
+use crate::pg::tasks::{AfterFailure, Lease};
+use crate::pg::PgStore;
+
+/// How long a slot with nothing to claim waits before looking again even
+/// without a notification (one lost while the store was unreachable).
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
+/// The longest wait between two attempts to reach an unreachable store.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// What `omk worker` serves.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The store's `postgres://` URL.
+    pub store: String,
+    /// Pools whose tasks it runs.
+    pub pools: Vec<String>,
+    /// Agent profiles it runs (each must resolve here).
+    pub agents: Vec<String>,
+    /// Tasks run at once.
+    pub max_agents: usize,
+    /// Where tasks work: `<root>/<team>/<task>`.
+    pub root: PathBuf,
+    /// This host's name in leases and events (`<name>/<pid>/<slot>`).
+    pub name: String,
+    /// Lease length; renewed every third of it while a turn runs.
+    pub lease: Duration,
+    /// Failed attempts come back after this.
+    pub retry_backoff: Duration,
+}
+
+/// What a worker did, when it stopped.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    pub completed: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub released: AtomicU64,
+    /// Tasks whose lease was lost before their outcome could be recorded.
+    pub lost: AtomicU64,
+}
+
+impl WorkerReport {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "completed": self.completed.load(Ordering::Relaxed),
+            "failed_attempts": self.failed_attempts.load(Ordering::Relaxed),
+            "released": self.released.load(Ordering::Relaxed),
+            "lost": self.lost.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Serve tasks until `stop` turns true. Errors only when the store or the
+/// agent profiles cannot be used at all at the start.
+pub async fn serve(
+    config: &Config,
+    opts: WorkerOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<Arc<WorkerReport>> {
+    if opts.pools.is_empty() || opts.agents.is_empty() || opts.max_agents == 0 {
+        return Err(Error::invalid(
+            "a worker needs at least one pool, one agent profile and one slot",
+        ));
+    }
+    let mut profiles = std::collections::BTreeMap::new();
+    for name in &opts.agents {
+        profiles.insert(name.clone(), crate::agents::resolve(config, Some(name))?);
+    }
+    let store = PgStore::connect(&opts.store).await?;
+    let changes = store.listen().await?;
+    let shared = Arc::new(Slots {
+        store,
+        changes,
+        policy: ApprovalPolicy {
+            kind: crate::agent::PolicyKind::parse(&config.agent.approval_policy)?,
+            allow_commands: config.agent.allow_commands.clone(),
+            host: None,
+        },
+        profiles,
+        opts,
+        report: Arc::new(WorkerReport::default()),
+    });
+    let mut handles = Vec::new();
+    for slot in 0..shared.opts.max_agents {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        handles.push(tokio::spawn(
+            async move { shared.run_slot(slot, stop).await },
+        ));
+    }
+    for h in handles {
+        if let Err(e) = h.await {
+            tracing::error!("worker slot stopped: {e}");
+        }
+    }
+    Ok(shared.report.clone())
+}
+
+struct Slots {
+    store: PgStore,
+    changes: Arc<crate::watch::Signal>,
+    policy: ApprovalPolicy,
+    profiles: std::collections::BTreeMap<String, crate::agents::Resolved>,
+    opts: WorkerOptions,
+    report: Arc<WorkerReport>,
+}
+
+/// How a turn under a lease ended.
+enum Ran {
+    Finished(Result<TurnOutcome>),
+    /// The lease was lost: the agent was killed.
+    Lost(Error),
+    /// The worker is stopping: the turn was cancelled.
+    Stopped,
+}
+
+impl Slots {
+    async fn run_slot(&self, slot: usize, mut stop: watch::Receiver<bool>) {
+        let holder = format!("{}/{}/{slot}", self.opts.name, std::process::id());
+        let mut retry = Duration::from_millis(100);
+        while !*stop.borrow() {
+            let seen = self.changes.generation();
+            let claimed = self
+                .store
+                .claim(
+                    &holder,
+                    &self.opts.pools,
+                    &self.opts.agents,
+                    self.opts.lease,
+                )
+                .await;
+            match claimed {
+                Ok(Some(lease)) => {
+                    retry = Duration::from_millis(100);
+                    self.run_task(lease, &mut stop).await;
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.changes.changed_past(seen, IDLE_RECHECK) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{holder}: cannot claim: {e}; retrying in {retry:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = stop.changed() => {}
+                    }
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    fn spec_for(&self, lease: &Lease, work_dir: PathBuf) -> Result<AgentSpec> {
+        let resolved = self.profiles.get(&lease.agent).ok_or_else(|| {
+            Error::Agent(format!("no agent profile {:?} on this worker", lease.agent))
+        })?;
+        Ok(AgentSpec {
+            program: resolved.program.clone(),
+            extra_args: resolved.args.clone(),
+            work_dir,
+            env: resolved.env.clone(),
+            protocol: resolved.protocol,
+            policy: self.policy.clone(),
+            start_timeout: resolved.start_timeout(),
+            questions: true,
+            mcp_servers: Vec::new(),
+        })
+    }
+
+    async fn run_task(&self, mut lease: Lease, stop: &mut watch::Receiver<bool>) {
+        let work_dir = self.opts.root.join(&lease.team).join(&lease.task);
+        let started =
+            crate::store::ensure_dir(&work_dir).and_then(|()| self.spec_for(&lease, work_dir));
+        let ran = match started {
+            Ok(spec) => self.turn(&mut lease, spec, stop).await,
+            Err(e) => Ran::Finished(Err(e)),
+        };
+        let recorded = match ran {
+            Ran::Finished(Ok(outcome)) if outcome.status == TurnStatus::Finished => {
+                let result = json!({
+                    "summary": crate::redact::redact_str(outcome.record.text.trim()),
+                    "tokens": outcome.record.usage.total(),
+                    "steps": outcome.record.steps,
+                    "holder": lease.holder,
+                });
+                self.store
+                    .complete(&lease, &result, &[("tasks_completed", 1)])
+                    .await
+                    .map(|_| {
+                        self.report.completed.fetch_add(1, Ordering::Relaxed);
+                    })
+            }
+            Ran::Finished(end) => {
+                let why = match end {
+                    Ok(o) => format!("the turn ended {:?}", o.status),
+                    Err(e) => e.to_string(),
+                };
+                self.store
+                    .fail(&lease, &why, self.opts.retry_backoff)
+                    .await
+                    .map(|after| {
+                        self.report.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                        if after == AfterFailure::Failed {
+                            tracing::warn!("task {} of {} failed: {why}", lease.task, lease.team);
+                        }
+                    })
+            }
+            Ran::Stopped => self.store.release(&lease).await.map(|()| {
+                self.report.released.fetch_add(1, Ordering::Relaxed);
+            }),
+            Ran::Lost(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            if e.code() == ErrorCode::Conflict {
+                self.report.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            // A refused late write is the fence working; anything else is
+            // retried by the lease: the task comes back when it expires.
+            tracing::warn!("task {} of {}: {e}", lease.task, lease.team);
+        }
+    }
+
+    /// Run the task's turn, renewing the lease every third of its length.
+    async fn turn(
+        &self,
+        lease: &mut Lease,
+        spec: AgentSpec,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Ran {
+        let (tx, mut rx) = agent::notice_channel();
+        // Notices (events, approvals) are not recorded per task yet: drain.
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let agent: Arc<dyn AgentBackend> = match agent::start(&spec, tx).await {
+            Ok(a) => a,
+            Err(e) => return Ran::Finished(Err(e)),
+        };
+        let _ = self
+            .store
+            .append_events(&[Event::new(
+                &lease.team,
+                EventKind::TaskStarted,
+                Some(&lease.holder),
+                json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch,
+                        "agent_pid": agent.pid(), "holder": lease.holder }),
+            )])
+            .await;
+        let prompt = lease.spec["prompt"]
+            .as_str()
+            .or_else(|| lease.spec["title"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let ran = {
+            let turn = agent.prompt(&prompt);
+            tokio::pin!(turn);
+            let mut renew = tokio::time::interval(self.opts.lease / 3);
+            renew.tick().await;
+            loop {
+                tokio::select! {
+                    outcome = &mut turn => break Ran::Finished(outcome),
+                    _ = renew.tick() => match self.store.renew(lease, self.opts.lease).await {
+                        Ok(()) => {}
+                        Err(e) if e.code() == ErrorCode::Conflict => break Ran::Lost(e),
+                        // The store is away: the lease may still hold; the
+                        // next tick tries again.
+                        Err(e) => tracing::warn!("cannot renew the lease of {}: {e}", lease.task),
+                    },
+                    _ = stop.changed() => if *stop.borrow() {
+                        break Ran::Stopped;
+                    },
+                }
+            }
+        };
+        match ran {
+            Ran::Finished(_) => {
+                agent.stop(Duration::from_secs(2)).await;
+            }
+            _ => {
+                agent.kill();
+                agent.stop(Duration::from_millis(500)).await;
+            }
+        }
+        ran
+    }
+}
