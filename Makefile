@@ -117,7 +117,7 @@ header:
 
 ## bench: criterion benchmarks, the team and call-overhead benches; medians and ratios.
 bench: $(VPY) peers
-	$(CARGO) bench -p omk-core
+	OMK_TEST_PG_FSYNC=on bash tests/pg/with-postgres.sh $(CARGO) bench -p omk-core
 	$(VPY) scripts/bench_report.py $(TARGET)/criterion
 	$(CARGO) build --release -p omk-cli -p omk-scripted-agent
 	$(VPY) scripts/bench_team.py --runs 7 --kimi

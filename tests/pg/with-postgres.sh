@@ -2,7 +2,8 @@
 # Run a command with a throwaway PostgreSQL (Debian's `postgresql` package):
 # initdb into a temp dir (as the `postgres` user when run as root), a free
 # 127.0.0.1 port and a unix socket dir, fsync off (a test instance), stopped
-# and removed when the command ends. The command sees:
+# and removed when the command ends (OMK_TEST_PG_FSYNC=on keeps fsync, for
+# benchmarks). The command sees:
 #   OMK_TEST_PG_URL     postgres://omk:omk-test@127.0.0.1:PORT/postgres
 #                       (password auth over TCP)
 #   OMK_TEST_PG_SOCKET  the unix socket directory (trust auth, user omk)
@@ -47,7 +48,7 @@ as_pg "$bin/initdb" -D "$dir/data" -U omk --pwfile="$dir/pw" \
 mkdir -p "$dir/sock"
 if [ "$(id -u)" = 0 ]; then chown postgres: "$dir/sock"; fi
 as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200" \
+  -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=${OMK_TEST_PG_FSYNC:-off} -c full_page_writes=${OMK_TEST_PG_FSYNC:-off} -c max_connections=200" \
   start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 
 export OMK_TEST_PG_URL="postgres://omk:omk-test@127.0.0.1:$port/postgres"
