@@ -180,6 +180,11 @@ pub struct TeamRunArgs {
     /// Print the team document as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run the team in a PostgreSQL store (a postgres:// URL), on the
+    /// `omk worker` daemons serving it (docs/distributed.md); subtasks are
+    /// required there.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Args)]

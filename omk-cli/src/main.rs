@@ -14,6 +14,7 @@ mod mcp;
 mod modes;
 mod output;
 mod pools;
+mod remote;
 mod team;
 mod worker;
 

@@ -115,6 +115,9 @@ fn request(args: &TeamRunArgs) -> TeamRunRequest {
 
 fn team_run(omk: &Omk, global: &GlobalArgs, args: TeamRunArgs) -> omk_core::Result<Outcome> {
     let req = request(&args);
+    if let Some(url) = &args.store {
+        return crate::remote::team_run(omk, url, &req, &args);
+    }
     if args.detach {
         let doc = omk.team_prepare(&req)?;
         spawn_supervisor(omk, global, &doc)?;
@@ -140,7 +143,7 @@ fn team_run(omk: &Omk, global: &GlobalArgs, args: TeamRunArgs) -> omk_core::Resu
     Ok(outcome_of(&doc))
 }
 
-fn outcome_of(doc: &TeamDoc) -> Outcome {
+pub(crate) fn outcome_of(doc: &TeamDoc) -> Outcome {
     if doc.phase == Phase::Completed {
         Outcome::Success
     } else {
@@ -214,7 +217,7 @@ fn update_progress(bar: &ProgressBar, doc: &TeamDoc) {
     bar.set_message(format!("{}  tokens {}", running.join(" "), doc.tokens));
 }
 
-fn show(doc: &TeamDoc, json: bool) {
+pub(crate) fn show(doc: &TeamDoc, json: bool) {
     if json {
         print_json(&serde_json::to_value(doc).unwrap_or_default());
         return;

@@ -37,7 +37,7 @@ pub struct WorkerArgs {
     pub lease_secs: Option<u64>,
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use omk_core::pg::tasks::{NewTask, TaskRecord};
+use omk_core::pg::tasks::TaskRecord;
 use omk_core::pg::PgStore;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn required(name: &str) -> Option<String> {
     match std::env::var(name) {
@@ -37,6 +37,8 @@ struct Cluster {
     store: PgStore,
     /// The database's URL through the unix socket (what hosts use).
     socket_url: String,
+    /// The database's URL over TCP (what `omk team run` here uses).
+    tcp_url: String,
     tmp: tempfile::TempDir,
 }
 
@@ -60,6 +62,7 @@ impl Cluster {
             .build()
             .unwrap();
         let db = format!("omk_w_{}", omk_core::ids::random_hex(6));
+        let tcp_url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
         let store = rt.block_on(async {
             let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
@@ -69,35 +72,75 @@ impl Cluster {
                 .batch_execute(&format!("CREATE DATABASE {db}"))
                 .await
                 .unwrap();
-            let tcp = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
-            PgStore::connect(&tcp).await.unwrap()
+            PgStore::connect(&tcp_url).await.unwrap()
         });
         Some(Cluster {
             rt,
             store,
             socket_url: format!("postgres://omk@localhost/{db}?host={socket}&port={port}"),
+            tcp_url,
             tmp: tempfile::tempdir().unwrap(),
         })
     }
 
+    /// Submit a team of one subtask per prompt, as `omk team run --store
+    /// --detach` would (any worker coordinates it).
     fn submit(&self, team: &str, prompts: &[&str], max_attempts: i32) {
-        let tasks: Vec<NewTask> = prompts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| NewTask {
-                id: format!("t{}", i + 1),
-                pool: "default".into(),
-                agent: "kimi".into(),
-                max_attempts,
-                spec: json!({ "title": format!("task {}", i + 1), "prompt": p }),
-            })
-            .collect();
+        let mut config = omk_core::Config::default();
+        config.team.max_attempts = max_attempts as u32;
+        let req = omk_core::team::TeamRunRequest {
+            spec: "2:executor".into(),
+            task: format!("test team {team}"),
+            name: Some(team.into()),
+            subtasks: prompts.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        };
+        let sub = omk_core::team::remote::submission(&config, &req, "test").unwrap();
+        let doc = serde_json::to_value(&sub.doc).unwrap();
         self.rt
-            .block_on(
-                self.store
-                    .create_team(team, &json!({ "name": team }), &tasks),
-            )
+            .block_on(self.store.create_team(team, &doc, &sub.tasks, None))
             .unwrap();
+    }
+
+    fn team_doc(&self, team: &str) -> Value {
+        self.rt
+            .block_on(self.store.team_doc(team))
+            .unwrap()
+            .unwrap()
+    }
+
+    /// `omk team run --store` from this host (TCP), with `lease_secs`.
+    fn team_run(&self, name: &str, lease_secs: u64, subtasks: &[&str]) -> Command {
+        let dir = self.tmp.path().join(format!("submitter-{name}"));
+        std::fs::create_dir_all(dir.join("xdg")).unwrap();
+        std::fs::write(
+            dir.join("omk.toml"),
+            format!("[team]\nlease_secs = {lease_secs}\n"),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_omk"));
+        cmd.args([
+            "team",
+            "run",
+            "2:executor",
+            "a distributed task",
+            "--name",
+            name,
+            "--json",
+        ])
+        .args(["--store", &self.tcp_url])
+        .env("OMK_STATE_DIR", dir.join("state"))
+        .env("OMK_CONFIG", dir.join("omk.toml"))
+        .env("OMK_KIMI_BIN", common::agent_bin())
+        .env("XDG_CONFIG_HOME", dir.join("xdg"))
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for s in subtasks {
+            cmd.args(["--subtask", s]);
+        }
+        cmd
     }
 
     fn tasks(&self, team: &str) -> Vec<TaskRecord> {
@@ -152,8 +195,9 @@ impl Cluster {
     ) -> Vec<TaskRecord> {
         let until = Instant::now() + Duration::from_secs(90);
         loop {
+            // A team not submitted yet has no tasks.
             let tasks = self.tasks(team);
-            if done(&tasks) {
+            if !tasks.is_empty() && done(&tasks) {
                 return tasks;
             }
             assert!(
@@ -344,4 +388,89 @@ fn sigterm_releases_the_running_task_at_once() {
     });
     assert!(t0.elapsed() < Duration::from_secs(15));
     b.stop();
+}
+
+#[test]
+fn team_run_with_a_store_runs_on_the_workers_and_ends_with_its_document() {
+    let Some(c) = Cluster::new() else { return };
+    let mut a = c.host("host-a", 5, 2);
+    let mut b = c.host("host-b", 5, 2);
+    let out = c
+        .team_run("dist", 5, &["[sleep:0.5] [answer:a]"; 4])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["phase"], "Completed", "{doc}");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 4);
+    for t in tasks {
+        assert_eq!(t["status"], "completed", "{t}");
+        assert!(t["worker"].as_str().unwrap().starts_with("host-"), "{t}");
+        // The scripted agent's ticks while it sleeps, then the answer.
+        assert!(t["summary"].as_str().unwrap().ends_with('a'), "{t}");
+    }
+    assert!(
+        doc["state_dir"].as_str().unwrap().ends_with("#dist"),
+        "{doc}"
+    );
+    // The store has the same document, and one run_completed.
+    assert_eq!(c.team_doc("dist")["phase"], "Completed");
+    let ends = c
+        .events("dist")
+        .iter()
+        .filter(|(k, _)| k == "run_completed")
+        .count();
+    assert_eq!(ends, 1);
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_killed_coordinator_is_taken_over_by_a_worker_and_the_team_completes() {
+    let Some(c) = Cluster::new() else { return };
+    let mut a = c.host("host-a", 5, 2);
+    let mut run = c
+        .team_run(
+            "orphan",
+            1,
+            &["[sleep:2] [answer:x]", "[sleep:2] [answer:y]"],
+        )
+        .spawn()
+        .unwrap();
+    c.wait_tasks("orphan", "the workers' claims", |t| {
+        t.iter().all(|t| t.status == "running")
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let doc = loop {
+        let doc = c.team_doc("orphan");
+        if doc["phase"] == "Completed" {
+            break doc;
+        }
+        assert!(Instant::now() < until, "never completed: {doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        doc["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "completed"),
+        "{doc}"
+    );
+    let events = c.events("orphan");
+    let enders: Vec<String> = events
+        .iter()
+        .filter(|(k, _)| k == "run_completed")
+        .map(|(_, p)| p["phase"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(enders, ["Completed"]);
+    a.stop();
 }

@@ -122,7 +122,7 @@ fn main() {
     let (pg_per_task, tasks_per_s, events_per_s) = rt.block_on(async {
         let store = fresh(&url).await;
         store
-            .create_team("seq", &json!({}), &tasks(TASKS))
+            .create_team("seq", &json!({}), &tasks(TASKS), None)
             .await
             .unwrap();
         let mut per = Vec::new();
@@ -135,7 +135,7 @@ fn main() {
         }
         let store = fresh(&url).await;
         store
-            .create_team("par", &json!({}), &tasks(TASKS * 2))
+            .create_team("par", &json!({}), &tasks(TASKS * 2), None)
             .await
             .unwrap();
         let t = Instant::now();

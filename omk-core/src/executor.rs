@@ -13,6 +13,10 @@
 //! re-check. A lost connection is retried with backoff; a turn in flight
 //! goes on, its lease renewed once the store is back, if still in time.
 //!
+//! Besides its slots, a worker takes over the coordination of teams nobody
+//! coordinates any more ([`crate::team::remote::coordinate`]): their `omk
+//! team run --store` died or detached.
+//!
 //! Stopping (SIGTERM in `omk worker`) cancels the running turns and
 //! releases their tasks, so another host takes them at once.
 
@@ -111,6 +115,12 @@ pub async fn serve(
         report: Arc::new(WorkerReport::default()),
     });
     let mut handles = Vec::new();
+    {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        handles.push(tokio::spawn(
+            async move { shared.coordinate_loop(stop).await },
+        ));
+    }
     for slot in 0..shared.opts.max_agents {
         let (shared, stop) = (shared.clone(), stop.clone());
         handles.push(tokio::spawn(
@@ -171,6 +181,58 @@ impl Slots {
                 }
                 Err(e) => {
                     tracing::warn!("{holder}: cannot claim: {e}; retrying in {retry:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = stop.changed() => {}
+                    }
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Take over the coordination of teams nobody coordinates (their
+    /// `omk team run` died, or detached), one at a time, besides the slots.
+    async fn coordinate_loop(&self, mut stop: watch::Receiver<bool>) {
+        let holder = format!("{}/{}/coordinator", self.opts.name, std::process::id());
+        let mut retry = Duration::from_millis(100);
+        while !*stop.borrow() {
+            let seen = self.changes.generation();
+            match self
+                .store
+                .claim_coordination(&holder, self.opts.lease)
+                .await
+            {
+                Ok(Some(c)) => {
+                    retry = Duration::from_millis(100);
+                    let team = c.team.clone();
+                    tracing::info!("{holder}: coordinating team {team}");
+                    let run = crate::team::remote::coordinate(
+                        &self.store,
+                        c,
+                        self.opts.lease,
+                        self.changes.clone(),
+                        &|_| {},
+                    );
+                    tokio::select! {
+                        r = run => if let Err(e) = r {
+                            tracing::warn!("{holder}: coordination of {team} ended: {e}");
+                        },
+                        // Stopping: the lease lapses and another worker
+                        // takes the team over.
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.changes.changed_past(seen, IDLE_RECHECK) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{holder}: cannot claim coordination: {e}; retrying in {retry:?}"
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => {}
                         _ = stop.changed() => {}

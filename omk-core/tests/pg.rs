@@ -140,7 +140,7 @@ async fn concurrent_claimers_complete_each_task_exactly_once() {
         return;
     };
     store
-        .create_team("t", &json!({ "name": "t" }), &tasks(60, 3))
+        .create_team("t", &json!({ "name": "t" }), &tasks(60, 3), None)
         .await
         .unwrap();
     let mut handles = Vec::new();
@@ -189,7 +189,7 @@ async fn an_expired_lease_cannot_renew_or_complete_and_the_next_claim_raises_the
         return;
     };
     store
-        .create_team("t", &json!({}), &tasks(1, 3))
+        .create_team("t", &json!({}), &tasks(1, 3), None)
         .await
         .unwrap();
     let ttl = Duration::from_millis(500);
@@ -260,7 +260,7 @@ async fn failures_back_off_in_the_record_then_run_out_and_release_gives_back() {
         return;
     };
     store
-        .create_team("t", &json!({}), &tasks(1, 2))
+        .create_team("t", &json!({}), &tasks(1, 2), None)
         .await
         .unwrap();
     let ttl = Duration::from_secs(30);
@@ -309,7 +309,7 @@ async fn failures_back_off_in_the_record_then_run_out_and_release_gives_back() {
     assert_eq!(r.result.as_ref().unwrap()["error"], "boom again");
     // Other pools and agents never see it.
     store
-        .create_team("u", &json!({}), &tasks(1, 1))
+        .create_team("u", &json!({}), &tasks(1, 1), None)
         .await
         .unwrap();
     assert!(store
@@ -330,7 +330,7 @@ async fn a_dead_holder_on_its_last_attempt_fails_the_task() {
         return;
     };
     store
-        .create_team("t", &json!({}), &tasks(1, 1))
+        .create_team("t", &json!({}), &tasks(1, 1), None)
         .await
         .unwrap();
     let _dead = store

@@ -74,7 +74,10 @@ async fn a_server_crash_and_restart_loses_no_completion_and_no_event() {
             spec: json!({ "title": format!("task {i}") }),
         })
         .collect();
-    store.create_team("t", &json!({}), &tasks).await.unwrap();
+    store
+        .create_team("t", &json!({}), &tasks, None)
+        .await
+        .unwrap();
     let pools = vec!["default".to_string()];
     let agents = vec!["scripted".to_string()];
     let ttl = Duration::from_secs(60);

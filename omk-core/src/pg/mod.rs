@@ -19,6 +19,7 @@
 pub mod events;
 pub mod schema;
 pub mod tasks;
+pub mod teams;
 
 use std::time::Duration;
 

@@ -58,6 +58,17 @@ const MIGRATIONS: &[&str] = &[
         value  bigint NOT NULL
     );
     "#,
+    // 2: a team's coordination is a leased job too: whoever holds the
+    // lease (the submitting `omk team run`, or a worker that took over)
+    // keeps the team document and ends the run.
+    r#"
+    ALTER TABLE teams
+        ADD COLUMN phase text NOT NULL DEFAULT 'Planning',
+        ADD COLUMN coordinator text,
+        ADD COLUMN coordinator_epoch bigint NOT NULL DEFAULT 0,
+        ADD COLUMN coordinator_deadline timestamptz;
+    CREATE INDEX teams_unfinished ON teams (phase, coordinator_deadline);
+    "#,
 ];
 
 /// The schema version this omk reads and writes.

@@ -90,60 +90,6 @@ fn lost(lease: &Lease, doing: &str) -> Error {
 }
 
 impl PgStore {
-    /// Create a team document and its tasks in one transaction, with a
-    /// `task_created` event each. A team of that name already there is a
-    /// conflict.
-    pub async fn create_team(&self, name: &str, doc: &Value, tasks: &[NewTask]) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error("create a team in", e))?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO teams (name, doc) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&name, doc],
-            )
-            .await
-            .map_err(|e| self.error("create a team in", e))?;
-        if inserted == 0 {
-            return Err(Error::Conflict(format!(
-                "team {name} already exists in the store {}",
-                self.shown()
-            )));
-        }
-        let mut events = Vec::with_capacity(tasks.len());
-        for (i, t) in tasks.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO tasks (team, id, position, pool, agent, status, max_attempts, spec)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
-                &[
-                    &name,
-                    &t.id,
-                    &(i as i32),
-                    &t.pool,
-                    &t.agent,
-                    &t.max_attempts.max(1),
-                    &t.spec,
-                ],
-            )
-            .await
-            .map_err(|e| self.error("create a task in", e))?;
-            events.push(Event::new(
-                name,
-                EventKind::TaskCreated,
-                Some("supervisor"),
-                json!({ "task_id": t.id, "title": t.spec.get("title") }),
-            ));
-        }
-        if !events.is_empty() {
-            append_in(self, &tx, &events).await?;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| self.error("create a team in", e))
-    }
-
     /// Claim the first claimable task (pending and past its backoff, or
     /// running past its deadline) of `pools` that one of `agents` runs, for
     /// `holder`, under a lease of `ttl`. `None` when there is nothing to

@@ -12,6 +12,7 @@ pub mod isolation;
 mod persist;
 mod plan;
 pub mod proof;
+pub mod remote;
 pub mod spec;
 pub mod supervisor;
 mod worker;
@@ -105,6 +106,23 @@ pub fn run_is_terminal(paths: &StatePaths, run: &str) -> bool {
 
 /// Validate `req` and create the team (directory, document, request).
 /// Nothing is written when validation fails.
+/// The team's workers: each spec group's count, with the group's agent
+/// profile or `default_agent`.
+fn workers_of(spec: &TeamSpec, default_agent: &str) -> Vec<WorkerEntry> {
+    let mut workers = Vec::new();
+    for g in &spec.groups {
+        let agent = g.agent.clone().unwrap_or_else(|| default_agent.to_string());
+        for _ in 0..g.count {
+            workers.push(WorkerEntry {
+                id: format!("w{}", workers.len() + 1),
+                role: g.role.clone(),
+                agent: agent.clone(),
+            });
+        }
+    }
+    workers
+}
+
 pub fn prepare(
     paths: &StatePaths,
     config: &Config,
@@ -200,17 +218,7 @@ pub fn prepare(
         .agent
         .clone()
         .unwrap_or_else(|| crate::agents::default_name(config).to_string());
-    let mut workers = Vec::new();
-    for g in &spec.groups {
-        let agent = g.agent.clone().unwrap_or_else(|| default_agent.clone());
-        for _ in 0..g.count {
-            workers.push(WorkerEntry {
-                id: format!("w{}", workers.len() + 1),
-                role: g.role.clone(),
-                agent: agent.clone(),
-            });
-        }
-    }
+    let workers = workers_of(&spec, &default_agent);
     let planner_agent = workers[0].agent.clone();
     // Every profile known before anything is written, then every
     // executable found.

@@ -1,0 +1,219 @@
+//! Teams in the PostgreSQL store, and their coordination as a leased job.
+//!
+//! A team's document (the API's team document, as jsonb) is kept by its
+//! coordinator: the `omk team run --store` that submitted it, or, once that
+//! process's lease expired (it died, or `--detach` left none), any `omk
+//! worker` that takes coordination over. The coordinator lease works as a
+//! task's does: a deadline from the server's clock, an epoch raised by each
+//! claim, and every write of the document fenced by that epoch.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::events::append_in;
+use super::tasks::NewTask;
+use super::PgStore;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+
+/// Phases after which nobody coordinates a team any more.
+pub const TERMINAL_PHASES: [&str; 4] = ["Completed", "Failed", "Shutdown", "Interrupted"];
+
+/// The right to keep a team's document and end its run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coordination {
+    pub team: String,
+    pub epoch: i64,
+    pub holder: String,
+    /// The team document as the store has it.
+    pub doc: Value,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn lost(c: &Coordination, doing: &str) -> Error {
+    Error::Conflict(format!(
+        "cannot {doing} team {}: coordination epoch {} of {} is no longer valid \
+         (expired, or taken over)",
+        c.team, c.epoch, c.holder
+    ))
+}
+
+impl PgStore {
+    /// Create a team (its document, phase `doc.phase`) and its tasks in one
+    /// transaction, with a `task_created` event each; `coordinator`: the
+    /// holder that coordinates it from the start, under a lease of the given
+    /// length (none: the first worker to look takes it). A team of that name
+    /// already there is a conflict.
+    pub async fn create_team(
+        &self,
+        name: &str,
+        doc: &Value,
+        tasks: &[NewTask],
+        coordinator: Option<(&str, Duration)>,
+    ) -> Result<Option<Coordination>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("create a team in", e))?;
+        let phase = doc["phase"].as_str().unwrap_or("Planning");
+        let (holder, ttl) = match coordinator {
+            Some((h, ttl)) => (Some(h), secs(ttl)),
+            None => (None, 0.0),
+        };
+        let inserted = tx
+            .execute(
+                "INSERT INTO teams (name, doc, phase, coordinator, coordinator_epoch, coordinator_deadline)
+                 VALUES ($1, $2, $3, $4, CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END,
+                         CASE WHEN $4::text IS NULL THEN NULL
+                              ELSE now() + make_interval(secs => $5) END)
+                 ON CONFLICT DO NOTHING",
+                &[&name, doc, &phase, &holder, &ttl],
+            )
+            .await
+            .map_err(|e| self.error("create a team in", e))?;
+        if inserted == 0 {
+            return Err(Error::Conflict(format!(
+                "team {name} already exists in the store {}",
+                self.shown()
+            )));
+        }
+        let mut events = Vec::with_capacity(tasks.len());
+        for (i, t) in tasks.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO tasks (team, id, position, pool, agent, status, max_attempts, spec)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+                &[
+                    &name,
+                    &t.id,
+                    &(i as i32),
+                    &t.pool,
+                    &t.agent,
+                    &t.max_attempts.max(1),
+                    &t.spec,
+                ],
+            )
+            .await
+            .map_err(|e| self.error("create a task in", e))?;
+            events.push(Event::new(
+                name,
+                EventKind::TaskCreated,
+                Some("supervisor"),
+                json!({ "task_id": t.id, "title": t.spec.get("title") }),
+            ));
+        }
+        if !events.is_empty() {
+            append_in(self, &tx, &events).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.error("create a team in", e))?;
+        Ok(holder.map(|h| Coordination {
+            team: name.to_string(),
+            epoch: 1,
+            holder: h.to_string(),
+            doc: doc.clone(),
+        }))
+    }
+
+    /// Take over the coordination of an unfinished team nobody coordinates
+    /// (none ever did, or the lease expired), raising its epoch.
+    pub async fn claim_coordination(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Coordination>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "WITH next AS (
+                     SELECT name FROM teams
+                     WHERE phase <> ALL($1)
+                       AND (coordinator IS NULL OR coordinator_deadline < now())
+                     ORDER BY created_at
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE teams t
+                 SET coordinator = $2, coordinator_epoch = t.coordinator_epoch + 1,
+                     coordinator_deadline = now() + make_interval(secs => $3)
+                 FROM next WHERE t.name = next.name
+                 RETURNING t.name, t.coordinator_epoch, t.doc",
+                &[&&TERMINAL_PHASES[..], &holder, &secs(ttl)],
+            )
+            .await
+            .map_err(|e| self.error("claim coordination in", e))?;
+        Ok(row.map(|r| Coordination {
+            team: r.get(0),
+            epoch: r.get(1),
+            holder: holder.to_string(),
+            doc: r.get(2),
+        }))
+    }
+
+    /// Extend a coordination lease; refused once expired.
+    pub async fn renew_coordination(&self, c: &Coordination, ttl: Duration) -> Result<()> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE teams SET coordinator_deadline = now() + make_interval(secs => $3)
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                &[&c.team, &c.epoch, &secs(ttl)],
+            )
+            .await
+            .map_err(|e| self.error("renew coordination in", e))?;
+        if n == 0 {
+            return Err(lost(c, "renew the coordination of"));
+        }
+        Ok(())
+    }
+
+    /// Write the team document (and its phase) with `events`, fenced by the
+    /// coordination epoch; a terminal phase also ends the coordination.
+    pub async fn save_team(
+        &self,
+        c: &mut Coordination,
+        doc: &Value,
+        events: &[Event],
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("save a team in", e))?;
+        let phase = doc["phase"].as_str().unwrap_or("Planning");
+        let n = tx
+            .execute(
+                "UPDATE teams SET doc = $3, phase = $4, updated_at = now(),
+                     coordinator = CASE WHEN $4 = ANY($5) THEN NULL ELSE coordinator END
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                &[&c.team, &c.epoch, doc, &phase, &&TERMINAL_PHASES[..]],
+            )
+            .await
+            .map_err(|e| self.error("save a team in", e))?;
+        if n == 0 {
+            return Err(lost(c, "save"));
+        }
+        if !events.is_empty() {
+            append_in(self, &tx, events).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.error("save a team in", e))?;
+        c.doc = doc.clone();
+        Ok(())
+    }
+
+    /// A team's document, if the store has the team.
+    pub async fn team_doc(&self, name: &str) -> Result<Option<Value>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT doc FROM teams WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.error("read a team from", e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}

@@ -1,0 +1,264 @@
+//! A team in a PostgreSQL store (docs/distributed.md): submitted by `omk
+//! team run --store`, its tasks run by `omk worker` daemons on any host,
+//! its document kept by whoever holds its coordination lease.
+//!
+//! The coordinator follows the store (woken by its notifications), folds
+//! the task records into the team document, and ends the run once every
+//! task is completed or failed. Each write is fenced by its coordination
+//! epoch: a coordinator that lost its lease (it was stopped, and a worker
+//! took over) writes nothing more.
+//!
+//! Not yet done in a store: planning (subtasks are required), gates,
+//! integration of the workers' changes through git, and the proof.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+
+use super::doc::{AgentUsage, Phase, TaskEntry, TaskStatus, TeamDoc};
+use super::spec::{role_instructions, TeamSpec};
+use super::TeamRunRequest;
+use crate::config::Config;
+use crate::error::{Error, ErrorCode, Result};
+use crate::events::{Event, EventKind};
+use crate::paths::validate_name;
+use crate::pg::tasks::{NewTask, TaskRecord};
+use crate::pg::teams::Coordination;
+use crate::pg::PgStore;
+use crate::store::Document;
+use crate::watch::Signal;
+
+/// How often a coordinator with nothing to do looks at the store anyway.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// A team ready to submit: its document and its tasks.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub doc: TeamDoc,
+    pub tasks: Vec<NewTask>,
+}
+
+/// Build the submission of `req` to the store `store` (shown in the
+/// document as where the team's state lives).
+pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<Submission> {
+    let spec = TeamSpec::parse(&req.spec)?;
+    if req.task.trim().is_empty() {
+        return Err(Error::invalid("the task must not be empty"));
+    }
+    if req.subtasks.is_empty() {
+        return Err(Error::invalid(
+            "a team in a store needs its subtasks (--subtask): planning there is not built yet",
+        ));
+    }
+    if req.subtasks.len() > config.team.max_subtasks {
+        return Err(Error::invalid(format!(
+            "{} subtasks given; the limit is {} ([team] max_subtasks)",
+            req.subtasks.len(),
+            config.team.max_subtasks
+        )));
+    }
+    if req.subtasks.iter().any(|s| s.trim().is_empty()) {
+        return Err(Error::invalid("a subtask must not be empty"));
+    }
+    let name = match &req.name {
+        Some(n) => {
+            validate_name("team name", n)?;
+            n.clone()
+        }
+        None => super::spec::default_team_name(&spec.groups[0].role),
+    };
+    let policy = req
+        .approval
+        .clone()
+        .unwrap_or_else(|| config.agent.approval_policy.clone());
+    crate::agent::PolicyKind::parse(&policy)?;
+    let pool = req.pool.clone().unwrap_or_else(|| config.team.pool.clone());
+    validate_name("pool name", &pool)?;
+    let default_agent = match &req.agent {
+        Some(a) => {
+            validate_name("agent profile", a)?;
+            a.clone()
+        }
+        None => crate::agents::default_name(config).to_string(),
+    };
+    let workers = super::workers_of(&spec, &default_agent);
+    let task = crate::redact::redact_str(&req.task).into_owned();
+    let total = req.subtasks.len();
+    let tasks: Vec<NewTask> = req
+        .subtasks
+        .iter()
+        .enumerate()
+        .map(|(i, title)| {
+            // Tasks go round the team's workers: their roles and profiles.
+            let w = &workers[i % workers.len()];
+            let prompt = format!(
+                "You work in an omk team as its {role}.\n{instructions}\n\n\
+                 Overall task: {task}\n\nYour subtask ({n} of {total}): {title}\n\n\
+                 When you are done, reply with a short summary of what you changed and how you checked it.",
+                role = w.role,
+                instructions = role_instructions(&w.role),
+                n = i + 1,
+            );
+            NewTask {
+                id: format!("t{}", i + 1),
+                pool: pool.clone(),
+                agent: w.agent.clone(),
+                max_attempts: config.team.max_attempts.max(1) as i32,
+                spec: json!({ "title": title, "prompt": prompt, "role": w.role }),
+            }
+        })
+        .collect();
+    let mut agents = std::collections::BTreeMap::<String, AgentUsage>::new();
+    for w in &workers {
+        agents.entry(w.agent.clone()).or_default().workers += 1;
+    }
+    let now = Utc::now();
+    let doc = TeamDoc {
+        version: TeamDoc::VERSION,
+        name: name.clone(),
+        task,
+        created_at: now,
+        worker_count: spec.total(),
+        worker_role: spec.roles(),
+        phase: Phase::Executing,
+        tasks: req
+            .subtasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TaskEntry::new(i, t.clone()))
+            .collect(),
+        state_dir: PathBuf::from(format!("{store}#{name}")),
+        spec: req.spec.clone(),
+        workdir: req.workdir.clone().unwrap_or_default(),
+        approval_policy: policy,
+        pool,
+        supervisor: None,
+        updated_at: now,
+        ended_at: None,
+        tokens: 0,
+        output_tokens: 0,
+        reason: None,
+        workers,
+        agents,
+        isolation: super::isolation::Isolation::None,
+        worktree: None,
+    };
+    Ok(Submission { doc, tasks })
+}
+
+/// Fold the store's task records into the document. Returns whether it
+/// changed.
+fn fold(doc: &mut TeamDoc, records: &[TaskRecord]) -> bool {
+    let before = doc.tasks.clone();
+    for r in records {
+        let Some(t) = doc.tasks.iter_mut().find(|t| t.id == r.id) else {
+            continue;
+        };
+        t.status = match r.status.as_str() {
+            "running" => TaskStatus::Running,
+            "completed" => TaskStatus::Completed,
+            "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => TaskStatus::Pending,
+        };
+        t.attempts = r.attempts.max(0) as u32;
+        if let Some(h) = &r.holder {
+            t.worker = Some(h.clone());
+        }
+        if let Some(res) = &r.result {
+            if let Some(by) = res["holder"].as_str() {
+                t.worker = Some(by.to_string());
+            }
+            t.summary = res["summary"]
+                .as_str()
+                .or_else(|| res["error"].as_str())
+                .map(super::supervisor::summarize);
+            t.tokens = res["tokens"].as_u64().unwrap_or(t.tokens);
+            if let (Some(e), TaskStatus::Failed) = (res["error"].as_str(), t.status) {
+                if !t.errors.iter().any(|x| x == e) {
+                    t.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    doc.tokens = doc.tasks.iter().map(|t| t.tokens).sum();
+    doc.tasks != before
+}
+
+/// Coordinate a team until its run ends (the returned document) or the
+/// lease is lost (`conflict`). `changes` is the store's event signal;
+/// `observer` sees every version of the document written.
+pub async fn coordinate(
+    store: &PgStore,
+    mut c: Coordination,
+    lease: Duration,
+    changes: Arc<Signal>,
+    observer: &(dyn Fn(&TeamDoc) + Send + Sync),
+) -> Result<TeamDoc> {
+    let mut doc: TeamDoc =
+        serde_json::from_value(c.doc.clone()).map_err(|e| Error::CorruptState {
+            path: PathBuf::from(format!("{}#{}", store.shown(), c.team)),
+            message: format!("not a team document: {e}"),
+        })?;
+    let mut renew = tokio::time::interval(lease / 3);
+    renew.tick().await;
+    loop {
+        let seen = changes.generation();
+        let records = store.tasks(&c.team).await?;
+        let changed = fold(&mut doc, &records);
+        let done = !records.is_empty()
+            && records
+                .iter()
+                .all(|r| matches!(r.status.as_str(), "completed" | "failed" | "cancelled"));
+        if done {
+            let failed = doc.count(TaskStatus::Failed) + doc.count(TaskStatus::Cancelled);
+            let from = doc.phase;
+            doc.phase = if failed == 0 {
+                Phase::Completed
+            } else {
+                Phase::Failed
+            };
+            doc.reason = (failed > 0).then(|| format!("{failed} task(s) did not complete"));
+            doc.ended_at = Some(Utc::now());
+            doc.updated_at = Utc::now();
+            let events = [
+                Event::new(
+                    &c.team,
+                    EventKind::PhaseChanged,
+                    Some(&c.holder),
+                    json!({ "from": from, "to": doc.phase }),
+                ),
+                Event::new(
+                    &c.team,
+                    EventKind::RunCompleted,
+                    Some(&c.holder),
+                    json!({ "phase": doc.phase, "reason": doc.reason, "tokens": doc.tokens }),
+                ),
+            ];
+            store.save_team(&mut c, &to_value(&doc)?, &events).await?;
+            observer(&doc);
+            return Ok(doc);
+        }
+        if changed {
+            doc.updated_at = Utc::now();
+            store.save_team(&mut c, &to_value(&doc)?, &[]).await?;
+            observer(&doc);
+        }
+        tokio::select! {
+            _ = changes.changed_past(seen, RECHECK) => {}
+            _ = renew.tick() => match store.renew_coordination(&c, lease).await {
+                Ok(()) => {}
+                Err(e) if e.code() == ErrorCode::Conflict => return Err(e),
+                Err(e) => tracing::warn!("cannot renew the coordination of {}: {e}", c.team),
+            },
+        }
+    }
+}
+
+fn to_value(doc: &TeamDoc) -> Result<Value> {
+    serde_json::to_value(doc)
+        .map_err(|e| Error::invalid(format!("cannot encode the team document: {e}")))
+}
