@@ -194,6 +194,9 @@ pub struct TeamNameArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Read the team from a PostgreSQL store (a postgres:// URL).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! `omk team run --store URL`: submit a team to a PostgreSQL store, then
 //! coordinate it (follow the workers' progress, keep its document, end the
 //! run) until it ends. With `--detach`, submit only: the first `omk worker`
-//! to look coordinates it.
+//! to look coordinates it. `omk team status NAME --store URL` reads it.
 
 use std::time::Duration;
 
@@ -64,6 +64,24 @@ pub fn team_run(
         .await?;
         show(&done, args.json);
         Ok(outcome_of(&done))
+    })
+}
+
+/// `omk team status NAME --store URL`: the team's document in the store.
+pub fn team_status(url: &str, name: &str) -> omk_core::Result<omk_core::team::TeamDoc> {
+    let rt = crate::async_runtime("store")?;
+    rt.block_on(async {
+        let store = PgStore::connect(url).await?;
+        let doc = store.team_doc(name).await?.ok_or_else(|| {
+            omk_core::Error::NotFound(format!(
+                "no team named {name:?} in the store {}",
+                store.shown()
+            ))
+        })?;
+        serde_json::from_value(doc).map_err(|e| omk_core::Error::CorruptState {
+            path: format!("{}#{name}", store.shown()).into(),
+            message: format!("not a team document: {e}"),
+        })
     })
 }
 

@@ -17,7 +17,10 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
     match cmd {
         TeamCommand::Run(args) => team_run(omk, global, *args),
         TeamCommand::Status(a) => {
-            let doc = omk.team_status(&a.name)?;
+            let doc = match &a.store {
+                Some(url) => crate::remote::team_status(url, &a.name)?,
+                None => omk.team_status(&a.name)?,
+            };
             show(&doc, a.json);
             Ok(Outcome::Success)
         }

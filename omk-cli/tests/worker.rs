@@ -421,6 +421,30 @@ fn team_run_with_a_store_runs_on_the_workers_and_ends_with_its_document() {
     );
     // The store has the same document, and one run_completed.
     assert_eq!(c.team_doc("dist")["phase"], "Completed");
+    let status = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_omk"))
+            .args(["team", "status", name, "--json", "--store", &c.tcp_url])
+            .env("OMK_STATE_DIR", c.tmp.path().join("reader"))
+            .env("XDG_CONFIG_HOME", c.tmp.path().join("reader"))
+            .env_remove("OMK_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = status("dist");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read, doc);
+    let out = status("nope");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("no team named \"nope\"") && !err.contains("omk-test"),
+        "{err}"
+    );
     let ends = c
         .events("dist")
         .iter()
