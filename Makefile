@@ -121,6 +121,7 @@ bench: $(VPY) peers
 	$(VPY) scripts/bench_report.py $(TARGET)/criterion
 	$(CARGO) build --release -p omk-cli -p omk-scripted-agent
 	$(VPY) scripts/bench_team.py --runs 7 --kimi
+	OMK_TEST_PG_FSYNC=on bash tests/pg/with-postgres.sh $(VPY) scripts/bench_distributed.py
 	$(VPY) scripts/bench_calls.py
 	$(VPY) scripts/bench_goals.py
 	$(VPY) scripts/bench_chat.py
