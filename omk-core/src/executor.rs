@@ -3,7 +3,9 @@
 //!
 //! Each of its `max_agents` slots claims a task of the pools and agent
 //! profiles it serves ([`crate::pg::tasks`]), runs it with a local agent in
-//! a directory of its own under the worker's root, renews the lease while
+//! the slot's directory of the team under the worker's root (the agent is
+//! kept for the slot's next task of the same team and profile, stopped when
+//! there is nothing to claim), renews the lease while
 //! the turn runs, and records the outcome, fenced by the lease's epoch: a
 //! slot whose lease was lost (it was stopped past its deadline, and another
 //! host took the task over) kills its agent and records nothing.
@@ -144,6 +146,13 @@ struct Slots {
     report: Arc<WorkerReport>,
 }
 
+/// A slot's running agent, and what it serves.
+struct Held {
+    team: String,
+    profile: String,
+    agent: Arc<dyn AgentBackend>,
+}
+
 /// How a turn under a lease ended.
 enum Ran {
     Finished(Result<TurnOutcome>),
@@ -157,6 +166,9 @@ impl Slots {
     async fn run_slot(&self, slot: usize, mut stop: watch::Receiver<bool>) {
         let holder = format!("{}/{}/{slot}", self.opts.name, std::process::id());
         let mut retry = Duration::from_millis(100);
+        // The slot's agent, kept for the next task of the same team and
+        // profile, as a local team's worker keeps its agent.
+        let mut held: Option<Held> = None;
         while !*stop.borrow() {
             let seen = self.changes.generation();
             let claimed = self
@@ -171,9 +183,13 @@ impl Slots {
             match claimed {
                 Ok(Some(lease)) => {
                     retry = Duration::from_millis(100);
-                    self.run_task(lease, &mut stop).await;
+                    self.run_task(lease, slot, &mut held, &mut stop).await;
                 }
                 Ok(None) => {
+                    // Nothing to do: no idle agent stays behind.
+                    if let Some(h) = held.take() {
+                        h.agent.stop(Duration::from_secs(2)).await;
+                    }
                     tokio::select! {
                         _ = self.changes.changed_past(seen, IDLE_RECHECK) => {}
                         _ = stop.changed() => {}
@@ -188,6 +204,9 @@ impl Slots {
                     retry = (retry * 2).min(MAX_RETRY);
                 }
             }
+        }
+        if let Some(h) = held.take() {
+            h.agent.stop(Duration::from_secs(2)).await;
         }
     }
 
@@ -260,12 +279,57 @@ impl Slots {
         })
     }
 
-    async fn run_task(&self, mut lease: Lease, stop: &mut watch::Receiver<bool>) {
-        let work_dir = self.opts.root.join(&lease.team).join(&lease.task);
-        let started =
-            crate::store::ensure_dir(&work_dir).and_then(|()| self.spec_for(&lease, work_dir));
-        let ran = match started {
-            Ok(spec) => self.turn(&mut lease, spec, stop).await,
+    /// The slot's agent for `lease`: the held one when it serves the same
+    /// team and profile and still runs, else a new one (the old stopped).
+    /// Its work dir is the slot's own in the team's: `<root>/<team>/slot-N`.
+    async fn agent_for(&self, lease: &Lease, slot: usize, held: &mut Option<Held>) -> Result<Held> {
+        if let Some(h) = held.take() {
+            if h.team == lease.team && h.profile == lease.agent && h.agent.exit_status().is_none() {
+                return Ok(h);
+            }
+            h.agent.stop(Duration::from_secs(2)).await;
+        }
+        let work_dir = self
+            .opts
+            .root
+            .join(&lease.team)
+            .join(format!("slot-{slot}"));
+        crate::store::ensure_dir(&work_dir)?;
+        let spec = self.spec_for(lease, work_dir)?;
+        let (tx, mut rx) = agent::notice_channel();
+        // Notices (events, approvals) are not recorded per task yet: drain.
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        Ok(Held {
+            team: lease.team.clone(),
+            profile: lease.agent.clone(),
+            agent: agent::start(&spec, tx).await?,
+        })
+    }
+
+    async fn run_task(
+        &self,
+        mut lease: Lease,
+        slot: usize,
+        held: &mut Option<Held>,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let ran = match self.agent_for(&lease, slot, held).await {
+            Ok(h) => {
+                let ran = self.turn(&mut lease, &h.agent, stop).await;
+                match &ran {
+                    // A turn that finished keeps its agent for the next task.
+                    Ran::Finished(Ok(o))
+                        if o.status == TurnStatus::Finished && o.protocol_violations == 0 =>
+                    {
+                        *held = Some(h);
+                    }
+                    _ => {
+                        h.agent.kill();
+                        h.agent.stop(Duration::from_millis(500)).await;
+                    }
+                }
+                ran
+            }
             Err(e) => Ran::Finished(Err(e)),
         };
         let recorded = match ran {
@@ -317,16 +381,9 @@ impl Slots {
     async fn turn(
         &self,
         lease: &mut Lease,
-        spec: AgentSpec,
+        agent: &Arc<dyn AgentBackend>,
         stop: &mut watch::Receiver<bool>,
     ) -> Ran {
-        let (tx, mut rx) = agent::notice_channel();
-        // Notices (events, approvals) are not recorded per task yet: drain.
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let agent: Arc<dyn AgentBackend> = match agent::start(&spec, tx).await {
-            Ok(a) => a,
-            Err(e) => return Ran::Finished(Err(e)),
-        };
         let _ = self
             .store
             .append_events(&[Event::new(
@@ -342,36 +399,24 @@ impl Slots {
             .or_else(|| lease.spec["title"].as_str())
             .unwrap_or_default()
             .to_string();
-        let ran = {
-            let turn = agent.prompt(&prompt);
-            tokio::pin!(turn);
-            let mut renew = tokio::time::interval(self.opts.lease / 3);
-            renew.tick().await;
-            loop {
-                tokio::select! {
-                    outcome = &mut turn => break Ran::Finished(outcome),
-                    _ = renew.tick() => match self.store.renew(lease, self.opts.lease).await {
-                        Ok(()) => {}
-                        Err(e) if e.code() == ErrorCode::Conflict => break Ran::Lost(e),
-                        // The store is away: the lease may still hold; the
-                        // next tick tries again.
-                        Err(e) => tracing::warn!("cannot renew the lease of {}: {e}", lease.task),
-                    },
-                    _ = stop.changed() => if *stop.borrow() {
-                        break Ran::Stopped;
-                    },
-                }
-            }
-        };
-        match ran {
-            Ran::Finished(_) => {
-                agent.stop(Duration::from_secs(2)).await;
-            }
-            _ => {
-                agent.kill();
-                agent.stop(Duration::from_millis(500)).await;
+        let turn = agent.prompt(&prompt);
+        tokio::pin!(turn);
+        let mut renew = tokio::time::interval(self.opts.lease / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut turn => return Ran::Finished(outcome),
+                _ = renew.tick() => match self.store.renew(lease, self.opts.lease).await {
+                    Ok(()) => {}
+                    Err(e) if e.code() == ErrorCode::Conflict => return Ran::Lost(e),
+                    // The store is away: the lease may still hold; the
+                    // next tick tries again.
+                    Err(e) => tracing::warn!("cannot renew the lease of {}: {e}", lease.task),
+                },
+                _ = stop.changed() => if *stop.borrow() {
+                    return Ran::Stopped;
+                },
             }
         }
-        ran
     }
 }
