@@ -64,7 +64,7 @@ def main() -> int:
                  for i in range(2)]
         try:
             time.sleep(1.0)  # both listening
-            local, remote = [], []
+            local, remote, used = [], [], []
             work = tmp / "proj"
             work.mkdir()
             for i in range(a.runs):
@@ -82,7 +82,7 @@ def main() -> int:
                 doc = json.loads(out.stdout)
                 assert doc["phase"] == "Completed", doc
                 hosts_used = {t["worker"].split("/")[0] for t in doc["tasks"]}
-                assert hosts_used == {"h0", "h1"}, hosts_used
+                used.append(len(hosts_used))
         finally:
             for h in hosts:
                 h.send_signal(signal.SIGTERM)
@@ -94,6 +94,7 @@ def main() -> int:
     print(f"{'one host, file store (omk team run 8:executor)':<64}{lm * 1000:>8.1f} ms{1:>8.2f}")
     print(f"{'2 worker hosts x 4 agents, PostgreSQL (omk team run --store)':<64}{rm * 1000:>8.1f} ms{rm / lm:>8.2f}")
     print(f"{'per task, PostgreSQL':<64}{rm / TASKS * 1000:>8.2f} ms")
+    print(f"hosts that ran tasks, per run: {used}")
     return 0
 
 

@@ -66,6 +66,24 @@ async fn first_use_migrates_and_the_next_connects_as_is() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_using_a_new_database_at_once_all_find_it_migrated() {
+    let Some(url) = server() else { return };
+    for _ in 0..3 {
+        let url = common::pg_fresh_db(&url).await;
+        let firsts: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PgStore::connect(&url).await })
+            })
+            .collect();
+        for f in firsts {
+            let store = f.await.unwrap().unwrap();
+            assert_eq!(schema::version(&store).await.unwrap(), schema::LATEST);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused_and_nothing_is_written() {
     let Some((_store, url)) = store().await else {
         return;

@@ -90,9 +90,17 @@ async fn read_version(
 ) -> Result<i32> {
     let fail = |e| store.error("read the schema of", e);
     // Two statements: a query naming a missing table fails to plan, even in
-    // a branch that would not run.
+    // a branch that would not run. The catalog is read as a table (with the
+    // statement's snapshot), not through `to_regclass`: its lookup cache
+    // can still hold this session's "no such table" from before another
+    // process's migration committed, while this one waited for the lock.
     let exists: bool = client
-        .query_one("SELECT to_regclass('omk_schema') IS NOT NULL", &[])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relname = 'omk_schema' AND n.nspname = current_schema())",
+            &[],
+        )
         .await
         .map_err(fail)?
         .get(0);

@@ -3,8 +3,9 @@
 //! its document kept by whoever holds its coordination lease.
 //!
 //! The coordinator follows the store (woken by its notifications), folds
-//! the task records into the team document, and ends the run once every
-//! task is completed or failed. Each write is fenced by its coordination
+//! the task records into the team document (written at most every
+//! [`SAVE_INTERVAL`]), and ends the run once every task is completed or
+//! failed. Each write is fenced by its coordination
 //! epoch: a coordinator that lost its lease (it was stopped, and a worker
 //! took over) writes nothing more.
 //!
@@ -33,6 +34,11 @@ use crate::watch::Signal;
 
 /// How often a coordinator with nothing to do looks at the store anyway.
 const RECHECK: Duration = Duration::from_secs(2);
+
+/// The shortest time between two writes of a running team's document (each
+/// claim, start and completion of every task changes it); the final one
+/// goes at once.
+const SAVE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A team ready to submit: its document and its tasks.
 #[derive(Debug, Clone)]
@@ -205,10 +211,12 @@ pub async fn coordinate(
         })?;
     let mut renew = tokio::time::interval(lease / 3);
     renew.tick().await;
+    let mut saved_at: Option<tokio::time::Instant> = None;
+    let mut unsaved = false;
     loop {
         let seen = changes.generation();
         let records = store.tasks(&c.team).await?;
-        let changed = fold(&mut doc, &records);
+        unsaved |= fold(&mut doc, &records);
         let done = !records.is_empty()
             && records
                 .iter()
@@ -242,13 +250,17 @@ pub async fn coordinate(
             observer(&doc);
             return Ok(doc);
         }
-        if changed {
+        let save_at = saved_at.map_or_else(tokio::time::Instant::now, |t| t + SAVE_INTERVAL);
+        if unsaved && save_at <= tokio::time::Instant::now() {
             doc.updated_at = Utc::now();
             store.save_team(&mut c, &to_value(&doc)?, &[]).await?;
             observer(&doc);
+            saved_at = Some(tokio::time::Instant::now());
+            unsaved = false;
         }
         tokio::select! {
             _ = changes.changed_past(seen, RECHECK) => {}
+            _ = tokio::time::sleep_until(save_at), if unsaved => {}
             _ = renew.tick() => match store.renew_coordination(&c, lease).await {
                 Ok(()) => {}
                 Err(e) if e.code() == ErrorCode::Conflict => return Err(e),
