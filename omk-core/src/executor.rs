@@ -10,9 +10,10 @@
 //! slot whose lease was lost (it was stopped past its deadline, and another
 //! host took the task over) kills its agent and records nothing.
 //!
-//! A slot with nothing to claim waits for the store's event notification
-//! (a new team, a failure backing off, a release), with a slow safety
-//! re-check. A lost connection is retried with backoff; a turn in flight
+//! A slot with nothing to claim waits for the store's work notification (a
+//! new team, a failure backing off, a release) or the soonest backoff end
+//! or lease deadline, with a slow safety re-check; it keeps its agent until
+//! a whole re-check passes with nothing to do. A lost connection is retried with backoff; a turn in flight
 //! goes on, its lease renewed once the store is back, if still in time.
 //!
 //! Besides its slots, a worker takes over the coordination of teams nobody
@@ -104,9 +105,11 @@ pub async fn serve(
     }
     let store = PgStore::connect(&opts.store).await?;
     let changes = store.listen().await?;
+    let work = store.listen_for_work().await?;
     let shared = Arc::new(Slots {
         store,
         changes,
+        work,
         policy: ApprovalPolicy {
             kind: crate::agent::PolicyKind::parse(&config.agent.approval_policy)?,
             allow_commands: config.agent.allow_commands.clone(),
@@ -139,7 +142,10 @@ pub async fn serve(
 
 struct Slots {
     store: PgStore,
+    /// Raised on every event: what a coordinator follows.
     changes: Arc<crate::watch::Signal>,
+    /// Raised when a task may have become claimable: what idle slots wait on.
+    work: Arc<crate::watch::Signal>,
     policy: ApprovalPolicy,
     profiles: std::collections::BTreeMap<String, crate::agents::Resolved>,
     opts: WorkerOptions,
@@ -170,7 +176,7 @@ impl Slots {
         // profile, as a local team's worker keeps its agent.
         let mut held: Option<Held> = None;
         while !*stop.borrow() {
-            let seen = self.changes.generation();
+            let seen = self.work.generation();
             let claimed = self
                 .store
                 .claim(
@@ -186,13 +192,26 @@ impl Slots {
                     self.run_task(lease, slot, &mut held, &mut stop).await;
                 }
                 Ok(None) => {
-                    // Nothing to do: no idle agent stays behind.
-                    if let Some(h) = held.take() {
-                        h.agent.stop(Duration::from_secs(2)).await;
-                    }
-                    tokio::select! {
-                        _ = self.changes.changed_past(seen, IDLE_RECHECK) => {}
-                        _ = stop.changed() => {}
+                    // Asleep until new work is announced, or a backoff or
+                    // a lease ends (nobody announces those).
+                    let due = self
+                        .store
+                        .next_claimable_in(&self.opts.pools, &self.opts.agents)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map_or(IDLE_RECHECK, |s| {
+                            Duration::from_secs_f64(s).min(IDLE_RECHECK)
+                        });
+                    let woken = tokio::select! {
+                        g = self.work.changed_past(seen, due.max(Duration::from_millis(5))) => g > seen,
+                        _ = stop.changed() => true,
+                    };
+                    // Idle for a whole re-check: no agent stays behind.
+                    if !woken && due == IDLE_RECHECK {
+                        if let Some(h) = held.take() {
+                            h.agent.stop(Duration::from_secs(2)).await;
+                        }
                     }
                 }
                 Err(e) => {
@@ -216,7 +235,7 @@ impl Slots {
         let holder = format!("{}/{}/coordinator", self.opts.name, std::process::id());
         let mut retry = Duration::from_millis(100);
         while !*stop.borrow() {
-            let seen = self.changes.generation();
+            let seen = self.work.generation();
             match self
                 .store
                 .claim_coordination(&holder, self.opts.lease)
@@ -244,7 +263,7 @@ impl Slots {
                 }
                 Ok(None) => {
                     tokio::select! {
-                        _ = self.changes.changed_past(seen, IDLE_RECHECK) => {}
+                        _ = self.work.changed_past(seen, IDLE_RECHECK) => {}
                         _ = stop.changed() => {}
                     }
                 }

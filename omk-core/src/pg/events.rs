@@ -27,6 +27,12 @@ use crate::watch::Signal;
 /// The channel every appended event notifies.
 pub const CHANNEL: &str = "omk_events";
 
+/// The channel notified when a task may have become claimable (a team
+/// submitted, an attempt failed into its backoff, a task released): what
+/// idle workers listen to, so the claims, starts and completions of a busy
+/// team do not wake every idle slot of every host.
+pub const WORK_CHANNEL: &str = "omk_work";
+
 /// An event as the store keeps it: the envelope plus its sequence.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -36,6 +42,8 @@ pub struct StoredEvent {
 
 /// Append `events` inside `tx` (the last statement before its commit), and
 /// notify. Returns the sequence of the last one.
+///
+/// [`notify_work`] in the same transaction also wakes idle workers.
 pub(crate) async fn append_in(
     store: &PgStore,
     tx: &impl GenericClient,
@@ -74,6 +82,14 @@ pub(crate) async fn append_in(
         .await
         .map_err(|e| store.error("notify", e))?;
     Ok(last)
+}
+
+/// Tell idle workers (at `tx`'s commit) that a task may be claimable.
+pub(crate) async fn notify_work(store: &PgStore, tx: &impl GenericClient) -> Result<()> {
+    tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
+        .await
+        .map_err(|e| store.error("notify", e))?;
+    Ok(())
 }
 
 impl PgStore {
@@ -132,6 +148,15 @@ impl PgStore {
     /// may have been appended meanwhile). Dropping the last clone of the
     /// signal stops the listener.
     pub async fn listen(&self) -> Result<Arc<Signal>> {
+        self.listen_to(CHANNEL).await
+    }
+
+    /// [`PgStore::listen`] to [`WORK_CHANNEL`].
+    pub async fn listen_for_work(&self) -> Result<Arc<Signal>> {
+        self.listen_to(WORK_CHANNEL).await
+    }
+
+    async fn listen_to(&self, channel: &'static str) -> Result<Arc<Signal>> {
         let signal = Signal::new();
         let first = self.dedicated().await?;
         let store = self.clone();
@@ -155,7 +180,7 @@ impl PgStore {
                         }
                     },
                 };
-                if !listen_until_closed(client, conn, &weak).await {
+                if !listen_until_closed(client, conn, channel, &weak).await {
                     return;
                 }
                 // Lost: whatever was appended meanwhile is read on wake-up.
@@ -175,10 +200,11 @@ impl PgStore {
 async fn listen_until_closed(
     client: tokio_postgres::Client,
     mut conn: tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    channel: &str,
     weak: &std::sync::Weak<Signal>,
 ) -> bool {
     use tokio_postgres::AsyncMessage;
-    let sql = format!("LISTEN {CHANNEL}");
+    let sql = format!("LISTEN {channel}");
     let listen = client.batch_execute(&sql);
     tokio::pin!(listen);
     let mut listening = false;

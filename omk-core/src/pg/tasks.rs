@@ -22,7 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::events::append_in;
+use super::events::{append_in, notify_work};
 use super::PgStore;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
@@ -301,6 +301,9 @@ impl PgStore {
         } else {
             AfterFailure::Retry
         };
+        if after == AfterFailure::Retry {
+            notify_work(self, &tx).await?;
+        }
         let (kind, payload) = match after {
             AfterFailure::Failed => (
                 EventKind::TaskFailed,
@@ -328,8 +331,12 @@ impl PgStore {
     /// once, the attempt not counted. Refused unless the lease is still
     /// valid.
     pub async fn release(&self, lease: &Lease) -> Result<()> {
-        let client = self.client().await?;
-        let n = client
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("release a task in", e))?;
+        let n = tx
             .execute(
                 "UPDATE tasks SET status = 'pending', holder = NULL, lease_deadline = NULL,
                      attempts = attempts - 1
@@ -342,7 +349,34 @@ impl PgStore {
         if n == 0 {
             return Err(lost(lease, "release"));
         }
-        Ok(())
+        notify_work(self, &tx).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.error("release a task in", e))
+    }
+
+    /// Seconds until a task of `pools` that one of `agents` runs may become
+    /// claimable without any notification: the soonest backoff end of a
+    /// pending task or lease deadline of a running one (by the server's
+    /// clock; 0 when one is due now), or `None` when there is none.
+    pub async fn next_claimable_in(
+        &self,
+        pools: &[String],
+        agents: &[String],
+    ) -> Result<Option<f64>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXTRACT(EPOCH FROM (min(CASE WHEN status = 'pending'
+                                                    THEN coalesce(not_before, now())
+                                                    ELSE lease_deadline END) - now()))::float8
+                 FROM tasks
+                 WHERE pool = ANY($1) AND agent = ANY($2) AND status IN ('pending', 'running')",
+                &[&pools, &agents],
+            )
+            .await
+            .map_err(|e| self.error("read the tasks of", e))?;
+        Ok(row.get::<_, Option<f64>>(0).map(|s| s.max(0.0)))
     }
 
     /// The tasks of `team`, in order.

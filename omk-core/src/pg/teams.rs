@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::events::append_in;
+use super::events::{append_in, notify_work};
 use super::tasks::NewTask;
 use super::PgStore;
 use crate::error::{Error, Result};
@@ -107,6 +107,7 @@ impl PgStore {
             ));
         }
         if !events.is_empty() {
+            notify_work(self, &tx).await?;
             append_in(self, &tx, &events).await?;
         }
         tx.commit()
