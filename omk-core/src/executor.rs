@@ -106,7 +106,7 @@ pub async fn serve(
     let store = PgStore::connect(&opts.store).await?;
     let changes = store.listen().await?;
     let work = store.listen_for_work().await?;
-    let shared = Arc::new(Slots {
+    let shared = Arc::new(Daemon {
         store,
         changes,
         work,
@@ -140,7 +140,8 @@ pub async fn serve(
     Ok(shared.report.clone())
 }
 
-struct Slots {
+/// What the worker's slots and its coordination loop share.
+struct Daemon {
     store: PgStore,
     /// Raised on every event: what a coordinator follows.
     changes: Arc<crate::watch::Signal>,
@@ -168,7 +169,7 @@ enum Ran {
     Stopped,
 }
 
-impl Slots {
+impl Daemon {
     async fn run_slot(&self, slot: usize, mut stop: watch::Receiver<bool>) {
         let holder = format!("{}/{}/{slot}", self.opts.name, std::process::id());
         let mut retry = Duration::from_millis(100);
