@@ -15,8 +15,12 @@ same run:
 
 omk's own overhead per task = (median omk wall - median baseline wall) / 16.
 Agent start-up is the median spawn-to-initialize time omk recorded in its
-`worker_started` events. Supervisor peak RSS is the omk process's own
-VmHWM (sampled from /proc while it runs; its agents are not included).
+`worker_started` events. Supervisor peak RSS is the kernel's ru_maxrss at
+exit (the largest of omk and the agents it waited for: omk's own).
+
+The state goes under $TMPDIR: TMPDIR=/dev/shm separates omk's own cost
+from the disk's (on this VM's ext4, fsync latency under concurrent metadata
+writes varies from 0.1 to several ms with the disk's recent history).
 
 Usage: scripts/bench_team.py [--runs N] [--omk target/release/omk] [--kimi]
 """
@@ -79,24 +83,19 @@ def omk_run(omk: str, env, cwd, state: Path, name: str):
     for i in range(TASKS):
         args += ["--subtask", f"subtask {i}"]
     t0 = time.perf_counter()
-    p = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak_kb = [0]
-
-    def sample():
-        while p.poll() is None:
-            try:
-                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    out, err = p.communicate()
+    errf = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=errf, text=True)
+    out = p.stdout.read()
+    # Peak RSS from the kernel at exit (wait4's ru_maxrss: the largest of
+    # the process and the children it waited for, i.e. the supervisor),
+    # not by sampling /proc from here: a sampling thread would compete for
+    # the CPU with the run it measures.
+    _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
-    sampler.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    peak_kb = [usage.ru_maxrss]
+    errf.seek(0)
+    err = errf.read()
     if p.returncode != 0:
         raise SystemExit(f"omk failed ({p.returncode}): {err[-2000:]}")
     events = [json.loads(l) for l in (state / "team" / name / "events.jsonl").read_text().splitlines() if l.strip()]
