@@ -28,7 +28,11 @@ pub fn team_run(
         let sub = remote::submission(&config, req, store.shown())?;
         let doc = serde_json::to_value(&sub.doc)
             .map_err(|e| omk_core::Error::InvalidInput(format!("cannot encode the team: {e}")))?;
-        let holder = format!("{}/{}/coordinator", host_name(), std::process::id());
+        let holder = format!(
+            "{}/{}/coordinator",
+            crate::worker::host_name(),
+            std::process::id()
+        );
         let coordinator = (!args.detach).then_some((holder.as_str(), lease));
         // Listening before submitting: no change is missed.
         let changes = store.listen().await?;
@@ -83,8 +87,4 @@ pub fn team_status(url: &str, name: &str) -> omk_core::Result<omk_core::team::Te
             message: format!("not a team document: {e}"),
         })
     })
-}
-
-fn host_name() -> String {
-    crate::worker::host_name()
 }

@@ -19,6 +19,9 @@ use omk_core::pg::tasks::NewTask;
 use omk_core::pg::PgStore;
 use serde_json::json;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const TASKS: usize = 400;
 const WORKERS: usize = 16;
 const EVENTS_PER_WORKER: usize = 200;
@@ -41,16 +44,7 @@ fn tasks(n: usize) -> Vec<NewTask> {
 }
 
 async fn fresh(url: &str) -> PgStore {
-    let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let db = format!("omk_b_{}", omk_core::ids::random_hex(6));
-    admin
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    PgStore::connect(&format!("{}/{db}", url.rsplit_once('/').unwrap().0))
+    PgStore::connect(&common::pg_fresh_db(url).await)
         .await
         .unwrap()
 }

@@ -77,10 +77,6 @@ pub enum AfterFailure {
     Failed,
 }
 
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
 fn lost(lease: &Lease, doing: &str) -> Error {
     Error::Conflict(format!(
         "cannot {doing} task {} of team {}: lease epoch {} of {} is no longer valid \
@@ -155,7 +151,7 @@ impl PgStore {
                  FROM next
                  WHERE t.team = next.team AND t.id = next.id
                  RETURNING t.team, t.id, t.epoch, t.attempts, t.lease_deadline, t.spec, next.was, t.agent",
-                &[&pools, &agents, &holder, &secs(ttl)],
+                &[&pools, &agents, &holder, &ttl.as_secs_f64()],
             )
             .await
             .map_err(|e| self.error("claim a task in", e))?;
@@ -211,7 +207,7 @@ impl PgStore {
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
                    AND lease_deadline >= now()
                  RETURNING lease_deadline",
-                &[&lease.team, &lease.task, &lease.epoch, &secs(ttl)],
+                &[&lease.team, &lease.task, &lease.epoch, &ttl.as_secs_f64()],
             )
             .await
             .map_err(|e| self.error("renew a lease in", e))?;
@@ -289,7 +285,13 @@ impl PgStore {
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
                    AND lease_deadline >= now()
                  RETURNING status",
-                &[&lease.team, &lease.task, &lease.epoch, &secs(backoff), &why],
+                &[
+                    &lease.team,
+                    &lease.task,
+                    &lease.epoch,
+                    &backoff.as_secs_f64(),
+                    &why,
+                ],
             )
             .await
             .map_err(|e| self.error("fail a task in", e))?;

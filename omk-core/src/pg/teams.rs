@@ -30,10 +30,6 @@ pub struct Coordination {
     pub doc: Value,
 }
 
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
 fn lost(c: &Coordination, doing: &str) -> Error {
     Error::Conflict(format!(
         "cannot {doing} team {}: coordination epoch {} of {} is no longer valid \
@@ -62,7 +58,7 @@ impl PgStore {
             .map_err(|e| self.error("create a team in", e))?;
         let phase = doc["phase"].as_str().unwrap_or("Planning");
         let (holder, ttl) = match coordinator {
-            Some((h, ttl)) => (Some(h), secs(ttl)),
+            Some((h, ttl)) => (Some(h), ttl.as_secs_f64()),
             None => (None, 0.0),
         };
         let inserted = tx
@@ -143,7 +139,7 @@ impl PgStore {
                      coordinator_deadline = now() + make_interval(secs => $3)
                  FROM next WHERE t.name = next.name
                  RETURNING t.name, t.coordinator_epoch, t.doc",
-                &[&&TERMINAL_PHASES[..], &holder, &secs(ttl)],
+                &[&&TERMINAL_PHASES[..], &holder, &ttl.as_secs_f64()],
             )
             .await
             .map_err(|e| self.error("claim coordination in", e))?;
@@ -162,7 +158,7 @@ impl PgStore {
             .execute(
                 "UPDATE teams SET coordinator_deadline = now() + make_interval(secs => $3)
                  WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
-                &[&c.team, &c.epoch, &secs(ttl)],
+                &[&c.team, &c.epoch, &ttl.as_secs_f64()],
             )
             .await
             .map_err(|e| self.error("renew coordination in", e))?;

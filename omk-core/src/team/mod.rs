@@ -123,12 +123,18 @@ fn workers_of(spec: &TeamSpec, default_agent: &str) -> Vec<WorkerEntry> {
     workers
 }
 
-pub fn prepare(
-    paths: &StatePaths,
-    config: &Config,
-    project: &Path,
-    req: &TeamRunRequest,
-) -> Result<TeamDoc> {
+/// What [`check_request`] found valid.
+struct Checked {
+    spec: TeamSpec,
+    name: String,
+    policy: String,
+    pool: String,
+}
+
+/// The checks every team request passes, wherever the team runs: the
+/// spec, the task, the name (or its default), the subtasks, the approval
+/// policy and the pool's name (or their defaults from `config`).
+fn check_request(config: &Config, req: &TeamRunRequest) -> Result<Checked> {
     let spec = TeamSpec::parse(&req.spec)?;
     if req.task.trim().is_empty() {
         return Err(Error::InvalidInput("the task must not be empty".into()));
@@ -157,6 +163,26 @@ pub fn prepare(
     crate::agent::PolicyKind::parse(&policy)?;
     let pool = req.pool.clone().unwrap_or_else(|| config.team.pool.clone());
     validate_name("pool name", &pool)?;
+    Ok(Checked {
+        spec,
+        name,
+        policy,
+        pool,
+    })
+}
+
+pub fn prepare(
+    paths: &StatePaths,
+    config: &Config,
+    project: &Path,
+    req: &TeamRunRequest,
+) -> Result<TeamDoc> {
+    let Checked {
+        spec,
+        name,
+        policy,
+        pool,
+    } = check_request(config, req)?;
     if config.pool(&pool).is_none() {
         return Err(Error::NotFound(format!(
             "no pool named {pool:?}; configure [pools.{pool}]"

@@ -20,7 +20,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::doc::{AgentUsage, Phase, TaskEntry, TaskStatus, TeamDoc};
-use super::spec::{role_instructions, TeamSpec};
+use super::spec::role_instructions;
 use super::TeamRunRequest;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
@@ -50,39 +50,17 @@ pub struct Submission {
 /// Build the submission of `req` to the store `store` (shown in the
 /// document as where the team's state lives).
 pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<Submission> {
-    let spec = TeamSpec::parse(&req.spec)?;
-    if req.task.trim().is_empty() {
-        return Err(Error::invalid("the task must not be empty"));
-    }
     if req.subtasks.is_empty() {
         return Err(Error::invalid(
             "a team in a store needs its subtasks (--subtask): planning there is not built yet",
         ));
     }
-    if req.subtasks.len() > config.team.max_subtasks {
-        return Err(Error::invalid(format!(
-            "{} subtasks given; the limit is {} ([team] max_subtasks)",
-            req.subtasks.len(),
-            config.team.max_subtasks
-        )));
-    }
-    if req.subtasks.iter().any(|s| s.trim().is_empty()) {
-        return Err(Error::invalid("a subtask must not be empty"));
-    }
-    let name = match &req.name {
-        Some(n) => {
-            validate_name("team name", n)?;
-            n.clone()
-        }
-        None => super::spec::default_team_name(&spec.groups[0].role),
-    };
-    let policy = req
-        .approval
-        .clone()
-        .unwrap_or_else(|| config.agent.approval_policy.clone());
-    crate::agent::PolicyKind::parse(&policy)?;
-    let pool = req.pool.clone().unwrap_or_else(|| config.team.pool.clone());
-    validate_name("pool name", &pool)?;
+    let super::Checked {
+        spec,
+        name,
+        policy,
+        pool,
+    } = super::check_request(config, req)?;
     let default_agent = match &req.agent {
         Some(a) => {
             validate_name("agent profile", a)?;

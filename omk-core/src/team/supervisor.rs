@@ -236,16 +236,17 @@ impl RunContext {
     /// lock is released).
     fn publish(&self, mut run: std::sync::MutexGuard<'_, Run>) {
         run.doc.updated_at = Utc::now();
-        let doc = run.doc.clone();
-        let snapshot = self.observer.as_ref().map(|_| doc.clone());
+        // One copy, shared by the persister and the observer.
+        let doc = Arc::new(run.doc.clone());
+        let persisted = doc.clone();
         // Handed over under the lock, so versions reach the persister in
         // order; encoded by the persister, and only if not superseded.
         self.persister.document(
             TeamDoc::file(&doc.state_dir),
-            Box::new(move || store::encode_doc(&doc)),
+            Box::new(move || store::encode_doc(&*persisted)),
         );
         drop(run);
-        if let (Some(obs), Some(doc)) = (&self.observer, snapshot) {
+        if let Some(obs) = &self.observer {
             obs(&doc);
         }
     }
