@@ -76,15 +76,11 @@ pub fn team_status(url: &str, name: &str) -> omk_core::Result<omk_core::team::Te
     let rt = crate::async_runtime("store")?;
     rt.block_on(async {
         let store = PgStore::connect(url).await?;
-        let doc = store.team_doc(name).await?.ok_or_else(|| {
+        remote::team(&store, name).await?.ok_or_else(|| {
             omk_core::Error::NotFound(format!(
                 "no team named {name:?} in the store {}",
                 store.shown()
             ))
-        })?;
-        serde_json::from_value(doc).map_err(|e| omk_core::Error::CorruptState {
-            path: format!("{}#{name}", store.shown()).into(),
-            message: format!("not a team document: {e}"),
         })
     })
 }

@@ -5,291 +5,14 @@
 //! root (namespaces); without them the tests say SKIPPED, except under
 //! `CI=true`, where that is a failure.
 
+mod cluster;
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use omk_core::pg::tasks::TaskRecord;
-use omk_core::pg::PgStore;
+use cluster::{completed_by, holder_host, Cluster, Dashboard};
 use serde_json::Value;
-
-fn required(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{name} is not set: run the tests through `make cargo-test`, which starts PostgreSQL")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: {name} is not set (make cargo-test starts PostgreSQL)");
-            None
-        }
-    }
-}
-
-fn is_root() -> bool {
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
-}
-
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    store: PgStore,
-    /// The database's URL through the unix socket (what hosts use).
-    socket_url: String,
-    /// The database's URL over TCP (what `omk team run` here uses).
-    tcp_url: String,
-    tmp: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn new() -> Option<Cluster> {
-        let url = required("OMK_TEST_PG_URL")?;
-        let socket = required("OMK_TEST_PG_SOCKET")?;
-        let port = required("OMK_TEST_PG_PORT")?;
-        if !is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "the host namespaces need root"
-            );
-            eprintln!("SKIPPED: the host namespaces need root");
-            return None;
-        }
-        common::agent_bin();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let db = format!("omk_w_{}", omk_core::ids::random_hex(6));
-        let tcp_url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
-        let store = rt.block_on(async {
-            let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            admin
-                .batch_execute(&format!("CREATE DATABASE {db}"))
-                .await
-                .unwrap();
-            PgStore::connect(&tcp_url).await.unwrap()
-        });
-        Some(Cluster {
-            rt,
-            store,
-            socket_url: format!("postgres://omk@localhost/{db}?host={socket}&port={port}"),
-            tcp_url,
-            tmp: tempfile::tempdir().unwrap(),
-        })
-    }
-
-    /// Submit a team of one subtask per prompt, as `omk team run --store
-    /// --detach` would (any worker coordinates it).
-    fn submit(&self, team: &str, prompts: &[&str], max_attempts: i32) {
-        let mut config = omk_core::Config::default();
-        config.team.max_attempts = max_attempts as u32;
-        let req = omk_core::team::TeamRunRequest {
-            spec: "2:executor".into(),
-            task: format!("test team {team}"),
-            name: Some(team.into()),
-            subtasks: prompts.iter().map(|p| p.to_string()).collect(),
-            ..Default::default()
-        };
-        let sub = omk_core::team::remote::submission(&config, &req, "test").unwrap();
-        let doc = serde_json::to_value(&sub.doc).unwrap();
-        self.rt
-            .block_on(self.store.create_team(team, &doc, &sub.tasks, None))
-            .unwrap();
-    }
-
-    fn team_doc(&self, team: &str) -> Value {
-        self.rt
-            .block_on(self.store.team_doc(team))
-            .unwrap()
-            .unwrap()
-    }
-
-    /// `omk team run --store` from this host (TCP), with `lease_secs`.
-    fn team_run(&self, name: &str, lease_secs: u64, subtasks: &[&str]) -> Command {
-        let dir = self.tmp.path().join(format!("submitter-{name}"));
-        std::fs::create_dir_all(dir.join("xdg")).unwrap();
-        std::fs::write(
-            dir.join("omk.toml"),
-            format!("[team]\nlease_secs = {lease_secs}\n"),
-        )
-        .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_omk"));
-        cmd.args([
-            "team",
-            "run",
-            "2:executor",
-            "a distributed task",
-            "--name",
-            name,
-            "--json",
-        ])
-        .args(["--store", &self.tcp_url])
-        .env("OMK_STATE_DIR", dir.join("state"))
-        .env("OMK_CONFIG", dir.join("omk.toml"))
-        .env("OMK_KIMI_BIN", common::agent_bin())
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        for s in subtasks {
-            cmd.args(["--subtask", s]);
-        }
-        cmd
-    }
-
-    fn tasks(&self, team: &str) -> Vec<TaskRecord> {
-        self.rt.block_on(self.store.tasks(team)).unwrap()
-    }
-
-    fn events(&self, team: &str) -> Vec<(String, Value)> {
-        self.rt
-            .block_on(self.store.events_after(Some(team), 0, 10_000))
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.event.kind.as_str().to_string(), e.event.payload))
-            .collect()
-    }
-
-    /// A host: `omk worker` alone in new network and pid namespaces.
-    fn host(&self, name: &str, lease_secs: u64, max_agents: usize) -> Host {
-        let dir = self.tmp.path().join(name);
-        std::fs::create_dir_all(dir.join("xdg")).unwrap();
-        std::fs::write(dir.join("omk.toml"), "[team]\nretry_backoff_ms = 50\n").unwrap();
-        let child = Command::new("unshare")
-            .args(["--net", "--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(env!("CARGO_BIN_EXE_omk"))
-            .args(["worker", "--store", &self.socket_url, "--name", name])
-            .args(["--lease-secs", &lease_secs.to_string()])
-            .args(["--max-agents", &max_agents.to_string()])
-            .env("OMK_STATE_DIR", dir.join("state"))
-            .env("OMK_CONFIG", dir.join("omk.toml"))
-            .env("OMK_KIMI_BIN", common::agent_bin())
-            .env("XDG_CONFIG_HOME", dir.join("xdg"))
-            .env_remove("OMK_KIMI_ARGS")
-            .env_remove("OMK_AGENT_PROTOCOL")
-            .env_remove("OMK_SCRIPTED_BEHAVIOUR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Host {
-            name: name.into(),
-            child: Some(child),
-            dir,
-        }
-    }
-
-    /// Wait until `done` holds of the team's tasks.
-    fn wait_tasks(
-        &self,
-        team: &str,
-        what: &str,
-        done: impl Fn(&[TaskRecord]) -> bool,
-    ) -> Vec<TaskRecord> {
-        let until = Instant::now() + Duration::from_secs(90);
-        loop {
-            // A team not submitted yet has no tasks.
-            let tasks = self.tasks(team);
-            if !tasks.is_empty() && done(&tasks) {
-                return tasks;
-            }
-            assert!(
-                Instant::now() < until,
-                "timed out waiting for {what}: {tasks:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-struct Host {
-    name: String,
-    child: Option<Child>,
-    #[allow(dead_code)]
-    dir: PathBuf,
-}
-
-impl Host {
-    /// The `omk worker` process (pid 1 of its namespace), as the host sees it.
-    fn worker_pid(&self) -> i32 {
-        let unshare = self.child.as_ref().unwrap().id();
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let children =
-                std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
-                    .unwrap_or_default();
-            if let Some(pid) = children.split_whitespace().next() {
-                return pid.parse().unwrap();
-            }
-            assert!(Instant::now() < until, "no worker under unshare {unshare}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, pid: i32, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
-    }
-
-    /// SIGKILL the whole host: unshare dies, its child (--kill-child) and
-    /// with it the namespace, agents included.
-    fn crash(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM the worker and collect its report.
-    fn stop(&mut self) -> Value {
-        let pid = self.worker_pid();
-        self.signal(pid, nix::sys::signal::Signal::SIGTERM);
-        let out = self.child.take().unwrap().wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{} failed: {stdout}\n{}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn holder_host(t: &TaskRecord) -> String {
-    t.holder
-        .clone()
-        .unwrap_or_default()
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn completed_by(t: &TaskRecord) -> String {
-    t.result
-        .as_ref()
-        .and_then(|r| r["holder"].as_str())
-        .unwrap_or_default()
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
 
 #[test]
 fn a_team_spreads_over_two_hosts_and_a_crashed_host_loses_its_task_to_the_other() {
@@ -497,4 +220,70 @@ fn a_killed_coordinator_is_taken_over_by_a_worker_and_the_team_completes() {
         .collect();
     assert_eq!(enders, ["Completed"]);
     a.stop();
+}
+
+#[test]
+fn a_dashboard_elsewhere_follows_the_team_from_both_hosts_live() {
+    let Some(c) = Cluster::new() else { return };
+    let dashboard = Dashboard::start(&c);
+    let events = dashboard.team_events();
+    let mut a = c.host("host-a", 5, 2);
+    let mut b = c.host("host-b", 5, 2);
+    c.submit("live", &["[sleep:1] [answer:seen]"; 6], 3);
+    let mut versions: Vec<Value> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let e = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no end in the events: {versions:#?}"));
+        assert_eq!(e["name"], "live", "{e}");
+        let phase = e["document"]["phase"].as_str().unwrap().to_string();
+        versions.push(e["document"].clone());
+        if phase == "Completed" {
+            break;
+        }
+    }
+    // Live: versions in between show the work as it went.
+    let done = |d: &Value| {
+        d["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["status"] == "completed")
+            .count()
+    };
+    assert!(
+        versions
+            .iter()
+            .any(|d| d["phase"] != "Completed" && (1..6).contains(&done(d))),
+        "no version in progress: {versions:#?}"
+    );
+    let last = versions.last().unwrap();
+    let hosts: std::collections::BTreeSet<&str> = last["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["worker"].as_str().unwrap().split('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        hosts.into_iter().collect::<Vec<_>>(),
+        ["host-a", "host-b"],
+        "{last}"
+    );
+    // The REST routes show the store's team and count its work.
+    assert_eq!(dashboard.get("/api/teams/live")["phase"], "Completed");
+    let listed = dashboard.get("/api/teams");
+    assert!(
+        listed["teams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "live"),
+        "{listed}"
+    );
+    let metrics = dashboard.get("/api/metrics");
+    assert_eq!(metrics["metrics"]["total_tasks_completed"], 6, "{metrics}");
+    a.stop();
+    b.stop();
 }

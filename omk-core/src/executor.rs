@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Event, EventKind};
 use crate::pg::tasks::{AfterFailure, Lease};
-use crate::pg::PgStore;
+use crate::pg::{retry_io, PgStore};
 
 /// How long a slot with nothing to claim waits before looking again even
 /// without a notification (one lost while the store was unreachable).
@@ -360,29 +360,38 @@ impl Daemon {
                     "steps": outcome.record.steps,
                     "holder": lease.holder,
                 });
-                self.store
-                    .complete(&lease, &result, &[("tasks_completed", 1)])
-                    .await
-                    .map(|_| {
-                        self.report.completed.fetch_add(1, Ordering::Relaxed);
-                    })
+                // A store away (restarting) gets the lease's length to come
+                // back; after that the fence refuses the write anyway.
+                retry_io(self.opts.lease, "record a completion", || {
+                    self.store
+                        .complete(&lease, &result, &[("tasks_completed", 1)])
+                })
+                .await
+                .map(|_| {
+                    self.report.completed.fetch_add(1, Ordering::Relaxed);
+                })
             }
             Ran::Finished(end) => {
                 let why = match end {
                     Ok(o) => format!("the turn ended {:?}", o.status),
                     Err(e) => e.to_string(),
                 };
-                self.store
-                    .fail(&lease, &why, self.opts.retry_backoff)
-                    .await
-                    .map(|after| {
-                        self.report.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                        if after == AfterFailure::Failed {
-                            tracing::warn!("task {} of {} failed: {why}", lease.task, lease.team);
-                        }
-                    })
+                retry_io(self.opts.lease, "record a failure", || {
+                    self.store.fail(&lease, &why, self.opts.retry_backoff)
+                })
+                .await
+                .map(|after| {
+                    self.report.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    if after == AfterFailure::Failed {
+                        tracing::warn!("task {} of {} failed: {why}", lease.task, lease.team);
+                    }
+                })
             }
-            Ran::Stopped => self.store.release(&lease).await.map(|()| {
+            Ran::Stopped => retry_io(self.opts.lease, "release a task", || {
+                self.store.release(&lease)
+            })
+            .await
+            .map(|()| {
                 self.report.released.fetch_add(1, Ordering::Relaxed);
             }),
             Ran::Lost(e) => Err(e),

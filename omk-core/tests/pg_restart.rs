@@ -11,34 +11,14 @@ use serde_json::json;
 
 mod common;
 
+/// `pg_ctl` on the test's server (`tests/pg/with-postgres.sh`).
 fn pg_ctl(args: &[&str]) {
-    let bin = std::env::var("OMK_TEST_PG_BIN").unwrap();
-    let data = std::env::var("OMK_TEST_PG_DATA").unwrap();
-    let pg_ctl = format!("{bin}/pg_ctl");
-    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
-    let mut cmd = if root {
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--", &pg_ctl]);
-        c
-    } else {
-        std::process::Command::new(&pg_ctl)
-    };
-    // The server's output goes to its log: a server started by `restart`
-    // would otherwise hold our pipes open for ever.
-    let log = std::path::Path::new(&data).with_file_name("server.log");
-    let status = cmd
-        .args(["-D", &data, "-w", "-t", "60", "-l"])
-        .arg(&log)
+    let ctl = std::env::var("OMK_TEST_PG_CTL").unwrap();
+    let status = std::process::Command::new(&ctl)
         .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert!(
-        status.success(),
-        "pg_ctl {args:?} failed; see {}",
-        log.display()
-    );
+    assert!(status.success(), "{ctl} {args:?} failed");
 }
 
 /// Retry `f` on I/O errors (the server is away) for up to 60 s.

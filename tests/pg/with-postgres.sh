@@ -9,6 +9,7 @@
 #   OMK_TEST_PG_SOCKET  the unix socket directory (trust auth, user omk)
 #   OMK_TEST_PG_BIN     PostgreSQL's bin directory (pg_ctl, for restarts)
 #   OMK_TEST_PG_DATA    the data directory
+#   OMK_TEST_PG_CTL     pg_ctl for this server (stop, restart)
 # Usage: tests/pg/with-postgres.sh CMD [ARGS...]
 set -euo pipefail
 
@@ -51,9 +52,19 @@ as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
   -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=${OMK_TEST_PG_FSYNC:-off} -c full_page_writes=${OMK_TEST_PG_FSYNC:-off} -c max_connections=200" \
   start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 
+# pg_ctl for this server, as its owner, its output to the server's log:
+# `$OMK_TEST_PG_CTL stop -m immediate`, `$OMK_TEST_PG_CTL restart`
+# (a restart of a stopped server starts it with its last options).
+as_owner=""
+if [ "$(id -u)" = 0 ]; then as_owner="runuser -u postgres --"; fi
+printf '#!/bin/sh\nexec %s "%s/pg_ctl" -D "%s/data" -w -t 60 -l "%s/server.log" "$@" </dev/null >/dev/null\n' \
+  "$as_owner" "$bin" "$dir" "$dir" > "$dir/pg_ctl"
+chmod 755 "$dir/pg_ctl"
+
 export OMK_TEST_PG_URL="postgres://omk:omk-test@127.0.0.1:$port/postgres"
 export OMK_TEST_PG_SOCKET="$dir/sock"
 export OMK_TEST_PG_BIN="$bin"
 export OMK_TEST_PG_DATA="$dir/data"
 export OMK_TEST_PG_PORT="$port"
+export OMK_TEST_PG_CTL="$dir/pg_ctl"
 "$@"

@@ -140,7 +140,19 @@ async fn teams(State(s): State<Shared>) -> Result<Response, ApiError> {
             code: "panic",
             message: format!("the request handler failed: {e}"),
         })??;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let Some(cluster) = &s.cluster else {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    };
+    // The store's teams after the local ones.
+    let mut doc: Value = serde_json::from_slice(&body).map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "io",
+        message: format!("cannot read the team list: {e}"),
+    })?;
+    if let Some(list) = doc["teams"].as_array_mut() {
+        list.extend(cluster.teams().await?);
+    }
+    Ok(Json(doc).into_response())
 }
 
 /// One team's document.
@@ -152,7 +164,18 @@ async fn teams(State(s): State<Shared>) -> Result<Response, ApiError> {
         (status = 404, description = "no such team", body = Object),
     ))]
 async fn team(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult {
-    call(&s, move |o| o.team_status(&name)).await
+    let local = {
+        let name = name.clone();
+        call(&s, move |o| o.team_status(&name)).await
+    };
+    match (local, &s.cluster) {
+        // Not here: maybe in the store.
+        (Err(e), Some(cluster)) if e.code == "not_found" => match cluster.team(&name).await? {
+            Some(doc) => Ok(Json(doc)),
+            None => Err(e),
+        },
+        (result, _) => result,
+    }
 }
 
 /// `{"autopilots": [...]}`.
@@ -170,7 +193,11 @@ async fn ralphs(State(s): State<Shared>) -> ApiResult {
 /// `{"metrics": {...}}`: the runtime counters.
 #[utoipa::path(get, path = "/api/metrics", responses((status = 200, description = "counters", body = Object)))]
 async fn metrics(State(s): State<Shared>) -> ApiResult {
-    call(&s, |o| Ok(json!({ "metrics": o.metrics()? }))).await
+    let Json(mut doc) = call(&s, |o| Ok(json!({ "metrics": o.metrics()? }))).await?;
+    if let Some(cluster) = &s.cluster {
+        cluster.add_counters(&mut doc["metrics"]).await?;
+    }
+    Ok(Json(doc))
 }
 
 /// Goals, newest first.
@@ -241,7 +268,10 @@ async fn pools(State(s): State<Shared>) -> ApiResult {
 /// The counters in the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 async fn prometheus(State(s): State<Shared>) -> Result<Response, ApiError> {
-    let Json(m) = call(&s, |o| o.metrics()).await?;
+    let Json(mut m) = call(&s, |o| o.metrics()).await?;
+    if let Some(cluster) = &s.cluster {
+        cluster.add_counters(&mut m).await?;
+    }
     let mut out = String::new();
     for (key, value) in m.as_object().into_iter().flatten() {
         let Some(n) = value.as_u64() else { continue };
@@ -254,7 +284,10 @@ async fn prometheus(State(s): State<Shared>) -> Result<Response, ApiError> {
             name.replace('_', " ")
         ));
     }
-    let teams = call(&s, omk_core::ops::team_list_json).await?;
+    let Json(mut teams) = call(&s, omk_core::ops::team_list_json).await?;
+    if let (Some(cluster), Some(list)) = (&s.cluster, teams["teams"].as_array_mut()) {
+        list.extend(cluster.teams().await?);
+    }
     let mut by_phase = std::collections::BTreeMap::<String, u64>::new();
     for t in teams["teams"].as_array().into_iter().flatten() {
         *by_phase

@@ -10,6 +10,7 @@
 //! Content-Security-Policy; nothing is served from disk.
 
 mod api;
+mod cluster;
 mod events;
 mod page;
 mod teams;
@@ -36,6 +37,10 @@ pub struct DashboardArgs {
     /// (mandatory when binding to a non-loopback address). Default: $OMK_DASHBOARD_TOKEN.
     #[arg(long, env = "OMK_DASHBOARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Also show the teams of a PostgreSQL store (a postgres:// URL), and
+    /// add its counters to the metrics (docs/distributed.md). Default: $OMK_STORE.
+    #[arg(long, value_name = "URL", env = "OMK_STORE", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 /// What every handler shares.
@@ -46,6 +51,8 @@ pub struct AppState {
     /// Which watcher feeds `/api/events` (`native`, `poll`, `none`).
     pub watch_backend: &'static str,
     pub teams: teams::TeamCache,
+    /// The store shown besides the state directory (`--store`).
+    pub cluster: Option<cluster::Cluster>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -172,12 +179,21 @@ pub fn run(omk: &Omk, args: DashboardArgs) -> omk_core::Result<Outcome> {
             .map_err(|e| crate::chat::io_err("read the bound address", e))?;
         let (changes, _) = tokio::sync::broadcast::channel(256);
         let feed = events::Feed::start(omk.state_dir());
+        let cluster = match args.store.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let c = cluster::Cluster::connect(url).await?;
+                c.follow(changes.clone()).await?;
+                Some(c)
+            }
+            None => None,
+        };
         let state = Arc::new(AppState {
             omk: omk.clone(),
             token,
             changes: changes.clone(),
             watch_backend: feed.backend(),
             teams: teams::TeamCache::default(),
+            cluster,
         });
         tokio::spawn(events::watch(omk.clone(), feed, changes));
         // Tests and scripts read this line to find the port.

@@ -84,6 +84,18 @@ pub(crate) async fn append_in(
     Ok(last)
 }
 
+/// The channel notified when a team document is created or saved: what
+/// document followers (the dashboard) listen to.
+pub const TEAMS_CHANNEL: &str = "omk_teams";
+
+/// Tell document followers (at `tx`'s commit) that a team document changed.
+pub(crate) async fn notify_teams(store: &PgStore, tx: &impl GenericClient) -> Result<()> {
+    tx.execute("SELECT pg_notify($1, '')", &[&TEAMS_CHANNEL])
+        .await
+        .map_err(|e| store.error("notify", e))?;
+    Ok(())
+}
+
 /// Tell idle workers (at `tx`'s commit) that a task may be claimable.
 pub(crate) async fn notify_work(store: &PgStore, tx: &impl GenericClient) -> Result<()> {
     tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
@@ -154,6 +166,11 @@ impl PgStore {
     /// [`PgStore::listen`] to [`WORK_CHANNEL`].
     pub async fn listen_for_work(&self) -> Result<Arc<Signal>> {
         self.listen_to(WORK_CHANNEL).await
+    }
+
+    /// [`PgStore::listen`] to [`TEAMS_CHANNEL`].
+    pub async fn listen_for_teams(&self) -> Result<Arc<Signal>> {
+        self.listen_to(TEAMS_CHANNEL).await
     }
 
     async fn listen_to(&self, channel: &'static str) -> Result<Arc<Signal>> {

@@ -176,6 +176,32 @@ impl PgStore {
     }
 }
 
+/// Run `f` again while it fails with `io` (the store is away: a restart, a
+/// network cut), with backoff from 50 ms to 2 s, for at most `within`
+/// (then its last error). Any other error returns at once: a refused
+/// write (`conflict`) is the fence working, not the store away.
+pub async fn retry_io<T, F, Fut>(within: std::time::Duration, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let until = tokio::time::Instant::now() + within;
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        match f().await {
+            Err(e)
+                if e.code() == crate::error::ErrorCode::Io
+                    && tokio::time::Instant::now() + backoff < until =>
+            {
+                tracing::warn!("{what}: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,6 +407,16 @@ impl PgStore {
             .collect())
     }
 
+    /// Every counter, by name.
+    pub async fn counters(&self) -> Result<std::collections::BTreeMap<String, i64>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT name, value FROM counters", &[])
+            .await
+            .map_err(|e| self.error("read counters from", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// A counter's value (0 when never counted).
     pub async fn counter(&self, name: &str) -> Result<i64> {
         let client = self.client().await?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::events::{append_in, notify_work};
+use super::events::{append_in, notify_teams, notify_work};
 use super::tasks::NewTask;
 use super::PgStore;
 use crate::error::{Error, Result};
@@ -102,6 +102,7 @@ impl PgStore {
                 json!({ "task_id": t.id, "title": t.spec.get("title") }),
             ));
         }
+        notify_teams(self, &tx).await?;
         if !events.is_empty() {
             notify_work(self, &tx).await?;
             append_in(self, &tx, &events).await?;
@@ -170,12 +171,7 @@ impl PgStore {
 
     /// Write the team document (and its phase) with `events`, fenced by the
     /// coordination epoch; a terminal phase also ends the coordination.
-    pub async fn save_team(
-        &self,
-        c: &mut Coordination,
-        doc: &Value,
-        events: &[Event],
-    ) -> Result<()> {
+    pub async fn save_team(&self, c: &Coordination, doc: &Value, events: &[Event]) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -194,14 +190,46 @@ impl PgStore {
         if n == 0 {
             return Err(lost(c, "save"));
         }
+        notify_teams(self, &tx).await?;
         if !events.is_empty() {
             append_in(self, &tx, events).await?;
         }
         tx.commit()
             .await
-            .map_err(|e| self.error("save a team in", e))?;
-        c.doc = doc.clone();
-        Ok(())
+            .map_err(|e| self.error("save a team in", e))
+    }
+
+    /// Every team's `(name, document)`, oldest first.
+    pub async fn team_docs(&self) -> Result<Vec<(String, Value)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT name, doc FROM teams ORDER BY created_at, name", &[])
+            .await
+            .map_err(|e| self.error("read the teams of", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The `(name, document)` of the teams a follower must look at again:
+    /// those still running, those in `also` (what it last saw running), and
+    /// those saved in the last `recent` (a team that started and ended
+    /// between two looks).
+    pub async fn changing_team_docs(
+        &self,
+        also: &[String],
+        recent: Duration,
+    ) -> Result<Vec<(String, Value)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, doc FROM teams
+                 WHERE NOT (phase = ANY($1)) OR name = ANY($2)
+                    OR updated_at > now() - make_interval(secs => $3)
+                 ORDER BY created_at, name",
+                &[&&TERMINAL_PHASES[..], &also, &recent.as_secs_f64()],
+            )
+            .await
+            .map_err(|e| self.error("read the teams of", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// A team's document, if the store has the team.

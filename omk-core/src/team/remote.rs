@@ -177,23 +177,34 @@ fn fold(doc: &mut TeamDoc, records: &[TaskRecord]) -> bool {
 /// `observer` sees every version of the document written.
 pub async fn coordinate(
     store: &PgStore,
-    mut c: Coordination,
+    c: Coordination,
     lease: Duration,
     changes: Arc<Signal>,
     observer: &(dyn Fn(&TeamDoc) + Send + Sync),
 ) -> Result<TeamDoc> {
-    let mut doc: TeamDoc =
-        serde_json::from_value(c.doc.clone()).map_err(|e| Error::CorruptState {
-            path: PathBuf::from(format!("{}#{}", store.shown(), c.team)),
-            message: format!("not a team document: {e}"),
-        })?;
+    let mut doc = decode(store, &c.team, c.doc.clone())?;
     let mut renew = tokio::time::interval(lease / 3);
     renew.tick().await;
     let mut saved_at: Option<tokio::time::Instant> = None;
     let mut unsaved = false;
+    // While the store is away (a restart), the coordinator waits for it
+    // instead of giving up the team; its lease decides who goes on.
+    let mut away = Duration::from_millis(50);
     loop {
         let seen = changes.generation();
-        let records = store.tasks(&c.team).await?;
+        let records = match store.tasks(&c.team).await {
+            Ok(r) => {
+                away = Duration::from_millis(50);
+                r
+            }
+            Err(e) if e.code() == ErrorCode::Io => {
+                tracing::warn!("coordinating {}: {e}; retrying in {away:?}", c.team);
+                tokio::time::sleep(away).await;
+                away = (away * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         unsaved |= fold(&mut doc, &records);
         let done = !records.is_empty()
             && records
@@ -224,17 +235,29 @@ pub async fn coordinate(
                     json!({ "phase": doc.phase, "reason": doc.reason, "tokens": doc.tokens }),
                 ),
             ];
-            store.save_team(&mut c, &to_value(&doc)?, &events).await?;
+            let value = to_value(&doc)?;
+            crate::pg::retry_io(lease, "end the run", || {
+                store.save_team(&c, &value, &events)
+            })
+            .await?;
             observer(&doc);
             return Ok(doc);
         }
         let save_at = saved_at.map_or_else(tokio::time::Instant::now, |t| t + SAVE_INTERVAL);
         if unsaved && save_at <= tokio::time::Instant::now() {
             doc.updated_at = Utc::now();
-            store.save_team(&mut c, &to_value(&doc)?, &[]).await?;
-            observer(&doc);
+            match store.save_team(&c, &to_value(&doc)?, &[]).await {
+                Ok(()) => {
+                    observer(&doc);
+                    unsaved = false;
+                }
+                // Saved with the next change or look.
+                Err(e) if e.code() == ErrorCode::Io => {
+                    tracing::warn!("cannot save team {}: {e}", c.team)
+                }
+                Err(e) => return Err(e),
+            }
             saved_at = Some(tokio::time::Instant::now());
-            unsaved = false;
         }
         tokio::select! {
             _ = changes.changed_past(seen, RECHECK) => {}
@@ -246,6 +269,23 @@ pub async fn coordinate(
             },
         }
     }
+}
+
+/// A team's document in the store (`None`: no such team).
+pub async fn team(store: &PgStore, name: &str) -> Result<Option<TeamDoc>> {
+    match store.team_doc(name).await? {
+        Some(doc) => decode(store, name, doc).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A team document as the store keeps it, decoded; `corrupt_state` naming
+/// the store and the team when it is not one.
+pub fn decode(store: &PgStore, name: &str, doc: Value) -> Result<TeamDoc> {
+    serde_json::from_value(doc).map_err(|e| Error::CorruptState {
+        path: PathBuf::from(format!("{}#{name}", store.shown())),
+        message: format!("not a team document: {e}"),
+    })
 }
 
 fn to_value(doc: &TeamDoc) -> Result<Value> {
