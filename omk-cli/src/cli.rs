@@ -125,7 +125,7 @@ pub enum TeamCommand {
     /// Show one team.
     Status(TeamNameArgs),
     /// List every team.
-    List(JsonArgs),
+    List(TeamListArgs),
     /// Stop a team (cancel running turns, stop agents); idempotent.
     Shutdown(TeamShutdownArgs),
     /// Delete the git refs and branches of isolated teams that ended long ago.
@@ -182,7 +182,7 @@ pub struct TeamRunArgs {
     pub json: bool,
     /// Run the team in a PostgreSQL store (a postgres:// URL), on the
     /// `omk worker` daemons serving it (docs/distributed.md); subtasks are
-    /// required there.
+    /// required there. Default: [store] url or $OMK_STORE; "" runs here.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 }
@@ -194,7 +194,8 @@ pub struct TeamNameArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Read the team from a PostgreSQL store (a postgres:// URL).
+    /// Look in a PostgreSQL store when there is no local team of that name
+    /// (default: [store] url or $OMK_STORE; "" for none).
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 }
@@ -209,6 +210,21 @@ pub struct TeamShutdownArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// A PostgreSQL store whose team to shut down when there is no local
+    /// one (default: [store] url or $OMK_STORE; "" for none).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TeamListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list the teams of a PostgreSQL store (default: [store] url or
+    /// $OMK_STORE; "" for none).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,74 @@ pub fn team_run(
     })
 }
 
+/// The store a command uses: `--store URL` (an empty one: none), else
+/// `[store] url` or `$OMK_STORE` (docs/configuration.md).
+pub fn store_url(omk: &Omk, flag: Option<&str>) -> omk_core::Result<Option<String>> {
+    match flag {
+        Some("") => Ok(None),
+        Some(url) => Ok(Some(url.to_string())),
+        None => Ok(omk.config()?.store.url.clone()),
+    }
+}
+
+/// Every team in the store, oldest first.
+pub fn team_list(url: &str) -> omk_core::Result<Vec<omk_core::team::TeamDoc>> {
+    let rt = crate::async_runtime("store")?;
+    rt.block_on(async {
+        let store = PgStore::connect(url).await?;
+        store
+            .team_docs()
+            .await?
+            .into_iter()
+            .map(|(name, doc)| remote::decode(&store, &name, doc))
+            .collect()
+    })
+}
+
+/// `omk team shutdown NAME --store URL`: cancel the team's tasks in the
+/// store (workers stop the agents running them), then end its run: its
+/// coordinator does, or this process when nobody coordinates it.
+pub fn team_shutdown(omk: &Omk, url: &str, name: &str, json: bool) -> omk_core::Result<Outcome> {
+    let lease = Duration::from_secs(omk.config()?.team.lease_secs.max(1));
+    let rt = crate::async_runtime("store")?;
+    rt.block_on(async {
+        let store = PgStore::connect(url).await?;
+        let holder = format!(
+            "{}/{}/shutdown",
+            crate::worker::host_name(),
+            std::process::id()
+        );
+        let not_found = || {
+            omk_core::Error::NotFound(format!(
+                "no team named {name:?} here or in the store {}",
+                store.shown()
+            ))
+        };
+        let asked = store
+            .request_shutdown(name, &holder)
+            .await?
+            .ok_or_else(not_found)?;
+        let changes = store.listen().await?;
+        let doc = match store.claim_coordination(&holder, lease, Some(name)).await? {
+            // Nobody coordinates it: end it here (every task is over now).
+            Some(c) => remote::coordinate(&store, c, lease, changes, &|_| {}).await?,
+            // Its coordinator ends it (or it had ended).
+            None => remote::team(&store, name).await?.ok_or_else(not_found)?,
+        };
+        let outcome = format!(
+            "shutdown requested (the team was {}): {} pending and {} running task(s) cancelled",
+            asked.phase, asked.pending, asked.running
+        );
+        if json {
+            crate::output::print_json(&serde_json::json!({ "document": doc, "outcome": outcome }));
+        } else {
+            show(&doc, false);
+            crate::outln!("{outcome}");
+        }
+        Ok(Outcome::Success)
+    })
+}
+
 /// `omk team status NAME --store URL`: the team's document in the store.
 pub fn team_status(url: &str, name: &str) -> omk_core::Result<omk_core::team::TeamDoc> {
     let rt = crate::async_runtime("store")?;

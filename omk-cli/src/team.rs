@@ -17,18 +17,38 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
     match cmd {
         TeamCommand::Run(args) => team_run(omk, global, *args),
         TeamCommand::Status(a) => {
-            let doc = match &a.store {
-                Some(url) => crate::remote::team_status(url, &a.name)?,
-                None => omk.team_status(&a.name)?,
+            let doc = match (
+                omk.team_status(&a.name),
+                crate::remote::store_url(omk, a.store.as_deref())?,
+            ) {
+                // No local team of that name: maybe in the store.
+                (Err(e), Some(url)) if e.code() == omk_core::ErrorCode::NotFound => {
+                    crate::remote::team_status(&url, &a.name)?
+                }
+                (local, _) => local?,
             };
             show(&doc, a.json);
             Ok(Outcome::Success)
         }
         TeamCommand::List(a) => {
+            let store = crate::remote::store_url(omk, a.store.as_deref())?;
+            let remote = match &store {
+                Some(url) => crate::remote::team_list(url)?,
+                None => Vec::new(),
+            };
             if a.json {
-                print_json(&omk_core::ops::team_list_json(omk)?);
+                let mut doc = omk_core::ops::team_list_json(omk)?;
+                if let Some(list) = doc["teams"].as_array_mut() {
+                    list.extend(
+                        remote
+                            .iter()
+                            .map(|t| serde_json::to_value(t).unwrap_or_default()),
+                    );
+                }
+                print_json(&doc);
             } else {
-                let omk_core::team::TeamList { teams, errors } = omk.team_list()?;
+                let omk_core::team::TeamList { mut teams, errors } = omk.team_list()?;
+                teams.extend(remote);
                 crate::outln!(
                     "{:<28} {:<12} {:>7} {:>9} {:>9}  TASK",
                     "NAME",
@@ -55,6 +75,14 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
             Ok(Outcome::Success)
         }
         TeamCommand::Shutdown(a) => {
+            let local = omk.team_status(&a.name);
+            if let (Err(e), Some(url)) =
+                (&local, crate::remote::store_url(omk, a.store.as_deref())?)
+            {
+                if e.code() == omk_core::ErrorCode::NotFound {
+                    return crate::remote::team_shutdown(omk, &url, &a.name, a.json);
+                }
+            }
             let r = omk.team_shutdown(&a.name, a.force)?;
             if a.json {
                 crate::output::print_doc(&r);
@@ -118,8 +146,8 @@ fn request(args: &TeamRunArgs) -> TeamRunRequest {
 
 fn team_run(omk: &Omk, global: &GlobalArgs, args: TeamRunArgs) -> omk_core::Result<Outcome> {
     let req = request(&args);
-    if let Some(url) = &args.store {
-        return crate::remote::team_run(omk, url, &req, &args);
+    if let Some(url) = crate::remote::store_url(omk, args.store.as_deref())? {
+        return crate::remote::team_run(omk, &url, &req, &args);
     }
     if args.detach {
         let doc = omk.team_prepare(&req)?;

@@ -13,9 +13,9 @@ use crate::Outcome;
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The store: a postgres:// URL.
-    #[arg(long, env = "OMK_STORE", hide_env_values = true)]
-    pub store: String,
+    /// The store: a postgres:// URL (default: [store] url or $OMK_STORE).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// A pool whose tasks this worker runs (repeatable).
     #[arg(long = "pool", default_values_t = ["default".to_string()])]
     pub pools: Vec<String>,
@@ -52,8 +52,14 @@ pub fn run(omk: &Omk, args: WorkerArgs) -> omk_core::Result<Outcome> {
     } else {
         args.agents
     };
+    let store = crate::remote::store_url(omk, args.store.as_deref())?.ok_or_else(|| {
+        omk_core::Error::InvalidInput(
+            "omk worker needs a store: --store URL, $OMK_STORE or [store] url (docs/distributed.md)"
+                .into(),
+        )
+    })?;
     let opts = WorkerOptions {
-        store: args.store,
+        store,
         pools: args.pools,
         agents,
         max_agents: args.max_agents,

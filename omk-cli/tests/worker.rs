@@ -287,3 +287,67 @@ fn a_dashboard_elsewhere_follows_the_team_from_both_hosts_live() {
     a.stop();
     b.stop();
 }
+
+#[test]
+fn team_shutdown_with_a_store_cancels_the_team_and_frees_the_hosts_at_once() {
+    let Some(c) = Cluster::new() else { return };
+    // A lease far longer than the test: only the cancellation can free the
+    // slots in time.
+    let mut a = c.host("host-a", 60, 2);
+    c.submit("stopme", &["[sleep:60] [answer:never]"; 4], 3);
+    c.wait_tasks("stopme", "two running", |t| {
+        t.iter().filter(|t| t.status == "running").count() == 2
+    });
+    // The store from the environment ($OMK_STORE), as for every command.
+    let omk = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_omk"))
+            .args(args)
+            .env("OMK_STORE", &c.tcp_url)
+            .env("OMK_STATE_DIR", c.tmp.path().join("operator"))
+            .env("XDG_CONFIG_HOME", c.tmp.path().join("operator"))
+            .env_remove("OMK_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let listed = omk(&["team", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["teams"][0]["name"], "stopme", "{listed}");
+    let out = omk(&["team", "shutdown", "stopme", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("2 pending and 2 running task(s) cancelled"),
+        "{r}"
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    let doc = loop {
+        let doc = c.team_doc("stopme");
+        if doc["phase"] == "Shutdown" {
+            break doc;
+        }
+        assert!(Instant::now() < until, "never shut down: {doc}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(doc["reason"], "shutdown requested", "{doc}");
+    assert!(c.tasks("stopme").iter().all(|t| t.status == "cancelled"));
+    // The agents were stopped: the host's slots take new work at once.
+    c.submit("after", &["[answer:next]"; 2], 1);
+    c.wait_tasks("after", "the freed slots' work", |t| {
+        t.iter().all(|t| t.status == "completed")
+    });
+    let report = a.stop();
+    assert_eq!(report["lost"], 2, "{report}");
+    // Shutting down again changes nothing; an unknown team is not found.
+    let again: Value =
+        serde_json::from_slice(&omk(&["team", "shutdown", "stopme", "--json"]).stdout).unwrap();
+    assert_eq!(again["document"]["phase"], "Shutdown", "{again}");
+    let out = omk(&["team", "shutdown", "nope"]);
+    assert_eq!(out.status.code(), Some(3));
+}

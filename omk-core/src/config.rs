@@ -274,11 +274,22 @@ impl Default for GoalConfig {
     }
 }
 
+/// `[store]`: the PostgreSQL store the hosts of a cluster share
+/// (docs/distributed.md).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A `postgres://` URL (`$OMK_STORE` overrides). Unset: this machine's
+    /// file store only.
+    pub url: Option<String>,
+}
+
 /// The merged configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub agent: AgentConfig,
+    pub store: StoreConfig,
     pub health: HealthConfig,
     pub team: TeamConfig,
     pub goal: GoalConfig,
@@ -393,6 +404,17 @@ impl Config {
                 .map_err(|e| Error::invalid(format!("OMK_KIMI_ARGS cannot be split: {e}")))?;
             self.agent.args.extend(words);
         }
+        if let Some(url) = non_empty_env("OMK_STORE") {
+            self.store.url = Some(url);
+        }
+        if let Some(url) = &self.store.url {
+            if !crate::pg::is_postgres_url(url) {
+                return Err(Error::invalid(format!(
+                    "the store {:?} ([store] url or OMK_STORE) is not a postgres:// URL",
+                    crate::pg::redact_url(url)
+                )));
+            }
+        }
         if let Some(p) = non_empty_env("OMK_AGENT_PROTOCOL") {
             self.agent.protocol = Some(AgentProtocol::parse(&p).ok_or_else(|| {
                 Error::invalid(format!(
@@ -465,6 +487,34 @@ mod tests {
         assert_eq!(c.sources, vec![a, b]);
         if std::env::var_os("OMK_KIMI_BIN").is_none() {
             assert_eq!(c.agent.bin.as_deref(), Some("b"));
+        }
+    }
+
+    #[test]
+    fn a_store_url_must_be_postgres_and_is_never_shown_with_its_password() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = write(
+            d.path(),
+            "ok.toml",
+            "[store]\nurl = \"postgres://omk:pw@db/omk\"\n",
+        );
+        if std::env::var_os("OMK_STORE").is_none() {
+            let c = Config::load(std::slice::from_ref(&ok), None).unwrap();
+            assert_eq!(c.store.url.as_deref(), Some("postgres://omk:pw@db/omk"));
+        }
+        let bad = write(
+            d.path(),
+            "bad.toml",
+            "[store]\nurl = \"mysql://omk:secret@db/omk\"\n",
+        );
+        if std::env::var_os("OMK_STORE").is_none() {
+            let e = Config::load(&[bad], None).unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("not a postgres:// URL") && !msg.contains("secret"),
+                "{msg}"
+            );
         }
     }
 

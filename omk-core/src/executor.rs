@@ -106,10 +106,12 @@ pub async fn serve(
     let store = PgStore::connect(&opts.store).await?;
     let changes = store.listen().await?;
     let work = store.listen_for_work().await?;
+    let cancels = store.listen_for_cancels().await?;
     let shared = Arc::new(Daemon {
         store,
         changes,
         work,
+        cancels,
         policy: ApprovalPolicy {
             kind: crate::agent::PolicyKind::parse(&config.agent.approval_policy)?,
             allow_commands: config.agent.allow_commands.clone(),
@@ -147,6 +149,8 @@ struct Daemon {
     changes: Arc<crate::watch::Signal>,
     /// Raised when a task may have become claimable: what idle slots wait on.
     work: Arc<crate::watch::Signal>,
+    /// Raised when running tasks were cancelled: what running turns wait on.
+    cancels: Arc<crate::watch::Signal>,
     policy: ApprovalPolicy,
     profiles: std::collections::BTreeMap<String, crate::agents::Resolved>,
     opts: WorkerOptions,
@@ -239,7 +243,7 @@ impl Daemon {
             let seen = self.work.generation();
             match self
                 .store
-                .claim_coordination(&holder, self.opts.lease)
+                .claim_coordination(&holder, self.opts.lease, None)
                 .await
             {
                 Ok(Some(c)) => {
@@ -432,9 +436,21 @@ impl Daemon {
         tokio::pin!(turn);
         let mut renew = tokio::time::interval(self.opts.lease / 3);
         renew.tick().await;
+        let mut cancels = self.cancels.generation();
         loop {
             tokio::select! {
                 outcome = &mut turn => return Ran::Finished(outcome),
+                // Some task was cancelled: this one, if its lease no
+                // longer holds it.
+                g = self.cancels.changed_past(cancels, Duration::from_secs(3600)) => {
+                    cancels = g;
+                    if let Ok(false) = self.store.holds(lease).await {
+                        return Ran::Lost(Error::Conflict(format!(
+                            "task {} of {} was cancelled or taken over",
+                            lease.task, lease.team
+                        )));
+                    }
+                }
                 _ = renew.tick() => match self.store.renew(lease, self.opts.lease).await {
                     Ok(()) => {}
                     Err(e) if e.code() == ErrorCode::Conflict => return Ran::Lost(e),

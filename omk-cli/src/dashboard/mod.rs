@@ -38,8 +38,9 @@ pub struct DashboardArgs {
     #[arg(long, env = "OMK_DASHBOARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Also show the teams of a PostgreSQL store (a postgres:// URL), and
-    /// add its counters to the metrics (docs/distributed.md). Default: $OMK_STORE.
-    #[arg(long, value_name = "URL", env = "OMK_STORE", hide_env_values = true)]
+    /// add its counters to the metrics (docs/distributed.md). Default:
+    /// [store] url or $OMK_STORE; "" for none.
+    #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 }
 
@@ -179,9 +180,9 @@ pub fn run(omk: &Omk, args: DashboardArgs) -> omk_core::Result<Outcome> {
             .map_err(|e| crate::chat::io_err("read the bound address", e))?;
         let (changes, _) = tokio::sync::broadcast::channel(256);
         let feed = events::Feed::start(omk.state_dir());
-        let cluster = match args.store.as_deref().filter(|u| !u.is_empty()) {
+        let cluster = match crate::remote::store_url(omk, args.store.as_deref())? {
             Some(url) => {
-                let c = cluster::Cluster::connect(url).await?;
+                let c = cluster::Cluster::connect(&url).await?;
                 c.follow(changes.clone()).await?;
                 Some(c)
             }

@@ -43,7 +43,8 @@ pub struct StoredEvent {
 /// Append `events` inside `tx` (the last statement before its commit), and
 /// notify. Returns the sequence of the last one.
 ///
-/// [`notify_work`] in the same transaction also wakes idle workers.
+/// [`notify`] of [`WORK_CHANNEL`] in the same transaction also wakes idle
+/// workers.
 pub(crate) async fn append_in(
     store: &PgStore,
     tx: &impl GenericClient,
@@ -88,17 +89,19 @@ pub(crate) async fn append_in(
 /// document followers (the dashboard) listen to.
 pub const TEAMS_CHANNEL: &str = "omk_teams";
 
-/// Tell document followers (at `tx`'s commit) that a team document changed.
-pub(crate) async fn notify_teams(store: &PgStore, tx: &impl GenericClient) -> Result<()> {
-    tx.execute("SELECT pg_notify($1, '')", &[&TEAMS_CHANNEL])
-        .await
-        .map_err(|e| store.error("notify", e))?;
-    Ok(())
-}
+/// The channel notified when running tasks were cancelled (a team shut
+/// down): what workers running a task listen to, to stop its agent.
+pub const CANCEL_CHANNEL: &str = "omk_cancel";
 
-/// Tell idle workers (at `tx`'s commit) that a task may be claimable.
-pub(crate) async fn notify_work(store: &PgStore, tx: &impl GenericClient) -> Result<()> {
-    tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
+/// Notify `channel` at `tx`'s commit: [`WORK_CHANNEL`] (a task may be
+/// claimable), [`TEAMS_CHANNEL`] (a team document changed),
+/// [`CANCEL_CHANNEL`] (running tasks were cancelled).
+pub(crate) async fn notify(
+    store: &PgStore,
+    tx: &impl GenericClient,
+    channel: &'static str,
+) -> Result<()> {
+    tx.execute("SELECT pg_notify($1, '')", &[&channel])
         .await
         .map_err(|e| store.error("notify", e))?;
     Ok(())
@@ -171,6 +174,11 @@ impl PgStore {
     /// [`PgStore::listen`] to [`TEAMS_CHANNEL`].
     pub async fn listen_for_teams(&self) -> Result<Arc<Signal>> {
         self.listen_to(TEAMS_CHANNEL).await
+    }
+
+    /// [`PgStore::listen`] to [`CANCEL_CHANNEL`].
+    pub async fn listen_for_cancels(&self) -> Result<Arc<Signal>> {
+        self.listen_to(CANCEL_CHANNEL).await
     }
 
     async fn listen_to(&self, channel: &'static str) -> Result<Arc<Signal>> {

@@ -69,6 +69,11 @@ const MIGRATIONS: &[&str] = &[
         ADD COLUMN coordinator_deadline timestamptz;
     CREATE INDEX teams_unfinished ON teams (phase, coordinator_deadline);
     "#,
+    // 3: `omk team shutdown --store` records when it was asked, so the
+    // coordinator ends the run as `Shutdown`, not `Failed`.
+    r#"
+    ALTER TABLE teams ADD COLUMN shutdown_requested_at timestamptz;
+    "#,
 ];
 
 /// The schema version this omk reads and writes.

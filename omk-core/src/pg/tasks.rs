@@ -22,7 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::events::{append_in, notify_work};
+use super::events::{append_in, notify, WORK_CHANNEL};
 use super::PgStore;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
@@ -220,6 +220,21 @@ impl PgStore {
         }
     }
 
+    /// Whether `lease` still holds its task (running under its epoch): false
+    /// once the task was taken over or cancelled.
+    pub async fn holds(&self, lease: &Lease) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM tasks
+                 WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'",
+                &[&lease.team, &lease.task, &lease.epoch],
+            )
+            .await
+            .map_err(|e| self.error("read a task from", e))?;
+        Ok(row.is_some())
+    }
+
     /// Record the task completed with `result`, its `task_completed` event
     /// and its counter increments, in one transaction; refused (and nothing
     /// recorded) unless the lease is still valid.
@@ -304,7 +319,7 @@ impl PgStore {
             AfterFailure::Retry
         };
         if after == AfterFailure::Retry {
-            notify_work(self, &tx).await?;
+            notify(self, &tx, WORK_CHANNEL).await?;
         }
         let (kind, payload) = match after {
             AfterFailure::Failed => (
@@ -351,7 +366,7 @@ impl PgStore {
         if n == 0 {
             return Err(lost(lease, "release"));
         }
-        notify_work(self, &tx).await?;
+        notify(self, &tx, WORK_CHANNEL).await?;
         tx.commit()
             .await
             .map_err(|e| self.error("release a task in", e))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::events::{append_in, notify_teams, notify_work};
+use super::events::{append_in, notify, CANCEL_CHANNEL, TEAMS_CHANNEL, WORK_CHANNEL};
 use super::tasks::NewTask;
 use super::PgStore;
 use crate::error::{Error, Result};
@@ -19,6 +19,16 @@ use crate::events::{Event, EventKind};
 
 /// Phases after which nobody coordinates a team any more.
 pub const TERMINAL_PHASES: [&str; 4] = ["Completed", "Failed", "Shutdown", "Interrupted"];
+
+/// What [`PgStore::request_shutdown`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shutdown {
+    /// The team's phase when asked.
+    pub phase: String,
+    /// Tasks cancelled before they started, and while they ran.
+    pub pending: u64,
+    pub running: u64,
+}
 
 /// The right to keep a team's document and end its run.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,9 +112,9 @@ impl PgStore {
                 json!({ "task_id": t.id, "title": t.spec.get("title") }),
             ));
         }
-        notify_teams(self, &tx).await?;
+        notify(self, &tx, TEAMS_CHANNEL).await?;
         if !events.is_empty() {
-            notify_work(self, &tx).await?;
+            notify(self, &tx, WORK_CHANNEL).await?;
             append_in(self, &tx, &events).await?;
         }
         tx.commit()
@@ -119,11 +129,13 @@ impl PgStore {
     }
 
     /// Take over the coordination of an unfinished team nobody coordinates
-    /// (none ever did, or the lease expired), raising its epoch.
+    /// (none ever did, or the lease expired), raising its epoch: the oldest
+    /// such team, or team `only`.
     pub async fn claim_coordination(
         &self,
         holder: &str,
         ttl: Duration,
+        only: Option<&str>,
     ) -> Result<Option<Coordination>> {
         let client = self.client().await?;
         let row = client
@@ -132,6 +144,7 @@ impl PgStore {
                      SELECT name FROM teams
                      WHERE phase <> ALL($1)
                        AND (coordinator IS NULL OR coordinator_deadline < now())
+                       AND ($4::text IS NULL OR name = $4)
                      ORDER BY created_at
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
@@ -140,7 +153,7 @@ impl PgStore {
                      coordinator_deadline = now() + make_interval(secs => $3)
                  FROM next WHERE t.name = next.name
                  RETURNING t.name, t.coordinator_epoch, t.doc",
-                &[&&TERMINAL_PHASES[..], &holder, &ttl.as_secs_f64()],
+                &[&&TERMINAL_PHASES[..], &holder, &ttl.as_secs_f64(), &only],
             )
             .await
             .map_err(|e| self.error("claim coordination in", e))?;
@@ -190,13 +203,84 @@ impl PgStore {
         if n == 0 {
             return Err(lost(c, "save"));
         }
-        notify_teams(self, &tx).await?;
+        notify(self, &tx, TEAMS_CHANNEL).await?;
         if !events.is_empty() {
             append_in(self, &tx, events).await?;
         }
         tx.commit()
             .await
             .map_err(|e| self.error("save a team in", e))
+    }
+
+    /// Shut team `name` down: record the request, cancel its pending and
+    /// running tasks (a worker running one stops its agent when told on
+    /// `omk_cancel`, and can record nothing for it), with a
+    /// `shutdown_requested` event; one transaction. Its coordinator then
+    /// ends the run as `Shutdown`. `None`: no such team.
+    pub async fn request_shutdown(&self, name: &str, by: &str) -> Result<Option<Shutdown>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("shut a team down in", e))?;
+        let Some(team) = tx
+            .query_opt(
+                "UPDATE teams SET shutdown_requested_at = coalesce(shutdown_requested_at, now())
+                 WHERE name = $1 RETURNING phase",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.error("shut a team down in", e))?
+        else {
+            return Ok(None);
+        };
+        let rows = tx
+            .query(
+                "WITH open AS (
+                     SELECT id, status FROM tasks
+                     WHERE team = $1 AND status IN ('pending', 'running') FOR UPDATE)
+                 UPDATE tasks t SET status = 'cancelled', lease_deadline = NULL,
+                     not_before = NULL
+                 FROM open WHERE t.team = $1 AND t.id = open.id
+                 RETURNING open.status",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.error("shut a team down in", e))?;
+        let was = |s: &str| rows.iter().filter(|r| r.get::<_, &str>(0) == s).count() as u64;
+        let out = Shutdown {
+            phase: team.get(0),
+            pending: was("pending"),
+            running: was("running"),
+        };
+        let event = Event::new(
+            name,
+            EventKind::ShutdownRequested,
+            Some(by),
+            json!({ "cancelled_pending": out.pending, "cancelled_running": out.running }),
+        );
+        if out.running > 0 {
+            notify(self, &tx, CANCEL_CHANNEL).await?;
+        }
+        notify(self, &tx, TEAMS_CHANNEL).await?;
+        append_in(self, &tx, &[event]).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.error("shut a team down in", e))?;
+        Ok(Some(out))
+    }
+
+    /// Whether a shutdown of team `name` was requested.
+    pub async fn shutdown_requested(&self, name: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT shutdown_requested_at IS NOT NULL FROM teams WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.error("read a team from", e))?;
+        Ok(row.is_some_and(|r| r.get(0)))
     }
 
     /// Every team's `(name, document)`, oldest first.

@@ -212,13 +212,17 @@ pub async fn coordinate(
                 .all(|r| matches!(r.status.as_str(), "completed" | "failed" | "cancelled"));
         if done {
             let failed = doc.count(TaskStatus::Failed) + doc.count(TaskStatus::Cancelled);
+            let shut = failed > 0
+                && crate::pg::retry_io(lease, "read the team", || {
+                    store.shutdown_requested(&c.team)
+                })
+                .await?;
             let from = doc.phase;
-            doc.phase = if failed == 0 {
-                Phase::Completed
-            } else {
-                Phase::Failed
+            (doc.phase, doc.reason) = match (failed, shut) {
+                (0, _) => (Phase::Completed, None),
+                (_, true) => (Phase::Shutdown, Some("shutdown requested".to_string())),
+                (n, false) => (Phase::Failed, Some(format!("{n} task(s) did not complete"))),
             };
-            doc.reason = (failed > 0).then(|| format!("{failed} task(s) did not complete"));
             doc.ended_at = Some(Utc::now());
             doc.updated_at = Utc::now();
             let events = [
