@@ -93,7 +93,8 @@ impl Command {
             Command::Team(TeamCommand::Shutdown(a)) => a.json,
             Command::Team(TeamCommand::Gc(a)) => a.json,
             Command::Team(TeamCommand::Supervise(_)) => false,
-            Command::Pools(PoolsCommand::Status(a) | PoolsCommand::Cleanup(a)) => a.json,
+            Command::Pools(PoolsCommand::Status(a)) => a.json,
+            Command::Pools(PoolsCommand::Cleanup(a)) => a.json,
             Command::Agents(AgentsCommand::List(a)) => a.json,
             Command::Gates(GatesCommand::List(a)) => a.json,
             Command::Gates(GatesCommand::Run(a)) => a.json,
@@ -125,7 +126,7 @@ pub enum TeamCommand {
     /// Show one team.
     Status(TeamNameArgs),
     /// List every team.
-    List(TeamListArgs),
+    List(StoreViewArgs),
     /// Stop a team (cancel running turns, stop agents); idempotent.
     Shutdown(TeamShutdownArgs),
     /// Delete the git refs and branches of isolated teams that ended long ago.
@@ -216,13 +217,14 @@ pub struct TeamShutdownArgs {
     pub store: Option<String>,
 }
 
+/// `--json` and a store to add (`team list`, `pools status`).
 #[derive(Debug, Args)]
-pub struct TeamListArgs {
+pub struct StoreViewArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also list the teams of a PostgreSQL store (default: [store] url or
-    /// $OMK_STORE; "" for none).
+    /// Also show what a PostgreSQL store has: its teams, its cluster's
+    /// pools (default: [store] url or $OMK_STORE; "" for none).
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 }
@@ -255,7 +257,7 @@ pub struct JsonArgs {
 #[derive(Debug, Subcommand)]
 pub enum PoolsCommand {
     /// Active slots, queued workers, limits and counters per pool.
-    Status(JsonArgs),
+    Status(StoreViewArgs),
     /// Remove queue entries and slots whose owner died or whose run ended.
     Cleanup(JsonArgs),
 }

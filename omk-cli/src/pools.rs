@@ -9,7 +9,11 @@ use crate::Outcome;
 pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
     match cmd {
         PoolsCommand::Status(a) => {
-            let v = omk.pools_status()?;
+            let mut v = omk.pools_status()?;
+            // The store's cluster beside this host's pools.
+            if let Some(url) = crate::remote::store_url(omk, a.store.as_deref())? {
+                v["cluster"] = crate::remote::cluster_pools(&url)?;
+            }
             if a.json {
                 print_json(&v);
             } else {
@@ -32,6 +36,36 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                         p["total_admitted"].as_u64().unwrap_or(0),
                         p["total_rejected"].as_u64().unwrap_or(0)
                     );
+                }
+                if let Some(c) = v.get("cluster") {
+                    crate::outln!(
+                        "\ncluster {}: {} worker(s)",
+                        c["store"].as_str().unwrap_or(""),
+                        c["workers"].as_array().map_or(0, |w| w.len())
+                    );
+                    crate::outln!(
+                        "{:<16} {:>7} {:>7} {:>7}  WORKERS",
+                        "POOL",
+                        "ACTIVE",
+                        "QUEUED",
+                        "MAX"
+                    );
+                    for p in c["pools"].as_array().into_iter().flatten() {
+                        let workers: Vec<&str> = p["workers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|w| w.as_str())
+                            .collect();
+                        crate::outln!(
+                            "{:<16} {:>7} {:>7} {:>7}  {}",
+                            p["name"].as_str().unwrap_or(""),
+                            p["active_tasks"].as_u64().unwrap_or(0),
+                            p["queued_tasks"].as_u64().unwrap_or(0),
+                            p["max_workers"].as_u64().unwrap_or(0),
+                            workers.join(", ")
+                        );
+                    }
                 }
             }
         }

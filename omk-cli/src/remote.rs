@@ -81,6 +81,12 @@ pub fn store_url(omk: &Omk, flag: Option<&str>) -> omk_core::Result<Option<Strin
     }
 }
 
+/// The store's cluster by pool ([`PgStore::cluster_pools`]).
+pub fn cluster_pools(url: &str) -> omk_core::Result<serde_json::Value> {
+    let rt = crate::async_runtime("store")?;
+    rt.block_on(async { PgStore::connect(url).await?.cluster_pools().await })
+}
+
 /// Every team in the store, oldest first.
 pub fn team_list(url: &str) -> omk_core::Result<Vec<omk_core::team::TeamDoc>> {
     let rt = crate::async_runtime("store")?;

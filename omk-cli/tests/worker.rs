@@ -284,7 +284,40 @@ fn a_dashboard_elsewhere_follows_the_team_from_both_hosts_live() {
     );
     let metrics = dashboard.get("/api/metrics");
     assert_eq!(metrics["metrics"]["total_tasks_completed"], 6, "{metrics}");
+    // The cluster's pools: both hosts' slots, until one leaves.
+    let pools = dashboard.get("/api/pools");
+    let default = &pools["cluster"]["pools"][0];
+    assert_eq!(
+        (
+            &default["name"],
+            &default["max_workers"],
+            &default["queued_tasks"]
+        ),
+        (&Value::from("default"), &Value::from(4), &Value::from(0)),
+        "{pools}"
+    );
+    assert_eq!(pools["cluster"]["workers"].as_array().unwrap().len(), 2);
     a.stop();
+    let out = Command::new(env!("CARGO_BIN_EXE_omk"))
+        .args(["pools", "status", "--json", "--store", &c.tcp_url])
+        .env("OMK_STATE_DIR", c.tmp.path().join("operator"))
+        .env("XDG_CONFIG_HOME", c.tmp.path().join("operator"))
+        .env_remove("OMK_CONFIG")
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cluster = &status["cluster"];
+    assert_eq!(cluster["pools"][0]["max_workers"], 2, "{status}");
+    assert_eq!(cluster["pools"][0]["workers"].as_array().unwrap().len(), 1);
+    assert!(
+        cluster["pools"][0]["workers"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("host-b/"),
+        "{status}"
+    );
+    // This host's own pools are still there, as API.md has them.
+    assert_eq!(status["pools"][0]["name"], "default", "{status}");
     b.stop();
 }
 

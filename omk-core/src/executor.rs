@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Event, EventKind};
 use crate::pg::tasks::{AfterFailure, Lease};
+use crate::pg::workers::WorkerRecord;
 use crate::pg::{retry_io, PgStore};
 
 /// How long a slot with nothing to claim waits before looking again even
@@ -121,7 +122,22 @@ pub async fn serve(
         opts,
         report: Arc::new(WorkerReport::default()),
     });
+    // What this worker serves, under a lease renewed while it runs.
+    let me = WorkerRecord {
+        holder: format!("{}/{}", shared.opts.name, std::process::id()),
+        host: shared.opts.name.clone(),
+        pools: shared.opts.pools.clone(),
+        agents: shared.opts.agents.clone(),
+        max_agents: shared.opts.max_agents.try_into().unwrap_or(i32::MAX),
+    };
+    shared.store.register_worker(&me, shared.opts.lease).await?;
     let mut handles = Vec::new();
+    {
+        let (shared, stop, me) = (shared.clone(), stop.clone(), me.clone());
+        handles.push(tokio::spawn(async move {
+            shared.announce_loop(&me, stop).await
+        }));
+    }
     {
         let (shared, stop) = (shared.clone(), stop.clone());
         handles.push(tokio::spawn(
@@ -138,6 +154,9 @@ pub async fn serve(
         if let Err(e) = h.await {
             tracing::error!("worker slot stopped: {e}");
         }
+    }
+    if let Err(e) = shared.store.unregister_worker(&me.holder).await {
+        tracing::warn!("cannot unregister {}: {e}", me.holder);
     }
     Ok(shared.report.clone())
 }
@@ -174,6 +193,23 @@ enum Ran {
 }
 
 impl Daemon {
+    /// Keep this worker registered (re-registering after a store outage:
+    /// its record may have expired meanwhile).
+    async fn announce_loop(&self, me: &WorkerRecord, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.opts.lease / 3);
+        tick.tick().await;
+        while !*stop.borrow() {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.store.register_worker(me, self.opts.lease).await {
+                        tracing::warn!("cannot renew the registration of {}: {e}", me.holder);
+                    }
+                }
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
     async fn run_slot(&self, slot: usize, mut stop: watch::Receiver<bool>) {
         let holder = format!("{}/{}/{slot}", self.opts.name, std::process::id());
         let mut retry = Duration::from_millis(100);

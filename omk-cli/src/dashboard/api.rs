@@ -262,7 +262,11 @@ async fn gates(State(s): State<Shared>) -> ApiResult {
 /// Pools with live numbers: `{"pools": [...]}`.
 #[utoipa::path(get, path = "/api/pools", responses((status = 200, description = "pools", body = Object)))]
 async fn pools(State(s): State<Shared>) -> ApiResult {
-    call(&s, |o| o.pools_status()).await
+    let Json(mut doc) = call(&s, |o| o.pools_status()).await?;
+    if let Some(cluster) = &s.cluster {
+        doc["cluster"] = cluster.store.cluster_pools().await?;
+    }
+    Ok(Json(doc))
 }
 
 /// The counters in the Prometheus text format.

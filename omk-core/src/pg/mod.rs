@@ -20,6 +20,7 @@ pub mod events;
 pub mod schema;
 pub mod tasks;
 pub mod teams;
+pub mod workers;
 
 use std::time::Duration;
 

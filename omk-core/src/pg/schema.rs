@@ -74,6 +74,19 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE teams ADD COLUMN shutdown_requested_at timestamptz;
     "#,
+    // 4: the `omk worker` daemons, each under a lease it renews, for the
+    // cluster's capacity and load per pool.
+    r#"
+    CREATE TABLE workers (
+        holder      text PRIMARY KEY,
+        host        text NOT NULL,
+        pools       text[] NOT NULL,
+        agents      text[] NOT NULL,
+        max_agents  integer NOT NULL,
+        started_at  timestamptz NOT NULL DEFAULT now(),
+        deadline    timestamptz NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this omk reads and writes.
