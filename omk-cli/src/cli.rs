@@ -182,8 +182,8 @@ pub struct TeamRunArgs {
     #[arg(long)]
     pub json: bool,
     /// Run the team in a PostgreSQL store (a postgres:// URL), on the
-    /// `omk worker` daemons serving it (docs/distributed.md); subtasks are
-    /// required there. Default: [store] url or $OMK_STORE; "" runs here.
+    /// `omk worker` daemons serving it (docs/distributed.md). Default:
+    /// [store] url or $OMK_STORE; "" runs here.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 }

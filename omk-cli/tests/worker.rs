@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{completed_by, holder_host, Cluster, Dashboard};
+use cluster::{all_completed, completed_by, holder_host, Cluster, Dashboard};
 use serde_json::Value;
 
 #[test]
@@ -204,14 +204,7 @@ fn a_killed_coordinator_is_taken_over_by_a_worker_and_the_team_completes() {
         assert!(Instant::now() < until, "never completed: {doc}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(
-        doc["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["status"] == "completed"),
-        "{doc}"
-    );
+    assert!(all_completed(&doc), "{doc}");
     let events = c.events("orphan");
     let enders: Vec<String> = events
         .iter()
@@ -383,4 +376,60 @@ fn team_shutdown_with_a_store_cancels_the_team_and_frees_the_hosts_at_once() {
     assert_eq!(again["document"]["phase"], "Shutdown", "{again}");
     let out = omk(&["team", "shutdown", "nope"]);
     assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn a_team_without_subtasks_is_planned_in_the_store_then_run_on_the_hosts() {
+    let Some(c) = Cluster::new() else { return };
+    let mut a = c.host("host-a", 5, 2);
+    let mut b = c.host("host-b", 5, 2);
+    let run = |name: &str, task: &str| {
+        let out = c.team_run_task(name, 5, task, &[]).output().unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), doc)
+    };
+    let (code, doc) = run("planned", "[sleep:0.3] [json-plan:one|two|three|four]");
+    assert_eq!(
+        (code, &doc["phase"]),
+        (Some(0), &Value::from("Completed")),
+        "{doc}"
+    );
+    let titles: Vec<&str> = doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["one", "two", "three", "four"], "{doc}");
+    assert!(all_completed(&doc), "{doc}");
+    let events = c.events("planned");
+    let phases: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|(k, _)| k == "phase_changed")
+        .map(|(_, p)| (p["from"].as_str().unwrap_or("-"), p["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [("Planning", "Executing"), ("Executing", "Completed")]
+    );
+    let created = events.iter().filter(|(k, _)| k == "task_created").count();
+    assert_eq!(created, 5, "the plan task and four subtasks");
+
+    // An answer that is no plan fails the team, saying why.
+    let (code, doc) = run("unplanned", "[answer:no plan here]");
+    assert_eq!(
+        (code, &doc["phase"]),
+        (Some(1), &Value::from("Failed")),
+        "{doc}"
+    );
+    assert!(
+        doc["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("planning failed: the planner's answer contains no JSON array"),
+        "{doc}"
+    );
+    a.stop();
+    b.stop();
 }

@@ -108,6 +108,17 @@ impl Cluster {
 
     /// `omk team run --store` from this host (TCP), with `lease_secs`.
     pub fn team_run(&self, name: &str, lease_secs: u64, subtasks: &[&str]) -> Command {
+        self.team_run_task(name, lease_secs, "a distributed task", subtasks)
+    }
+
+    /// [`Cluster::team_run`] of `task`.
+    pub fn team_run_task(
+        &self,
+        name: &str,
+        lease_secs: u64,
+        task: &str,
+        subtasks: &[&str],
+    ) -> Command {
         let dir = self.tmp.path().join(format!("submitter-{name}"));
         std::fs::create_dir_all(dir.join("xdg")).unwrap();
         std::fs::write(
@@ -116,24 +127,16 @@ impl Cluster {
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_omk"));
-        cmd.args([
-            "team",
-            "run",
-            "2:executor",
-            "a distributed task",
-            "--name",
-            name,
-            "--json",
-        ])
-        .args(["--store", &self.tcp_url])
-        .env("OMK_STATE_DIR", dir.join("state"))
-        .env("OMK_CONFIG", dir.join("omk.toml"))
-        .env("OMK_KIMI_BIN", crate::common::agent_bin())
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["team", "run", "2:executor", task, "--name", name, "--json"])
+            .args(["--store", &self.tcp_url])
+            .env("OMK_STATE_DIR", dir.join("state"))
+            .env("OMK_CONFIG", dir.join("omk.toml"))
+            .env("OMK_KIMI_BIN", crate::common::agent_bin())
+            .env("XDG_CONFIG_HOME", dir.join("xdg"))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for s in subtasks {
             cmd.args(["--subtask", s]);
         }
@@ -275,6 +278,15 @@ pub fn holder_host(t: &TaskRecord) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Whether every task of a team document completed.
+pub fn all_completed(doc: &Value) -> bool {
+    doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] == "completed")
 }
 
 pub fn completed_by(t: &TaskRecord) -> String {

@@ -66,6 +66,8 @@ pub struct TaskRecord {
     pub attempts: i32,
     pub lease_deadline: Option<DateTime<Utc>>,
     pub result: Option<Value>,
+    /// The task's spec without its prompt.
+    pub spec: Value,
 }
 
 /// What became of a failed attempt.
@@ -401,7 +403,8 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT team, id, status, holder, epoch, attempts, lease_deadline, result
+                "SELECT team, id, status, holder, epoch, attempts, lease_deadline, result,
+                        spec - 'prompt'
                  FROM tasks WHERE team = $1 ORDER BY position",
                 &[&team],
             )
@@ -418,6 +421,7 @@ impl PgStore {
                 attempts: r.get(5),
                 lease_deadline: r.get(6),
                 result: r.get(7),
+                spec: r.get(8),
             })
             .collect())
     }

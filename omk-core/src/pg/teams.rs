@@ -88,30 +88,7 @@ impl PgStore {
                 self.shown()
             )));
         }
-        let mut events = Vec::with_capacity(tasks.len());
-        for (i, t) in tasks.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO tasks (team, id, position, pool, agent, status, max_attempts, spec)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
-                &[
-                    &name,
-                    &t.id,
-                    &(i as i32),
-                    &t.pool,
-                    &t.agent,
-                    &t.max_attempts.max(1),
-                    &t.spec,
-                ],
-            )
-            .await
-            .map_err(|e| self.error("create a task in", e))?;
-            events.push(Event::new(
-                name,
-                EventKind::TaskCreated,
-                Some("supervisor"),
-                json!({ "task_id": t.id, "title": t.spec.get("title") }),
-            ));
-        }
+        let events = self.insert_tasks(&tx, name, tasks, "supervisor").await?;
         notify(self, &tx, TEAMS_CHANNEL).await?;
         if !events.is_empty() {
             notify(self, &tx, WORK_CHANNEL).await?;
@@ -126,6 +103,76 @@ impl PgStore {
             holder: h.to_string(),
             doc: doc.clone(),
         }))
+    }
+
+    /// Insert `tasks` (pending, after any the team has), returning their
+    /// `task_created` events.
+    async fn insert_tasks(
+        &self,
+        tx: &impl deadpool_postgres::GenericClient,
+        team: &str,
+        tasks: &[NewTask],
+        actor: &str,
+    ) -> Result<Vec<Event>> {
+        let mut events = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            tx.execute(
+                "INSERT INTO tasks (team, id, position, pool, agent, status, max_attempts, spec)
+                 VALUES ($1, $2, (SELECT count(*) FROM tasks WHERE team = $1)::integer,
+                         $3, $4, 'pending', $5, $6)",
+                &[
+                    &team,
+                    &t.id,
+                    &t.pool,
+                    &t.agent,
+                    &t.max_attempts.max(1),
+                    &t.spec,
+                ],
+            )
+            .await
+            .map_err(|e| self.error("create a task in", e))?;
+            events.push(Event::new(
+                team,
+                EventKind::TaskCreated,
+                Some(actor),
+                json!({ "task_id": t.id, "title": t.spec.get("title") }),
+            ));
+        }
+        Ok(events)
+    }
+
+    /// Add the planned `tasks` to the team and save its document with
+    /// `events`, fenced by the coordination epoch, in one transaction.
+    pub async fn add_tasks(
+        &self,
+        c: &Coordination,
+        doc: &Value,
+        tasks: &[NewTask],
+        events: &[Event],
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("add tasks in", e))?;
+        let phase = doc["phase"].as_str().unwrap_or("Executing");
+        let n = tx
+            .execute(
+                "UPDATE teams SET doc = $3, phase = $4, updated_at = now()
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                &[&c.team, &c.epoch, doc, &phase],
+            )
+            .await
+            .map_err(|e| self.error("add tasks in", e))?;
+        if n == 0 {
+            return Err(lost(c, "add the tasks of"));
+        }
+        let mut all = self.insert_tasks(&tx, &c.team, tasks, &c.holder).await?;
+        all.extend_from_slice(events);
+        notify(self, &tx, TEAMS_CHANNEL).await?;
+        notify(self, &tx, WORK_CHANNEL).await?;
+        append_in(self, &tx, &all).await?;
+        tx.commit().await.map_err(|e| self.error("add tasks in", e))
     }
 
     /// Take over the coordination of an unfinished team nobody coordinates

@@ -46,14 +46,7 @@ pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Plann
         .start_agent()
         .await
         .map_err(|e| format!("planner agent failed to start: {e}"))?;
-    let prompt = format!(
-        "You are the planner of an omk team. Split this task into at most {max} independent subtasks \
-         that separate workers can do in parallel. Reply with ONLY a JSON array, one item per subtask, \
-         and nothing else. An item is the subtask as a string, or, when you know which files it will \
-         change, an object {{\"title\": \"...\", \"files\": [\"path\", ...]}} (paths relative to the work \
-         dir; a directory covers what is in it): subtasks that share a file are not run at the same \
-         time.\n\nTask: {task}"
-    );
+    let prompt = planner_prompt(&task, max);
     worker.record("prompt", json!({ "text": prompt }));
     ctx.count(&[(Counter::AskCalls, 1)]);
     let end = worker.turn(&agent, &prompt).await;
@@ -80,6 +73,18 @@ pub(super) async fn plan(ctx: &Arc<RunContext>) -> std::result::Result<Vec<Plann
         }
         TurnEnd::Shutdown => Err("shut down during planning".into()),
     }
+}
+
+/// What the planner is asked (here and in a store team's planning task).
+pub(crate) fn planner_prompt(task: &str, max: usize) -> String {
+    format!(
+        "You are the planner of an omk team. Split this task into at most {max} independent subtasks \
+         that separate workers can do in parallel. Reply with ONLY a JSON array, one item per subtask, \
+         and nothing else. An item is the subtask as a string, or, when you know which files it will \
+         change, an object {{\"title\": \"...\", \"files\": [\"path\", ...]}} (paths relative to the work \
+         dir; a directory covers what is in it): subtasks that share a file are not run at the same \
+         time.\n\nTask: {task}"
+    )
 }
 
 /// Validate a planner answer: a JSON array of 1..=max non-empty subtasks

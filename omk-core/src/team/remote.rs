@@ -9,8 +9,12 @@
 //! epoch: a coordinator that lost its lease (it was stopped, and a worker
 //! took over) writes nothing more.
 //!
-//! Not yet done in a store: planning (subtasks are required), gates,
-//! integration of the workers' changes through git, and the proof.
+//! A team submitted without subtasks is planned in the store: its one task
+//! ([`PLAN_TASK`]) asks an agent for the subtasks, and its coordinator turns
+//! the answer into tasks.
+//!
+//! Not yet done in a store: gates, integration of the workers' changes
+//! through git, and the proof.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::doc::{AgentUsage, Phase, TaskEntry, TaskStatus, TeamDoc};
+use super::doc::{AgentUsage, Phase, TaskEntry, TaskStatus, TeamDoc, WorkerEntry};
 use super::spec::role_instructions;
 use super::TeamRunRequest;
 use crate::config::Config;
@@ -50,11 +54,6 @@ pub struct Submission {
 /// Build the submission of `req` to the store `store` (shown in the
 /// document as where the team's state lives).
 pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<Submission> {
-    if req.subtasks.is_empty() {
-        return Err(Error::invalid(
-            "a team in a store needs its subtasks (--subtask): planning there is not built yet",
-        ));
-    }
     let super::Checked {
         spec,
         name,
@@ -70,31 +69,27 @@ pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<
     };
     let workers = super::workers_of(&spec, &default_agent);
     let task = crate::redact::redact_str(&req.task).into_owned();
-    let total = req.subtasks.len();
-    let tasks: Vec<NewTask> = req
-        .subtasks
-        .iter()
-        .enumerate()
-        .map(|(i, title)| {
-            // Tasks go round the team's workers: their roles and profiles.
-            let w = &workers[i % workers.len()];
-            let prompt = format!(
-                "You work in an omk team as its {role}.\n{instructions}\n\n\
-                 Overall task: {task}\n\nYour subtask ({n} of {total}): {title}\n\n\
-                 When you are done, reply with a short summary of what you changed and how you checked it.",
-                role = w.role,
-                instructions = role_instructions(&w.role),
-                n = i + 1,
-            );
-            NewTask {
-                id: format!("t{}", i + 1),
-                pool: pool.clone(),
-                agent: w.agent.clone(),
-                max_attempts: config.team.max_attempts.max(1) as i32,
-                spec: json!({ "title": title, "prompt": prompt, "role": w.role }),
-            }
-        })
-        .collect();
+    let max_attempts = config.team.max_attempts.max(1) as i32;
+    let tasks: Vec<NewTask> = if req.subtasks.is_empty() {
+        // Planned in the store: one task whose answer the coordinator
+        // turns into the subtasks.
+        let max = config.team.max_subtasks;
+        vec![NewTask {
+            id: PLAN_TASK.into(),
+            pool: pool.clone(),
+            agent: workers[0].agent.clone(),
+            max_attempts,
+            spec: json!({
+                "kind": "plan",
+                "title": "plan the task",
+                "prompt": super::plan::planner_prompt(&task, max),
+                "max_subtasks": max,
+                "max_attempts": max_attempts,
+            }),
+        }]
+    } else {
+        subtasks(&workers, &task, &req.subtasks, &pool, max_attempts)
+    };
     let mut agents = std::collections::BTreeMap::<String, AgentUsage>::new();
     for w in &workers {
         agents.entry(w.agent.clone()).or_default().workers += 1;
@@ -107,13 +102,12 @@ pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<
         created_at: now,
         worker_count: spec.total(),
         worker_role: spec.roles(),
-        phase: Phase::Executing,
-        tasks: req
-            .subtasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| TaskEntry::new(i, t.clone()))
-            .collect(),
+        phase: if req.subtasks.is_empty() {
+            Phase::Planning
+        } else {
+            Phase::Executing
+        },
+        tasks: entries(&req.subtasks),
         state_dir: PathBuf::from(format!("{store}#{name}")),
         spec: req.spec.clone(),
         workdir: req.workdir.clone().unwrap_or_default(),
@@ -131,6 +125,79 @@ pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<
         worktree: None,
     };
     Ok(Submission { doc, tasks })
+}
+
+/// The id of the planning task of a team submitted without subtasks.
+pub const PLAN_TASK: &str = "plan";
+
+/// One task per subtask, round the team's workers (their roles and
+/// profiles).
+fn subtasks(
+    workers: &[WorkerEntry],
+    task: &str,
+    titles: &[String],
+    pool: &str,
+    max_attempts: i32,
+) -> Vec<NewTask> {
+    let total = titles.len();
+    titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| {
+            let w = &workers[i % workers.len()];
+            let prompt = format!(
+                "You work in an omk team as its {role}.\n{instructions}\n\n\
+                 Overall task: {task}\n\nYour subtask ({n} of {total}): {title}\n\n\
+                 When you are done, reply with a short summary of what you changed and how you checked it.",
+                role = w.role,
+                instructions = role_instructions(&w.role),
+                n = i + 1,
+            );
+            NewTask {
+                id: format!("t{}", i + 1),
+                pool: pool.to_string(),
+                agent: w.agent.clone(),
+                max_attempts,
+                spec: json!({ "title": title, "prompt": prompt, "role": w.role }),
+            }
+        })
+        .collect()
+}
+
+fn entries(titles: &[String]) -> Vec<TaskEntry> {
+    titles
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TaskEntry::new(i, t.clone()))
+        .collect()
+}
+
+/// What the planning task's record says: still to come, the subtasks, or
+/// why there are none.
+enum Planning {
+    Pending,
+    Planned(Vec<String>),
+    Failed(String),
+}
+
+fn planning(plan: &TaskRecord) -> Planning {
+    let result = plan.result.clone().unwrap_or_default();
+    match plan.status.as_str() {
+        "completed" => {
+            let max = plan.spec["max_subtasks"].as_u64().unwrap_or(8) as usize;
+            match super::plan::parse_plan(result["summary"].as_str().unwrap_or_default(), max) {
+                Ok(items) => Planning::Planned(items.into_iter().map(|p| p.title).collect()),
+                Err(why) => Planning::Failed(why),
+            }
+        }
+        "failed" | "cancelled" => Planning::Failed(
+            result["error"]
+                .as_str()
+                .unwrap_or("the planning task did not complete")
+                .to_string(),
+        ),
+        _ => Planning::Pending,
+    }
 }
 
 /// Fold the store's task records into the document. Returns whether it
@@ -168,8 +235,16 @@ fn fold(doc: &mut TeamDoc, records: &[TaskRecord]) -> bool {
             }
         }
     }
-    doc.tokens = doc.tasks.iter().map(|t| t.tokens).sum();
-    doc.tasks != before
+    // The planner's turn counts too.
+    let planner = records
+        .iter()
+        .filter(|r| r.id == PLAN_TASK)
+        .filter_map(|r| r.result.as_ref()?["tokens"].as_u64())
+        .sum::<u64>();
+    let tokens = doc.tasks.iter().map(|t| t.tokens).sum::<u64>() + planner;
+    let changed = doc.tasks != before || doc.tokens != tokens;
+    doc.tokens = tokens;
+    changed
 }
 
 /// Coordinate a team until its run ends (the returned document) or the
@@ -206,22 +281,60 @@ pub async fn coordinate(
             Err(e) => return Err(e),
         };
         unsaved |= fold(&mut doc, &records);
-        let done = !records.is_empty()
-            && records
-                .iter()
-                .all(|r| matches!(r.status.as_str(), "completed" | "failed" | "cancelled"));
+        // A planned team: once the plan is in, its subtasks become tasks
+        // (fenced by this coordination, with the move to Executing).
+        let plan = records.iter().find(|r| r.id == PLAN_TASK);
+        let unplanned = plan.is_some() && records.len() == 1;
+        let mut planning_failed = None;
+        if let (Some(p), true) = (plan, unplanned) {
+            match planning(p) {
+                Planning::Pending => {}
+                Planning::Failed(why) => planning_failed = Some(why),
+                Planning::Planned(titles) => {
+                    let max_attempts = p.spec["max_attempts"].as_i64().unwrap_or(3) as i32;
+                    let tasks = subtasks(&doc.workers, &doc.task, &titles, &doc.pool, max_attempts);
+                    doc.tasks = entries(&titles);
+                    doc.phase = Phase::Executing;
+                    doc.updated_at = Utc::now();
+                    let event = Event::new(
+                        &c.team,
+                        EventKind::PhaseChanged,
+                        Some(&c.holder),
+                        json!({ "from": Phase::Planning, "to": Phase::Executing, "subtasks": titles.len() }),
+                    );
+                    let value = to_value(&doc)?;
+                    crate::pg::retry_io(lease, "add the planned tasks", || {
+                        store.add_tasks(&c, &value, &tasks, std::slice::from_ref(&event))
+                    })
+                    .await?;
+                    observer(&doc);
+                    saved_at = Some(tokio::time::Instant::now());
+                    unsaved = false;
+                    continue;
+                }
+            }
+        }
+        let done = planning_failed.is_some()
+            || (!unplanned
+                && !records.is_empty()
+                && records
+                    .iter()
+                    .all(|r| matches!(r.status.as_str(), "completed" | "failed" | "cancelled")));
         if done {
-            let failed = doc.count(TaskStatus::Failed) + doc.count(TaskStatus::Cancelled);
+            let failed = doc.count(TaskStatus::Failed)
+                + doc.count(TaskStatus::Cancelled)
+                + usize::from(planning_failed.is_some());
             let shut = failed > 0
                 && crate::pg::retry_io(lease, "read the team", || {
                     store.shutdown_requested(&c.team)
                 })
                 .await?;
             let from = doc.phase;
-            (doc.phase, doc.reason) = match (failed, shut) {
-                (0, _) => (Phase::Completed, None),
-                (_, true) => (Phase::Shutdown, Some("shutdown requested".to_string())),
-                (n, false) => (Phase::Failed, Some(format!("{n} task(s) did not complete"))),
+            (doc.phase, doc.reason) = match (failed, shut, planning_failed) {
+                (0, _, _) => (Phase::Completed, None),
+                (_, true, _) => (Phase::Shutdown, Some("shutdown requested".to_string())),
+                (_, false, Some(why)) => (Phase::Failed, Some(format!("planning failed: {why}"))),
+                (n, false, None) => (Phase::Failed, Some(format!("{n} task(s) did not complete"))),
             };
             doc.ended_at = Some(Utc::now());
             doc.updated_at = Utc::now();
