@@ -25,7 +25,18 @@ pub fn team_run(
     let rt = crate::async_runtime("store")?;
     rt.block_on(async {
         let store = PgStore::connect(url).await?;
-        let sub = remote::submission(&config, req, store.shown())?;
+        let mut sub = remote::submission(&config, req, store.shown())?;
+        // From a git work tree, the code goes with the team.
+        let workdir = match &req.workdir {
+            Some(w) => w.clone(),
+            None => std::env::current_dir().map_err(|e| omk_core::Error::Io {
+                context: "reading the current directory".into(),
+                source: e,
+            })?,
+        };
+        if let Some((code, record)) = omk_core::team::shared::share(&workdir, &sub.doc.name)? {
+            sub = sub.with_code(&code, record);
+        }
         let doc = serde_json::to_value(&sub.doc)
             .map_err(|e| omk_core::Error::InvalidInput(format!("cannot encode the team: {e}")))?;
         let holder = format!(
@@ -44,7 +55,8 @@ pub fn team_run(
             return Ok(Outcome::Success);
         };
         let quiet = args.json;
-        let done = remote::coordinate(&store, c, lease, changes, &|d| {
+        let scratch = omk.paths().root().join("store").join(&sub.doc.name);
+        let done = remote::coordinate(&store, c, lease, &scratch, changes, &|d| {
             if !quiet {
                 let finished = d
                     .tasks
@@ -127,7 +139,10 @@ pub fn team_shutdown(omk: &Omk, url: &str, name: &str, json: bool) -> omk_core::
         let changes = store.listen().await?;
         let doc = match store.claim_coordination(&holder, lease, Some(name)).await? {
             // Nobody coordinates it: end it here (every task is over now).
-            Some(c) => remote::coordinate(&store, c, lease, changes, &|_| {}).await?,
+            Some(c) => {
+                let scratch = omk.paths().root().join("store").join(name);
+                remote::coordinate(&store, c, lease, &scratch, changes, &|_| {}).await?
+            }
             // Its coordinator ends it (or it had ended).
             None => remote::team(&store, name).await?.ok_or_else(not_found)?,
         };

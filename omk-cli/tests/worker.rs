@@ -433,3 +433,126 @@ fn a_team_without_subtasks_is_planned_in_the_store_then_run_on_the_hosts() {
     a.stop();
     b.stop();
 }
+
+/// `git ARGS` in `dir` as a test user, its output trimmed.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    common::git(dir, args).trim().to_string()
+}
+
+#[test]
+fn a_team_from_a_git_work_tree_shares_its_code_and_is_delivered_on_a_branch() {
+    let Some(c) = Cluster::new() else { return };
+    // The repository every host reaches (through the filesystem here), and
+    // the user's clone, with uncommitted work in it.
+    let shared = c.tmp.path().join("shared.git");
+    let work = c.tmp.path().join("work");
+    git(
+        c.tmp.path(),
+        &["init", "-q", "--bare", shared.to_str().unwrap()],
+    );
+    git(
+        c.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            shared.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(work.join("README"), "hello\n").unwrap();
+    git(&work, &["add", "README"]);
+    git(&work, &["commit", "-qm", "start"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    std::fs::write(work.join("draft.txt"), "not committed\n").unwrap();
+    let mut a = c.host("host-a", 5, 2);
+    let mut b = c.host("host-b", 5, 2);
+    let run = |name: &str, subtasks: &[&str]| {
+        let out = c
+            .team_run_task(name, 5, "edit the project", subtasks)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), doc)
+    };
+    let (code, doc) = run(
+        "code",
+        &[
+            "[write:a.txt:alpha] [answer:a]",
+            "[write:b.txt:beta] [answer:b]",
+            "[answer:nothing to change]",
+        ],
+    );
+    assert_eq!(
+        (code, &doc["phase"]),
+        (Some(0), &Value::from("Completed")),
+        "{doc}"
+    );
+    let w = &doc["worktree"];
+    assert_eq!(doc["isolation"], "worktree", "{doc}");
+    assert_eq!(w["branch"], "omk/code", "{doc}");
+    assert_eq!(w["base_dirty"], true, "{doc}");
+    let head = git(&shared, &["rev-parse", "omk/code"]);
+    assert_eq!(w["integrated_commit"], head.as_str(), "{doc}");
+    // The delivered branch has the base (committed and uncommitted work)
+    // and both tasks' files; the third changed nothing.
+    for (file, text) in [
+        ("README", "hello\n"),
+        ("draft.txt", "not committed\n"),
+        ("a.txt", "alpha"),
+        ("b.txt", "beta"),
+    ] {
+        let shown = git(&shared, &["show", &format!("omk/code:{file}")]);
+        assert_eq!(shown, text.trim_end(), "{file}");
+    }
+    let refs = git(
+        &shared,
+        &["for-each-ref", "--format=%(refname)", "refs/omk/code/"],
+    );
+    let refs: Vec<&str> = refs.lines().collect();
+    assert_eq!(
+        refs,
+        [
+            "refs/omk/code/base",
+            "refs/omk/code/integration",
+            "refs/omk/code/tasks/t1/1",
+            "refs/omk/code/tasks/t2/1"
+        ]
+    );
+    let outcomes: Vec<(&str, &str)> = w["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["task_id"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, [("t1", "integrated"), ("t2", "integrated")]);
+    // The user's work tree is untouched.
+    assert!(!work.join("a.txt").exists());
+
+    // Two tasks that write one file differently: the second conflicts.
+    let (code, doc) = run(
+        "clash",
+        &[
+            "[write:same.txt:one] [answer:1]",
+            "[write:same.txt:two] [answer:2]",
+        ],
+    );
+    assert_eq!(
+        (code, &doc["phase"]),
+        (Some(1), &Value::from("Failed")),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["reason"], "t2 conflicts with the work integrated before it in same.txt",
+        "{doc}"
+    );
+    assert_eq!(git(&shared, &["show", "omk/clash:same.txt"]), "one");
+    a.stop();
+    b.stop();
+}

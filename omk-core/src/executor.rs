@@ -35,9 +35,11 @@ use crate::agent::{self, AgentBackend, AgentSpec, ApprovalPolicy, TurnOutcome, T
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Event, EventKind};
+use crate::git::Repo;
 use crate::pg::tasks::{AfterFailure, Lease};
 use crate::pg::workers::WorkerRecord;
 use crate::pg::{retry_io, PgStore};
+use crate::team::shared::SharedCode;
 
 /// How long a slot with nothing to claim waits before looking again even
 /// without a notification (one lost while the store was unreachable).
@@ -113,6 +115,7 @@ pub async fn serve(
         changes,
         work,
         cancels,
+        git: tokio::sync::Mutex::new(()),
         policy: ApprovalPolicy {
             kind: crate::agent::PolicyKind::parse(&config.agent.approval_policy)?,
             allow_commands: config.agent.allow_commands.clone(),
@@ -170,6 +173,8 @@ struct Daemon {
     work: Arc<crate::watch::Signal>,
     /// Raised when running tasks were cancelled: what running turns wait on.
     cancels: Arc<crate::watch::Signal>,
+    /// Taken around git operations on the host's mirrors.
+    git: tokio::sync::Mutex<()>,
     policy: ApprovalPolicy,
     profiles: std::collections::BTreeMap<String, crate::agents::Resolved>,
     opts: WorkerOptions,
@@ -190,6 +195,8 @@ enum Ran {
     Lost(Error),
     /// The worker is stopping: the turn was cancelled.
     Stopped,
+    /// Finished, and its changes pushed (`None`: it changed nothing).
+    Published(TurnOutcome, Option<(String, Vec<String>)>),
 }
 
 impl Daemon {
@@ -286,10 +293,12 @@ impl Daemon {
                     retry = Duration::from_millis(100);
                     let team = c.team.clone();
                     tracing::info!("{holder}: coordinating team {team}");
+                    let scratch = self.opts.root.join("coordinator");
                     let run = crate::team::remote::coordinate(
                         &self.store,
                         c,
                         self.opts.lease,
+                        &scratch,
                         self.changes.clone(),
                         &|_| {},
                     );
@@ -339,6 +348,61 @@ impl Daemon {
         })
     }
 
+    /// Where slot `slot` works on `lease`'s team.
+    fn work_dir(&self, lease: &Lease, slot: usize) -> PathBuf {
+        self.opts
+            .root
+            .join(&lease.team)
+            .join(format!("slot-{slot}"))
+    }
+
+    /// A task of a team with shared code: the slot's worktree, made the
+    /// team's base, and the host's mirror it belongs to.
+    async fn checkout(&self, lease: &Lease, slot: usize) -> Result<Option<(SharedCode, Repo)>> {
+        let Some(code) = SharedCode::from_spec(&lease.spec) else {
+            return Ok(None);
+        };
+        let (root, team, dir, c) = (
+            self.opts.root.clone(),
+            lease.team.clone(),
+            self.work_dir(lease, slot),
+            code.clone(),
+        );
+        // One git operation on the mirror at a time (slots share it).
+        let _turn = self.git.lock().await;
+        let mirror = tokio::task::spawn_blocking(move || {
+            crate::team::shared::checkout(&root, &c, &team, &dir)
+        })
+        .await
+        .map_err(|e| Error::Agent(format!("the checkout task stopped: {e}")))??;
+        Ok(Some((code, mirror)))
+    }
+
+    /// Commit and push what the agent changed (shared code only).
+    async fn publish(
+        &self,
+        lease: &Lease,
+        slot: usize,
+        code: &SharedCode,
+        mirror: &Repo,
+    ) -> Result<Option<(String, Vec<String>)>> {
+        let (mirror, code, team, task, attempt, dir) = (
+            mirror.clone(),
+            code.clone(),
+            lease.team.clone(),
+            lease.task.clone(),
+            lease.attempt,
+            self.work_dir(lease, slot),
+        );
+        let title = lease.spec["title"].as_str().unwrap_or_default().to_string();
+        let _turn = self.git.lock().await;
+        tokio::task::spawn_blocking(move || {
+            crate::team::shared::publish(&mirror, &code, &team, &task, attempt, &dir, &title)
+        })
+        .await
+        .map_err(|e| Error::Agent(format!("the publishing task stopped: {e}")))?
+    }
+
     /// The slot's agent for `lease`: the held one when it serves the same
     /// team and profile and still runs, else a new one (the old stopped).
     /// Its work dir is the slot's own in the team's: `<root>/<team>/slot-N`.
@@ -349,11 +413,7 @@ impl Daemon {
             }
             h.agent.stop(Duration::from_secs(2)).await;
         }
-        let work_dir = self
-            .opts
-            .root
-            .join(&lease.team)
-            .join(format!("slot-{slot}"));
+        let work_dir = self.work_dir(lease, slot);
         crate::store::ensure_dir(&work_dir)?;
         let spec = self.spec_for(lease, work_dir)?;
         let (tx, mut rx) = agent::notice_channel();
@@ -373,6 +433,17 @@ impl Daemon {
         held: &mut Option<Held>,
         stop: &mut watch::Receiver<bool>,
     ) {
+        let code = match self.checkout(&lease, slot).await {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("cannot check the team's code out: {e}");
+                if let Err(e) = self.store.fail(&lease, &why, self.opts.retry_backoff).await {
+                    tracing::warn!("task {} of {}: {e}", lease.task, lease.team);
+                }
+                self.report.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
         let ran = match self.agent_for(&lease, slot, held).await {
             Ok(h) => {
                 let ran = self.turn(&mut lease, &h.agent, stop).await;
@@ -392,25 +463,22 @@ impl Daemon {
             }
             Err(e) => Ran::Finished(Err(e)),
         };
+        // The agent's changes go to the team's repository first: a
+        // completion always names work that is there.
+        let ran = match (ran, &code) {
+            (Ran::Finished(Ok(o)), Some((c, mirror))) if o.status == TurnStatus::Finished => {
+                match self.publish(&lease, slot, c, mirror).await {
+                    Ok(pushed) => Ran::Published(o, pushed),
+                    Err(e) => Ran::Finished(Err(e)),
+                }
+            }
+            (ran, _) => ran,
+        };
         let recorded = match ran {
             Ran::Finished(Ok(outcome)) if outcome.status == TurnStatus::Finished => {
-                let result = json!({
-                    "summary": crate::redact::redact_str(outcome.record.text.trim()),
-                    "tokens": outcome.record.usage.total(),
-                    "steps": outcome.record.steps,
-                    "holder": lease.holder,
-                });
-                // A store away (restarting) gets the lease's length to come
-                // back; after that the fence refuses the write anyway.
-                retry_io(self.opts.lease, "record a completion", || {
-                    self.store
-                        .complete(&lease, &result, &[("tasks_completed", 1)])
-                })
-                .await
-                .map(|_| {
-                    self.report.completed.fetch_add(1, Ordering::Relaxed);
-                })
+                self.complete(&lease, &outcome, None).await
             }
+            Ran::Published(outcome, pushed) => self.complete(&lease, &outcome, pushed).await,
             Ran::Finished(end) => {
                 let why = match end {
                     Ok(o) => format!("the turn ended {:?}", o.status),
@@ -444,6 +512,36 @@ impl Daemon {
             // retried by the lease: the task comes back when it expires.
             tracing::warn!("task {} of {}: {e}", lease.task, lease.team);
         }
+    }
+
+    /// Record `lease`'s task completed by `outcome` (and the commit its work
+    /// was pushed as, if any).
+    async fn complete(
+        &self,
+        lease: &Lease,
+        outcome: &TurnOutcome,
+        pushed: Option<(String, Vec<String>)>,
+    ) -> Result<()> {
+        let mut result = json!({
+            "summary": crate::redact::redact_str(outcome.record.text.trim()),
+            "tokens": outcome.record.usage.total(),
+            "steps": outcome.record.steps,
+            "holder": lease.holder,
+        });
+        if let Some((commit, files)) = pushed {
+            result["commit"] = json!(commit);
+            result["files"] = json!(files);
+        }
+        // A store away (restarting) gets the lease's length to come back;
+        // after that the fence refuses the write anyway.
+        retry_io(self.opts.lease, "record a completion", || {
+            self.store
+                .complete(lease, &result, &[("tasks_completed", 1)])
+        })
+        .await
+        .map(|_| {
+            self.report.completed.fetch_add(1, Ordering::Relaxed);
+        })
     }
 
     /// Run the task's turn, renewing the lease every third of its length.

@@ -650,6 +650,67 @@ impl Repo {
         Ok(())
     }
 
+    /// A bare clone of `url` at `dir` (cloned when missing, else reused as
+    /// it is): what an `omk worker` or a store team's coordinator works
+    /// from (docs/distributed.md). Only `refs/omk/` and branches are ever
+    /// fetched into it later, never tags.
+    pub fn mirror(url: &str, dir: &Path) -> Result<Repo> {
+        let git = which::which("git")
+            .map_err(|_| Error::invalid("git is not installed (a team's shared code needs it)"))?;
+        let repo = Repo {
+            git,
+            top: dir.to_path_buf(),
+            lfs: false,
+        };
+        if !dir.join("HEAD").exists() {
+            let parent = dir
+                .parent()
+                .ok_or_else(|| Error::invalid(format!("no parent of {}", dir.display())))?;
+            crate::store::ensure_dir(parent)?;
+            // Into a temporary name, then renamed: a clone killed midway
+            // leaves no half repository behind at `dir`.
+            let tmp = parent.join(format!(
+                ".{}.tmp.{}",
+                dir.file_name().unwrap_or_default().to_string_lossy(),
+                crate::ids::random_hex(4)
+            ));
+            let t = tmp.to_string_lossy();
+            let args = ["clone", "--bare", "--quiet", "--no-tags", url, &t];
+            let cloned = repo.exec(repo.command(parent, &args), &args, &[0]);
+            if let Err(e) = cloned {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, dir).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Error::io(format!("moving the clone of {url} to {}", dir.display()), e)
+            })?;
+        }
+        Ok(repo)
+    }
+
+    /// `git fetch URL REFSPEC...` (forced updates allowed by `+` specs).
+    pub fn fetch(&self, url: &str, refspecs: &[&str]) -> Result<()> {
+        let mut args = vec!["fetch", "--quiet", "--no-tags", url];
+        args.extend_from_slice(refspecs);
+        self.run(&args)?;
+        Ok(())
+    }
+
+    /// `git push URL REFSPEC...`.
+    pub fn push(&self, url: &str, refspecs: &[&str]) -> Result<()> {
+        let mut args = vec!["push", "--quiet", url];
+        args.extend_from_slice(refspecs);
+        self.run(&args)?;
+        Ok(())
+    }
+
+    /// The `url` of remote `origin`, if the repository has one.
+    pub fn origin_url(&self) -> Result<Option<String>> {
+        let out = self.run_codes(&["config", "--get", "remote.origin.url"], &[0, 1])?;
+        Ok((out.code == 0).then(|| out.stdout.trim().to_string()))
+    }
+
     /// Add a worktree at `path`, detached at `commit`.
     pub fn add_worktree(&self, path: &Path, commit: &str) -> Result<()> {
         let p = path.to_string_lossy();

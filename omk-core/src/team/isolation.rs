@@ -116,6 +116,26 @@ pub struct IsolationRecord {
     pub reconciled: Option<ReconcileRecord>,
 }
 
+impl IsolationRecord {
+    /// The record of a run whose workers start from snapshot `snap` of
+    /// repository `repo` (nothing integrated yet).
+    pub fn based_on(repo: PathBuf, snap: &crate::git::Snapshot) -> IsolationRecord {
+        IsolationRecord {
+            repo,
+            base_commit: snap.commit.clone(),
+            base_head: snap.parent.clone(),
+            base_dirty: snap.dirty,
+            integrated_commit: snap.commit.clone(),
+            branch: None,
+            attempts: Vec::new(),
+            gates_commit: None,
+            result: None,
+            delivery: None,
+            reconciled: None,
+        }
+    }
+}
+
 /// A dead run, reconciled: work found in its worktrees kept under
 /// `refs/omk/<team>/wip/<worker>`, the worktrees removed and pruned, and
 /// the record brought up to what its integration ref says.
@@ -248,19 +268,7 @@ impl Integrator {
             }
         }
         Ok(Integrator {
-            record: Mutex::new(IsolationRecord {
-                repo: repo.top().to_path_buf(),
-                base_commit: snap.commit.clone(),
-                base_head: snap.parent.clone(),
-                base_dirty: snap.dirty,
-                integrated_commit: snap.commit,
-                branch: None,
-                attempts: Vec::new(),
-                gates_commit: None,
-                result: None,
-                delivery: None,
-                reconciled: None,
-            }),
+            record: Mutex::new(IsolationRecord::based_on(repo.top().to_path_buf(), &snap)),
             repo,
             team: team.to_string(),
             root,

@@ -13,6 +13,7 @@ mod persist;
 mod plan;
 pub mod proof;
 pub mod remote;
+pub mod shared;
 pub mod spec;
 pub mod supervisor;
 mod worker;

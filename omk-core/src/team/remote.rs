@@ -13,8 +13,12 @@
 //! ([`PLAN_TASK`]) asks an agent for the subtasks, and its coordinator turns
 //! the answer into tasks.
 //!
-//! Not yet done in a store: gates, integration of the workers' changes
-//! through git, and the proof.
+//! A team submitted from a git work tree shares its code through git
+//! ([`super::shared`]): tasks work on its base and push their commits, the
+//! coordinator merges them and delivers branch `omk/<team>`.
+//!
+//! Not yet done in a store: gates, integrator turns for conflicts, and the
+//! proof.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +28,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::doc::{AgentUsage, Phase, TaskEntry, TaskStatus, TeamDoc, WorkerEntry};
+use super::isolation::IsolationRecord;
+use super::shared::{SharedCode, TaskCommit};
 use super::spec::role_instructions;
 use super::TeamRunRequest;
 use crate::config::Config;
@@ -49,6 +55,19 @@ const SAVE_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Submission {
     pub doc: TeamDoc,
     pub tasks: Vec<NewTask>,
+}
+
+impl Submission {
+    /// Tasks work on `code` (every task's spec names the repository and
+    /// base; the document records them as an isolated run does).
+    pub fn with_code(mut self, code: &SharedCode, record: IsolationRecord) -> Submission {
+        for t in &mut self.tasks {
+            t.spec["repo"] = code.to_json();
+        }
+        self.doc.isolation = super::isolation::Isolation::Worktree;
+        self.doc.worktree = Some(record);
+        self
+    }
 }
 
 /// Build the submission of `req` to the store `store` (shown in the
@@ -248,12 +267,14 @@ fn fold(doc: &mut TeamDoc, records: &[TaskRecord]) -> bool {
 }
 
 /// Coordinate a team until its run ends (the returned document) or the
-/// lease is lost (`conflict`). `changes` is the store's event signal;
+/// lease is lost (`conflict`). `scratch` is where it may keep a mirror of
+/// the team's repository to integrate in. `changes` is the store's event signal;
 /// `observer` sees every version of the document written.
 pub async fn coordinate(
     store: &PgStore,
     c: Coordination,
     lease: Duration,
+    scratch: &std::path::Path,
     changes: Arc<Signal>,
     observer: &(dyn Fn(&TeamDoc) + Send + Sync),
 ) -> Result<TeamDoc> {
@@ -292,7 +313,13 @@ pub async fn coordinate(
                 Planning::Failed(why) => planning_failed = Some(why),
                 Planning::Planned(titles) => {
                     let max_attempts = p.spec["max_attempts"].as_i64().unwrap_or(3) as i32;
-                    let tasks = subtasks(&doc.workers, &doc.task, &titles, &doc.pool, max_attempts);
+                    let mut tasks =
+                        subtasks(&doc.workers, &doc.task, &titles, &doc.pool, max_attempts);
+                    if let Some(w) = &doc.worktree {
+                        for t in &mut tasks {
+                            t.spec["repo"] = SharedCode::from_record(w).to_json();
+                        }
+                    }
                     doc.tasks = entries(&titles);
                     doc.phase = Phase::Executing;
                     doc.updated_at = Utc::now();
@@ -336,6 +363,39 @@ pub async fn coordinate(
                 (_, false, Some(why)) => (Phase::Failed, Some(format!("planning failed: {why}"))),
                 (n, false, None) => (Phase::Failed, Some(format!("{n} task(s) did not complete"))),
             };
+            // The tasks' work, merged and delivered on branch omk/<team>.
+            if let Some(w) = doc.worktree.clone() {
+                let commits = task_commits(&records);
+                let (code, team, dir) = (
+                    SharedCode::from_record(&w),
+                    c.team.clone(),
+                    scratch.to_path_buf(),
+                );
+                let merged = tokio::task::spawn_blocking(move || {
+                    super::shared::integrate(&dir, &code, &team, &commits)
+                })
+                .await
+                .map_err(|e| Error::Agent(format!("the integration task stopped: {e}")))?;
+                match merged {
+                    Ok(m) => {
+                        if let (Some((task, files)), Phase::Completed) = (&m.conflict, doc.phase) {
+                            doc.phase = Phase::Failed;
+                            doc.reason = Some(format!(
+                                "{task} conflicts with the work integrated before it in {}",
+                                files.join(", ")
+                            ));
+                        }
+                        let r = doc.worktree.get_or_insert(w);
+                        r.integrated_commit = m.head;
+                        r.attempts = m.attempts;
+                        r.branch = Some(format!("omk/{}", c.team));
+                    }
+                    Err(e) => {
+                        doc.phase = Phase::Failed;
+                        doc.reason = Some(format!("cannot integrate the tasks' work: {e}"));
+                    }
+                }
+            }
             doc.ended_at = Some(Utc::now());
             doc.updated_at = Utc::now();
             let events = [
@@ -386,6 +446,30 @@ pub async fn coordinate(
             },
         }
     }
+}
+
+/// The pushed work of each completed task, in task order.
+fn task_commits(records: &[TaskRecord]) -> Vec<TaskCommit> {
+    records
+        .iter()
+        .filter(|r| r.status == "completed" && r.id != PLAN_TASK)
+        .filter_map(|r| {
+            let res = r.result.as_ref()?;
+            Some(TaskCommit {
+                task: r.id.clone(),
+                attempt: r.attempts.max(0) as u32,
+                commit: res["commit"].as_str()?.to_string(),
+                files: res["files"]
+                    .as_array()
+                    .map(|f| {
+                        f.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// A team's document in the store (`None`: no such team).
