@@ -303,6 +303,13 @@ impl Worker {
                 Claim::Task(i) => i,
             };
             self.run_task(i).await;
+            // A turn that ended of a shutdown the watcher has not published
+            // yet (`--force` kills the agents right after writing the
+            // request) released its task: claiming it again would start a
+            // new agent for a team that is stopping. One read per task.
+            if self.ctx.shutdown_requested_now().is_some() {
+                break;
+            }
         }
         let graceful = self.ctx.shutdown_requested_now() != Some(true);
         self.set_state("stopping", None);
