@@ -89,6 +89,7 @@ impl Command {
             Command::Doctor(a) => a.json,
             Command::Team(TeamCommand::Run(a)) => a.json,
             Command::Team(TeamCommand::Status(a)) => a.json,
+            Command::Team(TeamCommand::Proof(_)) => true,
             Command::Team(TeamCommand::List(a)) => a.json,
             Command::Team(TeamCommand::Shutdown(a)) => a.json,
             Command::Team(TeamCommand::Gc(a)) => a.json,
@@ -125,6 +126,9 @@ pub enum TeamCommand {
     Run(Box<TeamRunArgs>),
     /// Show one team.
     Status(TeamNameArgs),
+    /// Print the evidence a finished team left: its proof (every task
+    /// completed and the required gates passed) or its failure document.
+    Proof(TeamNameArgs),
     /// List every team.
     List(StoreViewArgs),
     /// Stop a team (cancel running turns, stop agents); idempotent.

@@ -55,8 +55,8 @@ pub fn team_run(
             return Ok(Outcome::Success);
         };
         let quiet = args.json;
-        let scratch = omk.paths().root().join("store").join(&sub.doc.name);
-        let done = remote::coordinate(&store, c, lease, &scratch, changes, &|d| {
+        let site = site(omk, &sub.doc.name);
+        let done = remote::coordinate(&store, c, lease, &site, changes, &|d| {
             if !quiet {
                 let finished = d
                     .tasks
@@ -81,6 +81,15 @@ pub fn team_run(
         show(&done, args.json);
         Ok(outcome_of(&done))
     })
+}
+
+/// Where this process coordinates store team `team`: scratch space under
+/// the state root, and its circuit breakers.
+fn site(omk: &Omk, team: &str) -> remote::Site {
+    remote::Site {
+        scratch: omk.paths().root().join("store").join(team),
+        paths: omk.paths().clone(),
+    }
 }
 
 /// The store a command uses: `--store URL` (an empty one: none), else
@@ -140,8 +149,7 @@ pub fn team_shutdown(omk: &Omk, url: &str, name: &str, json: bool) -> omk_core::
         let doc = match store.claim_coordination(&holder, lease, Some(name)).await? {
             // Nobody coordinates it: end it here (every task is over now).
             Some(c) => {
-                let scratch = omk.paths().root().join("store").join(name);
-                remote::coordinate(&store, c, lease, &scratch, changes, &|_| {}).await?
+                remote::coordinate(&store, c, lease, &site(omk, name), changes, &|_| {}).await?
             }
             // Its coordinator ends it (or it had ended).
             None => remote::team(&store, name).await?.ok_or_else(not_found)?,
@@ -157,6 +165,24 @@ pub fn team_shutdown(omk: &Omk, url: &str, name: &str, json: bool) -> omk_core::
             crate::outln!("{outcome}");
         }
         Ok(Outcome::Success)
+    })
+}
+
+/// `omk team proof NAME --store URL`: the evidence the team's run left.
+pub fn team_proof(url: &str, name: &str) -> omk_core::Result<serde_json::Value> {
+    let rt = crate::async_runtime("store")?;
+    rt.block_on(async {
+        let store = PgStore::connect(url).await?;
+        match store.team_proof(name).await? {
+            Some(Some(proof)) => Ok(proof),
+            Some(None) => Err(omk_core::Error::NotFound(format!(
+                "team {name} has no proof or failure document yet (it has not ended)"
+            ))),
+            None => Err(omk_core::Error::NotFound(format!(
+                "no team named {name:?} here or in the store {}",
+                store.shown()
+            ))),
+        }
     })
 }
 

@@ -13,21 +13,51 @@ use crate::cli::{GlobalArgs, TeamCommand, TeamRunArgs};
 use crate::output::print_json;
 use crate::Outcome;
 
+/// `local` of the team here, or, when there is no team of that name here
+/// and a store is in use, `remote` of the store's URL.
+fn here_or_in_store<T>(
+    omk: &Omk,
+    a: &crate::cli::TeamNameArgs,
+    local: impl FnOnce(TeamDoc) -> omk_core::Result<T>,
+    remote: impl FnOnce(&str) -> omk_core::Result<T>,
+) -> omk_core::Result<T> {
+    match (
+        omk.team_status(&a.name),
+        crate::remote::store_url(omk, a.store.as_deref())?,
+    ) {
+        (Err(e), Some(url)) if e.code() == omk_core::ErrorCode::NotFound => remote(&url),
+        (here, _) => local(here?),
+    }
+}
+
 pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result<Outcome> {
     match cmd {
         TeamCommand::Run(args) => team_run(omk, global, *args),
         TeamCommand::Status(a) => {
-            let doc = match (
-                omk.team_status(&a.name),
-                crate::remote::store_url(omk, a.store.as_deref())?,
-            ) {
-                // No local team of that name: maybe in the store.
-                (Err(e), Some(url)) if e.code() == omk_core::ErrorCode::NotFound => {
-                    crate::remote::team_status(&url, &a.name)?
-                }
-                (local, _) => local?,
-            };
+            let doc =
+                here_or_in_store(omk, &a, Ok, |url| crate::remote::team_status(url, &a.name))?;
             show(&doc, a.json);
+            Ok(Outcome::Success)
+        }
+        TeamCommand::Proof(a) => {
+            let local = |doc: TeamDoc| {
+                ["proof.json", "failure.json"]
+                    .iter()
+                    .find_map(|f| {
+                        let text = std::fs::read(doc.state_dir.join(f)).ok()?;
+                        serde_json::from_slice::<serde_json::Value>(&text).ok()
+                    })
+                    .ok_or_else(|| {
+                        omk_core::Error::NotFound(format!(
+                            "team {} has no proof or failure document yet (it has not ended)",
+                            a.name
+                        ))
+                    })
+            };
+            let doc = here_or_in_store(omk, &a, local, |url| {
+                crate::remote::team_proof(url, &a.name)
+            })?;
+            print_json(&doc);
             Ok(Outcome::Success)
         }
         TeamCommand::List(a) => {

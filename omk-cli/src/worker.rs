@@ -69,6 +69,7 @@ pub fn run(omk: &Omk, args: WorkerArgs) -> omk_core::Result<Outcome> {
         name: args.name.unwrap_or_else(host_name),
         lease: Duration::from_secs(args.lease_secs.unwrap_or(config.team.lease_secs).max(1)),
         retry_backoff: Duration::from_millis(config.team.retry_backoff_ms),
+        state: omk.paths().clone(),
     };
     let rt = crate::async_runtime("worker")?;
     let report = rt.block_on(async {

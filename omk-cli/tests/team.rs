@@ -491,6 +491,7 @@ fn crash_mid_turn_is_retried_with_fresh_agents_then_fails_with_evidence() {
     let dir = f.team_dir("crash");
     assert!(!dir.join("proof.json").exists());
     let failure = read_json(&dir.join("failure.json")).expect("failure.json");
+    assert_eq!(json(&f.omk(&["team", "proof", "crash"])), failure);
     assert_eq!(failure["ready"], false);
     let failed = failure["failed_tasks"].as_array().expect("failed_tasks");
     assert_eq!(failed.len(), 1, "{failure}");
@@ -1389,6 +1390,8 @@ fn verifying_runs_the_required_gates_and_the_proof_embeds_them() {
     );
     let proof = read_json(&f.team_dir("gated").join("proof.json")).expect("proof.json");
     assert_eq!(proof["gates_run"], true);
+    // `team proof` prints it.
+    assert_eq!(json(&f.omk(&["team", "proof", "gated"])), proof);
     let gates = proof["gates"].as_array().unwrap();
     assert_eq!(gates.len(), 1, "only required gates run: {proof}");
     assert_eq!(

@@ -460,7 +460,15 @@ fn a_team_from_a_git_work_tree_shares_its_code_and_is_delivered_on_a_branch() {
         ],
     );
     std::fs::write(work.join("README"), "hello\n").unwrap();
-    git(&work, &["add", "README"]);
+    // A required gate the integrated commit must pass (the user's
+    // checkout never has a.txt).
+    std::fs::create_dir_all(work.join(".omk")).unwrap();
+    std::fs::write(
+        work.join(".omk/gates.toml"),
+        "[[gate]]\nname = \"has-a\"\ncommand = \"test -f a.txt\"\n",
+    )
+    .unwrap();
+    git(&work, &["add", "README", ".omk/gates.toml"]);
     git(&work, &["commit", "-qm", "start"]);
     git(&work, &["push", "-q", "origin", "HEAD:main"]);
     std::fs::write(work.join("draft.txt"), "not committed\n").unwrap();
@@ -534,6 +542,50 @@ fn a_team_from_a_git_work_tree_shares_its_code_and_is_delivered_on_a_branch() {
     assert_eq!(outcomes, [("t1", "integrated"), ("t2", "integrated")]);
     // The user's work tree is untouched.
     assert!(!work.join("a.txt").exists());
+    // The gate ran on the integrated commit; the proof is in the store.
+    assert_eq!(w["gates_commit"], head.as_str(), "{doc}");
+    let proof = Command::new(env!("CARGO_BIN_EXE_omk"))
+        .args(["team", "proof", "code", "--store", &c.tcp_url])
+        .env("OMK_STATE_DIR", c.tmp.path().join("operator"))
+        .env("XDG_CONFIG_HOME", c.tmp.path().join("operator"))
+        .env_remove("OMK_CONFIG")
+        .output()
+        .unwrap();
+    let proof: Value = serde_json::from_slice(&proof.stdout).unwrap();
+    assert_eq!(proof["ready"], true, "{proof}");
+    assert_eq!(proof["gates"][0]["name"], "has-a", "{proof}");
+    assert_eq!(proof["gates"][0]["passed"], true, "{proof}");
+    let kinds: Vec<String> = c.events("code").into_iter().map(|(k, _)| k).collect();
+    let tail: Vec<&str> = kinds
+        .iter()
+        .rev()
+        .take(5)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "phase_changed",
+            "gate_passed",
+            "phase_changed",
+            "run_completed",
+            "proof_written"
+        ],
+        "{kinds:?}"
+    );
+
+    // Work that fails the gate: the team fails, saying which gate.
+    let (code, doc) = run("gated", &["[write:b.txt:only b] [answer:b]"]);
+    assert_eq!(
+        (code, &doc["phase"]),
+        (Some(1), &Value::from("Failed")),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["reason"], "required gate(s) did not pass: has-a",
+        "{doc}"
+    );
 
     // Two tasks that write one file differently: the second conflicts.
     let (code, doc) = run(

@@ -67,6 +67,9 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// Failed attempts come back after this.
     pub retry_backoff: Duration,
+    /// This host's state root: the circuit breakers of the gates a
+    /// coordinated team runs here.
+    pub state: crate::paths::StatePaths,
 }
 
 /// What a worker did, when it stopped.
@@ -293,12 +296,15 @@ impl Daemon {
                     retry = Duration::from_millis(100);
                     let team = c.team.clone();
                     tracing::info!("{holder}: coordinating team {team}");
-                    let scratch = self.opts.root.join("coordinator");
+                    let site = crate::team::remote::Site {
+                        scratch: self.opts.root.join("coordinator"),
+                        paths: self.opts.state.clone(),
+                    };
                     let run = crate::team::remote::coordinate(
                         &self.store,
                         c,
                         self.opts.lease,
-                        &scratch,
+                        &site,
                         self.changes.clone(),
                         &|_| {},
                     );

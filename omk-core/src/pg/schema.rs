@@ -87,6 +87,11 @@ const MIGRATIONS: &[&str] = &[
         deadline    timestamptz NOT NULL
     );
     "#,
+    // 5: the evidence a store team's run leaves (its proof, or its
+    // failure document), written with its last document.
+    r#"
+    ALTER TABLE teams ADD COLUMN proof jsonb;
+    "#,
 ];
 
 /// The schema version this omk reads and writes.

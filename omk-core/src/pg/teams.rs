@@ -232,6 +232,17 @@ impl PgStore {
     /// Write the team document (and its phase) with `events`, fenced by the
     /// coordination epoch; a terminal phase also ends the coordination.
     pub async fn save_team(&self, c: &Coordination, doc: &Value, events: &[Event]) -> Result<()> {
+        self.end_team(c, doc, events, None).await
+    }
+
+    /// [`PgStore::save_team`] with the run's proof or failure document.
+    pub async fn end_team(
+        &self,
+        c: &Coordination,
+        doc: &Value,
+        events: &[Event],
+        proof: Option<&Value>,
+    ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -241,9 +252,17 @@ impl PgStore {
         let n = tx
             .execute(
                 "UPDATE teams SET doc = $3, phase = $4, updated_at = now(),
-                     coordinator = CASE WHEN $4 = ANY($5) THEN NULL ELSE coordinator END
+                     coordinator = CASE WHEN $4 = ANY($5) THEN NULL ELSE coordinator END,
+                     proof = coalesce($6, proof)
                  WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
-                &[&c.team, &c.epoch, doc, &phase, &&TERMINAL_PHASES[..]],
+                &[
+                    &c.team,
+                    &c.epoch,
+                    doc,
+                    &phase,
+                    &&TERMINAL_PHASES[..],
+                    &proof,
+                ],
             )
             .await
             .map_err(|e| self.error("save a team in", e))?;
@@ -361,6 +380,17 @@ impl PgStore {
             .await
             .map_err(|e| self.error("read the teams of", e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// A team's proof or failure document: `None` for no such team,
+    /// `Some(None)` while its run has not ended.
+    pub async fn team_proof(&self, name: &str) -> Result<Option<Option<Value>>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT proof FROM teams WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.error("read a team from", e))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// A team's document, if the store has the team.

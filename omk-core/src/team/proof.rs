@@ -48,6 +48,85 @@ impl GatesOutcome {
     }
 }
 
+/// The run's proof (when it completed) or failure document.
+pub fn document(doc: &TeamDoc, gates: &GatesOutcome) -> Value {
+    if doc.phase == Phase::Completed {
+        proof(doc, gates)
+    } else {
+        failure(doc, gates)
+    }
+}
+
+/// Run the required gates of `project` (its `.omk/gates.toml`, else
+/// detected) through their circuit breakers under `paths`, artifacts in
+/// `artifacts`; blocking.
+pub fn verify(
+    paths: &crate::paths::StatePaths,
+    project: &std::path::Path,
+    artifacts: &std::path::Path,
+) -> GatesOutcome {
+    let run = || -> Result<GatesOutcome> {
+        let set = crate::gate::config::load(project)?;
+        let required: Vec<String> = set
+            .gates
+            .iter()
+            .filter(|g| g.required)
+            .map(|g| g.name.clone())
+            .collect();
+        if required.is_empty() {
+            return Ok(GatesOutcome::Skipped(format!(
+                "no required gates are configured or detected in {}",
+                project.display()
+            )));
+        }
+        Ok(GatesOutcome::Ran(crate::gate::run(
+            paths, &set, &required, artifacts,
+        )?))
+    };
+    run().unwrap_or_else(|e| GatesOutcome::Error(e.to_string()))
+}
+
+impl GatesOutcome {
+    /// Why the run fails because of its gates, if it does.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            GatesOutcome::Ran(report) => {
+                let blocking: Vec<String> =
+                    report.blocking().iter().map(|r| r.name.clone()).collect();
+                (!blocking.is_empty())
+                    .then(|| format!("required gate(s) did not pass: {}", blocking.join(", ")))
+            }
+            GatesOutcome::Error(e) => Some(format!("the gates could not run: {e}")),
+            GatesOutcome::Skipped(_) => None,
+        }
+    }
+
+    /// Each gate's result as the events log has it: `(kind, payload)`.
+    pub fn events(&self) -> Vec<(crate::events::EventKind, Value)> {
+        use crate::events::EventKind;
+        let GatesOutcome::Ran(report) = self else {
+            return Vec::new();
+        };
+        report
+            .results
+            .iter()
+            .map(|r| {
+                let kind = if r.skipped {
+                    EventKind::GateSkipped
+                } else if r.passed {
+                    EventKind::GatePassed
+                } else {
+                    EventKind::GateFailed
+                };
+                (
+                    kind,
+                    json!({ "gate": r.name, "exit_code": r.exit_code, "duration_ms": r.duration_ms, "timed_out": r.timed_out, "skip_reason": r.skip_reason }),
+                )
+            })
+            .collect()
+    }
+}
+
 /// Write the run's proof or failure document (exactly one of them).
 pub fn write(doc: &TeamDoc, gates: &GatesOutcome) -> Result<()> {
     let (file, other) = if doc.phase == Phase::Completed {
@@ -55,11 +134,7 @@ pub fn write(doc: &TeamDoc, gates: &GatesOutcome) -> Result<()> {
     } else {
         ("failure.json", "proof.json")
     };
-    let body = if doc.phase == Phase::Completed {
-        proof(doc, gates)
-    } else {
-        failure(doc, gates)
-    };
+    let body = document(doc, gates);
     let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
     bytes.push(b'\n');
     store::write_atomic(&doc.state_dir.join(file), &bytes)?;

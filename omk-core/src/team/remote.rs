@@ -17,8 +17,11 @@
 //! ([`super::shared`]): tasks work on its base and push their commits, the
 //! coordinator merges them and delivers branch `omk/<team>`.
 //!
-//! Not yet done in a store: gates, integrator turns for conflicts, and the
-//! proof.
+//! When every task completed, the coordinator runs the required gates on
+//! the integrated commit and stores the run's proof (or failure document)
+//! with its last document.
+//!
+//! Not yet done in a store: integrator turns for conflicts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use serde_json::{json, Value};
 
 use super::doc::{AgentUsage, Phase, TaskEntry, TaskStatus, TeamDoc, WorkerEntry};
 use super::isolation::IsolationRecord;
+use super::proof::GatesOutcome;
 use super::shared::{SharedCode, TaskCommit};
 use super::spec::role_instructions;
 use super::TeamRunRequest;
@@ -108,6 +112,18 @@ pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<
         }]
     } else {
         subtasks(&workers, &task, &req.subtasks, &pool, max_attempts)
+    };
+    // Every task says so (planned ones inherit it from the plan task).
+    let tasks = if req.no_gates {
+        tasks
+            .into_iter()
+            .map(|mut t| {
+                t.spec["no_gates"] = json!(true);
+                t
+            })
+            .collect()
+    } else {
+        tasks
     };
     let mut agents = std::collections::BTreeMap::<String, AgentUsage>::new();
     for w in &workers {
@@ -267,14 +283,14 @@ fn fold(doc: &mut TeamDoc, records: &[TaskRecord]) -> bool {
 }
 
 /// Coordinate a team until its run ends (the returned document) or the
-/// lease is lost (`conflict`). `scratch` is where it may keep a mirror of
-/// the team's repository to integrate in. `changes` is the store's event signal;
+/// lease is lost (`conflict`). `site` is where it integrates and runs the
+/// gates. `changes` is the store's event signal;
 /// `observer` sees every version of the document written.
 pub async fn coordinate(
     store: &PgStore,
     c: Coordination,
     lease: Duration,
-    scratch: &std::path::Path,
+    site: &Site,
     changes: Arc<Signal>,
     observer: &(dyn Fn(&TeamDoc) + Send + Sync),
 ) -> Result<TeamDoc> {
@@ -315,9 +331,12 @@ pub async fn coordinate(
                     let max_attempts = p.spec["max_attempts"].as_i64().unwrap_or(3) as i32;
                     let mut tasks =
                         subtasks(&doc.workers, &doc.task, &titles, &doc.pool, max_attempts);
-                    if let Some(w) = &doc.worktree {
-                        for t in &mut tasks {
+                    for t in &mut tasks {
+                        if let Some(w) = &doc.worktree {
                             t.spec["repo"] = SharedCode::from_record(w).to_json();
+                        }
+                        if p.spec["no_gates"] == true {
+                            t.spec["no_gates"] = json!(true);
                         }
                     }
                     doc.tasks = entries(&titles);
@@ -356,7 +375,7 @@ pub async fn coordinate(
                     store.shutdown_requested(&c.team)
                 })
                 .await?;
-            let from = doc.phase;
+            let mut from = doc.phase;
             (doc.phase, doc.reason) = match (failed, shut, planning_failed) {
                 (0, _, _) => (Phase::Completed, None),
                 (_, true, _) => (Phase::Shutdown, Some("shutdown requested".to_string())),
@@ -369,7 +388,7 @@ pub async fn coordinate(
                 let (code, team, dir) = (
                     SharedCode::from_record(&w),
                     c.team.clone(),
-                    scratch.to_path_buf(),
+                    site.scratch.clone(),
                 );
                 let merged = tokio::task::spawn_blocking(move || {
                     super::shared::integrate(&dir, &code, &team, &commits)
@@ -398,7 +417,58 @@ pub async fn coordinate(
             }
             doc.ended_at = Some(Utc::now());
             doc.updated_at = Utc::now();
-            let events = [
+            // The required gates, on the integrated commit.
+            let no_gates = records.iter().any(|r| r.spec["no_gates"] == true);
+            let gates = if doc.phase != Phase::Completed {
+                GatesOutcome::Skipped("not every task completed, so the gates were not run".into())
+            } else if no_gates {
+                GatesOutcome::Skipped("skipped by request (--no-gates)".into())
+            } else if let Some(w) = doc.worktree.clone() {
+                doc.phase = Phase::Verifying;
+                doc.updated_at = Utc::now();
+                let verifying = Event::new(
+                    &c.team,
+                    EventKind::PhaseChanged,
+                    Some(&c.holder),
+                    json!({ "from": from, "to": Phase::Verifying }),
+                );
+                let value = to_value(&doc)?;
+                crate::pg::retry_io(lease, "save the team", || {
+                    store.save_team(&c, &value, std::slice::from_ref(&verifying))
+                })
+                .await?;
+                observer(&doc);
+                from = Phase::Verifying;
+                let gates = verify(site, &c.team, &w).await;
+                let events: Vec<Event> = gates
+                    .events()
+                    .into_iter()
+                    .map(|(kind, payload)| Event::new(&c.team, kind, Some(&c.holder), payload))
+                    .collect();
+                if !events.is_empty() {
+                    crate::pg::retry_io(lease, "record the gates", || {
+                        store.save_team(&c, &value, &events)
+                    })
+                    .await?;
+                }
+                if let Some(r) = doc.worktree.as_mut() {
+                    r.gates_commit = Some(r.integrated_commit.clone());
+                }
+                (doc.phase, doc.reason) = match gates.failure() {
+                    Some(why) => (Phase::Failed, Some(why)),
+                    None => (Phase::Completed, None),
+                };
+                gates
+            } else {
+                GatesOutcome::Skipped(
+                    "the team has no shared code (it was not submitted from a git work tree), \
+                     so there is nothing to verify"
+                        .into(),
+                )
+            };
+            doc.updated_at = Utc::now();
+            let proof = super::proof::document(&doc, &gates);
+            let mut events = vec![
                 Event::new(
                     &c.team,
                     EventKind::PhaseChanged,
@@ -412,9 +482,17 @@ pub async fn coordinate(
                     json!({ "phase": doc.phase, "reason": doc.reason, "tokens": doc.tokens }),
                 ),
             ];
+            if doc.phase == Phase::Completed {
+                events.push(Event::new(
+                    &c.team,
+                    EventKind::ProofWritten,
+                    Some(&c.holder),
+                    json!({ "store": doc.state_dir }),
+                ));
+            }
             let value = to_value(&doc)?;
             crate::pg::retry_io(lease, "end the run", || {
-                store.save_team(&c, &value, &events)
+                store.end_team(&c, &value, &events, Some(&proof))
             })
             .await?;
             observer(&doc);
@@ -446,6 +524,36 @@ pub async fn coordinate(
             },
         }
     }
+}
+
+/// Where a coordinator works: a scratch directory (its mirror of the
+/// team's repository, the gates' checkout and their artifacts), and the
+/// state root whose circuit breakers the gates go through.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub scratch: PathBuf,
+    pub paths: crate::paths::StatePaths,
+}
+
+/// Run the required gates of the integrated commit, in a worktree of the
+/// coordinator's mirror.
+async fn verify(site: &Site, team: &str, w: &IsolationRecord) -> GatesOutcome {
+    let (site, team, code, head) = (
+        site.clone(),
+        team.to_string(),
+        SharedCode::from_record(w),
+        w.integrated_commit.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let dir = match super::shared::checkout_commit(&site.scratch, &code, &head) {
+            Ok(d) => d,
+            Err(e) => return GatesOutcome::Error(format!("no worktree for the gates: {e}")),
+        };
+        let artifacts = site.scratch.join("gate-artifacts").join(&team);
+        super::proof::verify(&site.paths, &dir, &artifacts)
+    })
+    .await
+    .unwrap_or_else(|e| GatesOutcome::Error(format!("the gate runner stopped: {e}")))
 }
 
 /// The pushed work of each completed task, in task order.

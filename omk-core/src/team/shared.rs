@@ -112,6 +112,20 @@ pub fn checkout(root: &Path, code: &SharedCode, team: &str, dir: &Path) -> Resul
     Ok(mirror)
 }
 
+/// The coordinator's checkout of `commit` (in its mirror under `scratch`)
+/// for the gates: `scratch/gates`, made exactly that commit.
+pub fn checkout_commit(scratch: &Path, code: &SharedCode, commit: &str) -> Result<PathBuf> {
+    let mirror = code.mirror(scratch)?;
+    let dir = scratch.join("gates");
+    if dir.join(".git").exists() {
+        mirror.reset_worktree(&dir, commit)?;
+    } else {
+        mirror.prune_worktrees()?;
+        mirror.add_worktree(&dir, commit)?;
+    }
+    Ok(dir)
+}
+
 /// Commit what the agent left in `dir` on the base and push it as the
 /// attempt's ref: `(commit, changed files)`, `None` when nothing changed.
 pub fn publish(

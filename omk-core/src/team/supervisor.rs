@@ -928,20 +928,7 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
             Ok(dir) => verify(ctx, dir).await,
             Err(e) => GatesOutcome::Error(format!("no worktree for the gates: {e}")),
         };
-        match &outcome {
-            GatesOutcome::Ran(report) => {
-                let blocking: Vec<String> =
-                    report.blocking().iter().map(|r| r.name.clone()).collect();
-                if !blocking.is_empty() {
-                    gate_failure = Some(format!(
-                        "required gate(s) did not pass: {}",
-                        blocking.join(", ")
-                    ));
-                }
-            }
-            GatesOutcome::Error(e) => gate_failure = Some(format!("the gates could not run: {e}")),
-            GatesOutcome::Skipped(_) => {}
-        }
+        gate_failure = outcome.failure();
         // Isolated: gates count only on the final integrated commit.
         if let (Some(it), GatesOutcome::Ran(_)) = (&ctx.integrator, &outcome) {
             let r = it.record();
@@ -1109,44 +1096,11 @@ async fn deliver_and_clean(ctx: &Arc<RunContext>, it: Arc<Integrator>, may_apply
 async fn verify(ctx: &Arc<RunContext>, workdir: PathBuf) -> GatesOutcome {
     let dir = ctx.lock().doc.state_dir.join("gates");
     let paths = ctx.paths.clone();
-    let run = tokio::task::spawn_blocking(move || -> Result<GatesOutcome> {
-        let set = crate::gate::config::load(&workdir)?;
-        let required: Vec<String> = set
-            .gates
-            .iter()
-            .filter(|g| g.required)
-            .map(|g| g.name.clone())
-            .collect();
-        if required.is_empty() {
-            return Ok(GatesOutcome::Skipped(format!(
-                "no required gates are configured or detected in {}",
-                workdir.display()
-            )));
-        }
-        Ok(GatesOutcome::Ran(crate::gate::run(
-            &paths, &set, &required, &dir,
-        )?))
-    });
-    let outcome = match run.await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => GatesOutcome::Error(e.to_string()),
-        Err(e) => GatesOutcome::Error(format!("the gate runner stopped: {e}")),
-    };
-    if let GatesOutcome::Ran(report) = &outcome {
-        for r in &report.results {
-            let kind = if r.skipped {
-                EventKind::GateSkipped
-            } else if r.passed {
-                EventKind::GatePassed
-            } else {
-                EventKind::GateFailed
-            };
-            ctx.emit(
-                kind,
-                Some("supervisor"),
-                json!({ "gate": r.name, "exit_code": r.exit_code, "duration_ms": r.duration_ms, "timed_out": r.timed_out, "skip_reason": r.skip_reason }),
-            );
-        }
+    let outcome = tokio::task::spawn_blocking(move || super::proof::verify(&paths, &workdir, &dir))
+        .await
+        .unwrap_or_else(|e| GatesOutcome::Error(format!("the gate runner stopped: {e}")));
+    for (kind, payload) in outcome.events() {
+        ctx.emit(kind, Some("supervisor"), payload);
     }
     outcome
 }
