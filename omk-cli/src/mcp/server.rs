@@ -328,7 +328,10 @@ impl OmkServer {
                 false,
             );
         }
-        let observer = progress_observer(&ctx);
+        let (observer, sent) = match progress_observer(&ctx) {
+            Some((o, sent)) => (Some(o), Some(sent)),
+            None => (None, None),
+        };
         let omk = self.omk.clone();
         let team = name.clone();
         let run = blocking(move || omk.team_supervise(&team, observer, false));
@@ -343,6 +346,12 @@ impl OmkServer {
                 run.await
             }
         };
+        // Every progress notification goes out before the result: the
+        // run is over, so the observer (and its sender) are gone and the
+        // sending task ends once it has sent what was queued.
+        if let Some(sent) = sent {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sent).await;
+        }
         match result {
             Ok(doc) => {
                 let (stdout, stderr) = team_report(&doc);
@@ -626,15 +635,25 @@ impl ServerHandler for OmkServer {
 }
 
 /// Progress notifications, one per finished task, when the client asked
-/// for them (a progress token in the request's `_meta`).
+/// for them (a progress token in the request's `_meta`): the observer, and
+/// the task that sends them in order, which ends once the observer is
+/// dropped and everything queued was sent.
 fn progress_observer(
     ctx: &RequestContext<RoleServer>,
-) -> Option<omk_core::team::supervisor::Observer> {
+) -> Option<(
+    omk_core::team::supervisor::Observer,
+    tokio::task::JoinHandle<()>,
+)> {
     let token = ctx.meta.get_progress_token()?;
     let peer = ctx.peer.clone();
-    let handle = tokio::runtime::Handle::current();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ProgressNotificationParam>();
+    let sender = tokio::spawn(async move {
+        while let Some(param) = rx.recv().await {
+            let _ = peer.notify_progress(param).await;
+        }
+    });
     let reported = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    Some(Arc::new(move |doc: &TeamDoc| {
+    let observer: omk_core::team::supervisor::Observer = Arc::new(move |doc: &TeamDoc| {
         use omk_core::team::doc::TaskStatus;
         let finished = doc
             .tasks
@@ -658,11 +677,9 @@ fn progress_observer(
                 "{finished} of {} tasks finished (last: {last})",
                 doc.tasks.len()
             ));
-        let peer = peer.clone();
-        handle.spawn(async move {
-            let _ = peer.notify_progress(param).await;
-        });
-    }))
+        let _ = tx.send(param);
+    });
+    Some((observer, sender))
 }
 
 /// Serve on stdin/stdout until the client closes stdin.
