@@ -440,17 +440,6 @@ pub async fn coordinate(
                 observer(&doc);
                 from = Phase::Verifying;
                 let gates = verify(site, &c.team, &w).await;
-                let events: Vec<Event> = gates
-                    .events()
-                    .into_iter()
-                    .map(|(kind, payload)| Event::new(&c.team, kind, Some(&c.holder), payload))
-                    .collect();
-                if !events.is_empty() {
-                    crate::pg::retry_io(lease, "record the gates", || {
-                        store.save_team(&c, &value, &events)
-                    })
-                    .await?;
-                }
                 if let Some(r) = doc.worktree.as_mut() {
                     r.gates_commit = Some(r.integrated_commit.clone());
                 }
@@ -468,7 +457,13 @@ pub async fn coordinate(
             };
             doc.updated_at = Utc::now();
             let proof = super::proof::document(&doc, &gates);
-            let mut events = vec![
+            // Each gate's result, then the end, in the run's last write.
+            let mut events: Vec<Event> = gates
+                .events()
+                .into_iter()
+                .map(|(kind, payload)| Event::new(&c.team, kind, Some(&c.holder), payload))
+                .collect();
+            events.extend([
                 Event::new(
                     &c.team,
                     EventKind::PhaseChanged,
@@ -481,7 +476,7 @@ pub async fn coordinate(
                     Some(&c.holder),
                     json!({ "phase": doc.phase, "reason": doc.reason, "tokens": doc.tokens }),
                 ),
-            ];
+            ]);
             if doc.phase == Phase::Completed {
                 events.push(Event::new(
                     &c.team,
