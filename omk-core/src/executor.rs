@@ -439,18 +439,18 @@ impl Daemon {
         held: &mut Option<Held>,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let code = match self.checkout(&lease, slot).await {
-            Ok(c) => c,
-            Err(e) => {
-                let why = format!("cannot check the team's code out: {e}");
-                if let Err(e) = self.store.fail(&lease, &why, self.opts.retry_backoff).await {
-                    tracing::warn!("task {} of {}: {e}", lease.task, lease.team);
-                }
-                self.report.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+        // A checkout that fails is a failed attempt like any other (no
+        // agent started for it).
+        let (code, agent) = match self.checkout(&lease, slot).await {
+            Ok(code) => (code, self.agent_for(&lease, slot, held).await),
+            Err(e) => (
+                None,
+                Err(Error::Agent(format!(
+                    "cannot check the team's code out: {e}"
+                ))),
+            ),
         };
-        let ran = match self.agent_for(&lease, slot, held).await {
+        let ran = match agent {
             Ok(h) => {
                 let ran = self.turn(&mut lease, &h.agent, stop).await;
                 match &ran {
