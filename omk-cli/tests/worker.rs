@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{all_completed, completed_by, holder_host, Cluster, Dashboard};
+use cluster::{all_completed, completed_by, holder_host, team_result, Cluster, Dashboard};
 use serde_json::Value;
 
 #[test]
@@ -118,17 +118,12 @@ fn team_run_with_a_store_runs_on_the_workers_and_ends_with_its_document() {
     let Some(c) = Cluster::new() else { return };
     let mut a = c.host("host-a", 5, 2);
     let mut b = c.host("host-b", 5, 2);
-    let out = c
-        .team_run("dist", 5, &["[sleep:0.5] [answer:a]"; 4])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, doc) = team_result(
+        c.team_run("dist", 5, &["[sleep:0.5] [answer:a]"; 4])
+            .output()
+            .unwrap(),
     );
-    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(code, Some(0), "{doc}");
     assert_eq!(doc["phase"], "Completed", "{doc}");
     let tasks = doc["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 4);
@@ -383,12 +378,8 @@ fn a_team_without_subtasks_is_planned_in_the_store_then_run_on_the_hosts() {
     let Some(c) = Cluster::new() else { return };
     let mut a = c.host("host-a", 5, 2);
     let mut b = c.host("host-b", 5, 2);
-    let run = |name: &str, task: &str| {
-        let out = c.team_run_task(name, 5, task, &[]).output().unwrap();
-        let doc: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        (out.status.code(), doc)
-    };
+    let run =
+        |name: &str, task: &str| team_result(c.team_run_task(name, 5, task, &[]).output().unwrap());
     let (code, doc) = run("planned", "[sleep:0.3] [json-plan:one|two|three|four]");
     assert_eq!(
         (code, &doc["phase"]),
@@ -475,14 +466,12 @@ fn a_team_from_a_git_work_tree_shares_its_code_and_is_delivered_on_a_branch() {
     let mut a = c.host("host-a", 5, 2);
     let mut b = c.host("host-b", 5, 2);
     let run = |name: &str, subtasks: &[&str]| {
-        let out = c
-            .team_run_task(name, 5, "edit the project", subtasks)
-            .current_dir(&work)
-            .output()
-            .unwrap();
-        let doc: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        (out.status.code(), doc)
+        team_result(
+            c.team_run_task(name, 5, "edit the project", subtasks)
+                .current_dir(&work)
+                .output()
+                .unwrap(),
+        )
     };
     let (code, doc) = run(
         "code",

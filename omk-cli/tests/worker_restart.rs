@@ -8,8 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cluster::{completed_by, Cluster};
-use serde_json::Value;
+use cluster::{completed_by, team_result, Cluster};
 
 fn pg_ctl(args: &[&str]) {
     let ctl = std::env::var("OMK_TEST_PG_CTL").unwrap();
@@ -38,14 +37,8 @@ fn a_store_crash_mid_run_loses_nothing_and_the_team_completes() {
     pg_ctl(&["stop", "-m", "immediate"]);
     std::thread::sleep(Duration::from_millis(1500));
     pg_ctl(&["restart"]);
-    let out = run.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let (code, doc) = team_result(run.wait_with_output().unwrap());
+    assert_eq!(code, Some(0), "{doc}");
     assert_eq!(doc["phase"], "Completed", "{doc}");
 
     // Exactly one completion per task, in its record and in the events,

@@ -280,6 +280,14 @@ pub fn holder_host(t: &TaskRecord) -> String {
         .to_string()
 }
 
+/// What a finished `omk team run --json` left: its exit code and the team
+/// document it printed (panics, showing its stderr, when it printed none).
+pub fn team_result(out: std::process::Output) -> (Option<i32>, Value) {
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), doc)
+}
+
 /// Whether every task of a team document completed.
 pub fn all_completed(doc: &Value) -> bool {
     doc["tasks"]
