@@ -56,6 +56,8 @@ pub fn team_run(
         };
         let quiet = args.json;
         let site = site(omk, &sub.doc.name);
+        // Progress lines on a terminal only: off one, the report is all.
+        let quiet = quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
         let done = remote::coordinate(&store, c, lease, &site, changes, &|d| {
             if !quiet {
                 let finished = d
@@ -146,23 +148,51 @@ pub fn team_shutdown(omk: &Omk, url: &str, name: &str, json: bool) -> omk_core::
             .await?
             .ok_or_else(not_found)?;
         let changes = store.listen().await?;
-        let doc = match store.claim_coordination(&holder, lease, Some(name)).await? {
-            // Nobody coordinates it: end it here (every task is over now).
-            Some(c) => {
-                remote::coordinate(&store, c, lease, &site(omk, name), changes, &|_| {}).await?
+        // The run's end: its coordinator's, or this process's when nobody
+        // coordinates it (any more): every task is over now.
+        let limit = lease * 2 + Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now() + limit;
+        let doc = loop {
+            let seen = changes.generation();
+            if let Some(c) = store.claim_coordination(&holder, lease, Some(name)).await? {
+                let site = site(omk, name);
+                break remote::coordinate(&store, c, lease, &site, changes, &|_| {}).await?;
             }
-            // Its coordinator ends it (or it had ended).
-            None => remote::team(&store, name).await?.ok_or_else(not_found)?,
+            let doc = remote::team(&store, name).await?.ok_or_else(not_found)?;
+            if doc.phase.is_terminal() {
+                break doc;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(omk_core::Error::Timeout(format!(
+                    "team {name} did not end within {}s of its shutdown; its tasks are cancelled",
+                    limit.as_secs()
+                )));
+            }
+            changes.changed_past(seen, Duration::from_secs(1)).await;
         };
-        let outcome = format!(
-            "shutdown requested (the team was {}): {} pending and {} running task(s) cancelled",
-            asked.phase, asked.pending, asked.running
-        );
-        if json {
-            crate::output::print_json(&serde_json::json!({ "document": doc, "outcome": outcome }));
+        // What a local team's shutdown says, in the same shape.
+        let stopped = !omk_core::pg::teams::TERMINAL_PHASES.contains(&asked.phase.as_str());
+        let outcome = if stopped {
+            format!(
+                "team {name} was stopped and ended {:?}: {} pending and {} running task(s) cancelled",
+                doc.phase, asked.pending, asked.running
+            )
         } else {
-            show(&doc, false);
-            crate::outln!("{outcome}");
+            format!(
+                "team {name} had already ended ({}); nothing was stopped",
+                asked.phase
+            )
+        };
+        let r = omk_core::team::ShutdownOutcome {
+            document: doc,
+            stopped,
+            outcome,
+        };
+        if json {
+            crate::output::print_doc(&r);
+        } else {
+            show(&r.document, false);
+            crate::outln!("{}", r.outcome);
         }
         Ok(Outcome::Success)
     })

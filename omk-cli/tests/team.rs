@@ -6,6 +6,12 @@
 //! Each test owns a temp dir holding its state dir, project dir and config
 //! file; its agents are found by their `--work-dir` argument, which names
 //! that temp dir. Everything waits with deadlines, never fixed long sleeps.
+//!
+//! The behaviours both stores promise run against each ([`Backend`], the
+//! `file_store` and `postgres` modules at the end): the file store, and a
+//! PostgreSQL store (a database of the test's own, `OMK_STORE` on every
+//! command, one `omk worker` running the agents). The rest are the file
+//! store's own (its heartbeats, transcripts, supervisor process, pools).
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -16,7 +22,29 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod cluster;
+mod common;
+
 // ---------------------------------------------------------------- fixture
+
+/// Where a test's teams live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Backend {
+    /// The embedded file store under the state dir.
+    File,
+    /// A PostgreSQL store, its tasks run by an `omk worker`.
+    Pg,
+}
+
+/// The PostgreSQL side of a [`Backend::Pg`] fixture.
+struct PgSide {
+    rt: tokio::runtime::Runtime,
+    store: omk_core::pg::PgStore,
+    url: String,
+    /// The `omk worker` running the teams' agents, started on first use
+    /// (after the test chose its faults).
+    worker: std::cell::RefCell<Option<Child>>,
+}
 
 /// The scripted agent, next to the omk binary (built if missing).
 fn agent_bin() -> &'static Path {
@@ -59,6 +87,7 @@ struct Fixture {
     fault: Option<&'static str>,
     /// `OMK_WATCH` for every omk it starts (change notifications).
     watch: Option<&'static str>,
+    pg: Option<PgSide>,
 }
 
 impl Fixture {
@@ -87,10 +116,94 @@ impl Fixture {
             config,
             fault: None,
             watch: None,
+            pg: None,
+        }
+    }
+
+    /// A fixture on `backend` (`None`: no PostgreSQL here, outside CI).
+    fn on(backend: Backend, lease_secs: u64, max_attempts: u32) -> Option<Fixture> {
+        let mut f = Fixture::new(lease_secs, max_attempts);
+        if backend == Backend::Pg {
+            let url = cluster::required("OMK_TEST_PG_URL")?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (store, url) = cluster::database(&rt, &url);
+            f.pg = Some(PgSide {
+                rt,
+                store,
+                url,
+                worker: std::cell::RefCell::new(None),
+            });
+        }
+        Some(f)
+    }
+
+    fn backend(&self) -> Backend {
+        if self.pg.is_some() {
+            Backend::Pg
+        } else {
+            Backend::File
         }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.base_cmd(args);
+        if let Some(pg) = &self.pg {
+            let mut worker = pg.worker.borrow_mut();
+            if worker.is_none() {
+                // Its argv names this test's dir: the fixture's drop kills it.
+                let host = self.root.join("host");
+                let child = self
+                    .base_cmd(&["worker", "--name", "host", "--max-agents", "2"])
+                    .arg("--root")
+                    .arg(&host)
+                    .env("OMK_STORE", &pg.url)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start omk worker");
+                *worker = Some(child);
+            }
+            cmd.env("OMK_STORE", &pg.url);
+        }
+        cmd
+    }
+
+    /// The store's side, run to the end.
+    fn in_store<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.pg.as_ref().expect("a store fixture").rt.block_on(f)
+    }
+
+    /// The directories the agents of team `name` worked in: the project,
+    /// or the worker's slots.
+    fn work_dirs(&self, name: &str) -> Vec<PathBuf> {
+        match self.backend() {
+            Backend::File => vec![self.project.clone()],
+            Backend::Pg => std::fs::read_dir(self.root.join("host").join(name))
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether an agent of team `name` left `file` in its work dir.
+    fn wrote(&self, name: &str, file: &str) -> bool {
+        self.work_dirs(name).iter().any(|d| d.join(file).exists())
+    }
+
+    /// The proof (or failure document) of team `name`, as stored.
+    fn proof_doc(&self, name: &str) -> Option<Value> {
+        match &self.pg {
+            None => {
+                let dir = self.team_dir(name);
+                read_json(&dir.join("proof.json")).or_else(|| read_json(&dir.join("failure.json")))
+            }
+            Some(pg) => self.in_store(pg.store.team_proof(name)).unwrap().flatten(),
+        }
+    }
+
+    fn base_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_omk"));
         cmd.args(args)
             .env("OMK_STATE_DIR", &self.state)
@@ -128,17 +241,32 @@ impl Fixture {
         self.state.join("team").join(name)
     }
 
-    /// `team.json` as stored (null while it does not exist).
+    /// The team's document as stored (null while it does not exist).
     fn doc(&self, name: &str) -> Value {
-        read_json(&self.team_dir(name).join("team.json")).unwrap_or(Value::Null)
+        match &self.pg {
+            None => read_json(&self.team_dir(name).join("team.json")).unwrap_or(Value::Null),
+            Some(pg) => self
+                .in_store(omk_core::team::remote::team(&pg.store, name))
+                .unwrap()
+                .map_or(Value::Null, |d| serde_json::to_value(d).unwrap()),
+        }
     }
 
+    /// The team's events, oldest first.
     fn events(&self, name: &str) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.team_dir(name).join("events.jsonl")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        match &self.pg {
+            None => std::fs::read_to_string(self.team_dir(name).join("events.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+            Some(pg) => self
+                .in_store(pg.store.events_after(Some(name), 0, 100_000))
+                .unwrap()
+                .into_iter()
+                .map(|e| serde_json::to_value(e.event).unwrap())
+                .collect(),
+        }
     }
 
     fn events_of(&self, name: &str, kind: &str) -> Vec<Value> {
@@ -195,9 +323,18 @@ impl Fixture {
         String::from_utf8_lossy(&raw).contains(&*self.root.to_string_lossy())
     }
 
+    /// Every agent team `name` started has exited (on a store, its host
+    /// stops them when the team has no work left for them: soon after).
     fn assert_agents_dead(&self, name: &str) {
         let pids = self.agent_pids(name);
         assert!(!pids.is_empty(), "team {name} started no agent");
+        if self.backend() == Backend::Pg {
+            wait_for(
+                &format!("the agents of {name} to exit"),
+                Duration::from_secs(10),
+                || pids.iter().all(|p| !self.agent_alive(*p)).then_some(()),
+            );
+        }
         let alive: Vec<u32> = pids.into_iter().filter(|p| self.agent_alive(*p)).collect();
         assert!(
             alive.is_empty(),
@@ -250,6 +387,14 @@ impl Drop for Fixture {
     /// A failed test must not leave its agents or detached supervisors
     /// behind: kill every process whose argv names this test's dir.
     fn drop(&mut self) {
+        if let Some(mut worker) = self
+            .pg
+            .as_ref()
+            .and_then(|pg| pg.worker.borrow_mut().take())
+        {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
         let marker = self.root.to_string_lossy().into_owned();
         let Ok(rd) = std::fs::read_dir("/proc") else {
             return;
@@ -469,9 +614,10 @@ fn start_detached(f: &Fixture, spec: &str, name: &str, subtasks: &[&str], extra:
 
 // ------------------------------------------------------------------ tests
 
-#[test]
-fn crash_mid_turn_is_retried_with_fresh_agents_then_fails_with_evidence() {
-    let f = Fixture::new(5, 3);
+fn crash_mid_turn_is_retried_with_fresh_agents_then_fails_with_evidence(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 3) else {
+        return;
+    };
     let (code, doc) = run_team(&f, "1:executor", "crash", &["[crash] boom"]);
     assert_eq!(code, 1, "a failed run exits 1: {doc}");
     assert_eq!(doc["phase"], "Failed", "{doc}");
@@ -487,10 +633,8 @@ fn crash_mid_turn_is_retried_with_fresh_agents_then_fails_with_evidence() {
         );
     }
 
-    // failure.json carries the evidence; no proof.json.
-    let dir = f.team_dir("crash");
-    assert!(!dir.join("proof.json").exists());
-    let failure = read_json(&dir.join("failure.json")).expect("failure.json");
+    // The failure document carries the evidence (no proof).
+    let failure = f.proof_doc("crash").expect("a failure document");
     assert_eq!(json(&f.omk(&["team", "proof", "crash"])), failure);
     assert_eq!(failure["ready"], false);
     let failed = failure["failed_tasks"].as_array().expect("failed_tasks");
@@ -510,9 +654,10 @@ fn crash_mid_turn_is_retried_with_fresh_agents_then_fails_with_evidence() {
     f.assert_agents_dead("crash");
 }
 
-#[test]
-fn crash_once_is_retried_and_completes() {
-    let f = Fixture::new(5, 3);
+fn crash_once_is_retried_and_completes(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 3) else {
+        return;
+    };
     let (code, doc) = run_team(&f, "1:executor", "crash-once", &["[crash-once:marker] x"]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(doc["phase"], "Completed", "{doc}");
@@ -520,9 +665,9 @@ fn crash_once_is_retried_and_completes() {
     assert_eq!(t["status"], "completed", "{t}");
     assert_eq!(t["attempts"], 2, "{t}");
     assert_eq!(errors_of(t).len(), 1, "{t}");
-    assert!(f.project.join("marker").exists());
-    assert!(f.team_dir("crash-once").join("proof.json").exists());
-    assert!(!f.team_dir("crash-once").join("failure.json").exists());
+    assert!(f.wrote("crash-once", "marker"));
+    let proof = f.proof_doc("crash-once").expect("a proof");
+    assert_eq!(proof["ready"], true, "{proof}");
     assert_eq!(
         for_task(&f.events_of("crash-once", "retry_scheduled"), "t1"),
         1
@@ -530,11 +675,13 @@ fn crash_once_is_retried_and_completes() {
     f.assert_agents_dead("crash-once");
 }
 
-#[test]
-fn stalled_agent_loses_its_lease_is_killed_and_the_task_fails() {
+fn stalled_agent_loses_its_lease_is_killed_and_the_task_fails(b: Backend) {
     // The stalled agent also ignores stdin EOF and SIGTERM: it does not go
     // away by itself, so only omk's kill can end it.
-    let f = Fixture::new(1, 2).with_fault("ignore-term");
+    let Some(f) = Fixture::on(b, 1, 2) else {
+        return;
+    };
+    let f = f.with_fault("ignore-term");
     let (code, doc) = run_team(&f, "1:executor", "stall", &["[stall] hang"]);
     assert_eq!(code, 1, "{doc}");
     let t = task(&doc, "t1");
@@ -638,9 +785,10 @@ fn long_turn_that_keeps_talking_never_loses_its_lease() {
     );
 }
 
-#[test]
-fn malformed_line_is_recorded_and_the_agent_is_replaced() {
-    let f = Fixture::new(5, 3);
+fn malformed_line_is_recorded_and_the_agent_is_replaced(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 3) else {
+        return;
+    };
     let (code, doc) = run_team(&f, "1:executor", "garbage", &["[malformed] a", "b"]);
     assert_eq!(code, 0, "{doc}");
     for id in ["t1", "t2"] {
@@ -679,9 +827,10 @@ fn malformed_line_is_recorded_and_the_agent_is_replaced() {
     f.assert_agents_dead("garbage");
 }
 
-#[test]
-fn unknown_event_type_is_tolerated_and_counted() {
-    let f = Fixture::new(5, 3);
+fn unknown_event_type_is_tolerated_and_counted(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 3) else {
+        return;
+    };
     let (code, doc) = run_team(&f, "1:executor", "future", &["[unknown-event] x"]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(task(&doc, "t1")["status"], "completed", "{doc}");
@@ -695,9 +844,10 @@ fn unknown_event_type_is_tolerated_and_counted() {
     assert_eq!(completed[0]["payload"]["protocol_violations"], 0);
 }
 
-#[test]
-fn provider_error_is_retried_then_fails_naming_the_code() {
-    let f = Fixture::new(5, 2);
+fn provider_error_is_retried_then_fails_naming_the_code(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 2) else {
+        return;
+    };
     let (code, doc) = run_team(
         &f,
         "1:executor",
@@ -953,9 +1103,10 @@ fn two_teams_share_a_pool_without_exceeding_it() {
     assert_eq!(pool["queue"].as_array().map(Vec::len), Some(0), "{pool}");
 }
 
-#[test]
-fn bad_specs_and_names_are_refused_before_anything_is_written() {
-    let f = Fixture::new(5, 3);
+fn bad_specs_and_names_are_refused_before_anything_is_written(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 3) else {
+        return;
+    };
     let cases: &[(&[&str], &str)] = &[
         (&["0:executor"], "between 1 and 64"),
         (&["65:executor"], "between 1 and 64"),
@@ -979,6 +1130,10 @@ fn bad_specs_and_names_are_refused_before_anything_is_written() {
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(teams.is_empty(), "{args:?} left {teams:?}");
+        if let Some(pg) = &f.pg {
+            let stored = f.in_store(pg.store.team_docs()).unwrap();
+            assert!(stored.is_empty(), "{args:?} left {stored:?}");
+        }
     }
     assert!(!f.root.join("x").exists() && !f.state.join("x").exists());
 }
@@ -1249,9 +1404,10 @@ fn a_supervisor_killed_at_an_integration_step_loses_no_hunk_and_integrates_each_
     }
 }
 
-#[test]
-fn detached_run_is_visible_from_other_processes() {
-    let f = Fixture::new(5, 3);
+fn detached_run_is_visible_from_other_processes(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 3) else {
+        return;
+    };
     start_detached(&f, "1:executor", "bg", &["[sleep:1] a", "[sleep:1] b"], &[]);
     let status = || {
         let out = f.omk(&["team", "status", "bg", "--json"]);
@@ -1296,9 +1452,10 @@ fn detached_run_is_visible_from_other_processes() {
     assert_eq!(list["errors"].as_array().map(Vec::len), Some(0), "{list}");
 }
 
-#[test]
-fn approval_policy_governs_file_writes() {
-    let f = Fixture::new(5, 3);
+fn approval_policy_governs_file_writes(b: Backend) {
+    let Some(f) = Fixture::on(b, 5, 3) else {
+        return;
+    };
 
     // reject-all: the turn completes, nothing is written.
     let (code, doc) = run_team_with(
@@ -1310,7 +1467,7 @@ fn approval_policy_governs_file_writes() {
     );
     assert_eq!(code, 0, "{doc}");
     assert_eq!(task(&doc, "t1")["status"], "completed", "{doc}");
-    assert!(!f.project.join("rejected.txt").exists());
+    assert!(!f.wrote("strict", "rejected.txt"));
     let decided = f.events_of("strict", "approval_decided");
     assert_eq!(decided.len(), 1, "{decided:?}");
     assert_eq!(decided[0]["payload"]["decision"], "reject");
@@ -1319,12 +1476,12 @@ fn approval_policy_governs_file_writes() {
     // Default (workdir-edits): an edit inside the work dir is approved.
     let (code, doc) = run_team(&f, "1:executor", "lenient", &["[write:approved.txt:x]"]);
     assert_eq!(code, 0, "{doc}");
-    assert_eq!(
-        std::fs::read_to_string(f.project.join("approved.txt"))
-            .ok()
-            .as_deref(),
-        Some("x")
-    );
+    let written: Vec<String> = f
+        .work_dirs("lenient")
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("approved.txt")).ok())
+        .collect();
+    assert_eq!(written, ["x"]);
     let decided = f.events_of("lenient", "approval_decided");
     assert_eq!(decided.len(), 1, "{decided:?}");
     assert_eq!(decided[0]["payload"]["decision"], "approve");
@@ -1333,6 +1490,12 @@ fn approval_policy_governs_file_writes() {
     // Outside the work dir: never written, never approved.
     let (_, doc) = run_team(&f, "1:executor", "escape", &["[write:../escape.txt:x]"]);
     assert!(doc["phase"].is_string(), "{doc}");
+    for d in f.work_dirs("escape") {
+        assert!(
+            !d.join("../escape.txt").exists(),
+            "wrote outside the work dir"
+        );
+    }
     assert!(
         !f.root.join("escape.txt").exists(),
         "wrote outside the work dir"
@@ -1345,9 +1508,10 @@ fn approval_policy_governs_file_writes() {
     );
 }
 
-#[test]
-fn off_a_terminal_the_text_output_is_just_the_report() {
-    let f = Fixture::new(30, 1);
+fn off_a_terminal_the_text_output_is_just_the_report(b: Backend) {
+    let Some(f) = Fixture::on(b, 30, 1) else {
+        return;
+    };
     let out = f.omk(&[
         "team",
         "run",
@@ -1372,15 +1536,23 @@ fn off_a_terminal_the_text_output_is_just_the_report() {
     assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text:?}");
 }
 
-#[test]
-fn verifying_runs_the_required_gates_and_the_proof_embeds_them() {
-    let f = Fixture::new(30, 1);
+/// On a store the project is a git work tree: a store team's code travels
+/// that way, and its gates run on the integrated commit.
+fn verifying_runs_the_required_gates_and_the_proof_embeds_them(b: Backend) {
+    let Some(f) = Fixture::on(b, 30, 1) else {
+        return;
+    };
     std::fs::create_dir_all(f.project.join(".omk")).unwrap();
     std::fs::write(
         f.project.join(".omk/gates.toml"),
         "[[gate]]\nname = \"has-file\"\ncommand = \"test -f made.txt\"\n\n[[gate]]\nname = \"advisory\"\ncommand = \"false\"\nrequired = false\n",
     )
     .unwrap();
+    if b == Backend::Pg {
+        git_in(&f, &["init", "-q", "-b", "main"]);
+        git_in(&f, &["add", "-A"]);
+        git_in(&f, &["commit", "-q", "-m", "gates"]);
+    }
     // The agent writes the file the gate checks: Completed, proof ready.
     let (code, doc) = run_team(&f, "1:executor", "gated", &["[write:made.txt:x]"]);
     assert_eq!(
@@ -1388,7 +1560,8 @@ fn verifying_runs_the_required_gates_and_the_proof_embeds_them() {
         (0, Some("Completed")),
         "{doc}"
     );
-    let proof = read_json(&f.team_dir("gated").join("proof.json")).expect("proof.json");
+    let proof = f.proof_doc("gated").expect("a proof");
+    assert_eq!(proof["ready"], true, "{proof}");
     assert_eq!(proof["gates_run"], true);
     // `team proof` prints it.
     assert_eq!(json(&f.omk(&["team", "proof", "gated"])), proof);
@@ -1401,14 +1574,19 @@ fn verifying_runs_the_required_gates_and_the_proof_embeds_them() {
     assert!(!f.events_of("gated", "gate_passed").is_empty());
 
     // Without the file the gate fails: the run fails and says which gate.
-    std::fs::remove_file(f.project.join("made.txt")).unwrap();
+    // (A store team's agent wrote it in the team's commit, not here:
+    // the next team starts from the project's HEAD, without it.)
+    if b == Backend::File {
+        std::fs::remove_file(f.project.join("made.txt")).unwrap();
+    }
     let (code, doc) = run_team(&f, "1:executor", "ungated", &["nothing to write"]);
     assert_eq!((code, doc["phase"].as_str()), (1, Some("Failed")), "{doc}");
     assert!(
         doc["reason"].as_str().unwrap().contains("has-file"),
         "{doc}"
     );
-    let failure = read_json(&f.team_dir("ungated").join("failure.json")).expect("failure.json");
+    let failure = f.proof_doc("ungated").expect("a failure document");
+    assert_eq!(failure["ready"], false, "{failure}");
     assert_eq!(failure["gates"][0]["exit_code"], 1);
 
     // --no-gates: completed, and the proof says the gates were skipped.
@@ -1425,7 +1603,7 @@ fn verifying_runs_the_required_gates_and_the_proof_embeds_them() {
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let proof = read_json(&f.team_dir("nogates").join("proof.json")).expect("proof.json");
+    let proof = f.proof_doc("nogates").expect("a proof");
     assert_eq!(proof["gates_run"], false);
     assert!(
         proof["known_gaps"][0]
@@ -1462,9 +1640,10 @@ fn a_pool_that_refuses_every_worker_fails_the_run_and_says_why() {
     assert_eq!(tiny["total_rejected"], 1, "{pools}");
 }
 
-#[test]
-fn shutting_down_a_team_that_already_ended_says_nothing_was_stopped() {
-    let f = Fixture::new(30, 1);
+fn shutting_down_a_team_that_already_ended_says_nothing_was_stopped(b: Backend) {
+    let Some(f) = Fixture::on(b, 30, 1) else {
+        return;
+    };
     let (code, _) = run_team(&f, "1:executor", "done", &["a [answer:a]"]);
     assert_eq!(code, 0);
     let out = f.omk(&["team", "shutdown", "done", "--json"]);
@@ -1492,3 +1671,32 @@ fn shutting_down_a_team_that_already_ended_says_nothing_was_stopped() {
     assert_eq!(r["stopped"], true, "{r}");
     assert_eq!(r["phase"], "Shutdown", "{r}");
 }
+
+// ------------------------------------------------- on both stores
+
+/// Each listed test, once per store: `file_store::NAME`, `postgres::NAME`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod file_store {
+            $( #[test] fn $name() { super::$name(super::Backend::File) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(super::Backend::Pg) } )*
+        }
+    };
+}
+
+on_both_stores!(
+    crash_mid_turn_is_retried_with_fresh_agents_then_fails_with_evidence,
+    crash_once_is_retried_and_completes,
+    stalled_agent_loses_its_lease_is_killed_and_the_task_fails,
+    malformed_line_is_recorded_and_the_agent_is_replaced,
+    unknown_event_type_is_tolerated_and_counted,
+    provider_error_is_retried_then_fails_naming_the_code,
+    bad_specs_and_names_are_refused_before_anything_is_written,
+    detached_run_is_visible_from_other_processes,
+    approval_policy_governs_file_writes,
+    off_a_terminal_the_text_output_is_just_the_report,
+    verifying_runs_the_required_gates_and_the_proof_embeds_them,
+    shutting_down_a_team_that_already_ended_says_nothing_was_stopped,
+);

@@ -45,6 +45,9 @@ use crate::team::shared::SharedCode;
 /// without a notification (one lost while the store was unreachable).
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
+/// How often a running turn's agent is checked for silence.
+const STALL_CHECK: Duration = Duration::from_millis(200);
+
 /// The longest wait between two attempts to reach an unreachable store.
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
@@ -188,6 +191,8 @@ struct Daemon {
 struct Held {
     team: String,
     profile: String,
+    /// The slot's holder name (the actor of its agent's events).
+    holder: String,
     agent: Arc<dyn AgentBackend>,
 }
 
@@ -198,6 +203,9 @@ enum Ran {
     Lost(Error),
     /// The worker is stopping: the turn was cancelled.
     Stopped,
+    /// The agent sent nothing for a whole lease: it was given up on (a
+    /// failed attempt, its agent killed), the lease no longer renewed.
+    Stalled(Duration),
     /// Finished, and its changes pushed (`None`: it changed nothing).
     Published(TurnOutcome, Option<(String, Vec<String>)>),
 }
@@ -243,6 +251,15 @@ impl Daemon {
                     self.run_task(lease, slot, &mut held, &mut stop).await;
                 }
                 Ok(None) => {
+                    // An agent whose team has nothing left for it goes now,
+                    // as a local team's agents go when its run ends.
+                    if let Some(h) = &held {
+                        if let Ok(false) = self.store.has_work(&h.team, &h.profile).await {
+                            if let Some(h) = held.take() {
+                                self.stop_agent(h, false).await;
+                            }
+                        }
+                    }
                     // Asleep until new work is announced, or a backoff or
                     // a lease ends (nobody announces those).
                     let due = self
@@ -261,7 +278,7 @@ impl Daemon {
                     // Idle for a whole re-check: no agent stays behind.
                     if !woken && due == IDLE_RECHECK {
                         if let Some(h) = held.take() {
-                            h.agent.stop(Duration::from_secs(2)).await;
+                            self.stop_agent(h, false).await;
                         }
                     }
                 }
@@ -276,7 +293,7 @@ impl Daemon {
             }
         }
         if let Some(h) = held.take() {
-            h.agent.stop(Duration::from_secs(2)).await;
+            self.stop_agent(h, false).await;
         }
     }
 
@@ -347,11 +364,50 @@ impl Daemon {
             work_dir,
             env: resolved.env.clone(),
             protocol: resolved.protocol,
-            policy: self.policy.clone(),
+            policy: self.policy_for(lease),
             start_timeout: resolved.start_timeout(),
             questions: true,
             mcp_servers: Vec::new(),
         })
+    }
+
+    /// The team's approval policy (its `--approval`), this worker's
+    /// configured one for teams that name none.
+    fn policy_for(&self, lease: &Lease) -> ApprovalPolicy {
+        let mut policy = self.policy.clone();
+        if let Some(kind) = lease.spec["approval"]
+            .as_str()
+            .and_then(|k| crate::agent::PolicyKind::parse(k).ok())
+        {
+            policy.kind = kind;
+        }
+        policy
+    }
+
+    /// Stop (or kill) a slot's agent, and say how it exited.
+    async fn stop_agent(&self, h: Held, kill: bool) {
+        let status = if kill {
+            h.agent.kill();
+            h.agent.stop(Duration::from_millis(500)).await
+        } else {
+            h.agent.stop(Duration::from_secs(2)).await
+        };
+        self.emit(
+            &h.team,
+            EventKind::WorkerExited,
+            &h.holder,
+            json!({ "agent_pid": h.agent.pid(), "exit": status.map(|s| s.to_string()) }),
+        )
+        .await;
+    }
+
+    /// Record one event of a team (best effort: events about agents are
+    /// not worth failing a task over).
+    async fn emit(&self, team: &str, kind: EventKind, actor: &str, payload: Value) {
+        let event = Event::new(team, kind, Some(actor), payload);
+        if let Err(e) = self.store.append_events(&[event]).await {
+            tracing::warn!("cannot record an event of {team}: {e}");
+        }
     }
 
     /// Where slot `slot` works on `lease`'s team.
@@ -417,18 +473,34 @@ impl Daemon {
             if h.team == lease.team && h.profile == lease.agent && h.agent.exit_status().is_none() {
                 return Ok(h);
             }
-            h.agent.stop(Duration::from_secs(2)).await;
+            self.stop_agent(h, false).await;
         }
         let work_dir = self.work_dir(lease, slot);
         crate::store::ensure_dir(&work_dir)?;
         let spec = self.spec_for(lease, work_dir)?;
-        let (tx, mut rx) = agent::notice_channel();
-        // Notices (events, approvals) are not recorded per task yet: drain.
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (tx, rx) = agent::notice_channel();
+        let started = std::time::Instant::now();
+        let agent = agent::start(&spec, tx).await?;
+        tokio::spawn(pump_notices(
+            self.store.clone(),
+            lease.team.clone(),
+            lease.holder.clone(),
+            spec.policy.kind.as_str(),
+            rx,
+        ));
+        self.emit(
+            &lease.team,
+            EventKind::WorkerStarted,
+            &lease.holder,
+            json!({ "agent_pid": agent.pid(), "agent": lease.agent,
+                    "startup_ms": started.elapsed().as_millis() as u64 }),
+        )
+        .await;
         Ok(Held {
             team: lease.team.clone(),
             profile: lease.agent.clone(),
-            agent: agent::start(&spec, tx).await?,
+            holder: lease.holder.clone(),
+            agent,
         })
     }
 
@@ -453,6 +525,17 @@ impl Daemon {
         let ran = match agent {
             Ok(h) => {
                 let ran = self.turn(&mut lease, &h.agent, stop).await;
+                if let Ran::Stalled(silent) = &ran {
+                    self.emit(
+                        &lease.team,
+                        EventKind::LeaseExpired,
+                        &lease.holder,
+                        json!({ "task_id": lease.task, "attempt": lease.attempt,
+                                "epoch": lease.epoch, "silent_for_secs": silent.as_secs(),
+                                "agent_pid": h.agent.pid() }),
+                    )
+                    .await;
+                }
                 match &ran {
                     // A turn that finished keeps its agent for the next task.
                     Ran::Finished(Ok(o))
@@ -460,10 +543,7 @@ impl Daemon {
                     {
                         *held = Some(h);
                     }
-                    _ => {
-                        h.agent.kill();
-                        h.agent.stop(Duration::from_millis(500)).await;
-                    }
+                    _ => self.stop_agent(h, true).await,
                 }
                 ran
             }
@@ -485,10 +565,14 @@ impl Daemon {
                 self.complete(&lease, &outcome, None).await
             }
             Ran::Published(outcome, pushed) => self.complete(&lease, &outcome, pushed).await,
-            Ran::Finished(end) => {
-                let why = match end {
-                    Ok(o) => format!("the turn ended {:?}", o.status),
-                    Err(e) => e.to_string(),
+            Ran::Finished(_) | Ran::Stalled(_) => {
+                let why = match ran {
+                    Ran::Finished(Ok(o)) => format!("the turn ended {:?}", o.status),
+                    Ran::Finished(Err(e)) => e.to_string(),
+                    _ => format!(
+                        "lease expired: the agent sent nothing for {}s and was killed",
+                        self.opts.lease.as_secs()
+                    ),
                 };
                 retry_io(self.opts.lease, "record a failure", || {
                     self.store.fail(&lease, &why, self.opts.retry_backoff)
@@ -532,6 +616,9 @@ impl Daemon {
             "summary": crate::redact::redact_str(outcome.record.text.trim()),
             "tokens": outcome.record.usage.total(),
             "steps": outcome.record.steps,
+            "tool_calls": outcome.record.tool_calls,
+            "unknown_events": outcome.record.unknown_events,
+            "protocol_violations": outcome.protocol_violations,
             "holder": lease.holder,
         });
         if let Some((commit, files)) = pushed {
@@ -576,10 +663,19 @@ impl Daemon {
         tokio::pin!(turn);
         let mut renew = tokio::time::interval(self.opts.lease / 3);
         renew.tick().await;
+        let mut watchdog = tokio::time::interval(STALL_CHECK.min(self.opts.lease / 3));
         let mut cancels = self.cancels.generation();
         loop {
             tokio::select! {
                 outcome = &mut turn => return Ran::Finished(outcome),
+                // The lease is renewed while the agent makes progress: one
+                // silent for a whole lease is stalled, and given up on.
+                _ = watchdog.tick() => {
+                    let silent = agent.last_activity().elapsed();
+                    if silent > self.opts.lease {
+                        return Ran::Stalled(silent);
+                    }
+                }
                 // Some task was cancelled: this one, if its lease no
                 // longer holds it.
                 g = self.cancels.changed_past(cancels, Duration::from_secs(3600)) => {
@@ -602,6 +698,39 @@ impl Daemon {
                     return Ran::Stopped;
                 },
             }
+        }
+    }
+}
+
+/// Turn an agent's notices into the team's events: its approvals, the
+/// questions it asked, the lines it broke the protocol with.
+async fn pump_notices(
+    store: PgStore,
+    team: String,
+    holder: String,
+    policy: &'static str,
+    mut rx: agent::NoticeReceiver,
+) {
+    use crate::agent::AgentNotice;
+    while let Some(notice) = rx.recv().await {
+        let (kind, payload) = match notice {
+            AgentNotice::Approval { request, decision } => (
+                EventKind::ApprovalDecided,
+                decision.event_payload(&request, policy),
+            ),
+            AgentNotice::Question { questions } => (
+                EventKind::AgentQuestion,
+                json!({ "questions": questions, "answer": "dismissed" }),
+            ),
+            AgentNotice::ProtocolViolation { line, reason } => (
+                EventKind::AgentProtocolError,
+                json!({ "reason": reason, "line": line }),
+            ),
+            _ => continue,
+        };
+        let event = Event::new(&team, kind, Some(&holder), payload);
+        if let Err(e) = store.append_events(&[event]).await {
+            tracing::warn!("cannot record an event of {team}: {e}");
         }
     }
 }

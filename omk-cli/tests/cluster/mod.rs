@@ -25,6 +25,25 @@ pub fn required(name: &str) -> Option<String> {
     }
 }
 
+/// A database of its own in the test's PostgreSQL (`url`, the admin
+/// one): the store on it, and its URL over TCP.
+pub fn database(rt: &tokio::runtime::Runtime, url: &str) -> (PgStore, String) {
+    let db = format!("omk_w_{}", omk_core::ids::random_hex(6));
+    let tcp_url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
+    let store = rt.block_on(async {
+        let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+        PgStore::connect(&tcp_url).await.unwrap()
+    });
+    (store, tcp_url)
+}
+
 pub fn is_root() -> bool {
     std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
 }
@@ -58,19 +77,8 @@ impl Cluster {
             .enable_all()
             .build()
             .unwrap();
-        let db = format!("omk_w_{}", omk_core::ids::random_hex(6));
-        let tcp_url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
-        let store = rt.block_on(async {
-            let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            admin
-                .batch_execute(&format!("CREATE DATABASE {db}"))
-                .await
-                .unwrap();
-            PgStore::connect(&tcp_url).await.unwrap()
-        });
+        let (store, tcp_url) = database(&rt, &url);
+        let db = tcp_url.rsplit_once('/').unwrap().1.to_string();
         Some(Cluster {
             rt,
             store,

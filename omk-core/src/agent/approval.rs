@@ -47,6 +47,23 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The payload of the `approval_decided` event of `request` decided
+    /// so under policy `policy`.
+    pub fn event_payload(&self, request: &ApprovalRequest, policy: &str) -> serde_json::Value {
+        serde_json::json!({
+            "request_id": request.id,
+            "sender": request.sender,
+            "action": request.action,
+            "description": request.description,
+            "paths": request.paths(),
+            "commands": request.commands(),
+            "agent_id": request.agent_id,
+            "decision": self.response,
+            "reason": self.reason,
+            "policy": policy,
+        })
+    }
+
     /// Approve, saying why.
     pub fn approve(reason: impl Into<String>) -> Decision {
         Decision {

@@ -109,18 +109,21 @@ impl PgStore {
         let exhausted = tx
             .query(
                 "UPDATE tasks SET status = 'failed', holder = NULL, lease_deadline = NULL,
-                     result = jsonb_build_object('error', 'lease expired on the last attempt')
+                     result = jsonb_build_object('error', 'lease expired on the last attempt',
+                         'errors', COALESCE(result->'errors', '[]'::jsonb)
+                             || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)',
+                                                attempts, holder)))
                  WHERE pool = ANY($1) AND status = 'running' AND lease_deadline < now()
                    AND attempts >= max_attempts
-                 RETURNING team, id, epoch, attempts",
+                 RETURNING team, id, epoch, attempts, result->'errors'",
                 &[&pools],
             )
             .await
             .map_err(|e| self.error("claim a task in", e))?;
         let mut events = Vec::new();
         for r in &exhausted {
-            let (team, task, epoch, attempt): (String, String, i64, i32) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (team, task, epoch, attempt, evidence): (String, String, i64, i32, Value) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
             events.push(Event::new(
                 &team,
                 EventKind::LeaseExpired,
@@ -131,8 +134,8 @@ impl PgStore {
                 &team,
                 EventKind::TaskFailed,
                 Some(holder),
-                json!({ "task_id": task, "epoch": epoch, "attempt": attempt,
-                        "error": "lease expired on the last attempt" }),
+                json!({ "task_id": task, "epoch": epoch, "attempts": attempt,
+                        "reason": "lease expired on the last attempt", "evidence": evidence }),
             ));
         }
         let row = tx
@@ -149,6 +152,13 @@ impl PgStore {
                  UPDATE tasks t
                  SET status = 'running', holder = $3, epoch = t.epoch + 1,
                      attempts = t.attempts + 1, not_before = NULL,
+                     -- A lease taken over: the attempt it ended is one
+                     -- more piece of the task's evidence.
+                     result = CASE WHEN t.status = 'running' THEN jsonb_build_object('errors',
+                         COALESCE(t.result->'errors', '[]'::jsonb)
+                             || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)',
+                                                t.attempts, t.holder)))
+                         ELSE t.result END,
                      lease_deadline = now() + make_interval(secs => $4)
                  FROM next
                  WHERE t.team = next.team AND t.id = next.id
@@ -253,7 +263,9 @@ impl PgStore {
             .map_err(|e| self.error("complete a task in", e))?;
         let n = tx
             .execute(
-                "UPDATE tasks SET status = 'completed', result = $4, lease_deadline = NULL
+                "UPDATE tasks SET status = 'completed', lease_deadline = NULL,
+                     result = $4::jsonb || jsonb_build_object('errors',
+                         COALESCE(result->'errors', '[]'::jsonb))
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
                    AND lease_deadline >= now()",
                 &[&lease.team, &lease.task, &lease.epoch, result],
@@ -264,6 +276,14 @@ impl PgStore {
             return Err(lost(lease, "complete"));
         }
         add_counters(self, &tx, counters).await?;
+        // A local team's payload (the result's fields), plus the lease's.
+        let mut payload = json!({ "task_id": lease.task, "attempt": lease.attempt,
+                                  "epoch": lease.epoch });
+        if let (Some(p), Some(r)) = (payload.as_object_mut(), result.as_object()) {
+            for (k, v) in r {
+                p.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         let seq = append_in(
             self,
             &tx,
@@ -271,8 +291,7 @@ impl PgStore {
                 &lease.team,
                 EventKind::TaskCompleted,
                 Some(&lease.holder),
-                json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch,
-                        "result": result }),
+                payload,
             )],
         )
         .await?;
@@ -298,16 +317,18 @@ impl PgStore {
                      not_before = CASE WHEN attempts < max_attempts
                                   THEN now() + make_interval(secs => $4) END,
                      holder = NULL, lease_deadline = NULL,
-                     result = jsonb_build_object('error', $5::text)
+                     result = jsonb_build_object('error', $5::text, 'errors',
+                         COALESCE(result->'errors', '[]'::jsonb) || to_jsonb($6::text))
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
                    AND lease_deadline >= now()
-                 RETURNING status",
+                 RETURNING status, max_attempts, result->'errors'",
                 &[
                     &lease.team,
                     &lease.task,
                     &lease.epoch,
                     &backoff.as_secs_f64(),
                     &why,
+                    &format!("attempt {}: {why}", lease.attempt),
                 ],
             )
             .await
@@ -323,15 +344,20 @@ impl PgStore {
         if after == AfterFailure::Retry {
             notify(self, &tx, WORK_CHANNEL).await?;
         }
+        // The payloads of a local team's events, plus the lease's epoch.
+        let max_attempts: i32 = row.get(1);
+        let evidence: Value = row.get(2);
         let (kind, payload) = match after {
             AfterFailure::Failed => (
                 EventKind::TaskFailed,
-                json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch, "error": why }),
+                json!({ "task_id": lease.task, "attempts": lease.attempt, "epoch": lease.epoch,
+                        "reason": why, "evidence": evidence }),
             ),
             AfterFailure::Retry => (
                 EventKind::RetryScheduled,
-                json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch,
-                        "error": why, "backoff_ms": backoff.as_millis() as u64 }),
+                json!({ "task_id": lease.task, "failed_attempt": lease.attempt, "epoch": lease.epoch,
+                        "reason": why, "max_attempts": max_attempts,
+                        "backoff_ms": backoff.as_millis() as u64 }),
             ),
         };
         append_in(
@@ -396,6 +422,23 @@ impl PgStore {
             .await
             .map_err(|e| self.error("read the tasks of", e))?;
         Ok(row.get::<_, Option<f64>>(0).map(|s| s.max(0.0)))
+    }
+
+    /// Whether team `team` may still have work for agent profile `agent`:
+    /// a task of it pending or running, or its plan not yet turned into
+    /// tasks (a team still `Planning`).
+    pub async fn has_work(&self, team: &str, agent: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE team = $1 AND agent = $2
+                                  AND status IN ('pending', 'running'))
+                     OR EXISTS (SELECT 1 FROM teams WHERE name = $1 AND phase = 'Planning')",
+                &[&team, &agent],
+            )
+            .await
+            .map_err(|e| self.error("read the tasks of", e))?;
+        Ok(row.get(0))
     }
 
     /// The tasks of `team`, in order.

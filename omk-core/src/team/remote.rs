@@ -113,18 +113,25 @@ pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<
     } else {
         subtasks(&workers, &task, &req.subtasks, &pool, max_attempts)
     };
+    // The agents of other hosts cannot ask this process.
+    if policy == crate::agent::PolicyKind::Host.as_str() {
+        return Err(Error::invalid(
+            "the host approval policy needs the process that runs the agents: \
+             a store team's agents run on worker hosts (use workdir-edits, \
+             approve-all or reject-all)",
+        ));
+    }
     // Every task says so (planned ones inherit it from the plan task).
-    let tasks = if req.no_gates {
-        tasks
-            .into_iter()
-            .map(|mut t| {
+    let tasks = tasks
+        .into_iter()
+        .map(|mut t| {
+            if req.no_gates {
                 t.spec["no_gates"] = json!(true);
-                t
-            })
-            .collect()
-    } else {
-        tasks
-    };
+            }
+            t.spec["approval"] = json!(policy);
+            t
+        })
+        .collect();
     let mut agents = std::collections::BTreeMap::<String, AgentUsage>::new();
     for w in &workers {
         agents.entry(w.agent.clone()).or_default().workers += 1;
@@ -258,15 +265,21 @@ fn fold(doc: &mut TeamDoc, records: &[TaskRecord]) -> bool {
             if let Some(by) = res["holder"].as_str() {
                 t.worker = Some(by.to_string());
             }
-            t.summary = res["summary"]
-                .as_str()
-                .or_else(|| res["error"].as_str())
-                .map(super::supervisor::summarize);
+            t.summary = match (t.status, res["error"].as_str()) {
+                (TaskStatus::Failed, Some(why)) => Some(format!(
+                    "failed after {} attempt(s): {}",
+                    t.attempts,
+                    super::supervisor::summarize(why)
+                )),
+                _ => res["summary"].as_str().map(super::supervisor::summarize),
+            };
             t.tokens = res["tokens"].as_u64().unwrap_or(t.tokens);
-            if let (Some(e), TaskStatus::Failed) = (res["error"].as_str(), t.status) {
-                if !t.errors.iter().any(|x| x == e) {
-                    t.errors.push(e.to_string());
-                }
+            // Every failed attempt's error, as a local team keeps them.
+            if let Some(errors) = res["errors"].as_array() {
+                t.errors = errors
+                    .iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect();
             }
         }
     }
@@ -338,6 +351,7 @@ pub async fn coordinate(
                         if p.spec["no_gates"] == true {
                             t.spec["no_gates"] = json!(true);
                         }
+                        t.spec["approval"] = json!(doc.approval_policy);
                     }
                     doc.tasks = entries(&titles);
                     doc.phase = Phase::Executing;

@@ -796,18 +796,7 @@ async fn pump_notices(
                 transcript.record("event", event_json(&event));
             }
             AgentNotice::Approval { request, decision } => {
-                let payload = json!({
-                    "request_id": request.id,
-                    "sender": request.sender,
-                    "action": request.action,
-                    "description": request.description,
-                    "paths": request.paths(),
-                    "commands": request.commands(),
-                    "agent_id": request.agent_id,
-                    "decision": decision.response,
-                    "reason": decision.reason,
-                    "policy": ctx.policy.kind.as_str(),
-                });
+                let payload = decision.event_payload(&request, ctx.policy.kind.as_str());
                 transcript.record("approval", payload.clone());
                 ctx.emit(EventKind::ApprovalDecided, Some(&worker), payload);
             }
