@@ -86,9 +86,9 @@ install:
 	$(CARGO) build --release -p omk-ffi
 	bash tests/c/install.sh $(PREFIX)
 
-## py-test: build the wheel with maturin, install it, run pytest and mypy --strict against it.
+## py-test: build the wheel with maturin, install it, run pytest (with a throwaway PostgreSQL for the store tests) and mypy --strict against it.
 py-test: build
-	bash tests/python/run.sh
+	bash tests/pg/with-postgres.sh bash tests/python/run.sh
 
 ## mcp-test: omk mcp-server driven by the official Python `mcp` client, and
 ## omk mcp list/doctor/call against Python SDK servers (stdio and HTTP on 127.0.0.1).

@@ -82,6 +82,8 @@ struct Inner {
     /// Kept as a result so `doctor` can report a broken config file while
     /// every operation that needs the config fails with the same error.
     config: std::result::Result<Config, Error>,
+    /// The configured PostgreSQL store, once connected.
+    store: std::sync::Mutex<Option<pg::PgStore>>,
 }
 
 impl std::fmt::Debug for Omk {
@@ -115,8 +117,69 @@ impl Omk {
                 paths,
                 project_dir,
                 config,
+                store: std::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// The PostgreSQL store this handle's config names (`[store] url`, or
+    /// `$OMK_STORE`), connected on first use (again after a failure); `None`
+    /// when it names none. Call it from blocking code, not an async task.
+    pub fn store(&self) -> Result<Option<pg::PgStore>> {
+        let Some(url) = self.config()?.store.url.clone() else {
+            return Ok(None);
+        };
+        let mut slot = self.inner.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = &*slot {
+            return Ok(Some(store.clone()));
+        }
+        let store = self.runtime()?.block_on(pg::PgStore::connect(&url))?;
+        *slot = Some(store.clone());
+        Ok(Some(store))
+    }
+
+    /// Team `name`'s document: this state root's team, else the configured
+    /// store's ([`Omk::store`]).
+    pub fn team_find(&self, name: &str) -> Result<team::TeamDoc> {
+        match self.team_status(name) {
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                let Some(store) = self.store()? else {
+                    return Err(e);
+                };
+                let doc = self.runtime()?.block_on(team::remote::team(&store, name))?;
+                doc.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "no team named {name:?} here or in the store {}",
+                        store.shown()
+                    ))
+                })
+            }
+            found => found,
+        }
+    }
+
+    /// The events of store team `name` after sequence `after` (at most
+    /// `limit`), oldest first, each with its sequence.
+    pub fn store_events(
+        &self,
+        name: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<pg::events::StoredEvent>> {
+        let store = self
+            .store()?
+            .ok_or_else(|| Error::invalid("no store is configured ([store] url, OMK_STORE)"))?;
+        self.runtime()?
+            .block_on(store.events_after(Some(name), after, limit))
+    }
+
+    /// A signal raised on every event appended to the configured store
+    /// (its `LISTEN`), for followers that then read by sequence.
+    pub fn store_changes(&self) -> Result<Arc<watch::Signal>> {
+        let store = self
+            .store()?
+            .ok_or_else(|| Error::invalid("no store is configured ([store] url, OMK_STORE)"))?;
+        self.runtime()?.block_on(store.listen())
     }
 
     /// The state root and its layout.

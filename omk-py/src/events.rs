@@ -1,5 +1,6 @@
-//! `Omk.team_events`: an iterator over a team's `events.jsonl`, optionally
-//! following it until the run has ended.
+//! `Omk.team_events`: an iterator over a team's events (its `events.jsonl`,
+//! or a store team's events by sequence), optionally following them until
+//! the run has ended.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -34,10 +35,55 @@ pub struct TeamEvents {
     _watch: Option<omk_core::watch::Watch>,
 }
 
+/// Where the events come from.
+enum Source {
+    /// A team of this state root: its log.
+    File(Tail),
+    /// A team of the configured store: its events after this sequence.
+    Store { after: i64 },
+}
+
+/// Store events read per query.
+const STORE_PAGE: i64 = 1000;
+
+impl Source {
+    /// Read what is new into `out`; how many events that was.
+    fn poll(
+        &mut self,
+        omk: &omk_core::Omk,
+        name: &str,
+        out: &mut VecDeque<Value>,
+    ) -> Result<usize, Failure> {
+        match self {
+            Source::File(tail) => tail.poll(out).map_err(|e| {
+                Failure::Core(omk_core::Error::Io {
+                    context: format!("read the events of team {name}"),
+                    source: e,
+                })
+            }),
+            Source::Store { after } => {
+                let page = guard("team_events", || omk.store_events(name, *after, STORE_PAGE))?;
+                for e in &page {
+                    *after = e.seq;
+                    out.push_back(serde_json::to_value(&e.event).unwrap_or(Value::Null));
+                }
+                Ok(page.len())
+            }
+        }
+    }
+
+    fn parse_failures(&self) -> usize {
+        match self {
+            Source::File(tail) => tail.parse_failures,
+            Source::Store { .. } => 0,
+        }
+    }
+}
+
 struct State {
     omk: omk_core::Omk,
     name: String,
-    tail: Tail,
+    source: Source,
     buffer: VecDeque<Value>,
     follow: bool,
     poll: Duration,
@@ -60,6 +106,30 @@ enum Step {
 }
 
 impl State {
+    fn new(
+        omk: omk_core::Omk,
+        name: String,
+        source: Source,
+        follow: bool,
+        poll_interval: f64,
+        changes: Option<Arc<omk_core::watch::Signal>>,
+    ) -> State {
+        State {
+            omk,
+            name,
+            source,
+            buffer: VecDeque::new(),
+            follow,
+            poll: Duration::from_secs_f64(poll_interval),
+            done: false,
+            ended_at: None,
+            saw_final: false,
+            quiet_after_final: false,
+            seen: 0,
+            changes,
+        }
+    }
+
     fn step(&mut self) -> Result<Step, Failure> {
         loop {
             if let Some(v) = self.buffer.pop_front() {
@@ -74,12 +144,7 @@ impl State {
             if let Some(c) = &self.changes {
                 self.seen = c.generation();
             }
-            let read = self.tail.poll(&mut self.buffer).map_err(|e| {
-                Failure::Core(omk_core::Error::Io {
-                    context: format!("read the events of team {}", self.name),
-                    source: e,
-                })
-            })?;
+            let read = self.source.poll(&self.omk, &self.name, &mut self.buffer)?;
             if read > 0 {
                 self.quiet_after_final = false;
                 continue;
@@ -89,7 +154,7 @@ impl State {
                 continue;
             }
             if self.ended_at.is_none() {
-                let doc = guard("team_events", || self.omk.team_status(&self.name))?;
+                let doc = guard("team_events", || self.omk.team_find(&self.name))?;
                 if !doc.phase.is_terminal() {
                     return Ok(Step::Wait(self.poll, self.seen));
                 }
@@ -131,8 +196,35 @@ impl TeamEvents {
                 "poll_interval must be in (0, 3600] seconds, not {poll_interval}"
             )));
         }
-        // The team must exist (and be readable) now.
-        let doc = py.detach(|| guard("team_events", || omk.team_status(&name)))?;
+        // The team must exist (and be readable) now: here, or in the store.
+        let local = py.detach(|| match omk.team_status(&name) {
+            Err(e) if e.code() == omk_core::ErrorCode::NotFound => Ok(None),
+            found => found.map(Some),
+        });
+        let doc = match guard("team_events", || local)? {
+            Some(doc) => doc,
+            None => {
+                // Listening before the first read: no event is missed.
+                let changes = match follow {
+                    true => Some(py.detach(|| guard("team_events", || omk.store_changes()))?),
+                    false => None,
+                };
+                py.detach(|| guard("team_events", || omk.team_find(&name)))?;
+                return Ok(TeamEvents {
+                    name: name.clone(),
+                    state: Mutex::new(State::new(
+                        omk,
+                        name,
+                        Source::Store { after: 0 },
+                        follow,
+                        poll_interval,
+                        changes.clone(),
+                    )),
+                    changes,
+                    _watch: None,
+                });
+            }
+        };
         let path = doc.state_dir.join("events.jsonl");
         let (changes, watch) = if follow {
             let signal = omk_core::watch::Signal::new();
@@ -151,20 +243,14 @@ impl TeamEvents {
         };
         Ok(TeamEvents {
             name: name.clone(),
-            state: Mutex::new(State {
+            state: Mutex::new(State::new(
                 omk,
                 name,
-                tail: Tail::new(&path),
-                buffer: VecDeque::new(),
+                Source::File(Tail::new(&path)),
                 follow,
-                poll: Duration::from_secs_f64(poll_interval),
-                done: false,
-                ended_at: None,
-                saw_final: false,
-                quiet_after_final: false,
-                seen: 0,
-                changes: changes.clone(),
-            }),
+                poll_interval,
+                changes.clone(),
+            )),
             changes,
             _watch: watch,
         })
@@ -220,7 +306,7 @@ impl TeamEvents {
     /// Lines of the log skipped so far because they did not parse.
     #[getter]
     fn parse_failures(&self, py: Python<'_>) -> usize {
-        py.detach(|| self.lock().tail.parse_failures)
+        py.detach(|| self.lock().source.parse_failures())
     }
 
     fn __repr__(&self) -> String {

@@ -193,7 +193,7 @@ impl PyOmk {
     /// recorded) as phase ``"Interrupted"``. Raises ``NotFoundError`` for
     /// an unknown team, ``CorruptStateError`` for an unreadable one.
     fn team_status(&self, py: Python<'_>, name: String) -> PyResult<Py<PyAny>> {
-        let doc = blocking(py, "team_status", || self.inner.team_status(&name))?;
+        let doc = blocking(py, "team_status", || self.inner.team_find(&name))?;
         doc_to_py(py, &doc)
     }
 

@@ -131,6 +131,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     for var in (
         "OMK_STATE_DIR",
         "OMK_CONFIG",
+        "OMK_STORE",
         "OMK_KIMI_ARGS",
         "OMK_AGENT_PROTOCOL",
         "OMK_SCRIPTED_BEHAVIOUR",
