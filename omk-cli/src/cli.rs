@@ -88,7 +88,7 @@ impl Command {
         match self {
             Command::Doctor(a) => a.json,
             Command::Team(TeamCommand::Run(a)) => a.json,
-            Command::Team(TeamCommand::Status(a)) => a.json,
+            Command::Team(TeamCommand::Status(a)) => a.team.json,
             Command::Team(TeamCommand::Proof(_)) => true,
             Command::Team(TeamCommand::List(a)) => a.json,
             Command::Team(TeamCommand::Shutdown(a)) => a.json,
@@ -124,8 +124,9 @@ pub enum AgentsCommand {
 pub enum TeamCommand {
     /// Run N agents of one role on a task: `omk team run 3:executor "task"`.
     Run(Box<TeamRunArgs>),
-    /// Show one team.
-    Status(TeamNameArgs),
+    /// Show one team (`--follow`: its events as they happen, then the
+    /// document once the run has ended).
+    Status(TeamStatusArgs),
     /// Print the evidence a finished team left: its proof (every task
     /// completed and the required gates passed) or its failure document.
     Proof(TeamNameArgs),
@@ -203,6 +204,16 @@ pub struct TeamNameArgs {
     /// (default: [store] url or $OMK_STORE; "" for none).
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TeamStatusArgs {
+    #[command(flatten)]
+    pub team: TeamNameArgs,
+    /// Print the team's events as they happen (oldest first; JSON lines
+    /// with --json), until its run has ended; then the document.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

@@ -30,12 +30,43 @@ fn here_or_in_store<T>(
     }
 }
 
+/// `omk team status NAME --follow`: the team's events as they happen
+/// (here, or in the store), until its run has ended.
+fn follow(omk: &Omk, a: &crate::cli::TeamNameArgs) -> omk_core::Result<()> {
+    let url = crate::remote::store_url(omk, a.store.as_deref())?;
+    let mut events = omk_core::follow::TeamFollower::open(
+        omk,
+        &a.name,
+        url.as_deref(),
+        true,
+        std::time::Duration::from_secs(1),
+    )?;
+    while let Some(e) = events.next_event()? {
+        if a.json {
+            crate::outln!("{e}");
+        } else {
+            let payload = e.get("payload").map(|p| p.to_string()).unwrap_or_default();
+            crate::outln!(
+                "{}  {:<20} {:<24} {}",
+                e["ts"].as_str().unwrap_or_default(),
+                e["kind"].as_str().unwrap_or_default(),
+                e["actor"].as_str().unwrap_or("-"),
+                one_line(&payload, 100)
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result<Outcome> {
     match cmd {
         TeamCommand::Run(args) => team_run(omk, global, *args),
-        TeamCommand::Status(a) => {
-            let doc =
-                here_or_in_store(omk, &a, Ok, |url| crate::remote::team_status(url, &a.name))?;
+        TeamCommand::Status(s) => {
+            let a = &s.team;
+            if s.follow {
+                follow(omk, a)?;
+            }
+            let doc = here_or_in_store(omk, a, Ok, |url| crate::remote::team_status(url, &a.name))?;
             show(&doc, a.json);
             Ok(Outcome::Success)
         }

@@ -1409,6 +1409,14 @@ fn detached_run_is_visible_from_other_processes(b: Backend) {
         return;
     };
     start_detached(&f, "1:executor", "bg", &["[sleep:1] a", "[sleep:1] b"], &[]);
+    // A follower from the start: the events as they happen, then the end.
+    let follower = ChildGuard(Some(
+        f.cmd(&["team", "status", "bg", "--follow", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let status = || {
         let out = f.omk(&["team", "status", "bg", "--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -1450,6 +1458,46 @@ fn detached_run_is_visible_from_other_processes(b: Backend) {
         .unwrap_or_else(|| panic!("bg not listed: {list}"));
     assert_eq!(entry["phase"], "Completed");
     assert_eq!(list["errors"].as_array().map(Vec::len), Some(0), "{list}");
+
+    // The follower saw every event (one JSON line each), ending with the
+    // run's, then printed the final document.
+    let mut follower = follower;
+    let out = finish_within(
+        follower.take(),
+        Duration::from_secs(20),
+        "team status --follow",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.starts_with('{') && l.ends_with('}')),
+        "not an event a line: {text}"
+    );
+    let mut followed: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map(|v| v.unwrap_or_else(|e| panic!("{e}: {text}")))
+        .collect();
+    let doc = followed.pop().expect("the document");
+    assert_eq!(doc["phase"], "Completed", "{doc}");
+    let kinds: Vec<&str> = followed.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "task_completed").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"run_completed"), "{kinds:?}");
+    let stored: Vec<Value> = f.events("bg");
+    assert_eq!(
+        followed.iter().map(|e| &e["id"]).collect::<Vec<_>>(),
+        stored
+            .iter()
+            .take(followed.len())
+            .map(|e| &e["id"])
+            .collect::<Vec<_>>(),
+        "the follower's events are the stored ones, in order"
+    );
 }
 
 fn approval_policy_governs_file_writes(b: Backend) {

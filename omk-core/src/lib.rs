@@ -20,6 +20,7 @@ pub mod doorbell;
 pub mod error;
 pub mod events;
 pub mod executor;
+pub mod follow;
 pub mod gate;
 pub mod git;
 pub mod goal;
@@ -156,30 +157,6 @@ impl Omk {
             }
             found => found,
         }
-    }
-
-    /// The events of store team `name` after sequence `after` (at most
-    /// `limit`), oldest first, each with its sequence.
-    pub fn store_events(
-        &self,
-        name: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<pg::events::StoredEvent>> {
-        let store = self
-            .store()?
-            .ok_or_else(|| Error::invalid("no store is configured ([store] url, OMK_STORE)"))?;
-        self.runtime()?
-            .block_on(store.events_after(Some(name), after, limit))
-    }
-
-    /// A signal raised on every event appended to the configured store
-    /// (its `LISTEN`), for followers that then read by sequence.
-    pub fn store_changes(&self) -> Result<Arc<watch::Signal>> {
-        let store = self
-            .store()?
-            .ok_or_else(|| Error::invalid("no store is configured ([store] url, OMK_STORE)"))?;
-        self.runtime()?.block_on(store.listen())
     }
 
     /// The state root and its layout.

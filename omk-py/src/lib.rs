@@ -16,7 +16,6 @@ pub mod errors;
 pub mod events;
 pub mod handle;
 pub mod slot;
-pub mod tail;
 
 use pyo3::prelude::*;
 

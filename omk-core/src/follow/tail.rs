@@ -1,4 +1,4 @@
-//! A tail reader for a run's `events.jsonl` (pure Rust, no Python).
+//! A tail reader for a run's `events.jsonl`.
 //!
 //! It reads the rotated generation (`events.jsonl.1`) first when there is
 //! one, then follows the live file through its open descriptor, so a
@@ -46,7 +46,7 @@ impl Tail {
         let before = out.len();
         if !self.started {
             self.started = true;
-            let rotated = omk_core::store::rotated_path(&self.path);
+            let rotated = crate::store::rotated_path(&self.path);
             match File::open(&rotated) {
                 Ok(mut f) => {
                     let mut buf = Vec::new();
@@ -171,7 +171,7 @@ mod tests {
     fn rotation_loses_and_repeats_nothing() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("events.jsonl");
-        let rotated = omk_core::store::rotated_path(&p);
+        let rotated = crate::store::rotated_path(&p);
         append(&rotated, "{\"i\":0}\n");
         append(&p, "{\"i\":1}\n");
         let mut t = Tail::new(&p);
