@@ -3,7 +3,8 @@
 //!
 //! Each of its `max_agents` slots claims a task of the pools and agent
 //! profiles it serves ([`crate::pg::tasks`]), runs it with a local agent in
-//! the slot's directory of the team under the worker's root (the agent is
+//! the team's directory under the worker's root (the slot's worktree when
+//! the team shares code through git) (the agent is
 //! kept for the slot's next task of the same team and profile, stopped when
 //! there is nothing to claim), renews the lease while
 //! the turn runs, and records the outcome, fenced by the lease's epoch: a
@@ -410,12 +411,17 @@ impl Daemon {
         }
     }
 
-    /// Where slot `slot` works on `lease`'s team.
+    /// Where slot `slot` works on `lease`'s team: a worktree of its own
+    /// when the team shares code through git; else the team's one
+    /// directory on this host, which its slots share as a local team's
+    /// workers share its work dir (a retry here sees what the failed
+    /// attempt left).
     fn work_dir(&self, lease: &Lease, slot: usize) -> PathBuf {
-        self.opts
-            .root
-            .join(&lease.team)
-            .join(format!("slot-{slot}"))
+        let team = self.opts.root.join(&lease.team);
+        match SharedCode::from_spec(&lease.spec) {
+            Some(_) => team.join(format!("slot-{slot}")),
+            None => team.join("work"),
+        }
     }
 
     /// A task of a team with shared code: the slot's worktree, made the
@@ -467,7 +473,7 @@ impl Daemon {
 
     /// The slot's agent for `lease`: the held one when it serves the same
     /// team and profile and still runs, else a new one (the old stopped).
-    /// Its work dir is the slot's own in the team's: `<root>/<team>/slot-N`.
+    /// Its work dir is [`Daemon::work_dir`].
     async fn agent_for(&self, lease: &Lease, slot: usize, held: &mut Option<Held>) -> Result<Held> {
         if let Some(h) = held.take() {
             if h.team == lease.team && h.profile == lease.agent && h.agent.exit_status().is_none() {
