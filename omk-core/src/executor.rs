@@ -670,6 +670,9 @@ impl Daemon {
         let mut renew = tokio::time::interval(self.opts.lease / 3);
         renew.tick().await;
         let mut watchdog = tokio::time::interval(STALL_CHECK.min(self.opts.lease / 3));
+        // Silence counts from the prompt at the earliest: a kept agent was
+        // rightly quiet between its tasks.
+        let sent = std::time::Instant::now();
         let mut cancels = self.cancels.generation();
         loop {
             tokio::select! {
@@ -677,7 +680,7 @@ impl Daemon {
                 // The lease is renewed while the agent makes progress: one
                 // silent for a whole lease is stalled, and given up on.
                 _ = watchdog.tick() => {
-                    let silent = agent.last_activity().elapsed();
+                    let silent = agent.last_activity().max(sent).elapsed();
                     if silent > self.opts.lease {
                         return Ran::Stalled(silent);
                     }

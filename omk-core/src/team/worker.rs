@@ -537,6 +537,9 @@ impl Worker {
             return TurnEnd::Shutdown;
         }
         let turn = agent.prompt(prompt);
+        // Silence counts from the prompt at the earliest: a kept agent was
+        // rightly quiet between its tasks.
+        let sent = Instant::now();
         tokio::pin!(turn);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut cancel_deadline: Option<Instant> = None;
@@ -561,7 +564,7 @@ impl Worker {
                             cancel_sent = Instant::now();
                             let _ = agent.cancel().await;
                         }
-                    } else if agent.last_activity().elapsed() > lease {
+                    } else if agent.last_activity().max(sent).elapsed() > lease {
                         return TurnEnd::LeaseExpired;
                     }
                 }
