@@ -8,16 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use cluster::pg::pg_ctl;
 use cluster::{completed_by, team_result, Cluster};
-
-fn pg_ctl(args: &[&str]) {
-    let ctl = std::env::var("OMK_TEST_PG_CTL").unwrap();
-    let status = std::process::Command::new(&ctl)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{ctl} {args:?} failed");
-}
 
 #[test]
 fn a_store_crash_mid_run_loses_nothing_and_the_team_completes() {

@@ -11,15 +11,7 @@ use serde_json::json;
 
 mod common;
 
-/// `pg_ctl` on the test's server (`tests/pg/with-postgres.sh`).
-fn pg_ctl(args: &[&str]) {
-    let ctl = std::env::var("OMK_TEST_PG_CTL").unwrap();
-    let status = std::process::Command::new(&ctl)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{ctl} {args:?} failed");
-}
+use common::pg_ctl;
 
 /// Retry `f` on I/O errors (the server is away) for up to 60 s.
 async fn retrying<T, F, Fut>(mut f: F) -> omk_core::Result<T>

@@ -12,36 +12,20 @@ use omk_core::pg::tasks::TaskRecord;
 use omk_core::pg::PgStore;
 use serde_json::Value;
 
-pub fn required(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{name} is not set: run the tests through `make cargo-test`, which starts PostgreSQL")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: {name} is not set (make cargo-test starts PostgreSQL)");
-            None
-        }
-    }
-}
+/// omk-core's test helpers for PostgreSQL (`pg_env`, `pg_fresh_db`,
+/// `pg_ctl`), shared rather than copied.
+#[path = "../../../omk-core/tests/common/mod.rs"]
+pub mod pg;
+
+pub use pg::pg_env as required;
 
 /// A database of its own in the test's PostgreSQL (`url`, the admin
 /// one): the store on it, and its URL over TCP.
 pub fn database(rt: &tokio::runtime::Runtime, url: &str) -> (PgStore, String) {
-    let db = format!("omk_w_{}", omk_core::ids::random_hex(6));
-    let tcp_url = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
-    let store = rt.block_on(async {
-        let (admin, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        admin
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .await
-            .unwrap();
-        PgStore::connect(&tcp_url).await.unwrap()
-    });
-    (store, tcp_url)
+    rt.block_on(async {
+        let tcp_url = pg::pg_fresh_db(url).await;
+        (PgStore::connect(&tcp_url).await.unwrap(), tcp_url)
+    })
 }
 
 pub fn is_root() -> bool {

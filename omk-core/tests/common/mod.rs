@@ -107,3 +107,12 @@ pub async fn pg_fresh_db(url: &str) -> String {
         .unwrap();
     pg_with_db(url, &name)
 }
+
+/// `pg_ctl` on the test's server (`tests/pg/with-postgres.sh` sets
+/// `OMK_TEST_PG_CTL`): stop, start or restart it.
+#[allow(dead_code)]
+pub fn pg_ctl(args: &[&str]) {
+    let ctl = std::env::var("OMK_TEST_PG_CTL").unwrap();
+    let status = Command::new(&ctl).args(args).status().unwrap();
+    assert!(status.success(), "{ctl} {args:?} failed");
+}
