@@ -189,9 +189,11 @@ impl PyOmk {
         doc_to_py(py, &doc)
     }
 
-    /// One team's document. A team whose supervisor died is reported (and
-    /// recorded) as phase ``"Interrupted"``. Raises ``NotFoundError`` for
-    /// an unknown team, ``CorruptStateError`` for an unreadable one.
+    /// One team's document: this state root's, else the configured store's
+    /// (``[store] url`` / ``OMK_STORE``). A team whose supervisor died is
+    /// reported (and recorded) as phase ``"Interrupted"``. Raises
+    /// ``NotFoundError`` for a team in neither, ``CorruptStateError`` for an
+    /// unreadable one.
     fn team_status(&self, py: Python<'_>, name: String) -> PyResult<Py<PyAny>> {
         let doc = blocking(py, "team_status", || self.inner.team_find(&name))?;
         doc_to_py(py, &doc)
@@ -239,7 +241,9 @@ impl PyOmk {
 
     /// Iterate over a team's events (dicts: ``id``, ``ts``, ``run_id``,
     /// ``kind``, ``actor``, ``payload``, ``schema_version``), oldest first,
-    /// from ``<state_dir>/team/<name>/events.jsonl``.
+    /// from ``<state_dir>/team/<name>/events.jsonl``, or, for a team of the
+    /// configured store (``[store] url`` / ``OMK_STORE``), from the store
+    /// by sequence, woken by its ``LISTEN``.
     ///
     /// Without ``follow`` it yields the events written so far and stops.
     /// With ``follow=True`` it keeps yielding new events until the team has
@@ -247,7 +251,7 @@ impl PyOmk {
     /// the log's change notifications (inotify): a new event arrives within
     /// milliseconds. ``poll_interval`` is the longest wait without a
     /// notification (where notifications are unavailable, the follower
-    /// reads that often). Raises ``NotFoundError`` for an unknown team.
+    /// reads that often). Raises ``NotFoundError`` for a team in neither.
     #[pyo3(signature = (name, follow=false, poll_interval=1.0))]
     fn team_events(
         &self,

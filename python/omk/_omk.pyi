@@ -856,9 +856,10 @@ class Omk:
     def team_events(
         self, name: str, follow: bool = False, poll_interval: float = 1.0
     ) -> TeamEvents:
-        """Iterate over the team's events; with ``follow=True``, woken by the
-        log's change notifications, reading at least every ``poll_interval``
-        seconds, until the team has ended."""
+        """Iterate over the team's events (a store team's by sequence); with
+        ``follow=True``, woken by the log's change notifications (the store's
+        ``LISTEN``), reading at least every ``poll_interval`` seconds, until
+        the team has ended."""
     def gates_list(self) -> GatesList: ...
     def gates_run(self, gates: Sequence[str] | None = None) -> GatesReport: ...
     def gates_status(self, all_projects: bool = False) -> BreakersStatus: ...
