@@ -665,6 +665,22 @@ fn crash_once_is_retried_and_completes(b: Backend) {
     assert_eq!(t["status"], "completed", "{t}");
     assert_eq!(t["attempts"], 2, "{t}");
     assert_eq!(errors_of(t).len(), 1, "{t}");
+    // The task's record: each claim raised its epoch, and the lease and
+    // the retry time are gone once it completed.
+    assert_eq!(t["epoch"], 2, "{t}");
+    assert!(
+        t.get("lease_deadline").is_none() && t.get("retry_at").is_none(),
+        "{t}"
+    );
+    let epochs: Vec<u64> = f
+        .events_of("crash-once", "task_claimed")
+        .iter()
+        .filter(|e| e["payload"]["task_id"] == "t1")
+        .map(|e| e["payload"]["epoch"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(epochs, vec![1, 2]);
+    let completed = f.events_of("crash-once", "task_completed");
+    assert_eq!(completed[0]["payload"]["epoch"], 2, "{completed:?}");
     assert!(f.wrote("crash-once", "marker"));
     let proof = f.proof_doc("crash-once").expect("a proof");
     assert_eq!(proof["ready"], true, "{proof}");

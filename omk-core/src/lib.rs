@@ -35,6 +35,7 @@ pub mod pg;
 pub mod pool;
 pub mod process;
 pub mod redact;
+pub mod seam;
 pub mod store;
 pub mod team;
 pub mod watch;

@@ -28,15 +28,7 @@ async fn store() -> Option<(PgStore, String)> {
 }
 
 fn tasks(n: usize, max_attempts: i32) -> Vec<NewTask> {
-    (1..=n)
-        .map(|i| NewTask {
-            id: format!("t{i}"),
-            pool: "default".into(),
-            agent: "scripted".into(),
-            max_attempts,
-            spec: json!({ "title": format!("task {i}") }),
-        })
-        .collect()
+    common::pg_tasks(n, max_attempts)
 }
 
 fn pools() -> Vec<String> {

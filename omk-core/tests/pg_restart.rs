@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use omk_core::pg::tasks::NewTask;
 use omk_core::pg::PgStore;
 use omk_core::ErrorCode;
 use serde_json::json;
@@ -37,15 +36,7 @@ async fn a_server_crash_and_restart_loses_no_completion_and_no_event() {
     };
     let url = common::pg_fresh_db(&url).await;
     let store = PgStore::connect(&url).await.unwrap();
-    let tasks: Vec<NewTask> = (1..=3)
-        .map(|i| NewTask {
-            id: format!("t{i}"),
-            pool: "default".into(),
-            agent: "scripted".into(),
-            max_attempts: 2,
-            spec: json!({ "title": format!("task {i}") }),
-        })
-        .collect();
+    let tasks = common::pg_tasks(3, 2);
     store
         .create_team("t", &json!({}), &tasks, None)
         .await

@@ -24,8 +24,10 @@ use serde_json::{json, Value};
 
 use super::events::{append_in, notify, WORK_CHANNEL};
 use super::PgStore;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::{Event, EventKind};
+use crate::seam::{lost, LeaseRecord, TaskLeases};
+pub use crate::seam::{AfterFailure, Lease};
 
 /// A task as submitted.
 #[derive(Debug, Clone)]
@@ -40,21 +42,6 @@ pub struct NewTask {
     pub spec: Value,
 }
 
-/// A task held under a lease.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Lease {
-    pub team: String,
-    pub task: String,
-    /// Raised by every claim: the fence of this holder's writes.
-    pub epoch: i64,
-    pub attempt: i32,
-    pub holder: String,
-    pub deadline: DateTime<Utc>,
-    /// The agent profile that runs it.
-    pub agent: String,
-    pub spec: Value,
-}
-
 /// A task's record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
@@ -65,26 +52,11 @@ pub struct TaskRecord {
     pub epoch: i64,
     pub attempts: i32,
     pub lease_deadline: Option<DateTime<Utc>>,
+    /// A pending task's retry time.
+    pub not_before: Option<DateTime<Utc>>,
     pub result: Option<Value>,
     /// The task's spec without its prompt.
     pub spec: Value,
-}
-
-/// What became of a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterFailure {
-    /// Claimable again after the backoff.
-    Retry,
-    /// No attempt left.
-    Failed,
-}
-
-fn lost(lease: &Lease, doing: &str) -> Error {
-    Error::Conflict(format!(
-        "cannot {doing} task {} of team {}: lease epoch {} of {} is no longer valid \
-         (expired, or the task was claimed again)",
-        lease.task, lease.team, lease.epoch, lease.holder
-    ))
 }
 
 impl PgStore {
@@ -447,7 +419,7 @@ impl PgStore {
         let rows = client
             .query(
                 "SELECT team, id, status, holder, epoch, attempts, lease_deadline, result,
-                        spec - 'prompt'
+                        spec - 'prompt', not_before
                  FROM tasks WHERE team = $1 ORDER BY position",
                 &[&team],
             )
@@ -463,6 +435,7 @@ impl PgStore {
                 epoch: r.get(4),
                 attempts: r.get(5),
                 lease_deadline: r.get(6),
+                not_before: r.get(9),
                 result: r.get(7),
                 spec: r.get(8),
             })
@@ -487,6 +460,81 @@ impl PgStore {
             .await
             .map_err(|e| self.error("read counters from", e))?;
         Ok(row.map_or(0, |r| r.get(0)))
+    }
+}
+
+/// [`TaskLeases`] over the store's tasks of some pools that some agent
+/// profiles run: what one `omk worker` claims from.
+#[derive(Debug, Clone)]
+pub struct PgQueue {
+    store: PgStore,
+    pools: Vec<String>,
+    agents: Vec<String>,
+}
+
+impl PgStore {
+    /// The tasks of `pools` that one of `agents` runs, as a [`TaskLeases`].
+    pub fn queue(&self, pools: &[String], agents: &[String]) -> PgQueue {
+        PgQueue {
+            store: self.clone(),
+            pools: pools.to_vec(),
+            agents: agents.to_vec(),
+        }
+    }
+}
+
+impl TaskLeases for PgQueue {
+    async fn claim(&self, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        self.store
+            .claim(holder, &self.pools, &self.agents, ttl)
+            .await
+    }
+
+    async fn renew(&self, lease: &mut Lease, ttl: Duration) -> Result<()> {
+        self.store.renew(lease, ttl).await
+    }
+
+    async fn complete(&self, lease: &Lease, result: &Value) -> Result<()> {
+        let counters = [("tasks_completed", 1)];
+        self.store
+            .complete(lease, result, &counters)
+            .await
+            .map(|_| ())
+    }
+
+    async fn fail(&self, lease: &Lease, why: &str, backoff: Duration) -> Result<AfterFailure> {
+        self.store.fail(lease, why, backoff).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.store.release(lease).await
+    }
+
+    async fn records(&self) -> Result<Vec<LeaseRecord>> {
+        let client = self.store.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, status, holder, epoch, attempts, lease_deadline, not_before,
+                        COALESCE(result->'errors', '[]'::jsonb)
+                 FROM tasks WHERE pool = ANY($1) AND agent = ANY($2)
+                 ORDER BY team, position",
+                &[&self.pools, &self.agents],
+            )
+            .await
+            .map_err(|e| self.store.error("read the tasks of", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| LeaseRecord {
+                task: r.get(0),
+                status: r.get(1),
+                holder: r.get(2),
+                epoch: r.get(3),
+                attempts: r.get(4),
+                lease_deadline: r.get(5),
+                retry_at: r.get(6),
+                errors: serde_json::from_value(r.get(7)).unwrap_or_default(),
+            })
+            .collect())
     }
 }
 

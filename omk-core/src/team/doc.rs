@@ -74,6 +74,23 @@ pub struct TaskEntry {
     /// the same time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// The fence of the holder's writes: raised by every claim. A write
+    /// naming an older epoch (a worker whose lease was taken over) is
+    /// refused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    /// While running: when the holder's lease ends unless renewed. Past
+    /// it, the task may be taken over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_deadline: Option<DateTime<Utc>>,
+    /// While pending after a failed attempt: the earliest time it may be
+    /// claimed again (the retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One worker of the team: its role and agent profile.
@@ -113,6 +130,9 @@ impl TaskEntry {
             finished_at: None,
             agent: None,
             files: Vec::new(),
+            epoch: 0,
+            lease_deadline: None,
+            retry_at: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   detached one);
 //! - [`status`], [`list`] and [`shutdown`] work from any process.
 
+pub mod board;
 pub mod doc;
 pub mod isolation;
 mod persist;

@@ -258,6 +258,10 @@ fn fold(doc: &mut TeamDoc, records: &[TaskRecord]) -> bool {
             _ => TaskStatus::Pending,
         };
         t.attempts = r.attempts.max(0) as u32;
+        // The record's lease, as a local team's document shows it.
+        t.epoch = r.epoch.max(0) as u64;
+        t.lease_deadline = r.lease_deadline.filter(|_| t.status == TaskStatus::Running);
+        t.retry_at = r.not_before.filter(|_| t.status == TaskStatus::Pending);
         if let Some(h) = &r.holder {
             t.worker = Some(h.clone());
         }

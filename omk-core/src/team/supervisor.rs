@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::board;
 use super::doc::{Phase, TaskEntry, TaskStatus, TeamDoc};
 use super::isolation::{AttemptCommit, Integration, Integrator, Isolation};
 use super::persist::Persister;
-use super::plan::{files_overlap, plan};
+use super::plan::plan;
 use super::proof::GatesOutcome;
 use super::spec::role_instructions;
 use super::worker::Worker;
@@ -31,6 +32,7 @@ use crate::metrics::Counter;
 use crate::paths::StatePaths;
 use crate::pool::{Owner, Pools};
 use crate::process::ProcessId;
+use crate::seam::{AfterFailure, Lease};
 use crate::store::{self, Document};
 
 /// Longest task summary kept in the team document.
@@ -56,9 +58,9 @@ impl Document for ShutdownRequest {
 }
 
 pub(super) struct Run {
+    /// The document; its tasks are the run's task records
+    /// ([`super::board`]).
     pub(super) doc: TeamDoc,
-    /// Earliest time each task may be claimed (retry backoff).
-    pub(super) not_before: Vec<Option<Instant>>,
     /// Why the pool refused a worker, if it did.
     pub(super) not_admitted: Option<String>,
     /// Per task: its integration conflicts so far.
@@ -117,9 +119,11 @@ pub struct RunContext {
 }
 
 pub(super) enum Claim {
-    Task(usize),
-    /// Nothing claimable now; a pending task becomes claimable at the given
-    /// time (retry backoff), or something may fail and come back.
+    /// Task `i`, held under this lease.
+    Task(usize, Lease),
+    /// Nothing claimable now; a task may become claimable at the given
+    /// time (a retry time, a lease deadline), or something may fail and
+    /// come back.
     Wait(Option<Instant>),
     Done,
 }
@@ -183,7 +187,6 @@ impl RunContext {
             config,
             run: Mutex::new(Run {
                 doc,
-                not_before: vec![None; n],
                 not_admitted: None,
                 conflicts: vec![Conflicts::default(); n],
             }),
@@ -306,64 +309,127 @@ impl RunContext {
             .any(|t| t.status == TaskStatus::Pending)
     }
 
+    fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.config.team.lease_secs.max(1))
+    }
+
+    /// Claim the first claimable task for `worker` ([`board::claim`]); the
+    /// look and the claim under one lock, so two idle workers woken by the
+    /// same change never take the same task. Tasks whose lease expired are
+    /// taken back first.
     pub(super) fn claim(&self, worker: &str) -> Claim {
-        let now = Instant::now();
-        let mut earliest = None::<Instant>;
-        let mut busy = false;
-        // The look and the claim under one lock: two idle workers woken by
-        // the same change must not both take the same task.
+        let max = self.config.team.max_attempts;
+        let ttl = self.lease_ttl();
+        let mut found = board::Found::Done;
+        let mut expired = Vec::new();
         let claimed = self.update_if(|r| {
-            let mut next = None;
-            let tasks = &r.doc.tasks;
-            // A task sharing a planned file with a running one waits for it.
-            let collides = |t: &TaskEntry| {
-                !t.files.is_empty()
-                    && tasks.iter().any(|o| {
-                        o.status == TaskStatus::Running && files_overlap(&t.files, &o.files)
-                    })
-            };
-            for (i, t) in tasks.iter().enumerate() {
-                match (t.status, r.not_before[i]) {
-                    (TaskStatus::Pending, Some(at)) if at > now => {
-                        earliest = Some(earliest.map_or(at, |e: Instant| e.min(at)));
-                    }
-                    (TaskStatus::Pending, _) if collides(t) => busy = true,
-                    (TaskStatus::Pending, _) => {
-                        next = Some(i);
-                        break;
-                    }
-                    (TaskStatus::Running, _) => busy = true,
-                    _ => {}
-                }
-            }
-            let i = next?;
             let agent = r
                 .doc
                 .workers
                 .iter()
                 .find(|w| w.id == worker)
                 .map(|w| w.agent.clone());
-            let t = &mut r.doc.tasks[i];
-            t.status = TaskStatus::Running;
-            t.worker = Some(worker.to_string());
-            t.agent = agent;
-            t.attempts += 1;
-            t.started_at.get_or_insert_with(Utc::now);
-            Some((i, t.id.clone(), t.attempts))
-        });
-        let Some((i, id, attempt)) = claimed else {
-            return if earliest.is_some() || busy {
-                Claim::Wait(earliest)
-            } else {
-                Claim::Done
+            let now = Utc::now();
+            (found, expired) =
+                board::claim(&mut r.doc.tasks, worker, agent.as_deref(), max, ttl, now);
+            let lease = match found {
+                board::Found::Task(i) => Some(board::lease_of(&self.name, &r.doc.tasks, i)),
+                _ => None,
             };
-        };
-        self.emit(
-            EventKind::TaskClaimed,
-            Some(worker),
-            json!({ "task_id": id, "attempt": attempt, "lease_secs": self.config.team.lease_secs }),
+            let evidence: Vec<Vec<String>> = expired
+                .iter()
+                .map(|x| r.doc.tasks[x.index].errors.clone())
+                .collect();
+            (lease.is_some() || !expired.is_empty()).then_some((lease, evidence))
+        });
+        let mut lease = None;
+        if let Some((l, evidence)) = claimed {
+            lease = l;
+            self.expired(&expired, evidence, worker);
+        }
+        match (found, lease) {
+            (board::Found::Task(i), Some(lease)) => {
+                self.emit(
+                    EventKind::TaskClaimed,
+                    Some(worker),
+                    json!({ "task_id": lease.task, "attempt": lease.attempt, "epoch": lease.epoch,
+                            "lease_secs": ttl.as_secs() }),
+                );
+                Claim::Task(i, lease)
+            }
+            (board::Found::Wait(at), _) => Claim::Wait(
+                at.map(|at| Instant::now() + (at - Utc::now()).to_std().unwrap_or_default()),
+            ),
+            _ => Claim::Done,
+        }
+    }
+
+    /// The events of leases a claim found expired (their holder stopped
+    /// renewing them).
+    fn expired(&self, expired: &[board::Expired], evidence: Vec<Vec<String>>, by: &str) {
+        for (x, evidence) in expired.iter().zip(evidence) {
+            self.emit(
+                EventKind::LeaseExpired,
+                Some(by),
+                json!({ "task_id": x.task, "epoch": x.epoch, "attempt": x.attempt,
+                        "holder": x.holder }),
+            );
+            if x.failed {
+                self.emit(
+                    EventKind::TaskFailed,
+                    Some(by),
+                    json!({ "task_id": x.task, "attempts": x.attempt, "epoch": x.epoch,
+                            "reason": "lease expired on the last attempt", "evidence": evidence }),
+                );
+                self.count(&[(Counter::TasksFailed, 1)]);
+            }
+        }
+        if !expired.is_empty() {
+            self.tasks_changed();
+        }
+    }
+
+    /// Extend `lease` by the run's lease length; refused (`conflict`) once
+    /// it no longer holds its task.
+    pub(super) fn renew(&self, lease: &mut Lease) -> Result<()> {
+        let ttl = self.lease_ttl();
+        let mut refused = None;
+        self.update_if(
+            |r| match board::renew(&mut r.doc.tasks, lease, ttl, Utc::now()) {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    refused = Some(e);
+                    None
+                }
+            },
         );
-        Claim::Task(i)
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Run `f` on the task `lease` holds, under the lock, and persist; or,
+    /// when the lease no longer holds it, change nothing and say so (a late
+    /// write of a worker whose lease was taken over).
+    fn held<R>(
+        &self,
+        lease: &Lease,
+        doing: &str,
+        f: impl FnOnce(&mut Run, usize) -> R,
+    ) -> Option<R> {
+        let mut refused = None;
+        let out = self.update_if(
+            |r| match board::held(&r.doc.tasks, lease, doing, Utc::now()) {
+                Ok(i) => Some(f(r, i)),
+                Err(e) => {
+                    refused = Some(e);
+                    None
+                }
+            },
+        );
+        // The claim that took the task over said so (`lease_expired`).
+        if let Some(e) = refused {
+            tracing::warn!("{e}");
+        }
+        out
     }
 
     pub(super) fn task_title(&self, i: usize) -> (String, String, u32) {
@@ -437,28 +503,25 @@ impl RunContext {
         )
     }
 
-    pub(super) fn complete(
-        &self,
-        i: usize,
-        worker: &str,
-        outcome: &agent::TurnOutcome,
-        tokens: u64,
-    ) {
+    pub(super) fn complete(&self, lease: &Lease, outcome: &agent::TurnOutcome, tokens: u64) {
         let summary = summarize(&outcome.record.text);
-        let id = self.update(|r| {
+        let done = self.held(lease, "complete", |r, i| {
             let t = &mut r.doc.tasks[i];
-            t.status = TaskStatus::Completed;
+            board::complete(t, Utc::now());
             t.summary = Some(summary.clone());
             t.tokens += tokens;
-            t.finished_at = Some(Utc::now());
             r.doc.tokens += tokens;
-            t.id.clone()
         });
+        if done.is_none() {
+            return;
+        }
         self.emit(
             EventKind::TaskCompleted,
-            Some(worker),
+            Some(&lease.holder),
             json!({
-                "task_id": id,
+                "task_id": lease.task,
+                "attempt": lease.attempt,
+                "epoch": lease.epoch,
                 "tokens": tokens,
                 "steps": outcome.record.steps,
                 "tool_calls": outcome.record.tool_calls,
@@ -476,14 +539,19 @@ impl RunContext {
     pub(super) async fn integrate_and_complete(
         &self,
         i: usize,
-        worker: &str,
+        lease: &Lease,
         outcome: &agent::TurnOutcome,
         tokens: u64,
         attempt: Option<AttemptCommit>,
     ) {
         let Some(it) = self.integrator.clone() else {
-            return self.complete(i, worker, outcome, tokens);
+            return self.complete(lease, outcome, tokens);
         };
+        // A late writer's work is not merged: its task was taken over.
+        if let Err(e) = board::held(&self.lock().doc.tasks, lease, "integrate", Utc::now()) {
+            return tracing::warn!("{e}");
+        }
+        let worker = lease.holder.as_str();
         let (id, resolving) = {
             let r = self.lock();
             (r.doc.tasks[i].id.clone(), r.conflicts[i].resolve.clone())
@@ -492,27 +560,27 @@ impl RunContext {
             // An integrator turn: it must have left no marker behind.
             let Some(a) = &attempt else {
                 let why = "the integrator changed nothing".to_string();
-                return self.unresolved(i, worker, &res.files, &why, tokens);
+                return self.unresolved(i, lease, &res.files, &why, tokens);
             };
             let (it, commit, files) = (it.clone(), a.commit.clone(), res.files.clone());
             match tokio::task::spawn_blocking(move || it.unresolved(&commit, &files)).await {
                 Ok(Ok(left)) if left.is_empty() => {}
                 Ok(Ok(left)) => {
                     let why = "the integrator left conflict markers".to_string();
-                    return self.unresolved(i, worker, &left, &why, tokens);
+                    return self.unresolved(i, lease, &left, &why, tokens);
                 }
                 Ok(Err(e)) => {
                     let why = format!("checking the resolution failed: {e}");
-                    return self.attempt_failed(i, worker, &why, tokens);
+                    return self.attempt_failed(lease, &why, tokens);
                 }
                 Err(e) => {
                     let why = format!("the integrator stopped: {e}");
-                    return self.attempt_failed(i, worker, &why, tokens);
+                    return self.attempt_failed(lease, &why, tokens);
                 }
             }
         }
         let Some(a) = attempt else {
-            return self.complete(i, worker, outcome, tokens);
+            return self.complete(lease, outcome, tokens);
         };
         let task = id.clone();
         let files = a.files.clone();
@@ -549,21 +617,16 @@ impl RunContext {
                     commit: marked_commit,
                     files,
                 };
-                return self.conflicted(i, worker, conflict, &messages, note, tokens);
+                return self.conflicted(i, lease, conflict, &messages, note, tokens);
             }
             Ok(Err(e)) => {
-                return self.attempt_failed(i, worker, &format!("integration failed: {e}"), tokens)
+                return self.attempt_failed(lease, &format!("integration failed: {e}"), tokens)
             }
             Err(e) => {
-                return self.attempt_failed(
-                    i,
-                    worker,
-                    &format!("the integrator stopped: {e}"),
-                    tokens,
-                )
+                return self.attempt_failed(lease, &format!("the integrator stopped: {e}"), tokens)
             }
         }
-        self.complete(i, worker, outcome, tokens)
+        self.complete(lease, outcome, tokens)
     }
 
     /// The task's changes conflict with integrated work: redo it on the
@@ -574,7 +637,7 @@ impl RunContext {
     fn conflicted(
         &self,
         i: usize,
-        worker: &str,
+        lease: &Lease,
         conflict: Resolve,
         messages: &str,
         note: String,
@@ -582,8 +645,10 @@ impl RunContext {
     ) {
         let max = self.config.team.conflict_retries;
         let files = conflict.files.clone();
-        let (id, n, next) = self.update(|r| {
+        let worker = lease.holder.as_str();
+        let Some((id, n, next)) = self.held(lease, "record a conflict of", |r, i| {
             let t = &mut r.doc.tasks[i];
+            t.lease_deadline = None;
             t.tokens += tokens;
             r.doc.tokens += tokens;
             let c = &mut r.conflicts[i];
@@ -623,7 +688,9 @@ impl RunContext {
                 _ => t.status = TaskStatus::Pending,
             }
             (t.id.clone(), c.count, next)
-        });
+        }) else {
+            return;
+        };
         self.emit(
             EventKind::IntegrationConflict,
             Some(worker),
@@ -632,16 +699,17 @@ impl RunContext {
                     "retry": next != "fail", "next": next }),
         );
         if next == "fail" {
-            self.task_failed_by_conflict(i, worker, &files, &[]);
+            self.task_failed_by_conflict(i, lease, &files, &[]);
         }
         self.tasks_changed();
     }
 
     /// An integrator turn left the conflict unresolved (`why`, in `left`):
     /// the task fails with the conflict as evidence.
-    fn unresolved(&self, i: usize, worker: &str, left: &[String], why: &str, tokens: u64) {
-        self.update(|r| {
+    fn unresolved(&self, i: usize, lease: &Lease, left: &[String], why: &str, tokens: u64) {
+        let done = self.held(lease, "record a conflict of", |r, i| {
             let t = &mut r.doc.tasks[i];
+            t.lease_deadline = None;
             t.tokens += tokens;
             r.doc.tokens += tokens;
             t.errors.push(format!(
@@ -656,11 +724,13 @@ impl RunContext {
             ));
             t.finished_at = Some(Utc::now());
         });
-        self.task_failed_by_conflict(i, worker, left, left);
+        if done.is_some() {
+            self.task_failed_by_conflict(i, lease, left, left);
+        }
         self.tasks_changed();
     }
 
-    fn task_failed_by_conflict(&self, i: usize, worker: &str, files: &[String], left: &[String]) {
+    fn task_failed_by_conflict(&self, i: usize, lease: &Lease, files: &[String], left: &[String]) {
         let (id, evidence, marked) = {
             let r = self.lock();
             let t = &r.doc.tasks[i];
@@ -669,48 +739,46 @@ impl RunContext {
         };
         self.emit(
             EventKind::TaskFailed,
-            Some(worker),
-            json!({ "task_id": id, "reason": "integration conflict", "files": files,
+            Some(&lease.holder),
+            json!({ "task_id": id, "epoch": lease.epoch, "reason": "integration conflict", "files": files,
                     "unresolved": left, "marked_commit": marked, "evidence": evidence }),
         );
         self.count(&[(Counter::TasksFailed, 1)]);
     }
 
-    /// Record a failed attempt; retry with backoff or fail the task.
-    pub(super) fn attempt_failed(&self, i: usize, worker: &str, why: &str, tokens: u64) {
+    /// Record a failed attempt: retry after the backoff (doubling with
+    /// each attempt), or fail the task.
+    pub(super) fn attempt_failed(&self, lease: &Lease, why: &str, tokens: u64) {
         let max = self.config.team.max_attempts;
-        let backoff = self.config.team.retry_backoff_ms;
-        let (id, attempt, failed) = self.update(|r| {
+        let base = self.config.team.retry_backoff_ms;
+        let backoff = Duration::from_millis(
+            base.saturating_mul(1u64 << (lease.attempt.max(1) as u32 - 1).min(10)),
+        );
+        let Some((after, evidence)) = self.held(lease, "fail", |r, i| {
             let t = &mut r.doc.tasks[i];
             t.tokens += tokens;
-            t.errors.push(format!("attempt {}: {why}", t.attempts));
-            let failed = t.attempts >= max;
-            if failed {
-                t.status = TaskStatus::Failed;
-                t.summary = Some(format!("failed after {} attempt(s): {why}", t.attempts));
-                t.finished_at = Some(Utc::now());
-            } else {
-                t.status = TaskStatus::Pending;
-                let delay = backoff.saturating_mul(1u64 << (t.attempts - 1).min(10));
-                r.not_before[i] = Some(Instant::now() + Duration::from_millis(delay));
-            }
-            let out = (t.id.clone(), t.attempts, failed);
             r.doc.tokens += tokens;
-            out
-        });
-        if failed {
-            let evidence = self.lock().doc.tasks[i].errors.clone();
+            let after = board::fail(t, why, max, backoff, Utc::now());
+            (after, t.errors.clone())
+        }) else {
+            return;
+        };
+        let worker = Some(lease.holder.as_str());
+        if after == AfterFailure::Failed {
             self.emit(
                 EventKind::TaskFailed,
-                Some(worker),
-                json!({ "task_id": id, "attempts": attempt, "reason": why, "evidence": evidence }),
+                worker,
+                json!({ "task_id": lease.task, "attempts": lease.attempt, "epoch": lease.epoch,
+                        "reason": why, "evidence": evidence }),
             );
             self.count(&[(Counter::TasksFailed, 1)]);
         } else {
             self.emit(
                 EventKind::RetryScheduled,
-                Some(worker),
-                json!({ "task_id": id, "failed_attempt": attempt, "reason": why, "max_attempts": max }),
+                worker,
+                json!({ "task_id": lease.task, "failed_attempt": lease.attempt, "epoch": lease.epoch,
+                        "reason": why, "max_attempts": max,
+                        "backoff_ms": backoff.as_millis() as u64 }),
             );
         }
         self.tasks_changed();
@@ -718,14 +786,8 @@ impl RunContext {
 
     /// A task interrupted by shutdown goes back to pending (and ends as
     /// cancelled); the attempt does not count against it.
-    pub(super) fn release(&self, i: usize) {
-        self.update(|r| {
-            let t = &mut r.doc.tasks[i];
-            if t.status == TaskStatus::Running {
-                t.status = TaskStatus::Pending;
-                t.attempts = t.attempts.saturating_sub(1);
-            }
-        });
+    pub(super) fn release(&self, lease: &Lease) {
+        self.held(lease, "release", |r, i| board::release(&mut r.doc.tasks[i]));
         self.tasks_changed();
     }
 
@@ -844,7 +906,6 @@ pub async fn supervise(ctx: Arc<RunContext>) -> Result<TeamDoc> {
                     ..TaskEntry::new(i, p.title)
                 })
                 .collect();
-            r.not_before = vec![None; r.doc.tasks.len()];
             r.conflicts = vec![Conflicts::default(); r.doc.tasks.len()];
         });
         let tasks = ctx.lock().doc.tasks.clone();
@@ -955,6 +1016,8 @@ async fn finish(ctx: &Arc<RunContext>) -> Result<TeamDoc> {
         for t in &mut r.doc.tasks {
             if matches!(t.status, TaskStatus::Pending | TaskStatus::Running) {
                 t.status = TaskStatus::Cancelled;
+                t.lease_deadline = None;
+                t.retry_at = None;
             }
         }
         r.doc.ended_at = Some(Utc::now());

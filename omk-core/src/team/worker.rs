@@ -20,6 +20,7 @@ use crate::events::EventKind;
 use crate::metrics::Counter;
 use crate::pool::{Admission, Owner, SlotGuard};
 use crate::process::ProcessId;
+use crate::seam::Lease;
 use crate::store::{self, Document, FsyncPolicy, JsonlWriter};
 
 /// How long a queued worker waits for a wake-up (a release, its doorbell)
@@ -300,9 +301,18 @@ impl Worker {
                     }
                     continue;
                 }
-                Claim::Task(i) => i,
+                Claim::Task(i, lease) => (i, lease),
             };
-            self.run_task(i).await;
+            // The lease is renewed while the task is in hand; a silent
+            // agent is given up on by the turn's watchdog well before it
+            // lapses (the watchdog's limit is the lease's length, and the
+            // lease is renewed every third of it).
+            let keeper = keep(ctx.clone(), i.1.clone());
+            tokio::select! {
+                biased;
+                _ = self.run_task(i.0, &i.1) => {}
+                _ = keeper => {}
+            }
             // A turn that ended of a shutdown the watcher has not published
             // yet (`--force` kills the agents right after writing the
             // request) released its task: claiming it again would start a
@@ -319,7 +329,7 @@ impl Worker {
         self.transcript.close();
     }
 
-    pub(super) async fn run_task(&mut self, i: usize) {
+    pub(super) async fn run_task(&mut self, i: usize, lease: &Lease) {
         let (task_id, title, attempt) = self.ctx.task_title(i);
         self.set_state("running", Some(task_id.clone()));
         // Isolated: the worktree at the integration head (an integrator
@@ -330,7 +340,7 @@ impl Worker {
             Ok(p) => p,
             Err(e) => {
                 let why = format!("cannot prepare the worker's worktree: {e}");
-                self.ctx.attempt_failed(i, &self.id, &why, 0);
+                self.ctx.attempt_failed(lease, &why, 0);
                 return;
             }
         };
@@ -338,7 +348,7 @@ impl Worker {
             Ok(a) => a,
             Err(e) => {
                 self.ctx
-                    .attempt_failed(i, &self.id, &format!("agent failed to start: {e}"), 0);
+                    .attempt_failed(lease, &format!("agent failed to start: {e}"), 0);
                 return;
             }
         };
@@ -347,7 +357,7 @@ impl Worker {
         if let Err(e) = agent.fresh_context().await {
             self.drop_agent(false).await;
             let why = format!("agent failed to open a session: {e}");
-            self.ctx.attempt_failed(i, &self.id, &why, 0);
+            self.ctx.attempt_failed(lease, &why, 0);
             return;
         }
         // Starting a fresh agent reported `starting_agent`: back to the task.
@@ -400,7 +410,7 @@ impl Worker {
             TurnEnd::Finished(outcome) => match &outcome.status {
                 TurnStatus::Finished => {
                     self.ctx
-                        .integrate_and_complete(i, &self.id, &outcome, tokens, committed)
+                        .integrate_and_complete(i, lease, &outcome, tokens, committed)
                         .await;
                     if outcome.protocol_violations > 0 {
                         // An agent that sent garbage is not trusted with the next task.
@@ -408,7 +418,7 @@ impl Worker {
                     }
                 }
                 TurnStatus::Cancelled if self.ctx.shutdown_requested_now().is_some() => {
-                    self.ctx.release(i);
+                    self.ctx.release(lease);
                 }
                 TurnStatus::Cancelled => {
                     // Nobody asked: the agent gave up on its own (Codex does
@@ -416,17 +426,17 @@ impl Worker {
                     // attempt, or a refusal would be retried forever.
                     self.ctx.count(&[(Counter::AskErrors, 1)]);
                     let why = "the agent cancelled the turn without being asked to";
-                    self.ctx.attempt_failed(i, &self.id, why, tokens);
+                    self.ctx.attempt_failed(lease, why, tokens);
                 }
                 TurnStatus::MaxStepsReached { steps } => {
                     self.ctx.count(&[(Counter::AskErrors, 1)]);
                     let why = format!("the agent stopped at its step limit ({steps} steps)");
-                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                    self.ctx.attempt_failed(lease, &why, tokens);
                 }
                 TurnStatus::Stopped { reason } => {
                     self.ctx.count(&[(Counter::AskErrors, 1)]);
                     let why = format!("the agent stopped the turn without finishing: {reason}");
-                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                    self.ctx.attempt_failed(lease, &why, tokens);
                 }
                 TurnStatus::Error { code, message } => {
                     self.ctx.count(&[(Counter::AskErrors, 1)]);
@@ -434,34 +444,35 @@ impl Worker {
                         "the turn ended in error {code}: {}",
                         crate::redact::redact_str(message)
                     );
-                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                    self.ctx.attempt_failed(lease, &why, tokens);
                 }
             },
             TurnEnd::Errored(why) => {
                 self.drop_agent(false).await;
                 if self.ctx.shutdown_requested_now().is_some() {
                     // Killed by (or died during) a shutdown: not the task's fault.
-                    self.ctx.release(i);
+                    self.ctx.release(lease);
                 } else {
                     self.ctx.count(&[(Counter::AskErrors, 1)]);
-                    self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                    self.ctx.attempt_failed(lease, &why, tokens);
                 }
             }
             TurnEnd::LeaseExpired => {
                 self.ctx.count(&[(Counter::AskErrors, 1)]);
-                let lease = self.ctx.config.team.lease_secs;
+                let secs = self.ctx.config.team.lease_secs;
                 self.ctx.emit(
                     EventKind::LeaseExpired,
                     Some(&self.id),
-                    json!({ "task_id": task_id, "attempt": attempt, "silent_for_secs": lease, "agent_pid": agent.pid() }),
+                    json!({ "task_id": task_id, "attempt": attempt, "epoch": lease.epoch,
+                            "silent_for_secs": secs, "agent_pid": agent.pid() }),
                 );
                 self.drop_agent(false).await;
                 let why =
-                    format!("lease expired: the agent sent nothing for {lease}s and was killed");
-                self.ctx.attempt_failed(i, &self.id, &why, tokens);
+                    format!("lease expired: the agent sent nothing for {secs}s and was killed");
+                self.ctx.attempt_failed(lease, &why, tokens);
             }
             TurnEnd::Shutdown => {
-                self.ctx.release(i);
+                self.ctx.release(lease);
             }
         }
     }
@@ -729,6 +740,20 @@ impl Worker {
             }
         })
     }
+}
+
+/// Renew `lease` every third of its length until it is refused (then the
+/// task's writes are refused too: it was taken over); never returns.
+async fn keep(ctx: Arc<RunContext>, mut lease: Lease) {
+    let ttl = Duration::from_secs(ctx.config.team.lease_secs.max(1));
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        if let Err(e) = ctx.renew(&mut lease) {
+            tracing::warn!("{e}");
+            break;
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 fn write_heartbeat(

@@ -86,6 +86,20 @@ pub fn pg_env(name: &str) -> Option<String> {
     }
 }
 
+/// Tasks `t1`..`tN` of pool `default` for agent profile `scripted`.
+#[allow(dead_code)]
+pub fn pg_tasks(n: usize, max_attempts: i32) -> Vec<omk_core::pg::tasks::NewTask> {
+    (1..=n)
+        .map(|i| omk_core::pg::tasks::NewTask {
+            id: format!("t{i}"),
+            pool: "default".into(),
+            agent: "scripted".into(),
+            max_attempts,
+            spec: serde_json::json!({ "title": format!("task {i}") }),
+        })
+        .collect()
+}
+
 /// `url` with its database replaced by `db`.
 #[allow(dead_code)]
 pub fn pg_with_db(url: &str, db: &str) -> String {
