@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster::{all_completed, completed_by, holder_host, team_result, Cluster, Dashboard};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[test]
 fn a_team_spreads_over_two_hosts_and_a_crashed_host_loses_its_task_to_the_other() {
@@ -427,6 +427,15 @@ fn a_team_without_subtasks_is_planned_in_the_store_then_run_on_the_hosts() {
 }
 
 /// `git ARGS` in `dir` as a test user, its output trimmed.
+/// The payloads of team `team`'s `integration_conflict` events.
+fn conflicts_of(c: &Cluster, team: &str) -> Vec<Value> {
+    c.events(team)
+        .into_iter()
+        .filter(|(k, _)| k == "integration_conflict")
+        .map(|(_, p)| p)
+        .collect()
+}
+
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
     common::git(dir, args).trim().to_string()
 }
@@ -577,24 +586,88 @@ fn a_team_from_a_git_work_tree_shares_its_code_and_is_delivered_on_a_branch() {
         "{doc}"
     );
 
-    // Two tasks that write one file differently: the second conflicts.
-    let (code, doc) = run(
-        "clash",
-        &[
-            "[write:same.txt:one] [answer:1]",
-            "[write:same.txt:two] [answer:2]",
-        ],
+    // Two tasks that write one file differently: the second conflicts, is
+    // redone on the integrated head with the conflict in its prompt, and
+    // its redo integrates.
+    let clash = [
+        "[write:same.txt:one] [answer:1]",
+        "[write:same.txt:two] [answer:2]",
+    ];
+    // (Without the gates: these tasks never write a.txt.)
+    let (code, doc) = team_result(
+        c.team_run_task("clash", 5, "edit the project", &clash)
+            .arg("--no-gates")
+            .current_dir(&work)
+            .output()
+            .unwrap(),
     );
     assert_eq!(
         (code, &doc["phase"]),
-        (Some(1), &Value::from("Failed")),
+        (Some(0), &Value::from("Completed")),
         "{doc}"
     );
+    assert_eq!(git(&shared, &["show", "omk/clash:same.txt"]), "two");
+    let conflicts = conflicts_of(&c, "clash");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let p = &conflicts[0];
     assert_eq!(
-        doc["reason"], "t2 conflicts with the work integrated before it in same.txt",
+        (&p["task_id"], &p["next"]),
+        (&json!("t2"), &json!("retry")),
+        "{p}"
+    );
+    assert_eq!(p["files"], json!(["same.txt"]), "{p}");
+    let t2 = &doc["tasks"][1];
+    assert_eq!(t2["attempts"], 2, "{t2}");
+    assert!(
+        t2["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("conflict with integrated work in same.txt")),
+        "{t2}"
+    );
+    // The merge with markers is kept, on the head it conflicted with.
+    let marked = p["marked_commit"].as_str().unwrap();
+    assert_eq!(
+        git(&shared, &["rev-parse", "refs/omk/clash/conflicts/t2/1"]),
+        marked
+    );
+    assert!(git(&shared, &["show", &format!("{marked}:same.txt")]).contains("<<<<<<<"));
+    // The redo started from that head: its commit's parent.
+    let redo = git(&shared, &["rev-parse", "refs/omk/clash/tasks/t2/2"]);
+    let parent = git(&shared, &["rev-parse", &format!("{redo}^")]);
+    assert_eq!(parent, git(&shared, &["rev-parse", &format!("{marked}^1")]));
+
+    // With no conflict retries, an integrator turn resolves the merge with
+    // markers (the scripted agent rewrites the file as its subtask says).
+    let mut cmd = c.team_run_task("resolved", 5, "edit the project", &clash);
+    std::fs::write(
+        c.tmp.path().join("submitter-resolved/omk.toml"),
+        "[team]\nlease_secs = 5\nconflict_retries = 0\n",
+    )
+    .unwrap();
+    let (code, doc) = team_result(cmd.arg("--no-gates").current_dir(&work).output().unwrap());
+    assert_eq!(
+        (code, &doc["phase"]),
+        (Some(0), &Value::from("Completed")),
         "{doc}"
     );
-    assert_eq!(git(&shared, &["show", "omk/clash:same.txt"]), "one");
+    let conflicts = conflicts_of(&c, "resolved");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0]["next"], "integrator");
+    let marked = conflicts[0]["marked_commit"].as_str().unwrap();
+    let resolution = git(&shared, &["rev-parse", "refs/omk/resolved/tasks/t2/2"]);
+    assert_eq!(
+        git(&shared, &["rev-parse", &format!("{resolution}^")]),
+        marked
+    );
+    assert_eq!(git(&shared, &["show", "omk/resolved:same.txt"]), "two");
+    let integrator = doc["worktree"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["integrator"] == true)
+        .cloned()
+        .expect("the integrator's attempt");
+    assert_eq!(integrator["outcome"], "integrated", "{integrator}");
     a.stop();
     b.stop();
 }

@@ -538,7 +538,7 @@ impl TaskLeases for PgQueue {
     }
 }
 
-async fn add_counters(
+pub(super) async fn add_counters(
     store: &PgStore,
     tx: &impl deadpool_postgres::GenericClient,
     counters: &[(&str, i64)],

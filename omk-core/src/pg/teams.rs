@@ -175,6 +175,66 @@ impl PgStore {
         tx.commit().await.map_err(|e| self.error("add tasks in", e))
     }
 
+    /// Send completed task `task` back to work after its work conflicted
+    /// at integration: pending again with `patch` merged into its spec and
+    /// `prompt` as its prompt (`append`: added to its first prompt), the
+    /// conflict as one more line of evidence, its completion uncounted,
+    /// with `events`; fenced by the coordination epoch, in one
+    /// transaction.
+    pub async fn reopen_task(
+        &self,
+        c: &Coordination,
+        task: &str,
+        patch: &Value,
+        (prompt, append): (&str, bool),
+        evidence: &str,
+        events: &[Event],
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.error("reopen a task in", e))?;
+        let n = tx
+            .execute(
+                "UPDATE teams SET updated_at = now()
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                &[&c.team, &c.epoch],
+            )
+            .await
+            .map_err(|e| self.error("reopen a task in", e))?;
+        if n == 0 {
+            return Err(lost(c, "reopen a task of"));
+        }
+        let n = tx
+            .execute(
+                "UPDATE tasks SET status = 'pending', holder = NULL, lease_deadline = NULL,
+                     not_before = NULL,
+                     spec = spec || $3::jsonb || jsonb_build_object(
+                         'first_prompt', COALESCE(spec->'first_prompt', spec->'prompt'),
+                         'prompt', CASE WHEN $5 THEN COALESCE(spec->>'first_prompt', spec->>'prompt') || $4
+                                        ELSE $4 END),
+                     result = jsonb_build_object('errors',
+                         COALESCE(result->'errors', '[]'::jsonb) || to_jsonb($6::text))
+                 WHERE team = $1 AND id = $2 AND status = 'completed'",
+                &[&c.team, &task, patch, &prompt, &append, &evidence],
+            )
+            .await
+            .map_err(|e| self.error("reopen a task in", e))?;
+        if n == 0 {
+            return Err(Error::Conflict(format!(
+                "task {task} of team {} is not completed: nothing to reopen",
+                c.team
+            )));
+        }
+        super::tasks::add_counters(self, &tx, &[("tasks_completed", -1)]).await?;
+        notify(self, &tx, WORK_CHANNEL).await?;
+        append_in(self, &tx, events).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.error("reopen a task in", e))
+    }
+
     /// Take over the coordination of an unfinished team nobody coordinates
     /// (none ever did, or the lease expired), raising its epoch: the oldest
     /// such team, or team `only`.

@@ -547,15 +547,8 @@ impl Integrator {
                 files,
                 messages,
             } => {
-                let mut marked = Vec::new();
-                for f in &files {
-                    if let Some(mut text) = self.repo.show(&tree, f)? {
-                        cut_to(&mut text, MARKED_MAX_BYTES);
-                        marked.push((f.clone(), text));
-                    }
-                }
-                let mut theirs = self.repo.diff_paths(&attempt.parent, &head, &files)?;
-                cut_to(&mut theirs, MARKED_MAX_BYTES * 2);
+                let (marked, theirs) =
+                    conflict_texts(&self.repo, &tree, &files, &attempt.parent, &head)?;
                 // The merge as git left it, markers and all, on the head
                 // (and the attempt, so its history says where it came from).
                 let message = format!(
@@ -599,18 +592,7 @@ impl Integrator {
     /// (`<<<<<<<` or `>>>>>>>`) in `commit`: what an integrator turn left
     /// unresolved.
     pub fn unresolved(&self, commit: &str, files: &[String]) -> Result<Vec<String>> {
-        let mut left = Vec::new();
-        for f in files {
-            if let Some(text) = self.repo.show(commit, f)? {
-                if text
-                    .lines()
-                    .any(|l| l.starts_with("<<<<<<<") || l.starts_with(">>>>>>>"))
-                {
-                    left.push(f.clone());
-                }
-            }
-        }
-        Ok(left)
+        unresolved_in(&self.repo, commit, files)
     }
 
     /// Leave the integrated result on branch `omk/<team>`.
@@ -841,6 +823,80 @@ fn cut_to(text: &mut String, max: usize) {
 
 /// What a conflict was, for the next attempt's prompt: git's messages, the
 /// merged text with markers, and the other side's diff.
+/// The files of `files` that still hold a conflict marker line
+/// (`<<<<<<<` or `>>>>>>>`) in `commit` of `repo`.
+pub(crate) fn unresolved_in(repo: &Repo, commit: &str, files: &[String]) -> Result<Vec<String>> {
+    let mut left = Vec::new();
+    for f in files {
+        if let Some(text) = repo.show(commit, f)? {
+            if text
+                .lines()
+                .any(|l| l.starts_with("<<<<<<<") || l.starts_with(">>>>>>>"))
+            {
+                left.push(f.clone());
+            }
+        }
+    }
+    Ok(left)
+}
+
+/// What a conflict's prompt shows: each of `files` as the merge left it in
+/// `tree` (markers and all), and their diff integrated meanwhile (from the
+/// attempt's start `from` to `head`), each cut to size.
+pub(crate) fn conflict_texts(
+    repo: &Repo,
+    tree: &str,
+    files: &[String],
+    from: &str,
+    head: &str,
+) -> Result<(Vec<(String, String)>, String)> {
+    let mut marked = Vec::new();
+    for f in files {
+        if let Some(mut text) = repo.show(tree, f)? {
+            cut_to(&mut text, MARKED_MAX_BYTES);
+            marked.push((f.clone(), text));
+        }
+    }
+    let mut theirs = repo.diff_paths(from, head, files)?;
+    cut_to(&mut theirs, MARKED_MAX_BYTES * 2);
+    Ok((marked, theirs))
+}
+
+/// What a redo's prompt adds after a conflict in `files`.
+pub(crate) fn redo_note(files: &[String], context: &str) -> String {
+    format!(
+        "\n\nYour previous attempt conflicted with work integrated meanwhile, in: {}.\n\
+         Your work dir now holds the integrated result; redo your change on top of it.\n{context}",
+        files.join(", ")
+    )
+}
+
+/// An integrator turn's prompt: subtask `n` of `total` conflicts in
+/// `files`, and the work dir (`in_dir`, when known) holds the merge with
+/// markers.
+pub(crate) fn integrator_prompt(
+    in_dir: Option<&Path>,
+    task: &str,
+    (n, total): (usize, usize),
+    title: &str,
+    files: &[String],
+    context: &str,
+) -> String {
+    let at = in_dir.map_or(String::new(), |d| format!(", in {}", d.display()));
+    format!(
+        "You work in an omk team as its integrator{at}.\n{instructions}\n\n\
+         Overall task: {task}\n\nSubtask {n} of {total}: {title}\n\n\
+         This subtask's changes conflict with work the team integrated meanwhile, and \
+         redoing the subtask did not help. Your work dir holds the integrated work with \
+         this subtask's changes merged in; git left conflict markers (<<<<<<<, =======, \
+         >>>>>>>) in: {files}. Resolve every conflict so that the intent of both sides \
+         holds, remove every marker, and change nothing else.\n{context}\n\
+         When you are done, reply with a short summary of how you resolved each conflict.",
+        instructions = super::spec::role_instructions("integrator"),
+        files = files.join(", "),
+    )
+}
+
 pub fn conflict_context(messages: &str, marked: &[(String, String)], theirs: &str) -> String {
     let mut s = String::new();
     if !messages.is_empty() {

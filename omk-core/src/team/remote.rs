@@ -21,7 +21,11 @@
 //! the integrated commit and stores the run's proof (or failure document)
 //! with its last document.
 //!
-//! Not yet done in a store: integrator turns for conflicts.
+//! A task whose work conflicts with what was integrated before it is sent
+//! back to work on the integrated head with the conflict in its prompt (at
+//! most `[team] conflict_retries` times), then to an integrator turn on
+//! the merge with markers, as in a local isolated run; a resolution that
+//! still conflicts, keeps markers or changes nothing fails the team.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,6 +133,7 @@ pub fn submission(config: &Config, req: &TeamRunRequest, store: &str) -> Result<
                 t.spec["no_gates"] = json!(true);
             }
             t.spec["approval"] = json!(policy);
+            t.spec["conflict_retries"] = json!(config.team.conflict_retries);
             t
         })
         .collect();
@@ -355,6 +360,7 @@ pub async fn coordinate(
                         if p.spec["no_gates"] == true {
                             t.spec["no_gates"] = json!(true);
                         }
+                        t.spec["conflict_retries"] = p.spec["conflict_retries"].clone();
                         t.spec["approval"] = json!(doc.approval_policy);
                     }
                     doc.tasks = entries(&titles);
@@ -400,6 +406,11 @@ pub async fn coordinate(
                 (_, false, Some(why)) => (Phase::Failed, Some(format!("planning failed: {why}"))),
                 (n, false, None) => (Phase::Failed, Some(format!("{n} task(s) did not complete"))),
             };
+            // An integrator turn that changed nothing left its conflict.
+            if let (Some(why), Phase::Completed) = (idle_integrator(&records), doc.phase) {
+                doc.phase = Phase::Failed;
+                doc.reason = Some(why);
+            }
             // The tasks' work, merged and delivered on branch omk/<team>.
             if let Some(w) = doc.worktree.clone() {
                 let commits = task_commits(&records);
@@ -415,12 +426,19 @@ pub async fn coordinate(
                 .map_err(|e| Error::Agent(format!("the integration task stopped: {e}")))?;
                 match merged {
                     Ok(m) => {
-                        if let (Some((task, files)), Phase::Completed) = (&m.conflict, doc.phase) {
-                            doc.phase = Phase::Failed;
-                            doc.reason = Some(format!(
-                                "{task} conflicts with the work integrated before it in {}",
-                                files.join(", ")
-                            ));
+                        if let (Some(x), Phase::Completed) = (&m.conflict, doc.phase) {
+                            match after_conflict(store, &c, &doc, &records, x, lease).await? {
+                                // Back to work: the run goes on.
+                                None => {
+                                    doc.phase = from;
+                                    doc.reason = None;
+                                    continue;
+                                }
+                                Some(why) => {
+                                    doc.phase = Phase::Failed;
+                                    doc.reason = Some(why);
+                                }
+                            }
                         }
                         let r = doc.worktree.get_or_insert(w);
                         r.integrated_commit = m.head;
@@ -570,6 +588,125 @@ async fn verify(site: &Site, team: &str, w: &IsolationRecord) -> GatesOutcome {
 }
 
 /// The pushed work of each completed task, in task order.
+/// The files an integrator turn of task `r` had to resolve (none: not one).
+fn resolving(r: &TaskRecord) -> Vec<String> {
+    r.spec["resolving"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Why the team fails when an integrator turn completed without changing
+/// anything (its conflict stays), if one did.
+fn idle_integrator(records: &[TaskRecord]) -> Option<String> {
+    records.iter().find_map(|r| {
+        let files = resolving(r);
+        let changed = r.result.as_ref().is_some_and(|x| x["commit"].is_string());
+        (r.status == "completed" && !files.is_empty() && !changed).then(|| {
+            format!(
+                "{}'s changes conflict with integrated work in {} and the integrator changed nothing",
+                r.id,
+                files.join(", ")
+            )
+        })
+    })
+}
+
+/// A task's work conflicted at integration (`x`): send it back to work on
+/// the integrated head with the conflict in its prompt, at most its
+/// `conflict_retries` times, then to an integrator turn on the merge with
+/// markers (`None`: reopened, the run goes on); or, when an integrator's
+/// resolution still conflicts, why the team fails.
+async fn after_conflict(
+    store: &PgStore,
+    c: &Coordination,
+    doc: &TeamDoc,
+    records: &[TaskRecord],
+    x: &super::shared::Conflicted,
+    lease: Duration,
+) -> Result<Option<String>> {
+    let files = x.files.join(", ");
+    let Some(r) = records.iter().find(|r| r.id == x.task) else {
+        return Ok(Some(format!(
+            "{} conflicts with integrated work in {files}",
+            x.task
+        )));
+    };
+    let (Some(marked), true) = (&x.marked_commit, resolving(r).is_empty()) else {
+        return Ok(Some(match &x.marked_commit {
+            None => format!(
+                "{}: the integrator left conflict markers in {files}",
+                x.task
+            ),
+            Some(_) => format!(
+                "{}'s changes still conflict with integrated work in {files} after an \
+                 integrator turn",
+                x.task
+            ),
+        }));
+    };
+    let (Some(url), Some(i)) = (
+        r.spec["repo"]["url"].as_str(),
+        doc.tasks.iter().position(|t| t.id == x.task),
+    ) else {
+        return Ok(Some(format!(
+            "{} conflicts with integrated work in {files}",
+            x.task
+        )));
+    };
+    let retries = r.spec["conflict_retries"].as_u64().unwrap_or(2);
+    let count = r.spec["conflicts"].as_u64().unwrap_or(0) + 1;
+    let retry = count <= retries;
+    let (patch, prompt) = if retry {
+        let patch = json!({ "repo": { "url": url, "base": x.head }, "conflicts": count });
+        (
+            patch,
+            (super::isolation::redo_note(&x.files, &x.context), true),
+        )
+    } else {
+        let patch = json!({ "repo": { "url": url, "base": marked }, "conflicts": count,
+                            "resolving": x.files, "role": "integrator" });
+        let prompt = super::isolation::integrator_prompt(
+            None,
+            &doc.task,
+            (i + 1, doc.tasks.len()),
+            &doc.tasks[i].title,
+            &x.files,
+            &x.context,
+        );
+        (patch, (prompt, false))
+    };
+    let evidence = format!(
+        "attempt {}: its changes conflict with integrated work in {files}",
+        x.attempt
+    );
+    let event = Event::new(
+        &c.team,
+        EventKind::IntegrationConflict,
+        Some(&c.holder),
+        json!({ "task_id": x.task, "conflicts": count, "conflict_retries": retries,
+                "files": x.files, "messages": x.messages, "marked_commit": marked,
+                "retry": true, "next": if retry { "retry" } else { "integrator" } }),
+    );
+    let prompt = (prompt.0.as_str(), prompt.1);
+    crate::pg::retry_io(lease, "reopen a conflicting task", || {
+        store.reopen_task(
+            c,
+            &x.task,
+            &patch,
+            prompt,
+            &evidence,
+            std::slice::from_ref(&event),
+        )
+    })
+    .await?;
+    Ok(None)
+}
+
 fn task_commits(records: &[TaskRecord]) -> Vec<TaskCommit> {
     records
         .iter()
@@ -580,6 +717,8 @@ fn task_commits(records: &[TaskRecord]) -> Vec<TaskCommit> {
                 task: r.id.clone(),
                 attempt: r.attempts.max(0) as u32,
                 commit: res["commit"].as_str()?.to_string(),
+                start: r.spec["repo"]["base"].as_str()?.to_string(),
+                resolving: resolving(r),
                 files: res["files"]
                     .as_array()
                     .map(|f| {

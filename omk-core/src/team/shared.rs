@@ -98,9 +98,11 @@ pub fn checkout(root: &Path, code: &SharedCode, team: &str, dir: &Path) -> Resul
         .resolve(&format!("{}^{{commit}}", code.base))?
         .is_none()
     {
+        // The base, or a later start (a conflict's head or merge with
+        // markers, under `conflicts/`).
         mirror.fetch(
             &code.url,
-            &[&format!("+refs/omk/{team}/base:refs/omk/{team}/base")],
+            &[&format!("+refs/omk/{team}/*:refs/omk/{team}/*")],
         )?;
     }
     if dir.join(".git").exists() {
@@ -163,6 +165,32 @@ pub struct TaskCommit {
     pub attempt: u32,
     pub commit: String,
     pub files: Vec<String>,
+    /// The commit the attempt started from (the base, or after a conflict
+    /// the head it conflicted with, or the merge with markers).
+    pub start: String,
+    /// An integrator turn's: the files it had to resolve.
+    pub resolving: Vec<String>,
+}
+
+/// The first task whose work conflicts with what was integrated before
+/// it.
+#[derive(Debug, Clone)]
+pub struct Conflicted {
+    pub task: String,
+    pub attempt: u32,
+    pub files: Vec<String>,
+    /// What git said.
+    pub messages: String,
+    /// The merge with conflict markers, pushed as
+    /// `refs/omk/<team>/conflicts/<task>/<attempt>` (its first parent is
+    /// the head it conflicted with): an integrator turn's start. `None`
+    /// when an integrator's resolution still held markers.
+    pub marked_commit: Option<String>,
+    /// The head it conflicted with: a redo's start.
+    pub head: String,
+    /// The files as the merge left them and what was integrated
+    /// meanwhile, for the next prompt.
+    pub context: String,
 }
 
 /// What integrating a team's tasks produced.
@@ -171,8 +199,9 @@ pub struct Integrated {
     pub head: String,
     pub attempts: Vec<AttemptRecord>,
     /// The first task whose work conflicts with what was integrated
-    /// before it, and the files: nothing after it is integrated.
-    pub conflict: Option<(String, Vec<String>)>,
+    /// before it (or an integrator's resolution that kept markers):
+    /// nothing after it is integrated.
+    pub conflict: Option<Conflicted>,
 }
 
 /// Merge `commits` onto the base in order (in a mirror under `scratch`),
@@ -194,19 +223,37 @@ pub fn integrate(
     let mut head = code.base.clone();
     let mut attempts = Vec::new();
     let mut conflict = None;
+    let mut refs = Vec::new();
     for c in commits {
         let mut record = AttemptRecord {
             task_id: c.task.clone(),
             attempt: c.attempt,
             commit: c.commit.clone(),
-            parent: code.base.clone(),
+            parent: c.start.clone(),
             files: c.files.clone(),
             outcome: "not_integrated".into(),
             conflict_files: Vec::new(),
             conflict_commit: None,
-            integrator: false,
+            integrator: !c.resolving.is_empty(),
             submodule_commits: Vec::new(),
         };
+        // An integrator's resolution must have left no marker behind.
+        if conflict.is_none() && !c.resolving.is_empty() {
+            let left = super::isolation::unresolved_in(&mirror, &c.commit, &c.resolving)?;
+            if !left.is_empty() {
+                record.outcome = "conflict".into();
+                record.conflict_files = left.clone();
+                conflict = Some(Conflicted {
+                    task: c.task.clone(),
+                    attempt: c.attempt,
+                    files: left,
+                    messages: "the integrator left conflict markers".into(),
+                    marked_commit: None,
+                    head: head.clone(),
+                    context: String::new(),
+                });
+            }
+        }
         if conflict.is_none() {
             match mirror.merge(&head, &c.commit)? {
                 Merge::Clean { tree } if tree == mirror.tree_of(&head)? => {
@@ -220,22 +267,47 @@ pub fn integrate(
                     head = mirror.commit_tree(&tree, &[&head, &c.commit], &message)?;
                     record.outcome = "integrated".into();
                 }
-                Merge::Conflict { files, .. } => {
+                Merge::Conflict {
+                    tree,
+                    files,
+                    messages,
+                } => {
+                    let (marked, theirs) =
+                        super::isolation::conflict_texts(&mirror, &tree, &files, &c.start, &head)?;
+                    let message = format!(
+                        "omk: {} attempt {} conflicts with integrated work\n\n\
+                         Omk-Team: {team}\nOmk-Task: {}\nOmk-Conflict: {}\n",
+                        c.task,
+                        c.attempt,
+                        c.task,
+                        files.join(", ")
+                    );
+                    let marked_commit = mirror.commit_tree(&tree, &[&head, &c.commit], &message)?;
+                    refs.push(format!(
+                        "+{marked_commit}:refs/omk/{team}/conflicts/{}/{}",
+                        c.task, c.attempt
+                    ));
                     record.outcome = "conflict".into();
                     record.conflict_files = files.clone();
-                    conflict = Some((c.task.clone(), files));
+                    record.conflict_commit = Some(marked_commit.clone());
+                    conflict = Some(Conflicted {
+                        task: c.task.clone(),
+                        attempt: c.attempt,
+                        context: super::isolation::conflict_context(&messages, &marked, &theirs),
+                        files,
+                        messages,
+                        marked_commit: Some(marked_commit),
+                        head: head.clone(),
+                    });
                 }
             }
         }
         attempts.push(record);
     }
-    mirror.push(
-        &code.url,
-        &[
-            &format!("+{head}:refs/omk/{team}/integration"),
-            &format!("+{head}:refs/heads/omk/{team}"),
-        ],
-    )?;
+    refs.push(format!("+{head}:refs/omk/{team}/integration"));
+    refs.push(format!("+{head}:refs/heads/omk/{team}"));
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    mirror.push(&code.url, &refs)?;
     Ok(Integrated {
         head,
         attempts,

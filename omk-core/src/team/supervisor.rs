@@ -463,30 +463,17 @@ impl RunContext {
         let c = &run.conflicts[i];
         let context = c.last.as_ref().map(|l| l.1.as_str()).unwrap_or_default();
         if let Some(res) = &c.resolve {
-            return format!(
-                "You work in an omk team as its integrator, in {workdir}.\n{instructions}\n\n\
-                 Overall task: {task}\n\nSubtask {n} of {total}: {title}\n\n\
-                 This subtask's changes conflict with work the team integrated meanwhile, and \
-                 redoing the subtask did not help. Your work dir holds the integrated work with \
-                 this subtask's changes merged in; git left conflict markers (<<<<<<<, =======, \
-                 >>>>>>>) in: {files}. Resolve every conflict so that the intent of both sides \
-                 holds, remove every marker, and change nothing else.\n{context}\n\
-                 When you are done, reply with a short summary of how you resolved each conflict.",
-                workdir = workdir.display(),
-                instructions = role_instructions("integrator"),
-                task = d.task,
-                n = i + 1,
-                total = d.tasks.len(),
-                title = t.title,
-                files = res.files.join(", "),
+            return super::isolation::integrator_prompt(
+                Some(&workdir),
+                &d.task,
+                (i + 1, d.tasks.len()),
+                &t.title,
+                &res.files,
+                context,
             );
         }
         let conflict = match &c.last {
-            Some((files, context)) => format!(
-                "\n\nYour previous attempt conflicted with work integrated meanwhile, in: {}.\n\
-                 Your work dir now holds the integrated result; redo your change on top of it.\n{context}",
-                files.join(", ")
-            ),
+            Some((files, context)) => super::isolation::redo_note(files, context),
             None => String::new(),
         };
         format!(
