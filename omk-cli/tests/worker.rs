@@ -78,7 +78,7 @@ fn a_host_stopped_past_its_lease_cannot_record_its_late_completion() {
     let t = c.wait_tasks("late", "host-b's completion", |t| {
         t[0].status == "completed"
     });
-    assert_eq!(completed_by(&t[0]), "host-b");
+    assert_eq!(completed_by(&t[0]), "host-b", "{:#?}", c.events("late"));
     std::thread::sleep(Duration::from_millis(500));
     let report = a.stop();
     assert_eq!(report["lost"], 1, "{report}");
@@ -427,6 +427,39 @@ fn a_team_without_subtasks_is_planned_in_the_store_then_run_on_the_hosts() {
 }
 
 /// `git ARGS` in `dir` as a test user, its output trimmed.
+/// The most tasks of `team` running at once, from its events in order.
+fn most_running(c: &Cluster, team: &str) -> i32 {
+    let (mut now, mut most) = (0, 0);
+    for (kind, _) in c.events(team) {
+        match kind.as_str() {
+            "task_claimed" => now += 1,
+            "task_completed" | "retry_scheduled" | "task_failed" => now -= 1,
+            _ => {}
+        }
+        most = most.max(now);
+    }
+    most
+}
+
+#[test]
+fn a_teams_worker_count_caps_its_running_tasks_across_hosts() {
+    let Some(c) = Cluster::new() else { return };
+    let mut a = c.host("host-a", 5, 2);
+    let mut b = c.host("host-b", 5, 2);
+    // Four slots; a team of one worker and a team of two at once.
+    c.submit_as("solo", "1:executor", &["[sleep:0.4] [answer:s]"; 3], 3);
+    c.submit_as("pair", "2:executor", &["[sleep:0.4] [answer:p]"; 4], 3);
+    for team in ["solo", "pair"] {
+        c.wait_tasks(team, "every completion", |t| {
+            t.iter().all(|t| t.status == "completed")
+        });
+    }
+    assert_eq!(most_running(&c, "solo"), 1);
+    assert_eq!(most_running(&c, "pair"), 2);
+    a.stop();
+    b.stop();
+}
+
 /// The payloads of team `team`'s `integration_conflict` events.
 fn conflicts_of(c: &Cluster, team: &str) -> Vec<Value> {
     c.events(team)

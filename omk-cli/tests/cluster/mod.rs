@@ -74,11 +74,18 @@ impl Cluster {
 
     /// Submit a team of one subtask per prompt, as `omk team run --store
     /// --detach` would (any worker coordinates it).
+    /// Submit team `team` of four workers (the two hosts' slots).
     pub fn submit(&self, team: &str, prompts: &[&str], max_attempts: i32) {
+        self.submit_as(team, "4:executor", prompts, max_attempts)
+    }
+
+    /// Submit team `team` of workers `spec` (`N:role`, N its cap on running
+    /// tasks).
+    pub fn submit_as(&self, team: &str, spec: &str, prompts: &[&str], max_attempts: i32) {
         let mut config = omk_core::Config::default();
         config.team.max_attempts = max_attempts as u32;
         let req = omk_core::team::TeamRunRequest {
-            spec: "2:executor".into(),
+            spec: spec.into(),
             task: format!("test team {team}"),
             name: Some(team.into()),
             subtasks: prompts.iter().map(|p| p.to_string()).collect(),

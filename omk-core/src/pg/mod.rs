@@ -33,6 +33,11 @@ use crate::error::{Error, Result};
 /// unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a transaction may sit idle (its process stopped) before the
+/// server ends it, releasing its locks. Every transaction of omk runs its
+/// statements back to back.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
 /// Connections per process: workers, the coordinator's follower and the
 /// API share them.
 const POOL_SIZE: usize = 16;
@@ -96,6 +101,15 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("omk");
+        // A transaction left open by a stopped process (SIGSTOP, a paused
+        // VM) would hold its row locks for as long as it stays stopped:
+        // the server ends it instead, and the locks go with it.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            IDLE_IN_TRANSACTION.as_millis()
+        );
+        config.options(options.trim_start());
         let manager = Manager::from_config(
             config.clone(),
             NoTls,

@@ -3,10 +3,15 @@
 //! process's memory.
 //!
 //! - A claim takes the first claimable task with `FOR UPDATE SKIP LOCKED`
-//!   (concurrent claimers never wait on, or take, the same row), raises its
-//!   epoch and sets its deadline from the server's clock (`now()`), never a
-//!   host's. A running task whose deadline passed is claimable again: its
-//!   holder is presumed dead.
+//!   (concurrent claimers never wait on, or take, the same row) of a team
+//!   running fewer tasks than its worker count (counted under a lock on
+//!   the team's row), raises its epoch and sets its deadline from the
+//!   server's clock, never a host's. A running task whose deadline passed
+//!   is claimable again: its holder is presumed dead.
+//! - Deadlines are computed with `clock_timestamp()`, the time of the
+//!   statement, not `now()`, the time the transaction began: a claim that
+//!   waited for a lock must not hand out a lease already spent waiting, so
+//!   its deadline is set again as its last statement.
 //! - Renew, complete, fail and release name the lease's epoch and succeed
 //!   only while it is still the task's and not expired: a holder that was
 //!   stopped past its deadline can never record a completion, even if
@@ -59,11 +64,29 @@ pub struct TaskRecord {
     pub spec: Value,
 }
 
+/// A task claimable now, in SQL (over `tasks`): pending past its backoff,
+/// or running past its deadline with an attempt left.
+const CLAIMABLE: &str =
+    "((status = 'pending' AND (not_before IS NULL OR not_before <= clock_timestamp()))
+      OR (status = 'running' AND lease_deadline < clock_timestamp() AND attempts < max_attempts))";
+
+/// Team `$1`'s running tasks whose lease holds, against its worker count
+/// (`N:role`: at most N of its tasks run at once), in SQL.
+const RUNNING_AND_CAP: &str = "SELECT
+       (SELECT count(*) FROM tasks
+        WHERE team = $1 AND status = 'running' AND lease_deadline >= clock_timestamp()),
+       COALESCE((doc->>'worker_count')::bigint, 0)
+     FROM teams WHERE name = $1";
+
 impl PgStore {
     /// Claim the first claimable task (pending and past its backoff, or
     /// running past its deadline) of `pools` that one of `agents` runs, for
-    /// `holder`, under a lease of `ttl`. `None` when there is nothing to
-    /// claim now.
+    /// `holder`, under a lease of `ttl`, of a team running fewer tasks than
+    /// its worker count. `None` when there is nothing to claim now.
+    ///
+    /// The team's row is locked before any task row (as a shutdown and a
+    /// reopening lock them), and its running tasks are counted under that
+    /// lock: two claims of one team never both pass its cap.
     pub async fn claim(
         &self,
         holder: &str,
@@ -71,11 +94,80 @@ impl PgStore {
         agents: &[String],
         ttl: Duration,
     ) -> Result<Option<Lease>> {
+        let err = |e| self.error("claim a task in", e);
         let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error("claim a task in", e))?;
+        let tx = client.transaction().await.map_err(err)?;
+        let mut capped: Vec<String> = Vec::new();
+        let mut claimed = None;
+        loop {
+            let candidate = tx
+                .query_opt(
+                    &format!(
+                        "SELECT team FROM tasks
+                         WHERE pool = ANY($1) AND agent = ANY($2) AND team <> ALL($3)
+                           AND {CLAIMABLE}
+                         ORDER BY team, position LIMIT 1"
+                    ),
+                    &[&pools, &agents, &capped],
+                )
+                .await
+                .map_err(err)?;
+            let Some(candidate) = candidate else { break };
+            let team: String = candidate.get(0);
+            // The lock first, then the count in a statement of its own: a
+            // statement that waited for the lock would count from the
+            // snapshot it started with, before the claim it waited for.
+            tx.query_opt("SELECT 1 FROM teams WHERE name = $1 FOR UPDATE", &[&team])
+                .await
+                .map_err(err)?;
+            let room = tx.query_opt(RUNNING_AND_CAP, &[&team]).await.map_err(err)?;
+            let full = room.is_none_or(|r| {
+                let (running, cap): (i64, i64) = (r.get(0), r.get(1));
+                cap > 0 && running >= cap
+            });
+            if full {
+                capped.push(team);
+                continue;
+            }
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "WITH next AS (
+                             SELECT team, id, status AS was FROM tasks
+                             WHERE team = $5 AND pool = ANY($1) AND agent = ANY($2)
+                               AND {CLAIMABLE}
+                             ORDER BY position
+                             LIMIT 1
+                             FOR UPDATE SKIP LOCKED)
+                         UPDATE tasks t
+                         SET status = 'running', holder = $3, epoch = t.epoch + 1,
+                             attempts = t.attempts + 1, not_before = NULL,
+                             -- A lease taken over: the attempt it ended is one
+                             -- more piece of the task's evidence.
+                             result = CASE WHEN t.status = 'running' THEN jsonb_build_object('errors',
+                                 COALESCE(t.result->'errors', '[]'::jsonb)
+                                     || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)',
+                                                        t.attempts, t.holder)))
+                                 ELSE t.result END,
+                             lease_deadline = clock_timestamp() + make_interval(secs => $4)
+                         FROM next
+                         WHERE t.team = next.team AND t.id = next.id
+                         RETURNING t.team, t.id, t.epoch, t.attempts, t.lease_deadline, t.spec,
+                                   next.was, t.agent"
+                    ),
+                    &[&pools, &agents, &holder, &ttl.as_secs_f64(), &team],
+                )
+                .await
+                .map_err(err)?;
+            match row {
+                Some(row) => {
+                    claimed = Some(row);
+                    break;
+                }
+                // Its claimable tasks were taken meanwhile.
+                None => capped.push(team),
+            }
+        }
         // Running tasks past their deadline with no attempt left end here:
         // their holder is presumed dead and nobody may take them again.
         let exhausted = tx
@@ -85,13 +177,13 @@ impl PgStore {
                          'errors', COALESCE(result->'errors', '[]'::jsonb)
                              || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)',
                                                 attempts, holder)))
-                 WHERE pool = ANY($1) AND status = 'running' AND lease_deadline < now()
+                 WHERE pool = ANY($1) AND status = 'running' AND lease_deadline < clock_timestamp()
                    AND attempts >= max_attempts
                  RETURNING team, id, epoch, attempts, result->'errors'",
                 &[&pools],
             )
             .await
-            .map_err(|e| self.error("claim a task in", e))?;
+            .map_err(err)?;
         let mut events = Vec::new();
         for r in &exhausted {
             let (team, task, epoch, attempt, evidence): (String, String, i64, i32, Value) =
@@ -110,41 +202,10 @@ impl PgStore {
                         "reason": "lease expired on the last attempt", "evidence": evidence }),
             ));
         }
-        let row = tx
-            .query_opt(
-                "WITH next AS (
-                     SELECT team, id, status AS was FROM tasks
-                     WHERE pool = ANY($1) AND agent = ANY($2)
-                       AND ((status = 'pending' AND (not_before IS NULL OR not_before <= now()))
-                         OR (status = 'running' AND lease_deadline < now()
-                             AND attempts < max_attempts))
-                     ORDER BY team, position
-                     LIMIT 1
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE tasks t
-                 SET status = 'running', holder = $3, epoch = t.epoch + 1,
-                     attempts = t.attempts + 1, not_before = NULL,
-                     -- A lease taken over: the attempt it ended is one
-                     -- more piece of the task's evidence.
-                     result = CASE WHEN t.status = 'running' THEN jsonb_build_object('errors',
-                         COALESCE(t.result->'errors', '[]'::jsonb)
-                             || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)',
-                                                t.attempts, t.holder)))
-                         ELSE t.result END,
-                     lease_deadline = now() + make_interval(secs => $4)
-                 FROM next
-                 WHERE t.team = next.team AND t.id = next.id
-                 RETURNING t.team, t.id, t.epoch, t.attempts, t.lease_deadline, t.spec, next.was, t.agent",
-                &[&pools, &agents, &holder, &ttl.as_secs_f64()],
-            )
-            .await
-            .map_err(|e| self.error("claim a task in", e))?;
-        let Some(row) = row else {
+        let Some(row) = claimed else {
             if !events.is_empty() {
                 append_in(self, &tx, &events).await?;
-                tx.commit()
-                    .await
-                    .map_err(|e| self.error("claim a task in", e))?;
+                tx.commit().await.map_err(err)?;
             }
             return Ok(None);
         };
@@ -175,9 +236,18 @@ impl PgStore {
                     "lease_secs": ttl.as_secs(), "holder": holder }),
         ));
         append_in(self, &tx, &events).await?;
-        tx.commit()
+        // The lease runs from now, whatever the waits above took.
+        let mut lease = lease;
+        lease.deadline = tx
+            .query_one(
+                "UPDATE tasks SET lease_deadline = clock_timestamp() + make_interval(secs => $4)
+                 WHERE team = $1 AND id = $2 AND epoch = $3 RETURNING lease_deadline",
+                &[&lease.team, &lease.task, &lease.epoch, &ttl.as_secs_f64()],
+            )
             .await
-            .map_err(|e| self.error("claim a task in", e))?;
+            .map_err(err)?
+            .get(0);
+        tx.commit().await.map_err(err)?;
         Ok(Some(lease))
     }
 
@@ -187,9 +257,9 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "UPDATE tasks SET lease_deadline = now() + make_interval(secs => $4)
+                "UPDATE tasks SET lease_deadline = clock_timestamp() + make_interval(secs => $4)
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
-                   AND lease_deadline >= now()
+                   AND lease_deadline >= clock_timestamp()
                  RETURNING lease_deadline",
                 &[&lease.team, &lease.task, &lease.epoch, &ttl.as_secs_f64()],
             )
@@ -239,7 +309,7 @@ impl PgStore {
                      result = $4::jsonb || jsonb_build_object('errors',
                          COALESCE(result->'errors', '[]'::jsonb))
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
-                   AND lease_deadline >= now()",
+                   AND lease_deadline >= clock_timestamp()",
                 &[&lease.team, &lease.task, &lease.epoch, result],
             )
             .await
@@ -248,6 +318,8 @@ impl PgStore {
             return Err(lost(lease, "complete"));
         }
         add_counters(self, &tx, counters).await?;
+        // A slot waiting on the team's worker count may claim now.
+        notify(self, &tx, WORK_CHANNEL).await?;
         // A local team's payload (the result's fields), plus the lease's.
         let mut payload = json!({ "task_id": lease.task, "attempt": lease.attempt,
                                   "epoch": lease.epoch });
@@ -287,12 +359,12 @@ impl PgStore {
                 "UPDATE tasks SET
                      status = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
                      not_before = CASE WHEN attempts < max_attempts
-                                  THEN now() + make_interval(secs => $4) END,
+                                  THEN clock_timestamp() + make_interval(secs => $4) END,
                      holder = NULL, lease_deadline = NULL,
                      result = jsonb_build_object('error', $5::text, 'errors',
                          COALESCE(result->'errors', '[]'::jsonb) || to_jsonb($6::text))
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
-                   AND lease_deadline >= now()
+                   AND lease_deadline >= clock_timestamp()
                  RETURNING status, max_attempts, result->'errors'",
                 &[
                     &lease.team,
@@ -313,9 +385,9 @@ impl PgStore {
         } else {
             AfterFailure::Retry
         };
-        if after == AfterFailure::Retry {
-            notify(self, &tx, WORK_CHANNEL).await?;
-        }
+        // Claimable again after the backoff, and a slot waiting on the
+        // team's worker count may claim another now.
+        notify(self, &tx, WORK_CHANNEL).await?;
         // The payloads of a local team's events, plus the lease's epoch.
         let max_attempts: i32 = row.get(1);
         let evidence: Value = row.get(2);
@@ -358,7 +430,7 @@ impl PgStore {
                 "UPDATE tasks SET status = 'pending', holder = NULL, lease_deadline = NULL,
                      attempts = attempts - 1
                  WHERE team = $1 AND id = $2 AND epoch = $3 AND status = 'running'
-                   AND lease_deadline >= now()",
+                   AND lease_deadline >= clock_timestamp()",
                 &[&lease.team, &lease.task, &lease.epoch],
             )
             .await
@@ -384,11 +456,20 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT EXTRACT(EPOCH FROM (min(CASE WHEN status = 'pending'
-                                                    THEN coalesce(not_before, now())
-                                                    ELSE lease_deadline END) - now()))::float8
-                 FROM tasks
-                 WHERE pool = ANY($1) AND agent = ANY($2) AND status IN ('pending', 'running')",
+                "SELECT EXTRACT(EPOCH FROM (min(CASE WHEN t.status = 'pending'
+                                                    THEN coalesce(t.not_before, clock_timestamp())
+                                                    ELSE t.lease_deadline END) - clock_timestamp()))::float8
+                 FROM tasks t
+                 WHERE t.pool = ANY($1) AND t.agent = ANY($2)
+                   AND (t.status = 'running'
+                     -- A team at its worker count: its pending tasks wait
+                     -- for a completion, which is announced.
+                     OR (t.status = 'pending' AND (
+                         SELECT count(*) FROM tasks r
+                         WHERE r.team = t.team AND r.status = 'running'
+                           AND r.lease_deadline >= clock_timestamp())
+                       < COALESCE((SELECT NULLIF((doc->>'worker_count')::bigint, 0)
+                                   FROM teams WHERE name = t.team), 9223372036854775807)))",
                 &[&pools, &agents],
             )
             .await

@@ -76,7 +76,7 @@ impl PgStore {
                 "INSERT INTO teams (name, doc, phase, coordinator, coordinator_epoch, coordinator_deadline)
                  VALUES ($1, $2, $3, $4, CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END,
                          CASE WHEN $4::text IS NULL THEN NULL
-                              ELSE now() + make_interval(secs => $5) END)
+                              ELSE clock_timestamp() + make_interval(secs => $5) END)
                  ON CONFLICT DO NOTHING",
                 &[&name, doc, &phase, &holder, &ttl],
             )
@@ -158,8 +158,8 @@ impl PgStore {
         let phase = doc["phase"].as_str().unwrap_or("Executing");
         let n = tx
             .execute(
-                "UPDATE teams SET doc = $3, phase = $4, updated_at = now()
-                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                "UPDATE teams SET doc = $3, phase = $4, updated_at = clock_timestamp()
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= clock_timestamp()",
                 &[&c.team, &c.epoch, doc, &phase],
             )
             .await
@@ -197,8 +197,8 @@ impl PgStore {
             .map_err(|e| self.error("reopen a task in", e))?;
         let n = tx
             .execute(
-                "UPDATE teams SET updated_at = now()
-                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                "UPDATE teams SET updated_at = clock_timestamp()
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= clock_timestamp()",
                 &[&c.team, &c.epoch],
             )
             .await
@@ -250,14 +250,14 @@ impl PgStore {
                 "WITH next AS (
                      SELECT name FROM teams
                      WHERE phase <> ALL($1)
-                       AND (coordinator IS NULL OR coordinator_deadline < now())
+                       AND (coordinator IS NULL OR coordinator_deadline < clock_timestamp())
                        AND ($4::text IS NULL OR name = $4)
                      ORDER BY created_at
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
                  UPDATE teams t
                  SET coordinator = $2, coordinator_epoch = t.coordinator_epoch + 1,
-                     coordinator_deadline = now() + make_interval(secs => $3)
+                     coordinator_deadline = clock_timestamp() + make_interval(secs => $3)
                  FROM next WHERE t.name = next.name
                  RETURNING t.name, t.coordinator_epoch, t.doc",
                 &[&&TERMINAL_PHASES[..], &holder, &ttl.as_secs_f64(), &only],
@@ -277,8 +277,8 @@ impl PgStore {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE teams SET coordinator_deadline = now() + make_interval(secs => $3)
-                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                "UPDATE teams SET coordinator_deadline = clock_timestamp() + make_interval(secs => $3)
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= clock_timestamp()",
                 &[&c.team, &c.epoch, &ttl.as_secs_f64()],
             )
             .await
@@ -311,10 +311,10 @@ impl PgStore {
         let phase = doc["phase"].as_str().unwrap_or("Planning");
         let n = tx
             .execute(
-                "UPDATE teams SET doc = $3, phase = $4, updated_at = now(),
+                "UPDATE teams SET doc = $3, phase = $4, updated_at = clock_timestamp(),
                      coordinator = CASE WHEN $4 = ANY($5) THEN NULL ELSE coordinator END,
                      proof = coalesce($6, proof)
-                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= now()",
+                 WHERE name = $1 AND coordinator_epoch = $2 AND coordinator_deadline >= clock_timestamp()",
                 &[
                     &c.team,
                     &c.epoch,
@@ -351,7 +351,7 @@ impl PgStore {
             .map_err(|e| self.error("shut a team down in", e))?;
         let Some(team) = tx
             .query_opt(
-                "UPDATE teams SET shutdown_requested_at = coalesce(shutdown_requested_at, now())
+                "UPDATE teams SET shutdown_requested_at = coalesce(shutdown_requested_at, clock_timestamp())
                  WHERE name = $1 RETURNING phase",
                 &[&name],
             )
@@ -433,7 +433,7 @@ impl PgStore {
             .query(
                 "SELECT name, doc FROM teams
                  WHERE NOT (phase = ANY($1)) OR name = ANY($2)
-                    OR updated_at > now() - make_interval(secs => $3)
+                    OR updated_at > clock_timestamp() - make_interval(secs => $3)
                  ORDER BY created_at, name",
                 &[&&TERMINAL_PHASES[..], &also, &recent.as_secs_f64()],
             )

@@ -29,7 +29,7 @@ impl PgStore {
         client
             .execute(
                 "INSERT INTO workers (holder, host, pools, agents, max_agents, deadline)
-                 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+                 VALUES ($1, $2, $3, $4, $5, clock_timestamp() + make_interval(secs => $6))
                  ON CONFLICT (holder) DO UPDATE SET
                      host = EXCLUDED.host, pools = EXCLUDED.pools, agents = EXCLUDED.agents,
                      max_agents = EXCLUDED.max_agents, deadline = EXCLUDED.deadline",
@@ -69,14 +69,14 @@ impl PgStore {
         let live = client
             .query(
                 "SELECT holder, host, pools, agents, max_agents, started_at, deadline
-                 FROM workers WHERE deadline >= now() ORDER BY holder",
+                 FROM workers WHERE deadline >= clock_timestamp() ORDER BY holder",
                 &[],
             )
             .await
             .map_err(|e| self.error("read the workers of", e))?;
         let pools = client
             .query(
-                "WITH live AS (SELECT * FROM workers WHERE deadline >= now()),
+                "WITH live AS (SELECT * FROM workers WHERE deadline >= clock_timestamp()),
                       names AS (SELECT unnest(pools) AS pool FROM live
                                 UNION SELECT pool FROM tasks
                                       WHERE status IN ('pending', 'running'))
@@ -84,7 +84,7 @@ impl PgStore {
                      coalesce((SELECT sum(max_agents) FROM live
                                WHERE n.pool = ANY (live.pools)), 0)::bigint,
                      (SELECT count(*) FROM tasks t WHERE t.pool = n.pool
-                          AND t.status = 'running' AND t.lease_deadline >= now()),
+                          AND t.status = 'running' AND t.lease_deadline >= clock_timestamp()),
                      (SELECT count(*) FROM tasks t WHERE t.pool = n.pool
                           AND t.status = 'pending'),
                      coalesce((SELECT array_agg(holder ORDER BY holder) FROM live
