@@ -1,5 +1,13 @@
-//! The storage seam of team scheduling: leased task records, as a trait
-//! each store implements.
+//! The storage seam: what omk needs from a store, as traits each store
+//! implements: leased task records ([`TaskLeases`]), team documents
+//! ([`Documents`]), event logs ([`EventLogs`]), counters ([`Counters`]), a
+//! change feed ([`ChangeFeed`]) and named leases ([`Leases`]). The file
+//! store's side is [`file::FileStore`] (today's code over a state root
+//! behind them) and `crate::team::board`; PostgreSQL's is `crate::pg`.
+//! `omk-core/tests/seam.rs` and `omk-core/tests/leases.rs` run one contract
+//! per trait against both.
+//!
+//! Task leases:
 //!
 //! A task is one record (status, holder, lease deadline, epoch, attempts,
 //! retry time). A claim takes the first claimable one, raises its epoch and
@@ -19,15 +27,25 @@
 //! - PostgreSQL's (`crate::pg::tasks`): claimed by `omk worker` daemons on
 //!   any host with `FOR UPDATE SKIP LOCKED`, with the server's clock.
 //!
-//! `omk-core/tests/leases.rs` runs one contract against both.
+//! Pool admission is not a trait here: a local pool admits a team's
+//! workers on one machine (`crate::pool`); across hosts each `omk
+//! worker`'s `--max-agents` and a team's worker count (a cap in the claim)
+//! bound the agents, and `omk pools status` shows the cluster's.
 
+pub mod file;
+
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::metrics::Counter;
+use crate::watch::Signal;
 
 /// A task held under a lease.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,4 +136,116 @@ pub fn lost(lease: &Lease, doing: &str) -> Error {
 /// The evidence line of an attempt whose lease expired.
 pub fn expired_line(attempt: i64, holder: &str) -> String {
     format!("attempt {attempt}: lease expired ({holder} stopped renewing it)")
+}
+
+/// A document and its revision (opaque; it changes with every write).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub doc: Value,
+    pub revision: String,
+}
+
+/// Team documents: get, list, and compare-and-set.
+pub trait Documents {
+    /// Team `team`'s document, with its revision.
+    fn get(&self, team: &str) -> impl Future<Output = Result<Option<Versioned>>> + Send;
+
+    /// Every team's document.
+    fn list(&self) -> impl Future<Output = Result<Vec<Value>>> + Send;
+
+    /// Replace team `team`'s document with `doc` if its revision is still
+    /// `expected`; the new revision. `conflict` (and nothing written) when
+    /// it changed meanwhile, `not_found` when there is no such team.
+    fn compare_and_set(
+        &self,
+        team: &str,
+        expected: &str,
+        doc: &Value,
+    ) -> impl Future<Output = Result<String>> + Send;
+}
+
+/// Event logs with sequence numbers.
+pub trait EventLogs {
+    /// Append `events` (their payloads redacted), in order, as one batch;
+    /// their sequence numbers, rising.
+    fn append(&self, events: Vec<Event>) -> impl Future<Output = Result<Vec<u64>>> + Send;
+
+    /// Team `team`'s events after sequence number `after` (0: from the
+    /// first), at most `limit`, in order, each with its `seq`.
+    fn read_after(
+        &self,
+        team: &str,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>>> + Send;
+}
+
+/// Named counters (a [`Counter`]'s snake-case name).
+pub trait Counters {
+    /// Add to several counters at once.
+    fn add(&self, deltas: &[(Counter, u64)]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every counter counted so far, by name.
+    fn all(&self) -> impl Future<Output = Result<BTreeMap<String, u64>>> + Send;
+}
+
+/// A change feed: a signal raised when a team's events or document change.
+/// It only wakes: a woken reader reads what is new by sequence, so a
+/// coalesced or missed raise loses nothing.
+pub trait ChangeFeed {
+    /// Changes of `team` (of every team when `None`), while the returned
+    /// [`Feed`] is kept.
+    fn changes(&self, team: Option<&str>) -> impl Future<Output = Result<Feed>> + Send;
+}
+
+/// What [`ChangeFeed::changes`] returns: the signal, and what keeps it
+/// raised.
+pub struct Feed {
+    pub signal: Arc<Signal>,
+    pub(crate) _source: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// A named lease (a run's liveness, a team's coordination): one holder at a
+/// time, until its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedLease {
+    pub name: String,
+    pub holder: String,
+    /// Raised by every acquisition: the fence of this holder's writes.
+    pub epoch: i64,
+    pub deadline: DateTime<Utc>,
+}
+
+/// Named leases: acquire with a TTL and get an epoch, renew, release; a
+/// stale epoch is refused (`conflict`).
+pub trait Leases {
+    /// Take lease `name` for `holder` for `ttl` if nobody holds it (never
+    /// held, released, or past its deadline); `None` while another holds
+    /// it.
+    fn acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<NamedLease>>> + Send;
+
+    /// Extend a held lease by `ttl` from now; refused once it expired or
+    /// was taken.
+    fn renew(
+        &self,
+        lease: &mut NamedLease,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Give a held lease up: anyone may acquire it at once.
+    fn release(&self, lease: &NamedLease) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The refusal of a write naming a named lease no longer held.
+pub fn lost_named(lease: &NamedLease, doing: &str) -> Error {
+    Error::Conflict(format!(
+        "cannot {doing} lease {}: epoch {} of {} is no longer valid (expired, released or \
+         taken by another)",
+        lease.name, lease.epoch, lease.holder
+    ))
 }

@@ -15,7 +15,8 @@ use crate::handle::SLICE;
 /// Iterator over one team's events (returned by ``Omk.team_events``).
 ///
 /// Each item is an event dict: ``id``, ``ts``, ``run_id``, ``kind``,
-/// ``actor``, ``payload`` (absent when empty) and ``schema_version``.
+/// ``actor``, ``payload`` (absent when empty), ``schema_version`` and ``seq``
+/// (its number in the log).
 /// Waiting for new events (``follow=True``) releases the GIL and stays
 /// interruptible by Ctrl-C. It is woken by the change notifications of the
 /// team's directory (inotify), or a store team's by the store's

@@ -240,7 +240,7 @@ impl PyOmk {
     }
 
     /// Iterate over a team's events (dicts: ``id``, ``ts``, ``run_id``,
-    /// ``kind``, ``actor``, ``payload``, ``schema_version``), oldest first,
+    /// ``kind``, ``actor``, ``payload``, ``schema_version``, ``seq``), oldest first,
     /// from ``<state_dir>/team/<name>/events.jsonl``, or, for a team of the
     /// configured store (``[store] url`` / ``OMK_STORE``), from the store
     /// by sequence, woken by its ``LISTEN``.

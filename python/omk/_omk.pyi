@@ -73,6 +73,13 @@ class TaskEntry(TypedDict):
     files: NotRequired[list[str]]
     """The files the plan said it changes (tasks sharing one never run at
     the same time); absent when the plan did not say."""
+    epoch: NotRequired[int]
+    """Claims so far: the fence of its holder's writes (absent before the
+    first claim)."""
+    lease_deadline: NotRequired[str]
+    """While running: when its holder's lease ends unless renewed."""
+    retry_at: NotRequired[str]
+    """While pending after a failed attempt: when it may be claimed again."""
 
 class WorkerEntry(TypedDict):
     """One worker of a team: its role and agent profile."""
@@ -253,6 +260,9 @@ class Event(TypedDict):
     actor: str | None
     payload: NotRequired[dict[str, Any]]
     schema_version: int
+    seq: NotRequired[int]
+    """Its number in the log (1, 2, ...), or in a store its sequence;
+    absent in logs of an older omk."""
 
 # ---------------------------------------------------------------- gates
 

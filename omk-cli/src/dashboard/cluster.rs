@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use omk_core::pg::teams::TERMINAL_PHASES;
 use omk_core::pg::PgStore;
+use omk_core::seam::{Counters, Documents};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -47,13 +48,7 @@ impl Cluster {
 
     /// Every team document in the store, oldest first.
     pub async fn teams(&self) -> omk_core::Result<Vec<Value>> {
-        Ok(self
-            .store
-            .team_docs()
-            .await?
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect())
+        Documents::list(&self.store).await
     }
 
     /// One team's document, checked to be one.
@@ -65,9 +60,9 @@ impl Cluster {
     /// `metrics` with the store's counters added (`tasks_completed` counts
     /// into `total_tasks_completed`, and so on).
     pub async fn add_counters(&self, metrics: &mut Value) -> omk_core::Result<()> {
-        for (name, value) in self.store.counters().await? {
+        for (name, value) in Counters::all(&self.store).await? {
             let key = format!("total_{name}");
-            let sum = metrics[&key].as_i64().unwrap_or(0) + value;
+            let sum = metrics[&key].as_u64().unwrap_or(0) + value;
             metrics[key] = Value::from(sum);
         }
         Ok(())

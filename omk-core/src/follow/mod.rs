@@ -34,7 +34,7 @@ use tail::{is_final_event, Tail};
 const FINAL_EVENT_GRACE: Duration = Duration::from_secs(3);
 
 /// Store events read per query.
-const STORE_PAGE: i64 = 1000;
+const STORE_PAGE: usize = 1000;
 
 /// What [`TeamFollower::step`] found.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ enum Source {
     /// A team of the state root: its log.
     File(Tail),
     /// A team of a store: its events after this sequence.
-    Store { store: Box<PgStore>, after: i64 },
+    Store { store: Box<PgStore>, after: u64 },
 }
 
 /// One team's events, read (and followed) in order.
@@ -248,15 +248,16 @@ impl TeamFollower {
                 source: e,
             }),
             Source::Store { store, after } => {
-                let page = self.omk.runtime()?.block_on(store.events_after(
-                    Some(&self.name),
-                    *after,
-                    STORE_PAGE,
-                ))?;
+                let page = self
+                    .omk
+                    .runtime()?
+                    .block_on(crate::seam::EventLogs::read_after(
+                        &**store, &self.name, *after, STORE_PAGE,
+                    ))?;
                 for e in &page {
-                    *after = e.seq;
+                    *after = e.seq.unwrap_or(*after);
                     self.buffer
-                        .push_back(serde_json::to_value(&e.event).unwrap_or(Value::Null));
+                        .push_back(serde_json::to_value(e).unwrap_or(Value::Null));
                 }
                 Ok(page.len())
             }

@@ -152,6 +152,7 @@ impl PgStore {
                     actor: r.get(5),
                     payload: r.get::<_, Value>(6),
                     schema_version: crate::events::EVENT_SCHEMA_VERSION,
+                    seq: Some(r.get::<_, i64>(0).max(0) as u64),
                 },
             })
             .collect())

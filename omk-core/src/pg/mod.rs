@@ -18,6 +18,7 @@
 
 pub mod events;
 pub mod schema;
+pub mod seam;
 pub mod tasks;
 pub mod teams;
 pub mod workers;

@@ -92,6 +92,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE teams ADD COLUMN proof jsonb;
     "#,
+    // 6: named leases (the seam's `Leases`): one holder at a time, fenced
+    // by an epoch raised with every acquisition.
+    r#"
+    CREATE TABLE leases (
+        name      text PRIMARY KEY,
+        holder    text,
+        epoch     bigint NOT NULL DEFAULT 0,
+        deadline  timestamptz
+    );
+    "#,
 ];
 
 /// The schema version this omk reads and writes.

@@ -734,8 +734,8 @@ fn task_commits(records: &[TaskRecord]) -> Vec<TaskCommit> {
 
 /// A team's document in the store (`None`: no such team).
 pub async fn team(store: &PgStore, name: &str) -> Result<Option<TeamDoc>> {
-    match store.team_doc(name).await? {
-        Some(doc) => decode(store, name, doc).map(Some),
+    match crate::seam::Documents::get(store, name).await? {
+        Some(v) => decode(store, name, v.doc).map(Some),
         None => Ok(None),
     }
 }
