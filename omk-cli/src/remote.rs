@@ -215,17 +215,3 @@ pub fn team_proof(url: &str, name: &str) -> omk_core::Result<serde_json::Value> 
         }
     })
 }
-
-/// `omk team status NAME --store URL`: the team's document in the store.
-pub fn team_status(url: &str, name: &str) -> omk_core::Result<omk_core::team::TeamDoc> {
-    let rt = crate::async_runtime("store")?;
-    rt.block_on(async {
-        let store = PgStore::connect(url).await?;
-        remote::team(&store, name).await?.ok_or_else(|| {
-            omk_core::Error::NotFound(format!(
-                "no team named {name:?} in the store {}",
-                store.shown()
-            ))
-        })
-    })
-}

@@ -66,7 +66,10 @@ pub fn run(omk: &Omk, global: &GlobalArgs, cmd: TeamCommand) -> omk_core::Result
             if s.follow {
                 follow(omk, a)?;
             }
-            let doc = here_or_in_store(omk, a, Ok, |url| crate::remote::team_status(url, &a.name))?;
+            let doc = match crate::remote::store_url(omk, a.store.as_deref())? {
+                Some(url) => omk.team_find_in(&a.name, Some(&url))?,
+                None => omk.team_status(&a.name)?,
+            };
             show(&doc, a.json);
             Ok(Outcome::Success)
         }

@@ -37,9 +37,10 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::events::{Event, EventKind};
 use crate::git::Repo;
-use crate::pg::tasks::{AfterFailure, Lease};
+use crate::pg::tasks::PgQueue;
 use crate::pg::workers::WorkerRecord;
 use crate::pg::{retry_io, PgStore};
+use crate::seam::{AfterFailure, Lease, TaskLeases};
 use crate::team::shared::SharedCode;
 
 /// How long a slot with nothing to claim waits before looking again even
@@ -118,6 +119,7 @@ pub async fn serve(
     let work = store.listen_for_work().await?;
     let cancels = store.listen_for_cancels().await?;
     let shared = Arc::new(Daemon {
+        tasks: store.queue(&opts.pools, &opts.agents),
         store,
         changes,
         work,
@@ -174,6 +176,9 @@ pub async fn serve(
 /// What the worker's slots and its coordination loop share.
 struct Daemon {
     store: PgStore,
+    /// The store's tasks this worker serves (its pools and profiles),
+    /// claimed through the seam's [`TaskLeases`].
+    tasks: PgQueue,
     /// Raised on every event: what a coordinator follows.
     changes: Arc<crate::watch::Signal>,
     /// Raised when a task may have become claimable: what idle slots wait on.
@@ -237,15 +242,7 @@ impl Daemon {
         let mut held: Option<Held> = None;
         while !*stop.borrow() {
             let seen = self.work.generation();
-            let claimed = self
-                .store
-                .claim(
-                    &holder,
-                    &self.opts.pools,
-                    &self.opts.agents,
-                    self.opts.lease,
-                )
-                .await;
+            let claimed = self.tasks.claim(&holder, self.opts.lease).await;
             match claimed {
                 Ok(Some(lease)) => {
                     retry = Duration::from_millis(100);
@@ -581,7 +578,7 @@ impl Daemon {
                     ),
                 };
                 retry_io(self.opts.lease, "record a failure", || {
-                    self.store.fail(&lease, &why, self.opts.retry_backoff)
+                    self.tasks.fail(&lease, &why, self.opts.retry_backoff)
                 })
                 .await
                 .map(|after| {
@@ -592,7 +589,7 @@ impl Daemon {
                 })
             }
             Ran::Stopped => retry_io(self.opts.lease, "release a task", || {
-                self.store.release(&lease)
+                self.tasks.release(&lease)
             })
             .await
             .map(|()| {
@@ -634,8 +631,7 @@ impl Daemon {
         // A store away (restarting) gets the lease's length to come back;
         // after that the fence refuses the write anyway.
         retry_io(self.opts.lease, "record a completion", || {
-            self.store
-                .complete(lease, &result, &[("tasks_completed", 1)])
+            self.tasks.complete(lease, &result)
         })
         .await
         .map(|_| {
@@ -696,7 +692,7 @@ impl Daemon {
                         )));
                     }
                 }
-                _ = renew.tick() => match self.store.renew(lease, self.opts.lease).await {
+                _ = renew.tick() => match self.tasks.renew(lease, self.opts.lease).await {
                     Ok(()) => {}
                     Err(e) if e.code() == ErrorCode::Conflict => return Ran::Lost(e),
                     // The store is away: the lease may still hold; the

@@ -140,12 +140,28 @@ impl Omk {
         Ok(Some(store))
     }
 
+    /// The store at `url` (a command's `--store`), or the configured one
+    /// ([`Omk::store`]) when `url` is `None` or names it.
+    pub fn store_in(&self, url: Option<&str>) -> Result<Option<pg::PgStore>> {
+        match url {
+            Some(u) if self.config()?.store.url.as_deref() != Some(u) => {
+                Ok(Some(self.runtime()?.block_on(pg::PgStore::connect(u))?))
+            }
+            _ => self.store(),
+        }
+    }
+
     /// Team `name`'s document: this state root's team, else the configured
     /// store's ([`Omk::store`]).
     pub fn team_find(&self, name: &str) -> Result<team::TeamDoc> {
+        self.team_find_in(name, None)
+    }
+
+    /// [`Omk::team_find`] in the store at `store_url` ([`Omk::store_in`]).
+    pub fn team_find_in(&self, name: &str, store_url: Option<&str>) -> Result<team::TeamDoc> {
         match self.team_status(name) {
             Err(e) if e.code() == ErrorCode::NotFound => {
-                let Some(store) = self.store()? else {
+                let Some(store) = self.store_in(store_url)? else {
                     return Err(e);
                 };
                 let doc = self.runtime()?.block_on(team::remote::team(&store, name))?;

@@ -110,11 +110,7 @@ impl TeamFollower {
             }
             Err(e) if e.code() == ErrorCode::NotFound => {
                 let rt = omk.runtime()?;
-                let store = match store_url {
-                    Some(url) => Some(rt.block_on(PgStore::connect(url))?),
-                    None => omk.store()?,
-                };
-                let Some(store) = store else {
+                let Some(store) = omk.store_in(store_url)? else {
                     return Err(e);
                 };
                 // Listening before the first read: no event is missed.

@@ -241,8 +241,9 @@ pub fn record(t: &TaskEntry) -> LeaseRecord {
 }
 
 /// Task records of their own under [`TaskLeases`], operated on by the
-/// functions above: what the contract test runs, and a queue for callers
-/// that schedule tasks without a team run.
+/// functions above (what the supervisor applies to its document): the
+/// file store's side of the contract `omk-core/tests/leases.rs` runs
+/// against both stores.
 pub struct Board {
     team: String,
     max_attempts: u32,
