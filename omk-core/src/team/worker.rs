@@ -286,7 +286,7 @@ impl Worker {
             let changed = ctx.task_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let i = match self.ctx.claim(&self.id) {
+            let (i, lease) = match self.ctx.claim(&self.id) {
                 Claim::Done => break,
                 Claim::Wait(ready_at) => {
                     self.set_state("waiting", None);
@@ -307,10 +307,10 @@ impl Worker {
             // agent is given up on by the turn's watchdog well before it
             // lapses (the watchdog's limit is the lease's length, and the
             // lease is renewed every third of it).
-            let keeper = keep(ctx.clone(), i.1.clone());
+            let keeper = keep(ctx.clone(), lease.clone());
             tokio::select! {
                 biased;
-                _ = self.run_task(i.0, &i.1) => {}
+                _ = self.run_task(i, &lease) => {}
                 _ = keeper => {}
             }
             // A turn that ended of a shutdown the watcher has not published
