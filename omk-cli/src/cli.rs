@@ -96,6 +96,7 @@ impl Command {
             Command::Team(TeamCommand::Supervise(_)) => false,
             Command::Pools(PoolsCommand::Status(a)) => a.json,
             Command::Pools(PoolsCommand::Cleanup(a)) => a.json,
+            Command::Pools(PoolsCommand::Set(a)) => a.json,
             Command::Agents(AgentsCommand::List(a)) => a.json,
             Command::Gates(GatesCommand::List(a)) => a.json,
             Command::Gates(GatesCommand::Run(a)) => a.json,
@@ -275,6 +276,30 @@ pub enum PoolsCommand {
     Status(StoreViewArgs),
     /// Remove queue entries and slots whose owner died or whose run ended.
     Cleanup(JsonArgs),
+    /// Declare a pool's capacity across a PostgreSQL store's cluster: the
+    /// most of its tasks (and leased slots) running at once on all hosts.
+    Set(PoolsSetArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("cap").required(true).args(["max_workers", "unlimited"])))]
+pub struct PoolsSetArgs {
+    /// The pool.
+    pub name: String,
+    /// The most slots taken at once across the cluster (0: admit nobody).
+    #[arg(long, value_name = "N")]
+    pub max_workers: Option<u32>,
+    /// No cap in the store: only the slots of the workers serving the pool
+    /// bound it.
+    #[arg(long)]
+    pub unlimited: bool,
+    /// The PostgreSQL store (default: [store] url or $OMK_STORE). A local
+    /// pool's capacity is `[pools.NAME] max_workers` in config.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

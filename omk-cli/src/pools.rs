@@ -1,4 +1,4 @@
-//! `omk pools status|cleanup`.
+//! `omk pools status|cleanup|set`.
 
 use omk_core::Omk;
 
@@ -44,11 +44,12 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                         c["workers"].as_array().map_or(0, |w| w.len())
                     );
                     crate::outln!(
-                        "{:<16} {:>7} {:>7} {:>7}  WORKERS",
+                        "{:<16} {:>7} {:>7} {:>7} {:>9}  WORKERS",
                         "POOL",
                         "ACTIVE",
                         "QUEUED",
-                        "MAX"
+                        "SLOTS",
+                        "CAPACITY"
                     );
                     for p in c["pools"].as_array().into_iter().flatten() {
                         let workers: Vec<&str> = p["workers"]
@@ -58,11 +59,13 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                             .filter_map(|w| w.as_str())
                             .collect();
                         crate::outln!(
-                            "{:<16} {:>7} {:>7} {:>7}  {}",
+                            "{:<16} {:>7} {:>7} {:>7} {:>9}  {}",
                             p["name"].as_str().unwrap_or(""),
-                            p["active_tasks"].as_u64().unwrap_or(0),
+                            p["active_tasks"].as_u64().unwrap_or(0)
+                                + p["leased_slots"].as_u64().unwrap_or(0),
                             p["queued_tasks"].as_u64().unwrap_or(0),
                             p["max_workers"].as_u64().unwrap_or(0),
+                            capacity_text(&p["capacity"]),
                             workers.join(", ")
                         );
                     }
@@ -109,6 +112,34 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
                 );
             }
         }
+        PoolsCommand::Set(a) => {
+            let Some(url) = crate::remote::store_url(omk, a.store.as_deref())? else {
+                return Err(omk_core::Error::InvalidInput(format!(
+                    "pools set declares a pool's capacity in a PostgreSQL store, and none is \
+                     given (--store URL, [store] url or $OMK_STORE); a local pool's capacity \
+                     is [pools.{}] max_workers in config",
+                    a.name
+                )));
+            };
+            let cap = if a.unlimited { None } else { a.max_workers };
+            let v = crate::remote::set_pool_capacity(&url, &a.name, cap)?;
+            if a.json {
+                print_json(&v);
+            } else {
+                crate::outln!(
+                    "pool {} in {}: capacity {}",
+                    a.name,
+                    v["store"].as_str().unwrap_or(""),
+                    capacity_text(&v["pool"]["capacity"])
+                );
+            }
+        }
     }
     Ok(Outcome::Success)
+}
+
+/// A declared cluster capacity, or `-` for none.
+fn capacity_text(cap: &serde_json::Value) -> String {
+    cap.as_u64()
+        .map_or_else(|| "-".to_string(), |c| c.to_string())
 }

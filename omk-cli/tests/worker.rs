@@ -460,6 +460,62 @@ fn a_teams_worker_count_caps_its_running_tasks_across_hosts() {
     b.stop();
 }
 
+/// `omk pools ARGS --json --store` (TCP) from this host; its JSON.
+fn pools_cmd(c: &Cluster, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omk"))
+        .arg("pools")
+        .args(args)
+        .args(["--json", "--store", &c.tcp_url])
+        .env("OMK_STATE_DIR", c.tmp.path().join("pools-state"))
+        .env("XDG_CONFIG_HOME", c.tmp.path().join("pools-xdg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_pools_capacity_in_the_store_caps_its_running_tasks_across_hosts() {
+    let Some(c) = Cluster::new() else { return };
+    let set = pools_cmd(&c, &["set", "default", "--max-workers", "2"]);
+    assert_eq!(set["pool"]["capacity"], 2, "{set}");
+    let mut a = c.host("host-a", 5, 2);
+    let mut b = c.host("host-b", 5, 2);
+    // Four slots and a team of four workers; the pool admits two at once.
+    c.submit("capped", &["[sleep:0.4] [answer:c]"; 6], 3);
+    c.wait_tasks("capped", "two running", |t| {
+        t.iter().filter(|t| t.status == "running").count() == 2
+    });
+    let status = pools_cmd(&c, &["status"]);
+    let default = status["cluster"]["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "default")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&default["capacity"], &default["max_workers"]),
+        (&json!(2), &json!(4)),
+        "{status}"
+    );
+    c.wait_tasks("capped", "every completion", |t| {
+        t.iter().all(|t| t.status == "completed")
+    });
+    assert_eq!(most_running(&c, "capped"), 2);
+    // Without a capacity, the workers' slots bound the pool again.
+    let set = pools_cmd(&c, &["set", "default", "--unlimited"]);
+    assert_eq!(set["pool"]["capacity"], Value::Null, "{set}");
+    c.submit("free", &["[sleep:0.4] [answer:f]"; 6], 3);
+    c.wait_tasks("free", "every completion", |t| {
+        t.iter().all(|t| t.status == "completed")
+    });
+    let most = most_running(&c, "free");
+    assert!(most > 2, "at most {most} running without a capacity");
+    a.stop();
+    b.stop();
+}
+
 /// The payloads of team `team`'s `integration_conflict` events.
 fn conflicts_of(c: &Cluster, team: &str) -> Vec<Value> {
     c.events(team)

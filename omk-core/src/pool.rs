@@ -11,6 +11,7 @@
 //! there is nothing to preserve, and admission stays cheap.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use crate::config::{Config, PoolConfig};
 use crate::error::{Error, Result};
 use crate::paths::StatePaths;
 use crate::process::ProcessId;
+use crate::seam::{lost_slot, Admit, PoolAdmission, PoolLoad, PoolSlot};
 use crate::store::{self, Document, Durability};
 
 /// Who holds or waits for a slot.
@@ -37,6 +39,14 @@ pub struct Slot {
     #[serde(flatten)]
     pub owner: Owner,
     pub admitted_at: DateTime<Utc>,
+    /// A slot taken through [`PoolAdmission`]: held until this time
+    /// (renewed by its holder), whatever becomes of its owner process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// A leased slot's epoch (the pool's admission count when it was
+    /// taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +151,8 @@ impl PoolState {
                 id: id.clone(),
                 owner: owner.clone(),
                 admitted_at: Utc::now(),
+                deadline: None,
+                epoch: None,
             });
             self.total_admitted += 1;
             return Admission::Admitted(id);
@@ -184,8 +196,11 @@ impl PoolState {
                 .or_insert_with(|| o.process.is_alive())
                 || run_is_over(&o.run)
         };
-        let (dead_slots, live): (Vec<Slot>, Vec<Slot>) =
-            self.active.drain(..).partition(|s| stale(&s.owner));
+        let now = Utc::now();
+        let (dead_slots, live): (Vec<Slot>, Vec<Slot>) = self
+            .active
+            .drain(..)
+            .partition(|s| s.deadline.map_or_else(|| stale(&s.owner), |d| d < now));
         self.active = live;
         let (dead_queue, live): (Vec<QueueEntry>, Vec<QueueEntry>) =
             self.queue.drain(..).partition(|q| stale(&q.owner));
@@ -539,6 +554,100 @@ impl Pools {
                 "team state uses {:.2} GB, over the pool's max_disk_gb of {cap_gb}; remove old teams",
                 used as f64 / 1e9
             )
+        })
+    }
+}
+
+/// The file store's pool admission: leased slots in `pools/<name>.json`
+/// beside the slots of local teams' workers, counted against the same
+/// `max_workers`, and behind its queue (a leased admission never jumps
+/// it, and never joins it).
+impl PoolAdmission for Pools {
+    async fn admit(&self, pool: &str, holder: &str, ttl: Duration) -> Result<Admit> {
+        let cfg = self.settings(pool)?;
+        if let Some(why) = cfg.max_disk_gb.and_then(|cap| self.disk_over(cap)) {
+            return Ok(Admit::Full(format!("pool {pool} admits no worker: {why}")));
+        }
+        let answer = self.update(pool, |p| {
+            self.reclaim(p, &|_| false);
+            let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
+            if free <= p.queue.len() {
+                p.total_rejected += 1;
+                return Ok(Admit::Full(format!(
+                    "pool {pool} is full: {} of {} slots taken, {} waiting",
+                    p.active.len(),
+                    cfg.max_workers,
+                    p.queue.len()
+                )));
+            }
+            p.total_admitted += 1;
+            let now = Utc::now();
+            let slot = PoolSlot {
+                pool: pool.to_string(),
+                id: crate::ids::random_hex(6),
+                holder: holder.to_string(),
+                epoch: p.total_admitted as i64,
+                deadline: now + ttl,
+            };
+            p.active.push(Slot {
+                id: slot.id.clone(),
+                owner: Owner {
+                    run: holder.to_string(),
+                    worker: "lease".into(),
+                    process: ProcessId::current(),
+                },
+                admitted_at: now,
+                deadline: Some(slot.deadline),
+                epoch: Some(slot.epoch),
+            });
+            Ok(Admit::Admitted(slot))
+        })?;
+        Ok(answer)
+    }
+
+    async fn renew_slot(&self, slot: &mut PoolSlot, ttl: Duration) -> Result<()> {
+        let deadline = self.update(&slot.pool, |p| {
+            let now = Utc::now();
+            let held = p.active.iter_mut().find(|s| {
+                s.id == slot.id
+                    && s.epoch == Some(slot.epoch)
+                    && s.deadline.is_some_and(|d| d >= now)
+            });
+            Ok(held.map(|s| {
+                let d = now + ttl;
+                s.deadline = Some(d);
+                d
+            }))
+        })?;
+        match deadline {
+            Some(d) => {
+                slot.deadline = d;
+                Ok(())
+            }
+            None => Err(lost_slot(slot, "renew")),
+        }
+    }
+
+    async fn release_slot(&self, slot: &PoolSlot) -> Result<()> {
+        let pids = self.update(&slot.pool, |p| {
+            p.active
+                .retain(|s| !(s.id == slot.id && s.epoch == Some(slot.epoch)));
+            Ok(p.queued_pids())
+        })?;
+        wake_queued(&self.pools_dir(), pids);
+        Ok(())
+    }
+
+    async fn load(&self, pool: &str) -> Result<PoolLoad> {
+        let cfg = self.settings(pool)?;
+        let file = self.paths.pool_file(pool)?;
+        let mut state =
+            store::read_doc::<PoolState>(&file)?.unwrap_or_else(|| PoolState::new(pool));
+        state.reclaim(&|_| false);
+        Ok(PoolLoad {
+            pool: pool.to_string(),
+            capacity: Some(cfg.max_workers),
+            active: state.active.len() as u32,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The storage seam: what omk needs from a store, as traits each store
 //! implements: leased task records ([`TaskLeases`]), team documents
 //! ([`Documents`]), event logs ([`EventLogs`]), counters ([`Counters`]), a
-//! change feed ([`ChangeFeed`]) and named leases ([`Leases`]). The file
+//! change feed ([`ChangeFeed`]), named leases ([`Leases`]) and pool
+//! admission ([`PoolAdmission`]). The file
 //! store's side is [`file::FileStore`] (today's code over a state root
 //! behind them) and `crate::team::board`; PostgreSQL's is `crate::pg`.
 //! `omk-core/tests/seam.rs` and `omk-core/tests/leases.rs` run one contract
@@ -27,10 +28,12 @@
 //! - PostgreSQL's (`crate::pg::tasks`): claimed by `omk worker` daemons on
 //!   any host with `FOR UPDATE SKIP LOCKED`, with the server's clock.
 //!
-//! Pool admission is not a trait here: a local pool admits a team's
-//! workers on one machine (`crate::pool`); across hosts each `omk
-//! worker`'s `--max-agents` and a team's worker count (a cap in the claim)
-//! bound the agents, and `omk pools status` shows the cluster's.
+//! Pool admission ([`PoolAdmission`]): a slot of a pool held under a
+//! lease, refused while the pool's capacity is taken. The file store's
+//! pools are `crate::pool::Pools` (`pools/<name>.json`, capacity from
+//! `[pools.NAME]`); PostgreSQL's are cluster-wide (`crate::pg::pools`,
+//! capacity set with `omk pools set`), and there a claimed task holds a
+//! slot of its team's pool for as long as its lease.
 
 pub mod file;
 
@@ -247,5 +250,74 @@ pub fn lost_named(lease: &NamedLease, doing: &str) -> Error {
         "cannot {doing} lease {}: epoch {} of {} is no longer valid (expired, released or \
          taken by another)",
         lease.name, lease.epoch, lease.holder
+    ))
+}
+
+/// A slot of a pool held under a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSlot {
+    pub pool: String,
+    pub id: String,
+    pub holder: String,
+    /// Raised by every admission to the pool: the fence of this holder's
+    /// writes.
+    pub epoch: i64,
+    pub deadline: DateTime<Utc>,
+}
+
+/// The answer to [`PoolAdmission::admit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admit {
+    Admitted(PoolSlot),
+    /// Every slot is taken (why, with the numbers). Nothing was queued:
+    /// ask again when the store's change feed says something changed.
+    Full(String),
+}
+
+/// A pool's capacity and the slots taken in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLoad {
+    pub pool: String,
+    /// The most slots held at once; `None`: no cap in this store.
+    pub capacity: Option<u32>,
+    /// The slots held now (expired ones not counted).
+    pub active: u32,
+}
+
+/// Pool admission: take a slot of a pool with a TTL, renew it, release it;
+/// refused while every slot is taken; a stale slot's writes are refused
+/// (`conflict`). A slot past its deadline counts no more: its holder is
+/// presumed dead.
+pub trait PoolAdmission {
+    /// A slot of `pool` for `holder` for `ttl`, or `Full`. `not_found` for
+    /// a pool this store does not know.
+    fn admit(
+        &self,
+        pool: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Admit>> + Send;
+
+    /// Extend a held slot by `ttl` from now; refused once it expired or
+    /// was released.
+    fn renew_slot(
+        &self,
+        slot: &mut PoolSlot,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Give a slot back: someone else may take it at once.
+    fn release_slot(&self, slot: &PoolSlot) -> impl Future<Output = Result<()>> + Send;
+
+    /// `pool`'s capacity and load.
+    fn load(&self, pool: &str) -> impl Future<Output = Result<PoolLoad>> + Send;
+}
+
+/// The refusal of a write naming a pool slot no longer held.
+pub fn lost_slot(slot: &PoolSlot, doing: &str) -> Error {
+    Error::Conflict(format!(
+        "cannot {doing} slot {} of pool {}: epoch {} of {} is no longer valid (expired or \
+         released)",
+        slot.id, slot.pool, slot.epoch, slot.holder
     ))
 }

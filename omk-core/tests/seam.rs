@@ -11,7 +11,9 @@ use omk_core::metrics::Counter;
 use omk_core::paths::StatePaths;
 use omk_core::pg::PgStore;
 use omk_core::seam::file::FileStore;
-use omk_core::seam::{ChangeFeed, Counters, Documents, EventLogs, Leases, NamedLease};
+use omk_core::seam::{
+    Admit, ChangeFeed, Counters, Documents, EventLogs, Leases, NamedLease, PoolAdmission, PoolSlot,
+};
 use omk_core::ErrorCode;
 use serde_json::{json, Value};
 
@@ -197,6 +199,68 @@ async fn leases(s: &impl Leases) {
     assert_eq!(other.epoch, 1);
 }
 
+/// Admitted, or the test fails saying why not.
+fn admitted(a: Admit) -> PoolSlot {
+    match a {
+        Admit::Admitted(slot) => slot,
+        Admit::Full(why) => panic!("not admitted: {why}"),
+    }
+}
+
+/// Pool `gpu` has a capacity of 2 slots in `s`.
+async fn pool_admission(s: &impl PoolAdmission) {
+    let (short, long) = (Duration::from_millis(400), Duration::from_secs(30));
+    let load = s.load("gpu").await.unwrap();
+    assert_eq!((load.capacity, load.active), (Some(2), 0));
+    let mut a = admitted(s.admit("gpu", "h1", long).await.unwrap());
+    let b = admitted(s.admit("gpu", "h2", short).await.unwrap());
+    assert_eq!((a.pool.as_str(), a.holder.as_str()), ("gpu", "h1"));
+    assert!(b.epoch > a.epoch, "{a:?} {b:?}");
+    match s.admit("gpu", "h3", long).await.unwrap() {
+        Admit::Full(why) => assert!(why.contains("2 slots taken"), "{why}"),
+        Admit::Admitted(c) => panic!("a third slot of two: {c:?}"),
+    }
+    assert_eq!(s.load("gpu").await.unwrap().active, 2);
+    let before = a.deadline;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.renew_slot(&mut a, long).await.unwrap();
+    assert!(a.deadline > before);
+    let stale = PoolSlot {
+        epoch: a.epoch - 1,
+        ..a.clone()
+    };
+    assert_eq!(
+        code(s.renew_slot(&mut stale.clone(), long).await),
+        ErrorCode::Conflict
+    );
+    // A release frees its slot at once; the released holder renews nothing.
+    s.release_slot(&a).await.unwrap();
+    let c = admitted(s.admit("gpu", "h3", long).await.unwrap());
+    assert!(c.epoch > b.epoch);
+    assert_eq!(
+        code(s.renew_slot(&mut a.clone(), long).await),
+        ErrorCode::Conflict
+    );
+    // A slot left to lapse counts no more, and its holder renews nothing.
+    tokio::time::sleep(short + Duration::from_millis(150)).await;
+    assert_eq!(s.load("gpu").await.unwrap().active, 1);
+    assert_eq!(
+        code(s.renew_slot(&mut b.clone(), short).await),
+        ErrorCode::Conflict
+    );
+    let d = admitted(s.admit("gpu", "h4", long).await.unwrap());
+    assert!(matches!(
+        s.admit("gpu", "h5", long).await.unwrap(),
+        Admit::Full(_)
+    ));
+    // Another pool is another capacity.
+    assert!(s.load("other").await.is_ok());
+    for slot in [&c, &d] {
+        s.release_slot(slot).await.unwrap();
+    }
+    assert_eq!(s.load("gpu").await.unwrap().active, 0);
+}
+
 async fn contract<S>(s: S)
 where
     S: Documents + EventLogs + Counters + ChangeFeed + Leases,
@@ -215,7 +279,24 @@ async fn the_file_store_keeps_every_contract() {
     let dir = paths.team_dir("alpha").unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("team.json"), team_doc(1).to_string()).unwrap();
-    contract(FileStore::new(paths)).await;
+    contract(FileStore::new(paths.clone())).await;
+    let mut config = omk_core::config::Config::default();
+    for (name, cap) in [("gpu", 2), ("other", 1)] {
+        config.pools.insert(
+            name.into(),
+            omk_core::config::PoolConfig {
+                max_workers: cap,
+                ..Default::default()
+            },
+        );
+    }
+    let pools = omk_core::pool::Pools::new(paths, config);
+    pool_admission(&pools).await;
+    // A pool the config does not name does not exist here.
+    assert_eq!(
+        code(pools.admit("nowhere", "h1", Duration::from_secs(1)).await),
+        ErrorCode::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,5 +320,91 @@ async fn the_postgresql_store_keeps_every_contract() {
         )
         .await
         .unwrap();
-    contract(store).await;
+    contract(store.clone()).await;
+
+    // Cluster pools: a capacity declared in the store, or none.
+    store.set_pool_capacity("gpu", Some(2)).await.unwrap();
+    store.set_pool_capacity("other", Some(1)).await.unwrap();
+    pool_admission(&store).await;
+    let free = store.load("nowhere").await.unwrap();
+    assert_eq!((free.capacity, free.active), (None, 0));
+    let slot = admitted(
+        store
+            .admit("nowhere", "h1", Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    store.release_slot(&slot).await.unwrap();
+
+    // A claimed task takes a slot of its team's pool, counted with the
+    // leased ones under the same capacity.
+    let mut tasks = common::pg_tasks(3, 1);
+    for t in &mut tasks {
+        t.pool = "batch".into();
+    }
+    store
+        .create_team(
+            "gamma",
+            &json!({ "name": "gamma", "phase": "Executing" }),
+            &tasks,
+            None,
+        )
+        .await
+        .unwrap();
+    store.set_pool_capacity("batch", Some(2)).await.unwrap();
+    let (pools, agents) = (vec!["batch".to_string()], vec!["scripted".to_string()]);
+    let ttl = Duration::from_secs(30);
+    let first = store
+        .claim("w1", &pools, &agents, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let held = admitted(store.admit("batch", "h1", ttl).await.unwrap());
+    assert!(store
+        .claim("w2", &pools, &agents, ttl)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store.admit("batch", "h2", ttl).await.unwrap(),
+        Admit::Full(_)
+    ));
+    // Waiting for room is waiting for an announcement, not a deadline.
+    assert_eq!(
+        store
+            .next_claimable_in(&pools, &agents)
+            .await
+            .unwrap()
+            .map(|s| s < 29.0),
+        Some(false)
+    );
+    store.release_slot(&held).await.unwrap();
+    let second = store
+        .claim("w2", &pools, &agents, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .claim("w3", &pools, &agents, ttl)
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .complete(&first, &json!({ "summary": "done" }), &[])
+        .await
+        .unwrap();
+    // A raised capacity admits at once.
+    store.set_pool_capacity("batch", None).await.unwrap();
+    let third = store
+        .claim("w3", &pools, &agents, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.load("batch").await.unwrap().active, 2);
+    for lease in [&second, &third] {
+        store
+            .complete(lease, &json!({ "summary": "done" }), &[])
+            .await
+            .unwrap();
+    }
 }

@@ -17,6 +17,7 @@
 //! blocking `Omk` API drives it there.
 
 pub mod events;
+pub mod pools;
 pub mod schema;
 pub mod seam;
 pub mod tasks;

@@ -102,6 +102,25 @@ const MIGRATIONS: &[&str] = &[
         deadline  timestamptz
     );
     "#,
+    // 7: cluster-wide pool admission (the seam's `PoolAdmission`): a
+    // pool's declared capacity, and the slots leased in it besides its
+    // running tasks.
+    r#"
+    CREATE TABLE pools (
+        name         text PRIMARY KEY,
+        max_workers  integer NOT NULL CHECK (max_workers >= 0)
+    );
+    CREATE TABLE pool_slots (
+        id           text PRIMARY KEY,
+        pool         text NOT NULL,
+        holder       text NOT NULL,
+        epoch        bigint NOT NULL,
+        admitted_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+        deadline     timestamptz NOT NULL
+    );
+    CREATE INDEX pool_slots_by_pool ON pool_slots (pool, deadline);
+    CREATE SEQUENCE pool_slot_epochs;
+    "#,
 ];
 
 /// The schema version this omk reads and writes.

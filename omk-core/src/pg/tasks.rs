@@ -98,22 +98,23 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
         let mut capped: Vec<String> = Vec::new();
+        let mut full_pools: Vec<String> = Vec::new();
         let mut claimed = None;
         loop {
             let candidate = tx
                 .query_opt(
                     &format!(
-                        "SELECT team FROM tasks
+                        "SELECT team, pool FROM tasks
                          WHERE pool = ANY($1) AND agent = ANY($2) AND team <> ALL($3)
-                           AND {CLAIMABLE}
+                           AND pool <> ALL($4) AND {CLAIMABLE}
                          ORDER BY team, position LIMIT 1"
                     ),
-                    &[&pools, &agents, &capped],
+                    &[&pools, &agents, &capped, &full_pools],
                 )
                 .await
                 .map_err(err)?;
             let Some(candidate) = candidate else { break };
-            let team: String = candidate.get(0);
+            let (team, pool): (String, String) = (candidate.get(0), candidate.get(1));
             // The lock first, then the count in a statement of its own: a
             // statement that waited for the lock would count from the
             // snapshot it started with, before the claim it waited for.
@@ -127,6 +128,11 @@ impl PgStore {
             });
             if full {
                 capped.push(team);
+                continue;
+            }
+            // Then the team's pool, declared capacity across the cluster.
+            if !super::pools::pool_has_room(self, &tx, &pool).await? {
+                full_pools.push(pool);
                 continue;
             }
             let row = tx
@@ -456,20 +462,35 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT EXTRACT(EPOCH FROM (min(CASE WHEN t.status = 'pending'
-                                                    THEN coalesce(t.not_before, clock_timestamp())
-                                                    ELSE t.lease_deadline END) - clock_timestamp()))::float8
-                 FROM tasks t
-                 WHERE t.pool = ANY($1) AND t.agent = ANY($2)
-                   AND (t.status = 'running'
-                     -- A team at its worker count: its pending tasks wait
-                     -- for a completion, which is announced.
-                     OR (t.status = 'pending' AND (
-                         SELECT count(*) FROM tasks r
-                         WHERE r.team = t.team AND r.status = 'running'
-                           AND r.lease_deadline >= clock_timestamp())
-                       < COALESCE((SELECT NULLIF((doc->>'worker_count')::bigint, 0)
-                                   FROM teams WHERE name = t.team), 9223372036854775807)))",
+                "SELECT EXTRACT(EPOCH FROM (least(
+                     (SELECT min(CASE WHEN t.status = 'pending'
+                                      THEN coalesce(t.not_before, clock_timestamp())
+                                      ELSE t.lease_deadline END)
+                      FROM tasks t
+                      WHERE t.pool = ANY($1) AND t.agent = ANY($2)
+                        AND (t.status = 'running'
+                          -- A team at its worker count: its pending tasks
+                          -- wait for a completion, which is announced.
+                          OR (t.status = 'pending' AND (
+                              SELECT count(*) FROM tasks r
+                              WHERE r.team = t.team AND r.status = 'running'
+                                AND r.lease_deadline >= clock_timestamp())
+                            < COALESCE((SELECT NULLIF((doc->>'worker_count')::bigint, 0)
+                                        FROM teams WHERE name = t.team), 9223372036854775807)
+                            -- So do those of a pool at its capacity.
+                            AND NOT EXISTS (SELECT 1 FROM pools p WHERE p.name = t.pool
+                                AND p.max_workers <= (SELECT count(*) FROM tasks r
+                                    WHERE r.pool = t.pool AND r.status = 'running'
+                                      AND r.lease_deadline >= clock_timestamp())
+                                  + (SELECT count(*) FROM pool_slots s
+                                    WHERE s.pool = t.pool
+                                      AND s.deadline >= clock_timestamp()))))),
+                     -- A leased slot that lapses is not announced.
+                     (SELECT min(s.deadline) FROM pool_slots s
+                      WHERE s.pool = ANY($1) AND s.deadline >= clock_timestamp()
+                        AND EXISTS (SELECT 1 FROM tasks t WHERE t.pool = s.pool
+                                      AND t.agent = ANY($2) AND t.status = 'pending')))
+                   - clock_timestamp()))::float8",
                 &[&pools, &agents],
             )
             .await

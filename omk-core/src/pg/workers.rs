@@ -61,7 +61,9 @@ impl PgStore {
     /// The cluster by pool: `{"store", "pools": [{"name", "max_workers"
     /// (slots of the live workers serving it), "active_tasks" (running
     /// under a lease in time), "queued_tasks" (pending, backoff included),
-    /// "workers"}], "workers": [{"holder", "host", "pools", "agents",
+    /// "workers", "capacity" (declared with `omk pools set`, or null),
+    /// "leased_slots" (held through the seam's `PoolAdmission`, in time)}],
+    /// "workers": [{"holder", "host", "pools", "agents",
     /// "max_agents", "started_at", "deadline"}]}`. A worker serving several
     /// pools counts its slots in each.
     pub async fn cluster_pools(&self) -> Result<Value> {
@@ -79,7 +81,10 @@ impl PgStore {
                 "WITH live AS (SELECT * FROM workers WHERE deadline >= clock_timestamp()),
                       names AS (SELECT unnest(pools) AS pool FROM live
                                 UNION SELECT pool FROM tasks
-                                      WHERE status IN ('pending', 'running'))
+                                      WHERE status IN ('pending', 'running')
+                                UNION SELECT name FROM pools
+                                UNION SELECT pool FROM pool_slots
+                                      WHERE deadline >= clock_timestamp())
                  SELECT n.pool,
                      coalesce((SELECT sum(max_agents) FROM live
                                WHERE n.pool = ANY (live.pools)), 0)::bigint,
@@ -88,7 +93,10 @@ impl PgStore {
                      (SELECT count(*) FROM tasks t WHERE t.pool = n.pool
                           AND t.status = 'pending'),
                      coalesce((SELECT array_agg(holder ORDER BY holder) FROM live
-                               WHERE n.pool = ANY (live.pools)), '{}')
+                               WHERE n.pool = ANY (live.pools)), '{}'),
+                     (SELECT max_workers FROM pools p WHERE p.name = n.pool),
+                     (SELECT count(*) FROM pool_slots s WHERE s.pool = n.pool
+                          AND s.deadline >= clock_timestamp())
                  FROM names n ORDER BY n.pool",
                 &[],
             )
@@ -117,6 +125,8 @@ impl PgStore {
                     "active_tasks": r.get::<_, i64>(2),
                     "queued_tasks": r.get::<_, i64>(3),
                     "workers": r.get::<_, Vec<String>>(4),
+                    "capacity": r.get::<_, Option<i32>>(5),
+                    "leased_slots": r.get::<_, i64>(6),
                 })
             })
             .collect();
