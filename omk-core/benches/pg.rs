@@ -4,7 +4,10 @@
 //! - one task's claim + renew + complete (each its own transaction; the
 //!   completion with its event and a counter), sequentially, against three
 //!   durable locked document updates of the file store plus an fsynced
-//!   event (what a file-backed shared queue would cost);
+//!   event (what a file-backed shared queue would cost), and against the
+//!   same three calls of the seam's `TaskLeases` on a local team's records
+//!   (`team::board`: in the supervisor's memory, persisted with its team
+//!   document, which is why a local team needs no shared queue);
 //! - the same with 16 concurrent workers: tasks per second;
 //! - events per second through the store from 16 concurrent appenders (one
 //!   event per transaction), against fsynced appends to one events file.
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 use omk_core::events::{Event, EventKind, EventLog};
 use omk_core::pg::tasks::NewTask;
 use omk_core::pg::PgStore;
+use omk_core::seam::TaskLeases;
+use omk_core::team::board::Board;
 use serde_json::json;
 
 #[path = "../tests/common/mod.rs"]
@@ -112,6 +117,23 @@ fn main() {
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let file_per_task = median(file_store_per_task(tmp.path()));
+    let board_per_task = rt.block_on(async {
+        let titles: Vec<String> = (0..TASKS).map(|i| format!("task {i}")).collect();
+        let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+        let board = Board::new("local", &titles, 3);
+        let ttl = Duration::from_secs(60);
+        let mut per = Vec::new();
+        loop {
+            let t = Instant::now();
+            let Some(mut lease) = board.claim("w", ttl).await.unwrap() else {
+                break;
+            };
+            board.renew(&mut lease, ttl).await.unwrap();
+            board.complete(&lease, &json!({})).await.unwrap();
+            per.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        median(per)
+    });
 
     let (pg_per_task, tasks_per_s, events_per_s) = rt.block_on(async {
         let store = fresh(&url).await;
@@ -200,6 +222,10 @@ fn main() {
         "{:<64}{:>9.2}",
         "ratio PostgreSQL / file store",
         pg_per_task / file_per_task
+    );
+    println!(
+        "{:<64}{:>9.4} ms",
+        "claim + renew + complete, a local team's records (team::board)", board_per_task
     );
     println!(
         "{:<64}{:>9.0} /s",
