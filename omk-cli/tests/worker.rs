@@ -757,6 +757,54 @@ fn a_team_from_a_git_work_tree_shares_its_code_and_is_delivered_on_a_branch() {
         .cloned()
         .expect("the integrator's attempt");
     assert_eq!(integrator["outcome"], "integrated", "{integrator}");
+
+    // An integrator turn that changes nothing, and one that leaves markers:
+    // each fails the team saying so. The second task writes its version on
+    // its first turn only (a flag file every host sees remembers it); its
+    // integrator turn then does nothing, or writes markers.
+    let turns = |name: &str, integrator: &str| {
+        let flag = c.tmp.path().join(format!("{name}-turned"));
+        [
+            "[write:same.txt:one] [answer:1]".to_string(),
+            format!(
+                "[run:if test -e {f}; then {integrator}; else touch {f}; printf two > same.txt; fi] [answer:2]",
+                f = flag.display()
+            ),
+        ]
+    };
+    for (name, integrator, reason) in [
+        (
+            "idle",
+            "true",
+            "t2's changes conflict with integrated work in same.txt and the integrator changed nothing",
+        ),
+        (
+            "marked",
+            "printf '<<<<<<< ours\\\\none\\\\n=======\\\\ntwo\\\\n>>>>>>> theirs\\\\n' > same.txt",
+            "t2: the integrator left conflict markers in same.txt",
+        ),
+    ] {
+        let subtasks = turns(name, integrator);
+        let subtasks: Vec<&str> = subtasks.iter().map(String::as_str).collect();
+        let mut cmd = c.team_run_task(name, 5, "edit the project", &subtasks);
+        std::fs::write(
+            c.tmp.path().join(format!("submitter-{name}/omk.toml")),
+            "[team]\nlease_secs = 5\nconflict_retries = 0\n",
+        )
+        .unwrap();
+        // (Its commands need approving.)
+        cmd.args(["--no-gates", "--approval", "approve-all"]);
+        let (code, doc) = team_result(cmd.current_dir(&work).output().unwrap());
+        assert_eq!(
+            (code, &doc["phase"], &doc["reason"]),
+            (Some(1), &json!("Failed"), &json!(reason)),
+            "{doc}"
+        );
+        // As in a local run, the winner's work is on the branch, the
+        // marked merge kept in its conflict ref.
+        assert_eq!(git(&shared, &["show", &format!("omk/{name}:same.txt")]), "one");
+        git(&shared, &["rev-parse", &format!("refs/omk/{name}/conflicts/t2/1")]);
+    }
     a.stop();
     b.stop();
 }
