@@ -93,6 +93,25 @@ fn a_host_stopped_past_its_lease_cannot_record_its_late_completion() {
 }
 
 #[test]
+fn a_turn_four_times_its_lease_keeps_it_while_the_agent_works() {
+    let Some(c) = Cluster::new() else { return };
+    let mut a = c.host("host-a", 1, 1);
+    c.submit("long", &["[sleep:4] [answer:kept]"], 3);
+    let t = c.wait_tasks("long", "the end of the task", |t| {
+        t[0].status == "completed" || t[0].status == "failed"
+    });
+    // Renewed every third of a second: one attempt, one epoch, no expiry.
+    assert_eq!(
+        (t[0].status.as_str(), t[0].attempts, t[0].epoch),
+        ("completed", 1, 1),
+        "{:#?}",
+        c.events("long")
+    );
+    assert!(!c.events("long").iter().any(|(k, _)| k == "lease_expired"));
+    assert_eq!(a.stop()["completed"], 1);
+}
+
+#[test]
 fn sigterm_releases_the_running_task_at_once() {
     let Some(c) = Cluster::new() else { return };
     let mut a = c.host("host-a", 30, 1);
