@@ -12,7 +12,9 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
             let mut v = omk.pools_status()?;
             // The store's cluster beside this host's pools.
             if let Some(url) = crate::remote::store_url(omk, a.store.as_deref())? {
-                v["cluster"] = crate::remote::cluster_pools(&url)?;
+                if let Some(cluster) = omk.pools_cluster(Some(&url))? {
+                    v["cluster"] = cluster;
+                }
             }
             if a.json {
                 print_json(&v);
@@ -113,16 +115,13 @@ pub fn run(omk: &Omk, cmd: PoolsCommand) -> omk_core::Result<Outcome> {
             }
         }
         PoolsCommand::Set(a) => {
-            let Some(url) = crate::remote::store_url(omk, a.store.as_deref())? else {
-                return Err(omk_core::Error::InvalidInput(format!(
-                    "pools set declares a pool's capacity in a PostgreSQL store, and none is \
-                     given (--store URL, [store] url or $OMK_STORE); a local pool's capacity \
-                     is [pools.{}] max_workers in config",
-                    a.name
-                )));
-            };
+            // (An empty --store is none: the error says where capacities go.)
+            let url = crate::remote::store_url(omk, a.store.as_deref())?;
             let cap = if a.unlimited { None } else { a.max_workers };
-            let v = crate::remote::set_pool_capacity(&url, &a.name, cap)?;
+            let v = match url {
+                Some(url) => omk.pool_capacity_set(&a.name, cap, Some(&url))?,
+                None => return Err(omk_core::pool::capacity_needs_a_store(&a.name)),
+            };
             if a.json {
                 print_json(&v);
             } else {

@@ -104,35 +104,6 @@ pub fn store_url(omk: &Omk, flag: Option<&str>) -> omk_core::Result<Option<Strin
     }
 }
 
-/// The store's cluster by pool ([`PgStore::cluster_pools`]).
-pub fn cluster_pools(url: &str) -> omk_core::Result<serde_json::Value> {
-    let rt = crate::async_runtime("store")?;
-    rt.block_on(async { PgStore::connect(url).await?.cluster_pools().await })
-}
-
-/// Declare pool `pool`'s capacity in the store
-/// ([`PgStore::set_pool_capacity`]); its cluster entry after.
-pub fn set_pool_capacity(
-    url: &str,
-    pool: &str,
-    max_workers: Option<u32>,
-) -> omk_core::Result<serde_json::Value> {
-    let rt = crate::async_runtime("store")?;
-    rt.block_on(async {
-        let store = PgStore::connect(url).await?;
-        store.set_pool_capacity(pool, max_workers).await?;
-        let cluster = store.cluster_pools().await?;
-        let entry = cluster["pools"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"] == pool)
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({ "name": pool, "capacity": max_workers }));
-        Ok(serde_json::json!({ "store": cluster["store"], "pool": entry }))
-    })
-}
-
 /// Every team in the store, oldest first.
 pub fn team_list(url: &str) -> omk_core::Result<Vec<omk_core::team::TeamDoc>> {
     let rt = crate::async_runtime("store")?;

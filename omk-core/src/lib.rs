@@ -435,6 +435,43 @@ impl Omk {
             .status(&|run| team::run_is_terminal(paths, run))
     }
 
+    /// The cluster's pools in a PostgreSQL store ([`Omk::store_in`]; `None`
+    /// without one): capacity and load per pool, and the live `omk
+    /// worker`s (docs/distributed.md, "The cluster's pools").
+    pub fn pools_cluster(&self, store_url: Option<&str>) -> Result<Option<Value>> {
+        let Some(store) = self.store_in(store_url)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.runtime()?.block_on(store.cluster_pools())?))
+    }
+
+    /// Declare pool `pool`'s capacity across a PostgreSQL store's cluster
+    /// (`None`: no cap, the workers' slots bound it); `{"store", "pool":
+    /// its cluster entry}`. `invalid_input` without a store: a local
+    /// pool's capacity is `[pools.NAME] max_workers` in config.
+    pub fn pool_capacity_set(
+        &self,
+        pool: &str,
+        max_workers: Option<u32>,
+        store_url: Option<&str>,
+    ) -> Result<Value> {
+        let Some(store) = self.store_in(store_url)? else {
+            return Err(pool::capacity_needs_a_store(pool));
+        };
+        self.runtime()?.block_on(async {
+            store.set_pool_capacity(pool, max_workers).await?;
+            let cluster = store.cluster_pools().await?;
+            let entry = cluster["pools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == pool)
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({ "name": pool, "capacity": max_workers }));
+            Ok(serde_json::json!({ "store": cluster["store"], "pool": entry }))
+        })
+    }
+
     /// Remove queue entries and slots whose owner died or whose run ended,
     /// and reconcile the worktrees of dead isolated runs
     /// (`reconciled_teams`).

@@ -558,6 +558,15 @@ impl Pools {
     }
 }
 
+/// The refusal of a cluster capacity for `pool` without a store to keep it.
+pub fn capacity_needs_a_store(pool: &str) -> Error {
+    Error::InvalidInput(format!(
+        "a pool's capacity across a cluster is declared in a PostgreSQL store, and none is \
+         given (--store URL, [store] url or $OMK_STORE); a local pool's capacity is \
+         [pools.{pool}] max_workers in config"
+    ))
+}
+
 /// The file store's pool admission: leased slots in `pools/<name>.json`
 /// beside the slots of local teams' workers, counted against the same
 /// `max_workers`, and behind its queue (a leased admission never jumps

@@ -322,6 +322,42 @@ impl PyOmk {
         Ok(to_py(py, &v)?.unbind())
     }
 
+    /// The cluster's pools in a PostgreSQL store (``store``, else ``[store]
+    /// url`` / ``OMK_STORE``), or ``None`` without one: ``{"store", "pools":
+    /// [{"name", "max_workers", "active_tasks", "queued_tasks", "workers",
+    /// "capacity", "leased_slots"}], "workers": [...]}``
+    /// (docs/distributed.md).
+    #[pyo3(signature = (store=None))]
+    fn pools_cluster(&self, py: Python<'_>, store: Option<String>) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "pools_cluster", || {
+            self.inner.pools_cluster(store.as_deref())
+        })?;
+        match v {
+            Some(v) => Ok(to_py(py, &v)?.unbind()),
+            None => Ok(py.None()),
+        }
+    }
+
+    /// Declare pool ``pool``'s capacity across a PostgreSQL store's cluster:
+    /// at most ``max_workers`` of its tasks (and leased slots) at once on
+    /// all hosts; ``None`` removes the cap. Returns ``{"store", "pool": its
+    /// cluster entry}``. Raises ``InvalidInputError`` without a store (a
+    /// local pool's capacity is ``[pools.NAME] max_workers`` in config).
+    #[pyo3(signature = (pool, max_workers, *, store=None))]
+    fn pool_capacity_set(
+        &self,
+        py: Python<'_>,
+        pool: String,
+        max_workers: Option<u32>,
+        store: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let v = blocking(py, "pool_capacity_set", || {
+            self.inner
+                .pool_capacity_set(&pool, max_workers, store.as_deref())
+        })?;
+        Ok(to_py(py, &v)?.unbind())
+    }
+
     /// Remove pool slots and queue entries whose owner died or whose run
     /// ended; returns ``{"removed": n, "pools": [...]}`` saying exactly what.
     fn pools_cleanup(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {

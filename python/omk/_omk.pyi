@@ -360,6 +360,42 @@ class PoolsStatus(TypedDict):
 
     pools: list[PoolStatus]
 
+class ClusterPool(TypedDict):
+    name: str
+    #: The slots of the live workers serving the pool.
+    max_workers: int
+    #: Tasks running under a lease in time.
+    active_tasks: int
+    #: Pending tasks (backoff included).
+    queued_tasks: int
+    #: The holders of the live workers serving the pool.
+    workers: list[str]
+    #: The declared capacity across the cluster (``pool_capacity_set``).
+    capacity: int | None
+    #: Slots held through pool admission besides its tasks.
+    leased_slots: int
+
+class ClusterWorker(TypedDict):
+    holder: str
+    host: str
+    pools: list[str]
+    agents: list[str]
+    max_agents: int
+    started_at: str
+    deadline: str
+
+class PoolsCluster(TypedDict):
+    """A PostgreSQL store's cluster (``omk pools status --store``'s ``cluster``)."""
+
+    #: The store's URL without its password.
+    store: str
+    pools: list[ClusterPool]
+    workers: list[ClusterWorker]
+
+class PoolCapacity(TypedDict):
+    store: str
+    pool: ClusterPool
+
 class RemovedSlot(TypedDict):
     id: str
     run: str
@@ -961,6 +997,14 @@ class Omk:
         """Every agent profile, where it comes from, and whether it is installed."""
     def pools_status(self) -> PoolsStatus: ...
     def pools_cleanup(self) -> PoolsCleanup: ...
+    def pools_cluster(self, store: str | None = None) -> PoolsCluster | None:
+        """The cluster's pools in a PostgreSQL store (``store``, else the
+        configured one), or None without one."""
+    def pool_capacity_set(
+        self, pool: str, max_workers: int | None, *, store: str | None = None
+    ) -> PoolCapacity:
+        """Declare ``pool``'s capacity across a PostgreSQL store's cluster
+        (None: no cap). Raises InvalidInputError without a store."""
     def metrics(self) -> Metrics: ...
     def health(self) -> Health: ...
     def doctor(self) -> Doctor: ...

@@ -73,3 +73,30 @@ def test_team_events_follow_a_store_team_to_its_end(
     finally:
         worker.terminate()
         worker.wait(timeout=15)
+
+
+def test_a_pools_capacity_across_the_cluster_is_set_and_read_from_python(
+    env: Env, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a store: no cluster, and a capacity has nowhere to go.
+    monkeypatch.delenv("OMK_STORE", raising=False)
+    client = env.omk()
+    assert client.pools_cluster() is None
+    with pytest.raises(omk.InvalidInputError, match=r"\[pools.gpu\] max_workers in config"):
+        client.pool_capacity_set("gpu", 2)
+    # With one (named, or configured by OMK_STORE).
+    set_ = client.pool_capacity_set("gpu", 2, store=store_url)
+    assert set_["pool"]["name"] == "gpu" and set_["pool"]["capacity"] == 2, set_
+    assert_shape(dict(set_["pool"]), "ClusterPool")
+    assert "***" in set_["store"] or "@" not in set_["store"], set_["store"]
+    monkeypatch.setenv("OMK_STORE", store_url)
+    cluster = env.omk().pools_cluster()
+    assert cluster is not None
+    assert_shape(dict(cluster), "PoolsCluster")
+    gpu = next(p for p in cluster["pools"] if p["name"] == "gpu")
+    assert_shape(dict(gpu), "ClusterPool")
+    assert (gpu["capacity"], gpu["active_tasks"], gpu["leased_slots"]) == (2, 0, 0)
+    # None removes the cap; a bad name is refused, nothing written.
+    assert env.omk().pool_capacity_set("gpu", None)["pool"]["capacity"] is None
+    with pytest.raises(omk.InvalidInputError):
+        env.omk().pool_capacity_set("../gpu", 1)
