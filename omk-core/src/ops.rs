@@ -226,6 +226,31 @@ pub const OPS: &[Op] = &[
         },
     },
     Op {
+        name: "pools.cluster",
+        summary: "A PostgreSQL store's cluster: capacity and load per pool, its workers (store); null without a store",
+        run: |omk, p| {
+            let p = params::<StoreParams>("pools.cluster", p)?;
+            Ok(omk.pools_cluster(p.store.as_deref())?.unwrap_or(Value::Null))
+        },
+    },
+    Op {
+        name: "pools.set",
+        summary: "Declare a pool's capacity across a PostgreSQL store's cluster (pool, max_workers or unlimited, store)",
+        run: |omk, p| {
+            let p = params::<PoolSetParams>("pools.set", p)?;
+            let cap = match (p.max_workers, p.unlimited) {
+                (Some(n), false) => Some(n),
+                (None, true) => None,
+                _ => {
+                    return Err(Error::invalid(
+                        "pools.set: give exactly one of max_workers and unlimited: true",
+                    ))
+                }
+            };
+            omk.pool_capacity_set(&p.pool, cap, p.store.as_deref())
+        },
+    },
+    Op {
         name: "pools.status",
         summary: "Pool utilisation and counters",
         run: |omk, p| {
@@ -380,6 +405,26 @@ struct ShutdownParams {
     force: bool,
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreParams {
+    /// A PostgreSQL store's URL (default: the configured one).
+    #[serde(default)]
+    store: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolSetParams {
+    pool: String,
+    #[serde(default)]
+    max_workers: Option<u32>,
+    #[serde(default)]
+    unlimited: bool,
+    #[serde(default)]
+    store: Option<String>,
+}
+
 /// Decode params strictly: unknown or mistyped fields are invalid input.
 fn params<T: serde::de::DeserializeOwned>(op: &str, p: &Value) -> Result<T> {
     let p = if p.is_null() {
@@ -470,6 +515,29 @@ mod tests {
         assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
         let e = call(&omk, "metrics", &serde_json::json!([1])).unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::InvalidInput);
+        // Cluster pools: none without a store; a capacity needs one, and
+        // exactly one of a number and `unlimited`.
+        if std::env::var_os("OMK_STORE").is_none() {
+            assert_eq!(
+                call(&omk, "pools.cluster", &Value::Null).unwrap(),
+                Value::Null
+            );
+            let e = call(
+                &omk,
+                "pools.set",
+                &serde_json::json!({"pool": "gpu", "max_workers": 2}),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("[pools.gpu] max_workers"), "{e}");
+        }
+        for bad in [
+            serde_json::json!({"pool": "gpu"}),
+            serde_json::json!({"pool": "gpu", "max_workers": 2, "unlimited": true}),
+            serde_json::json!({"pool": "gpu", "max_workers": -1}),
+        ] {
+            let e = call(&omk, "pools.set", &bad).unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::InvalidInput, "{bad}: {e}");
+        }
     }
 }
 

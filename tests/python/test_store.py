@@ -96,6 +96,11 @@ def test_a_pools_capacity_across_the_cluster_is_set_and_read_from_python(
     gpu = next(p for p in cluster["pools"] if p["name"] == "gpu")
     assert_shape(dict(gpu), "ClusterPool")
     assert (gpu["capacity"], gpu["active_tasks"], gpu["leased_slots"]) == (2, 0, 0)
+    # The same through the op table (what omk_call and MCP clients use).
+    via_call = client.call("pools.cluster", {"store": store_url})
+    assert [p["capacity"] for p in via_call["pools"] if p["name"] == "gpu"] == [2]
+    assert client.call("pools.set", {"pool": "gpu", "max_workers": 3, "store": store_url})[
+        "pool"]["capacity"] == 3
     # None removes the cap; a bad name is refused, nothing written.
     assert env.omk().pool_capacity_set("gpu", None)["pool"]["capacity"] is None
     with pytest.raises(omk.InvalidInputError):
