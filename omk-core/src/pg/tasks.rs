@@ -70,6 +70,11 @@ const CLAIMABLE: &str =
     "((status = 'pending' AND (not_before IS NULL OR not_before <= clock_timestamp()))
       OR (status = 'running' AND lease_deadline < clock_timestamp() AND attempts < max_attempts))";
 
+/// Task `t`'s evidence with one more line for the attempt whose lease it
+/// held expired, in SQL: the line of [`crate::seam::expired_line`].
+const EXPIRED_EVIDENCE: &str = "COALESCE(t.result->'errors', '[]'::jsonb)
+    || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)', t.attempts, t.holder))";
+
 /// Team `$1`'s running tasks whose lease holds, against its worker count
 /// (`N:role`: at most N of its tasks run at once), in SQL.
 const RUNNING_AND_CAP: &str = "SELECT
@@ -150,10 +155,8 @@ impl PgStore {
                              attempts = t.attempts + 1, not_before = NULL,
                              -- A lease taken over: the attempt it ended is one
                              -- more piece of the task's evidence.
-                             result = CASE WHEN t.status = 'running' THEN jsonb_build_object('errors',
-                                 COALESCE(t.result->'errors', '[]'::jsonb)
-                                     || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)',
-                                                        t.attempts, t.holder)))
+                             result = CASE WHEN t.status = 'running'
+                                 THEN jsonb_build_object('errors', {EXPIRED_EVIDENCE})
                                  ELSE t.result END,
                              lease_deadline = clock_timestamp() + make_interval(secs => $4)
                          FROM next
@@ -178,14 +181,14 @@ impl PgStore {
         // their holder is presumed dead and nobody may take them again.
         let exhausted = tx
             .query(
-                "UPDATE tasks SET status = 'failed', holder = NULL, lease_deadline = NULL,
-                     result = jsonb_build_object('error', 'lease expired on the last attempt',
-                         'errors', COALESCE(result->'errors', '[]'::jsonb)
-                             || to_jsonb(format('attempt %s: lease expired (%s stopped renewing it)',
-                                                attempts, holder)))
-                 WHERE pool = ANY($1) AND status = 'running' AND lease_deadline < clock_timestamp()
-                   AND attempts >= max_attempts
-                 RETURNING team, id, epoch, attempts, result->'errors'",
+                &format!(
+                    "UPDATE tasks t SET status = 'failed', holder = NULL, lease_deadline = NULL,
+                         result = jsonb_build_object('error', 'lease expired on the last attempt',
+                             'errors', {EXPIRED_EVIDENCE})
+                     WHERE pool = ANY($1) AND status = 'running'
+                       AND lease_deadline < clock_timestamp() AND attempts >= max_attempts
+                     RETURNING team, id, epoch, attempts, result->'errors'"
+                ),
                 &[&pools],
             )
             .await
