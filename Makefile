@@ -91,9 +91,10 @@ py-test: build
 	bash tests/pg/with-postgres.sh bash tests/python/run.sh
 
 ## mcp-test: omk mcp-server driven by the official Python `mcp` client, and
-## omk mcp list/doctor/call against Python SDK servers (stdio and HTTP on 127.0.0.1).
+## omk mcp list/doctor/call against Python SDK servers (stdio and HTTP on 127.0.0.1);
+## with a throwaway PostgreSQL for the cluster pool tools.
 mcp-test: build
-	OMK_BIN=$(OMK) $(VPY) -m pytest -q -p no:cacheprovider tests/mcp
+	OMK_BIN=$(OMK) bash tests/pg/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider tests/mcp
 
 ## dashboard-test: the page in headless Chromium (live update, hostile text,
 ## screenshot in target/) and schemathesis against /api/openapi.json.

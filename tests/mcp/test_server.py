@@ -24,7 +24,8 @@ from mcp.client.stdio import stdio_client
 API_TOOLS = {"omk_team_run", "omk_team_status", "omk_team_shutdown", "omk_doctor"}
 EXTRA_TOOLS = {
     "omk_team_list", "omk_goal_list", "omk_goal_show", "omk_goal_proof",
-    "omk_gates_status", "omk_gates_run", "omk_pools_status",
+    "omk_gates_status", "omk_gates_run", "omk_pools_status", "omk_pools_cluster",
+    "omk_pools_set",
 }
 
 
@@ -151,6 +152,37 @@ def test_a_team_run_reports_progress_and_every_tool_answers(env: Env) -> None:
     missing = out["omk_goal_show"]
     assert missing.isError is True
     assert missing.structuredContent["error"]["code"] == "not_found"
+
+
+def test_a_pools_capacity_across_a_cluster_is_set_and_read(env: Env) -> None:
+    url = os.environ.get("OMK_TEST_PG_URL")
+    if not url:
+        pytest.skip("OMK_TEST_PG_URL is not set (make mcp-test starts PostgreSQL)")
+
+    async def body(s: ClientSession) -> Any:
+        return [
+            await s.call_tool("omk_pools_cluster", {}),
+            await s.call_tool("omk_pools_set", {"pool": "gpu", "max_workers": 2}),
+            await s.call_tool("omk_pools_set", {"pool": "gpu", "max_workers": 2, "store": url}),
+            await s.call_tool("omk_pools_cluster", {"store": url}),
+            await s.call_tool("omk_pools_set", {"pool": "gpu", "unlimited": True, "store": url}),
+            await s.call_tool("omk_pools_set", {"pool": "gpu", "store": url}),
+        ]
+
+    none, no_store, set_, cluster, unset, neither = run(env, body)
+    # Without a store: no cluster, and a capacity has nowhere to go.
+    assert none.isError is False and none.structuredContent == {"result": None}
+    assert no_store.isError is True
+    assert no_store.structuredContent["error"]["code"] == "invalid_input"
+    assert "[pools.gpu] max_workers" in no_store.structuredContent["error"]["message"]
+    assert set_.isError is False, set_
+    assert set_.structuredContent["pool"]["capacity"] == 2
+    assert "@" not in set_.structuredContent["store"] or "***" in set_.structuredContent["store"]
+    gpu = [p for p in cluster.structuredContent["pools"] if p["name"] == "gpu"]
+    assert [(p["capacity"], p["active_tasks"], p["leased_slots"]) for p in gpu] == [(2, 0, 0)]
+    assert unset.structuredContent["pool"]["capacity"] is None
+    assert neither.isError is True
+    assert neither.structuredContent["error"]["code"] == "invalid_input"
 
 
 def test_a_failing_team_is_an_error_result_with_its_document(env: Env) -> None:

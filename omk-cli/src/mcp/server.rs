@@ -138,6 +138,32 @@ pub struct DoctorResult {
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
+/// `omk_pools_cluster` parameters.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolsClusterParams {
+    /// A PostgreSQL store's URL (default: the configured store).
+    #[serde(default)]
+    pub store: Option<String>,
+}
+
+/// `omk_pools_set` parameters: `max_workers` or `unlimited`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolsSetParams {
+    /// The pool.
+    pub pool: String,
+    /// The most of its tasks (and leased slots) at once on all hosts.
+    #[serde(default)]
+    pub max_workers: Option<u32>,
+    /// No cap: only the slots of the workers serving the pool bound it.
+    #[serde(default)]
+    pub unlimited: bool,
+    /// A PostgreSQL store's URL (default: the configured store).
+    #[serde(default)]
+    pub store: Option<String>,
+}
+
 /// A goal id (`latest` by default).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -592,6 +618,35 @@ impl OmkServer {
         Parameters(_): Parameters<NoParams>,
     ) -> Result<CallToolResult, ErrorData> {
         op_result(self.omk.clone(), "pools.status", Value::Null).await
+    }
+
+    #[tool(
+        description = "A PostgreSQL store's cluster: capacity and load per pool and its live workers ({store, pools, workers}); {result: null} without a store.",
+        output_schema = rmcp::handler::server::tool::schema_for_output::<Document>()
+    )]
+    async fn omk_pools_cluster(
+        &self,
+        Parameters(p): Parameters<PoolsClusterParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        op_result(
+            self.omk.clone(),
+            "pools.cluster",
+            json!({ "store": p.store }),
+        )
+        .await
+    }
+
+    #[tool(
+        description = "Declare a pool's capacity across a PostgreSQL store's cluster (max_workers, or unlimited: true); {store, pool}.",
+        output_schema = rmcp::handler::server::tool::schema_for_output::<Document>()
+    )]
+    async fn omk_pools_set(
+        &self,
+        Parameters(p): Parameters<PoolsSetParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let params = json!({ "pool": p.pool, "max_workers": p.max_workers,
+                             "unlimited": p.unlimited, "store": p.store });
+        op_result(self.omk.clone(), "pools.set", params).await
     }
 }
 
