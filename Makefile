@@ -97,9 +97,10 @@ mcp-test: build
 	OMK_BIN=$(OMK) bash tests/pg/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider tests/mcp
 
 ## dashboard-test: the page in headless Chromium (live update, hostile text,
-## screenshot in target/) and schemathesis against /api/openapi.json.
+## screenshot in target/; a store's cluster pools, with a throwaway PostgreSQL)
+## and schemathesis against /api/openapi.json.
 dashboard-test: build
-	OMK_BIN=$(OMK) $(VPY) -m pytest -q -p no:cacheprovider tests/dashboard
+	OMK_BIN=$(OMK) bash tests/pg/with-postgres.sh $(VPY) -m pytest -q -p no:cacheprovider tests/dashboard
 
 ## peers: the real kimi-cli 1.51.0 in .kimi-venv (SKIPPED marker when no Python 3.13),
 ## and the real ACP agents (Claude Code's adapter, qwen-code, a Node 22) in .acp-agents.

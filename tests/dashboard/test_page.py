@@ -148,3 +148,70 @@ def test_page_shows_a_new_team_live_and_renders_hostile_text_as_text(env: dict[s
             print(f"team shown {shown_after * 1000:.0f} ms after its creation; screenshot: {out}")
 
     asyncio.run(drive())
+
+
+def test_page_shows_the_clusters_pools_with_their_capacity_live(env: dict[str, Any]) -> None:
+    """With ``--store``, the page draws the cluster's pools: a pool's declared
+    capacity, the workers serving it and their slots, and its load as a team
+    runs on the hosts (the store's team changes refresh it)."""
+    server = os.environ.get("OMK_TEST_PG_URL")
+    if not server:
+        pytest.skip("OMK_TEST_PG_URL is not set (make dashboard-test starts PostgreSQL)")
+    db = "omk_page_" + str(os.getpid())
+    subprocess.run(["psql", server, "-q", "-c", f"CREATE DATABASE {db}"], check=True)
+    store = server.rsplit("/", 1)[0] + "/" + db
+    root = Path(env["project"]).parent
+    vars_ = env["vars"]
+
+    def omk(*args: str) -> str:
+        r = subprocess.run([OMK, *args], cwd=env["project"], env=vars_, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    omk("pools", "set", "default", "--max-workers", "1", "--store", store)
+    worker = subprocess.Popen([OMK, "worker", "--store", store, "--name", "pagehost", "--max-agents", "2",
+                               "--root", str(root / "host")], cwd=env["project"], env=vars_,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dash = subprocess.Popen([OMK, "dashboard", "--bind", "127.0.0.1:0", "--store", store], cwd=env["project"],
+                            env=vars_, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert dash.stdout is not None
+        url = dash.stdout.readline().strip().rsplit(" ", 1)[-1]
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{env['devtools']}/json/list").read())
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+
+        async def drive() -> None:
+            async with websockets.connect(ws_url, max_size=64 << 20) as ws:
+                page = Page(ws)
+                await page.send("Page.enable")
+                await page.send("Runtime.enable")
+                await page.send("Page.navigate", url=url + "/")
+                card = "document.querySelector('[data-cluster-pool=\"default\"]')"
+
+                async def card_text(within: float, want: str) -> str:
+                    deadline = time.monotonic() + within
+                    while True:
+                        text = await page.eval(f"{card} ? {card}.textContent : ''") or ""
+                        if want in text:
+                            return str(text)
+                        assert time.monotonic() < deadline, f"no {want!r} in the cluster pool card: {text!r}"
+                        await asyncio.sleep(0.05)
+
+                text = await card_text(20, "pagehost")
+                assert "capacity 1 · worker slots 2" in text, text
+                assert "0/1" in text, text
+                # A team of two tasks on the host: the pool admits one at a
+                # time, and the card follows its load live.
+                omk("team", "run", "2:executor", "cluster page", "--name", "paged", "--store", store,
+                    "--subtask", "[sleep:3] a", "--subtask", "[sleep:3] b", "--detach", "--json")
+                text = await card_text(10, "1/1")
+                assert "queued 1" in text, text
+                await card_text(30, "0/1")
+
+        asyncio.run(drive())
+    finally:
+        dash.kill()
+        dash.wait()
+        worker.terminate()
+        worker.wait(timeout=30)

@@ -99,6 +99,29 @@ function poolCard(p) {
   return c;
 }
 
+// A pool of the store's cluster (omk dashboard --store): its load against
+// its declared capacity, else against the slots of the workers serving it.
+function clusterPoolCard(p) {
+  const c = el("div", "card");
+  c.dataset.clusterPool = p.name;
+  const h = el("h3");
+  const taken = p.active_tasks + p.leased_slots;
+  const of = p.capacity === null ? p.max_workers : p.capacity;
+  h.append(el("span", null, p.name), badge("cluster", "info"), badge(`${taken}/${of}`, "info"));
+  const cap = p.capacity === null ? "no capacity set" : `capacity ${p.capacity}`;
+  c.append(
+    h,
+    el("div", "meta", `${cap} · worker slots ${p.max_workers} · queued ${p.queued_tasks}`),
+    el("div", "meta", `workers: ${p.workers.length ? p.workers.join(", ") : "none"}`),
+  );
+  const bar = el("div", "bar");
+  const fillBar = el("span");
+  fillBar.style.width = Math.min(100, (100 * taken) / Math.max(1, of)) + "%";
+  bar.append(fillBar);
+  c.append(bar);
+  return c;
+}
+
 function runCard(r) {
   const c = el("div", "card");
   const h = el("h3");
@@ -107,6 +130,10 @@ function runCard(r) {
   c.append(h, el("div", "meta", r.task), el("div", "meta", what));
   return c;
 }
+
+// Whether /api/pools has a store's cluster: then a team's changes (its
+// tasks claimed and ended on the hosts) change the pools' load too.
+let clustered = false;
 
 const loaders = {
   async teams() {
@@ -123,7 +150,9 @@ const loaders = {
   },
   async pools() {
     const d = await get("/api/pools");
-    fill("pools", d.pools, poolCard, "no pools");
+    clustered = !!d.cluster;
+    const cluster = (d.cluster ? d.cluster.pools : []).map((p) => ({ ...p, cluster: true }));
+    fill("pools", [...d.pools, ...cluster], (p) => (p.cluster ? clusterPoolCard(p) : poolCard(p)), "no pools");
   },
   async runs() {
     const [a, r] = await Promise.all([get("/api/autopilots"), get("/api/ralphs")]);
@@ -182,6 +211,9 @@ function follow() {
   for (const kind of Object.keys(kindToLoader)) {
     es.addEventListener(kind, () => refresh(kindToLoader[kind]));
   }
+  es.addEventListener("team", () => {
+    if (clustered) refresh("pools");
+  });
   es.onerror = () => {
     live.textContent = "reconnecting";
     live.className = "badge warn";
