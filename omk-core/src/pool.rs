@@ -184,6 +184,21 @@ impl PoolState {
         Admission::Queued(t)
     }
 
+    /// Why a new owner would not be admitted now without queueing (every
+    /// slot taken, or promised to the queue); `None` when it would.
+    fn busy(&self, cfg: &PoolConfig) -> Option<String> {
+        let free = (cfg.max_workers as usize).saturating_sub(self.active.len());
+        (free <= self.queue.len()).then(|| {
+            format!(
+                "pool {} is busy: {} of {} slots taken, {} waiting",
+                self.name,
+                self.active.len(),
+                cfg.max_workers,
+                self.queue.len()
+            )
+        })
+    }
+
     /// Drop slots and queue entries whose owner is dead or whose run is
     /// over. Returns what was removed.
     fn reclaim(&mut self, run_is_over: &dyn Fn(&str) -> bool) -> (Vec<Slot>, Vec<QueueEntry>) {
@@ -448,17 +463,7 @@ impl Pools {
             || PoolState::new(pool),
             |p| {
                 self.reclaim(p, &|_| false);
-                let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
-                Ok(if free > p.queue.len() {
-                    Room::Free
-                } else {
-                    Room::Busy(format!(
-                        "pool {pool} is busy: {} of {} slots taken, {} waiting",
-                        p.active.len(),
-                        cfg.max_workers,
-                        p.queue.len()
-                    ))
-                })
+                Ok(p.busy(&cfg).map_or(Room::Free, Room::Busy))
             },
         )
     }
@@ -579,15 +584,9 @@ impl PoolAdmission for Pools {
         }
         let answer = self.update(pool, |p| {
             self.reclaim(p, &|_| false);
-            let free = (cfg.max_workers as usize).saturating_sub(p.active.len());
-            if free <= p.queue.len() {
+            if let Some(why) = p.busy(&cfg) {
                 p.total_rejected += 1;
-                return Ok(Admit::Full(format!(
-                    "pool {pool} is full: {} of {} slots taken, {} waiting",
-                    p.active.len(),
-                    cfg.max_workers,
-                    p.queue.len()
-                )));
+                return Ok(Admit::Full(why));
             }
             p.total_admitted += 1;
             let now = Utc::now();

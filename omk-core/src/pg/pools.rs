@@ -9,7 +9,7 @@
 //! it.
 //!
 //! The slots taken in a pool are its running tasks whose lease holds (a
-//! claim takes one, under the same lock: [`pool_has_room`]) plus the
+//! claim takes one, under the same lock: [`pool_full`]) plus the
 //! leased slots of [`PoolAdmission::admit`] (`pool_slots`). Both end at
 //! their deadline by the server's clock, so a dead host frees its slots
 //! when its leases lapse. Admissions and claims lock the pool's row, and a
@@ -25,20 +25,29 @@ use super::PgStore;
 use crate::error::{Error, Result};
 use crate::seam::{lost_slot, Admit, PoolAdmission, PoolLoad, PoolSlot};
 
-/// Pool `$1`'s slots taken now: its running tasks in their lease and its
-/// leased slots in time, in SQL.
-pub(super) const TAKEN: &str = "(SELECT count(*) FROM tasks
-       WHERE pool = $1 AND status = 'running' AND lease_deadline >= clock_timestamp())
-   + (SELECT count(*) FROM pool_slots WHERE pool = $1 AND deadline >= clock_timestamp())";
+/// The slots taken now in the pool named by SQL expression `pool`: its
+/// running tasks in their lease and its leased slots in time. One
+/// definition for admissions, claims and the wake-up time of a claimer
+/// held back by a full pool.
+pub(super) fn taken(pool: &str) -> String {
+    format!(
+        "((SELECT count(*) FROM tasks r
+           WHERE r.pool = {pool} AND r.status = 'running'
+             AND r.lease_deadline >= clock_timestamp())
+        + (SELECT count(*) FROM pool_slots s
+           WHERE s.pool = {pool} AND s.deadline >= clock_timestamp()))"
+    )
+}
 
-/// Whether pool `pool` has a free slot, in transaction `tx`: its row (if
-/// it has a capacity) locked first, then the count in a statement of its
-/// own, which sees every admission committed before the lock was granted.
-pub(super) async fn pool_has_room(
+/// Pool `pool`'s slots taken and capacity when every slot is taken (`None`
+/// while it has room, or no capacity), in transaction `tx`: its row
+/// locked first, then the count in a statement of its own, which sees
+/// every admission committed before the lock was granted.
+pub(super) async fn pool_full(
     store: &PgStore,
     tx: &impl GenericClient,
     pool: &str,
-) -> Result<bool> {
+) -> Result<Option<(i64, i32)>> {
     let err = |e| store.error("read the pools of", e);
     let cap = tx
         .query_opt(
@@ -47,14 +56,14 @@ pub(super) async fn pool_has_room(
         )
         .await
         .map_err(err)?;
-    let Some(cap) = cap else { return Ok(true) };
+    let Some(cap) = cap else { return Ok(None) };
     let cap: i32 = cap.get(0);
     let taken: i64 = tx
-        .query_one(&format!("SELECT {TAKEN}"), &[&pool])
+        .query_one(&format!("SELECT {}", taken("$1")), &[&pool])
         .await
         .map_err(err)?
         .get(0);
-    Ok(taken < i64::from(cap))
+    Ok((taken >= i64::from(cap)).then_some((taken, cap)))
 }
 
 impl PgStore {
@@ -94,15 +103,7 @@ impl PoolAdmission for PgStore {
         let err = |e| self.error("admit a pool slot in", e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
-        if !pool_has_room(self, &tx, pool).await? {
-            let row = tx
-                .query_one(
-                    &format!("SELECT {TAKEN}, (SELECT max_workers FROM pools WHERE name = $1)"),
-                    &[&pool],
-                )
-                .await
-                .map_err(err)?;
-            let (taken, cap): (i64, i32) = (row.get(0), row.get(1));
+        if let Some((taken, cap)) = pool_full(self, &tx, pool).await? {
             return Ok(Admit::Full(format!(
                 "pool {pool} is full across the cluster: {taken} of {cap} slots taken"
             )));
@@ -176,7 +177,10 @@ impl PoolAdmission for PgStore {
         let client = self.client().await?;
         let row = client
             .query_one(
-                &format!("SELECT {TAKEN}, (SELECT max_workers FROM pools WHERE name = $1)"),
+                &format!(
+                    "SELECT {}, (SELECT max_workers FROM pools WHERE name = $1)",
+                    taken("$1")
+                ),
                 &[&pool],
             )
             .await

@@ -136,7 +136,7 @@ impl PgStore {
                 continue;
             }
             // Then the team's pool, declared capacity across the cluster.
-            if !super::pools::pool_has_room(self, &tx, &pool).await? {
+            if super::pools::pool_full(self, &tx, &pool).await?.is_some() {
                 full_pools.push(pool);
                 continue;
             }
@@ -465,7 +465,8 @@ impl PgStore {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT EXTRACT(EPOCH FROM (least(
+                &format!(
+                    "SELECT EXTRACT(EPOCH FROM (least(
                      (SELECT min(CASE WHEN t.status = 'pending'
                                       THEN coalesce(t.not_before, clock_timestamp())
                                       ELSE t.lease_deadline END)
@@ -482,18 +483,15 @@ impl PgStore {
                                         FROM teams WHERE name = t.team), 9223372036854775807)
                             -- So do those of a pool at its capacity.
                             AND NOT EXISTS (SELECT 1 FROM pools p WHERE p.name = t.pool
-                                AND p.max_workers <= (SELECT count(*) FROM tasks r
-                                    WHERE r.pool = t.pool AND r.status = 'running'
-                                      AND r.lease_deadline >= clock_timestamp())
-                                  + (SELECT count(*) FROM pool_slots s
-                                    WHERE s.pool = t.pool
-                                      AND s.deadline >= clock_timestamp()))))),
+                                AND p.max_workers <= {pool_taken})))),
                      -- A leased slot that lapses is not announced.
                      (SELECT min(s.deadline) FROM pool_slots s
                       WHERE s.pool = ANY($1) AND s.deadline >= clock_timestamp()
                         AND EXISTS (SELECT 1 FROM tasks t WHERE t.pool = s.pool
                                       AND t.agent = ANY($2) AND t.status = 'pending')))
                    - clock_timestamp()))::float8",
+                    pool_taken = super::pools::taken("t.pool")
+                ),
                 &[&pools, &agents],
             )
             .await

@@ -86,16 +86,21 @@ function gateCard(b) {
   return c;
 }
 
+// A bar filled to `taken` of `of`.
+function loadBar(taken, of) {
+  const bar = el("div", "bar");
+  const fillBar = el("span");
+  fillBar.style.width = Math.min(100, (100 * taken) / Math.max(1, of)) + "%";
+  bar.append(fillBar);
+  return bar;
+}
+
 function poolCard(p) {
   const c = el("div", "card");
   const h = el("h3");
   h.append(el("span", null, p.name), badge(`${p.active_tasks}/${p.max_workers}`, "info"));
   c.append(h, el("div", "meta", `queued ${p.queued_tasks} · admitted ${p.total_admitted} · rejected ${p.total_rejected}`));
-  const bar = el("div", "bar");
-  const fillBar = el("span");
-  fillBar.style.width = Math.min(100, (100 * p.active_tasks) / Math.max(1, p.max_workers)) + "%";
-  bar.append(fillBar);
-  c.append(bar);
+  c.append(loadBar(p.active_tasks, p.max_workers));
   return c;
 }
 
@@ -113,12 +118,8 @@ function clusterPoolCard(p) {
     h,
     el("div", "meta", `${cap} · worker slots ${p.max_workers} · queued ${p.queued_tasks}`),
     el("div", "meta", `workers: ${p.workers.length ? p.workers.join(", ") : "none"}`),
+    loadBar(taken, of),
   );
-  const bar = el("div", "bar");
-  const fillBar = el("span");
-  fillBar.style.width = Math.min(100, (100 * taken) / Math.max(1, of)) + "%";
-  bar.append(fillBar);
-  c.append(bar);
   return c;
 }
 
