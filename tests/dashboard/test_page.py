@@ -88,16 +88,27 @@ class Page:
         return r["result"].get("value")
 
 
-def test_page_shows_a_new_team_live_and_renders_hostile_text_as_text(env: dict[str, Any]) -> None:
+def page_ws(env: dict[str, Any]) -> str:
+    """The DevTools websocket of the browser's page."""
     targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{env['devtools']}/json/list").read())
-    ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+    return str(next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"))
+
+
+async def open_page(ws: Any, url: str) -> Page:
+    """The page on websocket ``ws``, navigated to ``url``."""
+    page = Page(ws)
+    await page.send("Page.enable")
+    await page.send("Runtime.enable")
+    await page.send("Page.navigate", url=url)
+    return page
+
+
+def test_page_shows_a_new_team_live_and_renders_hostile_text_as_text(env: dict[str, Any]) -> None:
+    ws_url = page_ws(env)
 
     async def drive() -> None:
         async with websockets.connect(ws_url, max_size=64 << 20) as ws:
-            page = Page(ws)
-            await page.send("Page.enable")
-            await page.send("Runtime.enable")
-            await page.send("Page.navigate", url=env["url"] + "/")
+            page = await open_page(ws, env["url"] + "/")
             deadline = time.monotonic() + 20
             while await page.eval("document.getElementById('live') && document.getElementById('live').textContent") != "live":
                 assert time.monotonic() < deadline, "the page never went live (EventSource)"
@@ -173,20 +184,22 @@ def test_page_shows_the_clusters_pools_with_their_capacity_live(env: dict[str, A
     worker = subprocess.Popen([OMK, "worker", "--store", store, "--name", "pagehost", "--max-agents", "2",
                                "--root", str(root / "host")], cwd=env["project"], env=vars_,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The page draws the workers registered when it loads its pools (a
+    # worker joining later shows at the store's next team change).
+    deadline = time.monotonic() + 20
+    while "pagehost" not in omk("pools", "status", "--json", "--store", store):
+        assert time.monotonic() < deadline, "the worker never registered"
+        time.sleep(0.05)
     dash = subprocess.Popen([OMK, "dashboard", "--bind", "127.0.0.1:0", "--store", store], cwd=env["project"],
                             env=vars_, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert dash.stdout is not None
         url = dash.stdout.readline().strip().rsplit(" ", 1)[-1]
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{env['devtools']}/json/list").read())
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        ws_url = page_ws(env)
 
         async def drive() -> None:
             async with websockets.connect(ws_url, max_size=64 << 20) as ws:
-                page = Page(ws)
-                await page.send("Page.enable")
-                await page.send("Runtime.enable")
-                await page.send("Page.navigate", url=url + "/")
+                page = await open_page(ws, url + "/")
                 card = "document.querySelector('[data-cluster-pool=\"default\"]')"
 
                 async def card_text(within: float, want: str) -> str:
