@@ -51,10 +51,16 @@ fn version_prints_the_crate_version() {
 fn doctor_healthy_exits_0_with_api_shape() {
     let d = tempfile::tempdir().unwrap();
     let agent = fake_agent(d.path());
+    // Healthy whatever the free space of the machine running the test.
+    let cfg = d.path().join("omk.toml");
+    std::fs::write(&cfg, "[health]\nmin_free_disk_mb = 1\n").unwrap();
     let out = omk(
         &d.path().join("s"),
         &["doctor", "--json"],
-        &[("OMK_KIMI_BIN", agent.to_str().unwrap())],
+        &[
+            ("OMK_KIMI_BIN", agent.to_str().unwrap()),
+            ("OMK_CONFIG", cfg.to_str().unwrap()),
+        ],
     );
     assert_eq!(
         out.status.code(),

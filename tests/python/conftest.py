@@ -30,11 +30,17 @@ HERE = Path(__file__).resolve().parent
 AGENT = os.environ.get("OMK_KIMI_BIN") or str(REPO / "target" / "debug" / "omk-scripted-agent")
 STUB = Path(omk.__file__).with_name("_omk.pyi")
 
+# `[health] min_free_disk_mb = 1`: the tests that expect a healthy doctor
+# test omk, not the free space of the machine running them (the disk check
+# has its own tests in omk-core's health.rs).
 CONFIG = """\
 [team]
 heartbeat_secs = 1
 stop_grace_secs = 2
 retry_backoff_ms = 50
+
+[health]
+min_free_disk_mb = 1
 """
 
 T = TypeVar("T")
