@@ -448,3 +448,87 @@ async fn concurrent_appenders_get_a_gapless_sequence_in_commit_order_and_followe
     assert_eq!(n, all.len());
     drop(signal);
 }
+
+/// The next raise of `signal` past `seen` within `within`, if any.
+async fn raised(signal: &omk_core::watch::Signal, seen: u64, within: Duration) -> Option<u64> {
+    let now = signal.changed_past(seen, within).await;
+    (now > seen).then_some(now)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_channel_announces_joins_leaves_and_capacities_but_not_renewals() {
+    use omk_core::pg::workers::WorkerRecord;
+    use omk_core::seam::{Admit, PoolAdmission};
+    let Some((store, url)) = store().await else {
+        return;
+    };
+    let signal = store.listen_for_cluster().await.unwrap();
+    // Connected and listening: the first raise comes from LISTEN itself.
+    let mut seen = signal.changed_past(0, Duration::from_secs(10)).await;
+    let other = PgStore::connect(&url).await.unwrap();
+    let wait = Duration::from_secs(10);
+    // Long enough for a notification on loopback to have come (they take
+    // about a millisecond), short enough to keep the test quick.
+    let quiet = Duration::from_millis(500);
+    let lease = Duration::from_secs(30);
+    let mut w = WorkerRecord {
+        holder: "h1/1".into(),
+        host: "h1".into(),
+        pools: pools(),
+        agents: agents(),
+        max_agents: 2,
+    };
+
+    other.register_worker(&w, lease).await.unwrap();
+    seen = raised(&signal, seen, wait)
+        .await
+        .expect("a join is announced");
+    other.register_worker(&w, lease).await.unwrap();
+    assert_eq!(raised(&signal, seen, quiet).await, None, "a renewal is not");
+    w.max_agents = 3;
+    other.register_worker(&w, lease).await.unwrap();
+    seen = raised(&signal, seen, wait)
+        .await
+        .expect("a change of what a worker serves is announced");
+
+    // A registration that lapsed (a host stopped past its lease) and comes
+    // back is a join again.
+    other
+        .register_worker(&w, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(raised(&signal, seen, quiet).await, None);
+    let live = store.cluster_pools().await.unwrap();
+    assert_eq!(live["workers"].as_array().unwrap().len(), 0, "{live}");
+    other.register_worker(&w, lease).await.unwrap();
+    seen = raised(&signal, seen, wait)
+        .await
+        .expect("a lapsed worker's return is announced");
+
+    other.set_pool_capacity("default", Some(1)).await.unwrap();
+    seen = raised(&signal, seen, wait)
+        .await
+        .expect("a capacity is announced");
+    let Admit::Admitted(slot) = other.admit("default", "h2/7", lease).await.unwrap() else {
+        panic!("capacity 1, nothing running: admitted");
+    };
+    seen = raised(&signal, seen, wait)
+        .await
+        .expect("an admission is announced");
+    other.release_slot(&slot).await.unwrap();
+    seen = raised(&signal, seen, wait)
+        .await
+        .expect("a release is announced");
+
+    other.unregister_worker(&w.holder).await.unwrap();
+    seen = raised(&signal, seen, wait)
+        .await
+        .expect("a leave is announced");
+    other.unregister_worker(&w.holder).await.unwrap();
+    assert_eq!(
+        raised(&signal, seen, quiet).await,
+        None,
+        "leaving twice is announced once"
+    );
+    drop(signal);
+}

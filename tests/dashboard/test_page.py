@@ -164,7 +164,9 @@ def test_page_shows_a_new_team_live_and_renders_hostile_text_as_text(env: dict[s
 def test_page_shows_the_clusters_pools_with_their_capacity_live(env: dict[str, Any]) -> None:
     """With ``--store``, the page draws the cluster's pools: a pool's declared
     capacity, the workers serving it and their slots, and its load as a team
-    runs on the hosts (the store's team changes refresh it)."""
+    runs on the hosts. A worker joining or leaving and a new capacity show
+    without a reload and without a team change (the store announces them on
+    ``omk_cluster``); a team's claims show with its changes."""
     server = os.environ.get("OMK_TEST_PG_URL")
     if not server:
         pytest.skip("OMK_TEST_PG_URL is not set (make dashboard-test starts PostgreSQL)")
@@ -181,37 +183,37 @@ def test_page_shows_the_clusters_pools_with_their_capacity_live(env: dict[str, A
         return r.stdout
 
     omk("pools", "set", "default", "--max-workers", "1", "--store", store)
-    worker = subprocess.Popen([OMK, "worker", "--store", store, "--name", "pagehost", "--max-agents", "2",
-                               "--root", str(root / "host")], cwd=env["project"], env=vars_,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # The page draws the workers registered when it loads its pools (a
-    # worker joining later shows at the store's next team change).
-    deadline = time.monotonic() + 20
-    while "pagehost" not in omk("pools", "status", "--json", "--store", store):
-        assert time.monotonic() < deadline, "the worker never registered"
-        time.sleep(0.05)
     dash = subprocess.Popen([OMK, "dashboard", "--bind", "127.0.0.1:0", "--store", store], cwd=env["project"],
                             env=vars_, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    worker: subprocess.Popen[bytes] | None = None
     try:
         assert dash.stdout is not None
         url = dash.stdout.readline().strip().rsplit(" ", 1)[-1]
         ws_url = page_ws(env)
 
         async def drive() -> None:
+            nonlocal worker
             async with websockets.connect(ws_url, max_size=64 << 20) as ws:
                 page = await open_page(ws, url + "/")
                 card = "document.querySelector('[data-cluster-pool=\"default\"]')"
 
-                async def card_text(within: float, want: str) -> str:
+                async def card_text(within: float, want: str, gone: str | None = None) -> str:
                     deadline = time.monotonic() + within
                     while True:
                         text = await page.eval(f"{card} ? {card}.textContent : ''") or ""
-                        if want in text:
+                        if want in text and (gone is None or gone not in text):
                             return str(text)
                         assert time.monotonic() < deadline, f"no {want!r} in the cluster pool card: {text!r}"
                         await asyncio.sleep(0.05)
 
-                text = await card_text(20, "pagehost")
+                text = await card_text(20, "workers: none")
+                assert "capacity 1 · worker slots 0" in text, text
+                # A host joins after the page loaded.
+                worker = subprocess.Popen(
+                    [OMK, "worker", "--store", store, "--name", "pagehost", "--max-agents", "2",
+                     "--root", str(root / "host")], cwd=env["project"], env=vars_,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                text = await card_text(20, "workers: pagehost")
                 assert "capacity 1 · worker slots 2" in text, text
                 assert "0/1" in text, text
                 # A team of two tasks on the host: the pool admits one at a
@@ -221,10 +223,18 @@ def test_page_shows_the_clusters_pools_with_their_capacity_live(env: dict[str, A
                 text = await card_text(10, "1/1")
                 assert "queued 1" in text, text
                 await card_text(30, "0/1")
+                # A new capacity, then the host leaving.
+                omk("pools", "set", "default", "--max-workers", "3", "--store", store)
+                await card_text(10, "capacity 3 · worker slots 2")
+                worker.terminate()
+                assert worker.wait(timeout=30) == 0
+                text = await card_text(10, "workers: none")
+                assert "capacity 3 · worker slots 0" in text, text
 
         asyncio.run(drive())
     finally:
         dash.kill()
         dash.wait()
-        worker.terminate()
-        worker.wait(timeout=30)
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            worker.wait(timeout=30)

@@ -12,6 +12,12 @@
 //!   it last saw running, and any saved in the last [`RECENT`]) and sends
 //!   those that differ from what it last saw. Notifications coalesce, and a
 //!   missed one is made up by the re-read every [`SAFETY_SCAN`].
+//! - `/api/events` also carries a `pools` event named `cluster` (its
+//!   document the store's cluster, as `/api/pools` has it) when the cluster
+//!   changed: a worker joined or left, a capacity was set, a pool's load
+//!   moved. The store notifies `omk_cluster` for the first three; a load
+//!   that moved with a team's claims, and a worker whose registration
+//!   lapsed (a dead host), show at the next re-read.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -68,10 +74,12 @@ impl Cluster {
         Ok(())
     }
 
-    /// Start following the store's team documents into `changes`. The
-    /// first look is the baseline (sent to nobody); it is taken before this
-    /// returns, so a client that connects afterwards misses no change.
+    /// Start following the store's team documents and its cluster into
+    /// `changes`. The first look at each is the baseline (sent to nobody);
+    /// it is taken before this returns, so a client that connects
+    /// afterwards misses no change.
     pub async fn follow(&self, changes: broadcast::Sender<Change>) -> omk_core::Result<()> {
+        self.follow_cluster(changes.clone()).await?;
         let signal = self.store.listen_for_teams().await?;
         let store = self.store.clone();
         let mut seen = look(&store, &HashMap::new(), None).await?;
@@ -87,6 +95,47 @@ impl Cluster {
         });
         Ok(())
     }
+
+    async fn follow_cluster(&self, changes: broadcast::Sender<Change>) -> omk_core::Result<()> {
+        let signal = self.store.listen_for_cluster().await?;
+        let store = self.store.clone();
+        let mut seen = shape(&store.cluster_pools().await?);
+        tokio::spawn(async move {
+            loop {
+                let generation = signal.generation();
+                match store.cluster_pools().await {
+                    Ok(cluster) => {
+                        let now = shape(&cluster);
+                        if now != seen {
+                            seen = now;
+                            let _ = changes.send(Change {
+                                kind: "pools",
+                                name: "cluster".into(),
+                                document: cluster,
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!("dashboard: {e}"),
+                }
+                signal.changed_past(generation, SAFETY_SCAN).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The cluster without what every renewal moves (the workers'
+/// deadlines): what a change is judged on.
+fn shape(cluster: &Value) -> Value {
+    let mut c = cluster.clone();
+    if let Some(workers) = c["workers"].as_array_mut() {
+        for w in workers {
+            if let Some(w) = w.as_object_mut() {
+                w.remove("deadline");
+            }
+        }
+    }
+    c
 }
 
 /// Read what may have changed since `seen`, send what did, and return the

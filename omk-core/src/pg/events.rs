@@ -93,9 +93,18 @@ pub const TEAMS_CHANNEL: &str = "omk_teams";
 /// down): what workers running a task listen to, to stop its agent.
 pub const CANCEL_CHANNEL: &str = "omk_cancel";
 
+/// The channel notified when the cluster's shape changed: a worker joined
+/// (or came back after its registration lapsed) or left, a pool's capacity
+/// was set, a leased pool slot was admitted or released. What the
+/// dashboard's cluster pool cards follow. A worker that dies is not
+/// announced: its registration lapses, which followers see on their next
+/// look.
+pub const CLUSTER_CHANNEL: &str = "omk_cluster";
+
 /// Notify `channel` at `tx`'s commit: [`WORK_CHANNEL`] (a task may be
 /// claimable), [`TEAMS_CHANNEL`] (a team document changed),
-/// [`CANCEL_CHANNEL`] (running tasks were cancelled).
+/// [`CANCEL_CHANNEL`] (running tasks were cancelled), [`CLUSTER_CHANNEL`]
+/// (workers or pool capacities changed).
 pub(crate) async fn notify(
     store: &PgStore,
     tx: &impl GenericClient,
@@ -180,6 +189,11 @@ impl PgStore {
     /// [`PgStore::listen`] to [`CANCEL_CHANNEL`].
     pub async fn listen_for_cancels(&self) -> Result<Arc<Signal>> {
         self.listen_to(CANCEL_CHANNEL).await
+    }
+
+    /// [`PgStore::listen`] to [`CLUSTER_CHANNEL`].
+    pub async fn listen_for_cluster(&self) -> Result<Arc<Signal>> {
+        self.listen_to(CLUSTER_CHANNEL).await
     }
 
     async fn listen_to(&self, channel: &'static str) -> Result<Arc<Signal>> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 
-use super::events::{notify, WORK_CHANNEL};
+use super::events::{notify, CLUSTER_CHANNEL, WORK_CHANNEL};
 use super::PgStore;
 use crate::error::{Error, Result};
 use crate::seam::{lost_slot, Admit, PoolAdmission, PoolLoad, PoolSlot};
@@ -93,6 +93,7 @@ impl PgStore {
                 .map_err(err)?,
         };
         notify(self, &tx, WORK_CHANNEL).await?;
+        notify(self, &tx, CLUSTER_CHANNEL).await?;
         tx.commit().await.map_err(err)
     }
 }
@@ -125,6 +126,7 @@ impl PoolAdmission for PgStore {
             )
             .await
             .map_err(err)?;
+        notify(self, &tx, CLUSTER_CHANNEL).await?;
         tx.commit().await.map_err(err)?;
         Ok(Admit::Admitted(PoolSlot {
             pool: pool.to_string(),
@@ -169,6 +171,7 @@ impl PoolAdmission for PgStore {
         if gone > 0 {
             // Claims held back by the pool's capacity look again.
             notify(self, &tx, WORK_CHANNEL).await?;
+            notify(self, &tx, CLUSTER_CHANNEL).await?;
         }
         tx.commit().await.map_err(err)
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::events::CLUSTER_CHANNEL;
 use super::PgStore;
 use crate::error::Result;
 
@@ -23,16 +24,28 @@ pub struct WorkerRecord {
 }
 
 impl PgStore {
-    /// Register (or re-register) a worker until `ttl` from now.
+    /// Register (or re-register) a worker until `ttl` from now. A worker
+    /// that joins, comes back after its registration lapsed, or changes
+    /// what it serves notifies [`CLUSTER_CHANNEL`]; a renewal does not.
     pub async fn register_worker(&self, w: &WorkerRecord, ttl: Duration) -> Result<()> {
         let client = self.client().await?;
+        // `prev` reads the row as it was before the upsert (one snapshot
+        // for the whole statement).
         client
             .execute(
-                "INSERT INTO workers (holder, host, pools, agents, max_agents, deadline)
-                 VALUES ($1, $2, $3, $4, $5, clock_timestamp() + make_interval(secs => $6))
-                 ON CONFLICT (holder) DO UPDATE SET
-                     host = EXCLUDED.host, pools = EXCLUDED.pools, agents = EXCLUDED.agents,
-                     max_agents = EXCLUDED.max_agents, deadline = EXCLUDED.deadline",
+                "WITH prev AS (
+                     SELECT host, pools, agents, max_agents, deadline >= clock_timestamp() AS live
+                     FROM workers WHERE holder = $1),
+                 up AS (
+                     INSERT INTO workers (holder, host, pools, agents, max_agents, deadline)
+                     VALUES ($1, $2, $3, $4, $5, clock_timestamp() + make_interval(secs => $6))
+                     ON CONFLICT (holder) DO UPDATE SET
+                         host = EXCLUDED.host, pools = EXCLUDED.pools, agents = EXCLUDED.agents,
+                         max_agents = EXCLUDED.max_agents, deadline = EXCLUDED.deadline
+                     RETURNING 1)
+                 SELECT pg_notify($7, '') FROM up
+                 WHERE NOT EXISTS (SELECT 1 FROM prev WHERE live AND host = $2 AND pools = $3
+                                   AND agents = $4 AND max_agents = $5)",
                 &[
                     &w.holder,
                     &w.host,
@@ -40,6 +53,7 @@ impl PgStore {
                     &w.agents,
                     &w.max_agents,
                     &ttl.as_secs_f64(),
+                    &CLUSTER_CHANNEL,
                 ],
             )
             .await
@@ -47,12 +61,16 @@ impl PgStore {
         Ok(())
     }
 
-    /// A stopping worker leaves at once (a dead one when its deadline
-    /// passes).
+    /// A stopping worker leaves at once, notifying [`CLUSTER_CHANNEL`] (a
+    /// dead one leaves when its deadline passes, unannounced).
     pub async fn unregister_worker(&self, holder: &str) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute("DELETE FROM workers WHERE holder = $1", &[&holder])
+            .execute(
+                "WITH gone AS (DELETE FROM workers WHERE holder = $1 RETURNING 1)
+                 SELECT pg_notify($2, '') FROM gone",
+                &[&holder, &CLUSTER_CHANNEL],
+            )
             .await
             .map_err(|e| self.error("unregister a worker from", e))?;
         Ok(())
