@@ -108,6 +108,10 @@ pub trait TaskLeases {
     fn renew(&self, lease: &mut Lease, ttl: Duration) -> impl Future<Output = Result<()>> + Send;
 
     /// Record the task completed with `result` (its summary, tokens...).
+    /// Completing again with the lease that completed the task succeeds
+    /// and records nothing more: a completion retried because its reply was
+    /// lost (the connection dropped after the commit) learns it was
+    /// recorded. Any other write with that lease is refused.
     fn complete(&self, lease: &Lease, result: &Value) -> impl Future<Output = Result<()>> + Send;
 
     /// Record a failed attempt: claimable again `backoff` from now while

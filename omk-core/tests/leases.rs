@@ -64,12 +64,33 @@ async fn contract(q: impl TaskLeases) {
     refused(q.renew(&mut stale.clone(), LONG).await, "a stale renewal");
     assert_eq!(record(&q, "t1").await.status, "running");
 
-    // A completion is recorded once; the same lease cannot write again.
+    // A completion is recorded once. The same lease completing again (a
+    // retry after a lost reply) is told it was, and changes nothing; any
+    // other write with it is refused, as is a completion naming its epoch
+    // for another holder.
     q.complete(&a, &json!({ "summary": "done", "tokens": 7 }))
         .await
         .unwrap();
-    assert_eq!(record(&q, "t1").await.status, "completed");
-    refused(q.complete(&a, &json!({})).await, "a second completion");
+    let done = record(&q, "t1").await;
+    assert_eq!(done.status, "completed");
+    q.complete(&a, &json!({ "summary": "again", "tokens": 9 }))
+        .await
+        .unwrap();
+    assert_eq!(record(&q, "t1").await, done);
+    refused(
+        q.fail(&a, "x", LONG).await,
+        "a failure after the completion",
+    );
+    refused(q.release(&a).await, "a release after the completion");
+    refused(q.renew(&mut a.clone(), LONG).await, "a renewal after it");
+    let other = Lease {
+        holder: "h9".into(),
+        ..a.clone()
+    };
+    refused(
+        q.complete(&other, &json!({})).await,
+        "another holder's completion at that epoch",
+    );
 
     // A failure backs off: the retry time is in the record.
     let after = q.fail(&b, "boom", SHORT).await.unwrap();

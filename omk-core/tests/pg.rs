@@ -532,3 +532,52 @@ async fn the_cluster_channel_announces_joins_leaves_and_capacities_but_not_renew
     );
     drop(signal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_retried_after_its_commit_is_told_so_and_recorded_once() {
+    let Some((store, _)) = store().await else {
+        return;
+    };
+    store
+        .create_team("t", &json!({}), &tasks(1, 3), None)
+        .await
+        .unwrap();
+    let lease = store
+        .claim("a/1", &pools(), &agents(), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let counters = [("tasks_completed", 1)];
+    let seq = store
+        .complete(&lease, &json!({ "summary": "done" }), &counters)
+        .await
+        .unwrap();
+    // The retry of a worker whose reply was lost with the connection.
+    let again = store
+        .complete(&lease, &json!({ "summary": "again" }), &counters)
+        .await
+        .unwrap();
+    assert_eq!(again, seq, "the first completion's sequence");
+    let completions: Vec<_> = store
+        .events_after(Some("t"), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.kind == EventKind::TaskCompleted)
+        .collect();
+    assert_eq!(completions.len(), 1);
+    assert_eq!(completions[0].seq, seq);
+    assert_eq!(store.counter("tasks_completed").await.unwrap(), 1);
+    // Not for another holder naming the epoch, nor any other write.
+    let other = omk_core::seam::Lease {
+        holder: "b/1".into(),
+        ..lease.clone()
+    };
+    let e = store.complete(&other, &json!({}), &[]).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+    let e = store
+        .fail(&lease, "late", Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+}

@@ -83,6 +83,29 @@ const RUNNING_AND_CAP: &str = "SELECT
        COALESCE((doc->>'worker_count')::bigint, 0)
      FROM teams WHERE name = $1";
 
+/// The sequence of `lease`'s completion event if `lease` completed its
+/// task (the task is completed at its epoch, by its holder).
+async fn completed_by(
+    store: &PgStore,
+    tx: &impl deadpool_postgres::GenericClient,
+    lease: &Lease,
+) -> Result<Option<i64>> {
+    let row = tx
+        .query_opt(
+            "SELECT coalesce((SELECT max(e.seq) FROM events e
+                              WHERE e.team = t.team AND e.kind = 'task_completed'
+                                AND e.payload->>'task_id' = t.id
+                                AND e.payload->>'epoch' = t.epoch::text), 0)
+             FROM tasks t
+             WHERE t.team = $1 AND t.id = $2 AND t.epoch = $3 AND t.holder = $4
+               AND t.status = 'completed'",
+            &[&lease.team, &lease.task, &lease.epoch, &lease.holder],
+        )
+        .await
+        .map_err(|e| store.error("read a task from", e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 impl PgStore {
     /// Claim the first claimable task (pending and past its backoff, or
     /// running past its deadline) of `pools` that one of `agents` runs, for
@@ -300,7 +323,9 @@ impl PgStore {
 
     /// Record the task completed with `result`, its `task_completed` event
     /// and its counter increments, in one transaction; refused (and nothing
-    /// recorded) unless the lease is still valid.
+    /// recorded) unless the lease is still valid. The lease that completed
+    /// the task completing again gets its completion's sequence and
+    /// records nothing (a retry after a reply lost with the connection).
     pub async fn complete(
         &self,
         lease: &Lease,
@@ -324,7 +349,10 @@ impl PgStore {
             .await
             .map_err(|e| self.error("complete a task in", e))?;
         if n == 0 {
-            return Err(lost(lease, "complete"));
+            return match completed_by(self, &tx, lease).await? {
+                Some(seq) => Ok(seq),
+                None => Err(lost(lease, "complete")),
+            };
         }
         add_counters(self, &tx, counters).await?;
         // A slot waiting on the team's worker count may claim now.

@@ -171,6 +171,17 @@ pub fn held(tasks: &[TaskEntry], lease: &Lease, doing: &str, now: DateTime<Utc>)
         .ok_or_else(|| lost(lease, doing))
 }
 
+/// Whether `lease` is the one that completed its task (see
+/// [`TaskLeases::complete`]: a repeated completion is told it was recorded).
+pub fn completed_by(tasks: &[TaskEntry], lease: &Lease) -> bool {
+    tasks.iter().any(|t| {
+        t.id == lease.task
+            && t.status == TaskStatus::Completed
+            && t.epoch as i64 == lease.epoch
+            && t.worker.as_deref() == Some(lease.holder.as_str())
+    })
+}
+
 /// Extend a held lease by `ttl` from `now`.
 pub fn renew(
     tasks: &mut [TaskEntry],
@@ -286,6 +297,9 @@ impl TaskLeases for Board {
 
     async fn complete(&self, lease: &Lease, result: &Value) -> Result<()> {
         self.with(|tasks| {
+            if completed_by(tasks, lease) {
+                return Ok(());
+            }
             let now = Utc::now();
             let i = held(tasks, lease, "complete", now)?;
             let t = &mut tasks[i];
