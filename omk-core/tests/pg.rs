@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use omk_core::events::{Event, EventKind};
-use omk_core::pg::tasks::{AfterFailure, NewTask};
+use omk_core::pg::tasks::{AfterFailure, Lease, NewTask};
 use omk_core::pg::{schema, PgStore};
 use omk_core::{Error, ErrorCode};
 use serde_json::json;
@@ -37,6 +37,22 @@ fn pools() -> Vec<String> {
 
 fn agents() -> Vec<String> {
     vec!["scripted".into()]
+}
+
+/// A store holding team `t` of one task (`max_attempts`), claimed by
+/// `a/1` under a lease of `ttl`.
+async fn one_claimed(max_attempts: i32, ttl: Duration) -> Option<(PgStore, Lease)> {
+    let (store, _) = store().await?;
+    store
+        .create_team("t", &json!({}), &tasks(1, max_attempts), None)
+        .await
+        .unwrap();
+    let lease = store
+        .claim("a/1", &pools(), &agents(), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    Some((store, lease))
 }
 
 async fn raw(url: &str) -> tokio_postgres::Client {
@@ -336,18 +352,9 @@ async fn failures_back_off_in_the_record_then_run_out_and_release_gives_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_holder_on_its_last_attempt_fails_the_task() {
-    let Some((store, _)) = store().await else {
+    let Some((store, _dead)) = one_claimed(1, Duration::from_millis(300)).await else {
         return;
     };
-    store
-        .create_team("t", &json!({}), &tasks(1, 1), None)
-        .await
-        .unwrap();
-    let _dead = store
-        .claim("a/1", &pools(), &agents(), Duration::from_millis(300))
-        .await
-        .unwrap()
-        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(store
         .claim("b/1", &pools(), &agents(), Duration::from_secs(5))
@@ -535,18 +542,9 @@ async fn the_cluster_channel_announces_joins_leaves_and_capacities_but_not_renew
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_retried_after_its_commit_is_told_so_and_recorded_once() {
-    let Some((store, _)) = store().await else {
+    let Some((store, lease)) = one_claimed(3, Duration::from_secs(30)).await else {
         return;
     };
-    store
-        .create_team("t", &json!({}), &tasks(1, 3), None)
-        .await
-        .unwrap();
-    let lease = store
-        .claim("a/1", &pools(), &agents(), Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
     let counters = [("tasks_completed", 1)];
     let seq = store
         .complete(&lease, &json!({ "summary": "done" }), &counters)
@@ -569,7 +567,7 @@ async fn a_completion_retried_after_its_commit_is_told_so_and_recorded_once() {
     assert_eq!(completions[0].seq, seq);
     assert_eq!(store.counter("tasks_completed").await.unwrap(), 1);
     // Not for another holder naming the epoch, nor any other write.
-    let other = omk_core::seam::Lease {
+    let other = Lease {
         holder: "b/1".into(),
         ..lease.clone()
     };
