@@ -15,9 +15,9 @@
 //! - `/api/events` also carries a `pools` event named `cluster` (its
 //!   document the store's cluster, as `/api/pools` has it) when the cluster
 //!   changed: a worker joined or left, a capacity was set, a pool's load
-//!   moved. The store notifies `omk_cluster` for the first three; a load
-//!   that moved with a team's claims, and a worker whose registration
-//!   lapsed (a dead host), show at the next re-read.
+//!   moved. The store notifies `omk_cluster` for joins, leaves, capacities
+//!   and leased slots; a load that moved with a team's claims, and a worker
+//!   whose registration lapsed (a dead host), show at the next re-read.
 
 use std::collections::HashMap;
 use std::time::Duration;
